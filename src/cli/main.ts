@@ -1,0 +1,82 @@
+// The `tern` command line. Every subcommand takes --config FILE (or
+// TERN_CONFIG) so it finds the same data directory as the server.
+
+import { loadConfig, ConfigError } from '../config/load.ts';
+import { runConfigCheck } from './config-check.ts';
+import { startTern } from '../tern.ts';
+
+const USAGE = `Usage:
+  tern serve [--config FILE]        run the server (embedded defaults without a file)
+  tern config check FILE            validate a config file; exit 1 on any problem
+Options:
+  --config FILE                     the config file (also: TERN_CONFIG)
+`;
+
+interface Parsed {
+  positional: string[];
+  config?: string | undefined;
+  flags: Set<string>;
+}
+
+export function parseArgs(argv: string[]): Parsed {
+  const out: Parsed = { positional: [], flags: new Set(), config: process.env.TERN_CONFIG || undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--config' || a === '-c') out.config = argv[++i];
+    else if (a.startsWith('--config=')) out.config = a.slice('--config='.length);
+    else if (a.startsWith('-')) out.flags.add(a);
+    else out.positional.push(a);
+  }
+  return out;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const [cmd, sub, arg] = args.positional;
+  if (!cmd || args.flags.has('--help') || args.flags.has('-h')) {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  switch (cmd) {
+    case 'serve':
+      return serve(args.config);
+    case 'config':
+      if (sub === 'check' && (arg ?? args.config)) return runConfigCheck((arg ?? args.config)!);
+      break;
+  }
+  process.stderr.write(USAGE);
+  return 2;
+}
+
+async function serve(file: string | undefined): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(e.message + '\n');
+      return 1;
+    }
+    throw e;
+  }
+  const tern = await startTern(config);
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string): void => {
+      process.stderr.write(`tern: ${sig}, stopping\n`);
+      void tern.stop().then(resolve);
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+  return 0;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`tern: ${e instanceof Error ? e.stack : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

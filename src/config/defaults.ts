@@ -1,0 +1,80 @@
+// The embedded defaults: what `npm start` runs with when there is no file,
+// and what fills in every key a file leaves out. Named constants so the
+// reason for each number sits next to it.
+
+import os from 'node:os';
+import path from 'node:path';
+import type {
+  DnsConfig, DomainConfig, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
+} from './types.ts';
+
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF; servers must accept that much. */
+export const MIN_LINE_LENGTH = 1000;
+/** RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF. */
+export const MIN_COMMAND_LINE_LENGTH = 512;
+
+export const DEFAULT_TIMEOUTS: Readonly<TimeoutsConfig> = Object.freeze({
+  // RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+  command: 5 * MINUTE,
+  data: 5 * MINUTE,
+  greeting: 0,
+});
+
+export const DEFAULT_LIMITS: Readonly<LimitsConfig> = Object.freeze({
+  messageSize: 25 * 1024 * 1024,
+  // RFC 5321 §4.5.3.1.8: at least 100 recipients must be buffered.
+  recipients: 100,
+  connections: 1000,
+  connectionsPerIp: 50,
+  lineLength: MIN_LINE_LENGTH,
+  commandLineLength: MIN_COMMAND_LINE_LENGTH,
+  // Enough for a confused human, few enough to cut off a scanner quickly.
+  errors: 10,
+  timeouts: DEFAULT_TIMEOUTS,
+});
+
+export const DEFAULT_QUEUE: Readonly<QueueConfig> = Object.freeze({
+  retrySchedule: Object.freeze([1 * MINUTE, 5 * MINUTE, 15 * MINUTE, 30 * MINUTE, 1 * HOUR]) as number[],
+  // RFC 5321 §4.5.4.1: give up after at least 4-5 days.
+  maxLifetime: 5 * DAY,
+  delayWarning: 4 * HOUR,
+});
+
+export const DEFAULT_DNS: Readonly<DnsConfig> = Object.freeze({ servers: Object.freeze([] as string[]) as string[], timeout: 5 * SECOND });
+
+export const DEFAULT_LOG: Readonly<LogConfig> = Object.freeze({ level: 'info' });
+
+/** Unprivileged ports on loopback, so `npm start` needs no root and exposes nothing. */
+export const DEFAULT_LISTENERS: readonly Readonly<ListenerConfig>[] = Object.freeze([
+  Object.freeze({ role: 'smtp', address: '127.0.0.1', port: 2525 }),
+  Object.freeze({ role: 'submission', address: '127.0.0.1', port: 2587 }),
+  Object.freeze({ role: 'submissions', address: '127.0.0.1', port: 2465 }),
+] as const);
+
+/** `localhost` and the host's own name, like Postfix's default mydestination. */
+export function defaultDomains(hostname: string): DomainConfig[] {
+  const own = hostname.toLowerCase().replace(/\.$/, '');
+  const names = own === 'localhost' || own === '' ? ['localhost'] : ['localhost', own];
+  return names.map((name) => ({ name, mailboxes: '*', aliases: {} }));
+}
+
+/** A fresh, mutable copy of the embedded defaults (hostname and cwd are read now). */
+export function defaultConfig(): TernConfig {
+  const hostname = os.hostname();
+  return {
+    hostname,
+    dataDir: path.resolve('data'),
+    listeners: DEFAULT_LISTENERS.map((l) => ({ ...l })),
+    domains: defaultDomains(hostname),
+    trustedNetworks: [],
+    limits: structuredClone(DEFAULT_LIMITS),
+    queue: structuredClone(DEFAULT_QUEUE),
+    dns: structuredClone(DEFAULT_DNS),
+    log: { ...DEFAULT_LOG },
+  };
+}

@@ -1,0 +1,355 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, checkConfig, loadConfig, parseDuration, parseSize, type ConfigProblem } from './load.ts';
+import { DEFAULT_LIMITS, DEFAULT_QUEUE, defaultConfig } from './defaults.ts';
+import { runConfigCheck } from '../cli/config-check.ts';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-config-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+let n = 0;
+function write(text: string, name = `c${n++}.yaml`): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+const problemsOf = (text: string): ConfigProblem[] => checkConfig(write(text)).problems;
+/** The one problem at `p`, failing the test when there is none or several. */
+function problemAt(problems: ConfigProblem[], p: string): ConfigProblem {
+  const found = problems.filter((x) => x.path === p);
+  assert.equal(found.length, 1, `expected one problem at ${p}, got ${JSON.stringify(problems, null, 1)}`);
+  return found[0]!;
+}
+
+const EXAMPLE = `hostname: mx.tern.test
+dataDir: /tmp/tern-data
+listeners:
+  - { role: smtp, address: 127.0.0.1, port: 2525 }
+  - { role: submission, address: 127.0.0.1, port: 2587 }
+  - { role: submissions, address: 127.0.0.1, port: 2465 }
+tls: { cert: CERT, key: KEY }   # optional; self-signed when absent
+domains:
+  - name: tern.test
+    mailboxes: [alice, bob]
+    aliases: { postmaster: alice, team: [alice, bob] }
+    catchAll: bob                                    # optional
+trustedNetworks: []                                  # clients that may relay without AUTH
+limits: { messageSize: 26214400, recipients: 100, connections: 1000, connectionsPerIp: 50 }
+dns: { servers: ["127.0.0.1:5353"] }
+queue:
+  retrySchedule: [1m, 5m, 15m, 30m, 1h]
+  maxLifetime: 5d
+  delayWarning: 4h
+`;
+
+describe('loadConfig', () => {
+  it('loads the documented example exactly as written', () => {
+    const cert = write('cert', 'cert.pem');
+    const key = write('key', 'key.pem');
+    const file = write(EXAMPLE.replace('CERT', cert).replace('KEY', key));
+    const c = loadConfig(file);
+    assert.deepEqual(c, {
+      hostname: 'mx.tern.test',
+      dataDir: '/tmp/tern-data',
+      listeners: [
+        { role: 'smtp', address: '127.0.0.1', port: 2525 },
+        { role: 'submission', address: '127.0.0.1', port: 2587 },
+        { role: 'submissions', address: '127.0.0.1', port: 2465 },
+      ],
+      tls: { cert, key },
+      domains: [{
+        name: 'tern.test',
+        mailboxes: ['alice', 'bob'],
+        aliases: { postmaster: ['alice'], team: ['alice', 'bob'] },
+        catchAll: 'bob',
+      }],
+      trustedNetworks: [],
+      limits: {
+        messageSize: 26214400, recipients: 100, connections: 1000, connectionsPerIp: 50,
+        lineLength: 1000, commandLineLength: 512, errors: 10,
+        timeouts: { command: 300_000, data: 300_000, greeting: 0 },
+      },
+      queue: { retrySchedule: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], maxLifetime: 432_000_000, delayWarning: 14_400_000 },
+      dns: { servers: ['127.0.0.1:5353'], timeout: 5000 },
+      log: { level: 'info' },
+      source: file,
+    });
+  });
+
+  it('fills in defaults for everything a file leaves out', () => {
+    const c = loadConfig(write('hostname: MX.Example.org\n'));
+    assert.equal(c.hostname, 'MX.Example.org');
+    assert.equal(c.dataDir, path.resolve('data'));
+    assert.deepEqual(c.listeners.map((l) => l.port), [2525, 2587, 2465]);
+    assert.deepEqual(c.domains.map((d) => [d.name, d.mailboxes]), [['localhost', '*'], ['mx.example.org', '*']]);
+    assert.deepEqual(c.limits, DEFAULT_LIMITS);
+    assert.deepEqual(c.queue, DEFAULT_QUEUE);
+    assert.deepEqual(c.dns, { servers: [], timeout: 5000 });
+    assert.equal(c.tls, undefined);
+    assert.equal(c.log.level, 'info');
+  });
+
+  it('gives the embedded defaults without a file, as a fresh copy', () => {
+    const c = loadConfig();
+    assert.equal(c.hostname, os.hostname());
+    assert.equal(c.source, undefined);
+    assert.equal(c.domains[0]!.name, 'localhost');
+    assert.deepEqual(c.listeners.map((l) => `${l.address}:${l.port}/${l.role}`),
+      ['127.0.0.1:2525/smtp', '127.0.0.1:2587/submission', '127.0.0.1:2465/submissions']);
+    c.queue.retrySchedule.push(1);
+    c.limits.timeouts.command = 1;
+    assert.equal(defaultConfig().queue.retrySchedule.length, 5);
+    assert.equal(defaultConfig().limits.timeouts.command, 300_000);
+  });
+
+  it('resolves relative paths against the file\'s directory', () => {
+    const sub = path.join(dir, 'sub');
+    fs.mkdirSync(sub);
+    fs.writeFileSync(path.join(sub, 'c.pem'), 'x');
+    fs.writeFileSync(path.join(sub, 'k.pem'), 'x');
+    const file = path.join(sub, 'tern.yaml');
+    fs.writeFileSync(file, 'dataDir: ./spool\ntls: { cert: c.pem, key: k.pem }\n');
+    const c = loadConfig(path.relative(process.cwd(), file));
+    assert.equal(c.dataDir, path.join(sub, 'spool'));
+    assert.deepEqual(c.tls, { cert: path.join(sub, 'c.pem'), key: path.join(sub, 'k.pem') });
+    assert.equal(c.source, file);
+  });
+
+  it('normalizes names and accepts the extra limits, timeouts and log keys', () => {
+    const c = loadConfig(write(`
+domains:
+  - name: Example.ORG.
+    mailboxes: [Alice]
+    aliases: { PostMaster: alice, fwd: Joe@Remote.Example, "first.last": alice@example.org }
+  - name: other.test
+    aliases: { x: anyone }
+limits:
+  messageSize: 10M
+  lineLength: 2000
+  commandLineLength: 1024
+  errors: 3
+  timeouts: { command: 30s, data: 1m, greeting: 500ms }
+log: { level: debug }
+listeners: [{ role: smtp, address: "::1", port: 0 }, { role: submission, address: "::1", port: 0 }]
+trustedNetworks: [10.0.0.0/8, 192.168.1.7, "fd00::/8", "::1"]
+`));
+    assert.deepEqual(c.domains, [
+      {
+        name: 'example.org',
+        mailboxes: ['alice'],
+        aliases: { postmaster: ['alice'], fwd: ['Joe@remote.example'], 'first.last': ['alice@example.org'] },
+      },
+      { name: 'other.test', mailboxes: '*', aliases: { x: ['anyone'] } },
+    ]);
+    assert.equal(c.limits.messageSize, 10 * 1024 * 1024);
+    assert.deepEqual([c.limits.lineLength, c.limits.commandLineLength, c.limits.errors], [2000, 1024, 3]);
+    assert.deepEqual(c.limits.timeouts, { command: 30_000, data: 60_000, greeting: 500 });
+    assert.equal(c.log.level, 'debug');
+    assert.deepEqual(c.trustedNetworks, ['10.0.0.0/8', '192.168.1.7', 'fd00::/8', '::1']);
+    assert.equal(c.listeners.length, 2, 'port 0 never counts as a duplicate');
+  });
+
+  it('treats an empty file as all defaults', () => {
+    assert.deepEqual(checkConfig(write('')).problems, []);
+    assert.deepEqual(loadConfig(write('# nothing\n')).limits, DEFAULT_LIMITS);
+  });
+});
+
+describe('problems name the key and its line', () => {
+  it('unknown top-level key', () => {
+    const p = problemAt(problemsOf('hostname: a.test\nlisten: []\n'), 'listen');
+    assert.equal(p.line, 2);
+    assert.match(p.message, /^unknown key \(expected one of: hostname, dataDir, listeners/);
+  });
+
+  it('unknown nested key', () => {
+    const problems = problemsOf('limits:\n  messageSize: 1000\n  timeouts:\n    comand: 5m\ndomains:\n  - name: a.test\n    mailbox: [x]\n');
+    assert.equal(problemAt(problems, 'limits.timeouts.comand').line, 4);
+    assert.match(problemAt(problems, 'limits.timeouts.comand').message, /expected one of: command, data, greeting/);
+    assert.equal(problemAt(problems, 'domains[0].mailbox').line, 7);
+  });
+
+  it('wrong type', () => {
+    const problems = problemsOf('limits:\n  recipients: lots\ntrustedNetworks: 10.0.0.0/8\n');
+    assert.deepEqual(problemAt(problems, 'limits.recipients'), { path: 'limits.recipients', line: 2, message: 'must be an integer, not string "lots"' });
+    assert.deepEqual(problemAt(problems, 'trustedNetworks'), { path: 'trustedNetworks', line: 3, message: 'must be a list, not string "10.0.0.0/8"' });
+  });
+
+  it('a block value is reported on its key\'s line', () => {
+    const problems = problemsOf('log: {}\nlimits:\n  recipients:\n    - 1\n    - 2\n');
+    assert.deepEqual(problems, [{ path: 'limits.recipients', line: 3, message: 'must be an integer, not a list' }]);
+  });
+
+  it('missing required key, and tls needs both files', () => {
+    const problems = problemsOf('listeners:\n  - role: smtp\n    port: 25\ntls: { cert: /nonexistent/cert.pem }\n');
+    assert.equal(problemAt(problems, 'listeners[0].address').line, 2);
+    assert.equal(problemAt(problems, 'listeners[0].address').message, 'required key is missing');
+    assert.equal(problemAt(problems, 'tls.key').line, 4);
+    assert.match(problemAt(problems, 'tls.cert').message, /cannot read \/nonexistent\/cert\.pem: ENOENT/);
+  });
+
+  it('bad port and listener address', () => {
+    const problems = problemsOf('listeners:\n  - { role: smtp, address: 127.0.0.1, port: 25 }\n  - { role: smtps, address: localhost, port: 65536 }\n');
+    assert.deepEqual(problemAt(problems, 'listeners[1].port'), { path: 'listeners[1].port', line: 3, message: 'must be 0-65535' });
+    assert.equal(problemAt(problems, 'listeners[1].address').message, '"localhost" is not an IP address');
+    assert.equal(problemAt(problems, 'listeners[1].role').message, 'must be one of: smtp, submission, submissions');
+  });
+
+  it('duplicate listener', () => {
+    const problems = problemsOf('listeners:\n  - { role: smtp, address: 127.0.0.1, port: 25 }\n  - role: submission\n    address: 127.0.0.1\n    port: 25\n');
+    assert.deepEqual(problems, [{ path: 'listeners[1]', line: 3, message: 'duplicate of listeners[0] (127.0.0.1:25)' }]);
+  });
+
+  it('bad CIDR', () => {
+    const problems = problemsOf('trustedNetworks:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n  - 2001:db8::/129\n  - example.com\n');
+    assert.equal(problemAt(problems, 'trustedNetworks[1]').line, 3);
+    assert.match(problemAt(problems, 'trustedNetworks[1]').message, /prefix length must be 0-32/);
+    assert.match(problemAt(problems, 'trustedNetworks[2]').message, /prefix length must be 0-128/);
+    assert.equal(problemAt(problems, 'trustedNetworks[3]').message, '"example.com" is not an IP address or CIDR');
+    assert.equal(problems.length, 3);
+  });
+
+  it('alias or catch-all pointing to nothing', () => {
+    const problems = problemsOf(`domains:
+  - name: tern.test
+    mailboxes: [alice]
+    aliases:
+      postmaster: alicia
+      team: [alice, bob@other.test, nobody@other.test]
+      abuse: postmaster
+    catchAll: carol
+  - name: other.test
+    mailboxes: [bob]
+`);
+    assert.deepEqual(problemAt(problems, 'domains[0].aliases.postmaster'),
+      { path: 'domains[0].aliases.postmaster', line: 5, message: '"alicia" is not a mailbox or alias of tern.test' });
+    assert.equal(problemAt(problems, 'domains[0].aliases.team[2]').message, '"nobody" is not a mailbox or alias of other.test');
+    assert.equal(problemAt(problems, 'domains[0].catchAll').line, 8);
+    assert.equal(problems.length, 3, 'aliases to aliases and to other configured domains are fine');
+  });
+
+  it('bad domain names, duplicate domains, bad local parts', () => {
+    const problems = problemsOf(`domains:
+  - name: a.test
+    mailboxes: ["", ${'x'.repeat(65)}, ok, OK]
+  - name: A.Test.
+  - name: -bad-.test
+  - name: 10.0.0.1
+`);
+    assert.equal(problemAt(problems, 'domains[0].mailboxes[0]').message, 'local part must not be empty');
+    assert.match(problemAt(problems, 'domains[0].mailboxes[1]').message, /longer than 64 octets/);
+    assert.equal(problemAt(problems, 'domains[0].mailboxes[3]').message, 'duplicate mailbox "ok"');
+    assert.deepEqual(problemAt(problems, 'domains[1].name'), { path: 'domains[1].name', line: 4, message: 'duplicate domain a.test' });
+    assert.match(problemAt(problems, 'domains[2].name').message, /label "-bad-"/);
+    assert.equal(problemAt(problems, 'domains[3].name').message, 'must be a domain name, not an IP address');
+  });
+
+  it('bad duration and size', () => {
+    const problems = problemsOf('queue:\n  retrySchedule: [1m, 5 minutes, 0]\n  maxLifetime: forever\nlimits: { messageSize: 25X }\n');
+    assert.equal(problemAt(problems, 'queue.retrySchedule[1]').line, 2);
+    assert.match(problemAt(problems, 'queue.retrySchedule[1]').message, /^invalid duration "5 minutes"/);
+    assert.equal(problemAt(problems, 'queue.retrySchedule[2]').message, 'must be longer than 0');
+    assert.equal(problemAt(problems, 'queue.maxLifetime').line, 3);
+    assert.equal(problemAt(problems, 'limits.messageSize').line, 4);
+  });
+
+  it('bad dns server', () => {
+    const problems = problemsOf('dns:\n  servers: ["127.0.0.1:5353", "[::1]:53", "::1", "1.2.3.4:99999", "ns.example"]\n');
+    assert.deepEqual(problems.map((p) => [p.path, p.line]), [['dns.servers[3]', 2], ['dns.servers[4]', 2]]);
+  });
+
+  it('YAML syntax error', () => {
+    const problems = problemsOf('hostname: a.test\nlisteners: [\n  { role: smtp\nlog: {level: info}\n');
+    assert.ok(problems.length > 0);
+    assert.equal(problems[0]!.path, '');
+    assert.ok(problems[0]!.line !== undefined && problems[0]!.line >= 2, `line ${problems[0]!.line}`);
+  });
+
+  it('duplicate YAML key', () => {
+    const [p, ...rest] = problemsOf('hostname: a.test\nlog: {}\nhostname: b.test\n');
+    assert.deepEqual(rest, []);
+    assert.equal(p!.line, 3);
+    assert.match(p!.message, /unique/);
+  });
+
+  it('unreadable file', () => {
+    const { config, problems } = checkConfig(path.join(dir, 'missing.yaml'));
+    assert.equal(config, undefined);
+    assert.match(problems[0]!.message, /^cannot read file: ENOENT/);
+  });
+
+  it('reports several problems together, in line order, and throws them all', () => {
+    const file = write('bogus: 1\nlisteners:\n  - { role: smtp, address: 1.2.3.4, port: -1 }\ntrustedNetworks: [300.0.0.0/8]\nqueue: { maxLifetime: soon }\n');
+    assert.throws(() => loadConfig(file), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.deepEqual(e.problems.map((p) => [p.line, p.path]),
+        [[1, 'bogus'], [3, 'listeners[0].port'], [4, 'trustedNetworks[0]'], [5, 'queue.maxLifetime']]);
+      assert.equal(e.message.split('\n').length, 4);
+      assert.equal(e.message.split('\n')[1], `${file}:3: listeners[0].port: must be 0-65535`);
+      return true;
+    });
+  });
+});
+
+describe('units', () => {
+  it('parses durations', () => {
+    assert.equal(parseDuration('500ms'), 500);
+    assert.equal(parseDuration('30s'), 30_000);
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration('4h'), 14_400_000);
+    assert.equal(parseDuration('5d'), 432_000_000);
+    assert.equal(parseDuration('1w'), 604_800_000);
+    assert.equal(parseDuration('1h30m'), 5_400_000);
+    assert.equal(parseDuration('1.5s'), 1500);
+    assert.equal(parseDuration(90), 90_000, 'a bare number is seconds');
+    assert.equal(parseDuration('90'), 90_000);
+    assert.equal(parseDuration(0), 0);
+    for (const bad of ['', 'm', '5 m', '5x', '-1s', '1h 30m', '5mm']) assert.throws(() => parseDuration(bad), /invalid duration/, bad);
+    assert.throws(() => parseDuration(-1), /invalid duration/);
+    assert.throws(() => parseDuration(Number.NaN), /invalid duration/);
+  });
+
+  it('parses sizes in binary multiples', () => {
+    assert.equal(parseSize(26214400), 26214400);
+    assert.equal(parseSize('1000'), 1000);
+    assert.equal(parseSize('512K'), 512 * 1024);
+    assert.equal(parseSize('25M'), 25 * 1024 * 1024);
+    assert.equal(parseSize('1G'), 1024 ** 3);
+    assert.equal(parseSize('25MB'), 25 * 1024 * 1024);
+    assert.equal(parseSize('25MiB'), 25 * 1024 * 1024);
+    assert.equal(parseSize('1.5k'), 1536);
+    for (const bad of ['', 'M', '25X', '-1', '1 2M']) assert.throws(() => parseSize(bad), /invalid size/, bad);
+    assert.throws(() => parseSize(1.5), /invalid size/);
+  });
+});
+
+describe('runConfigCheck', () => {
+  const sink = () => {
+    const chunks: string[] = [];
+    return { chunks, write: (s: string) => chunks.push(s) };
+  };
+
+  it('prints FILE: OK and returns 0 for a good file', () => {
+    const file = write('hostname: a.test\n');
+    const out = sink();
+    const err = sink();
+    assert.equal(runConfigCheck(file, out, err), 0);
+    assert.deepEqual(out.chunks.join(''), `${file}: OK\n`);
+    assert.deepEqual(err.chunks, []);
+  });
+
+  it('prints FILE:LINE: path: message per problem and returns 1', () => {
+    const file = write('hostname: a.test\nlimits: { messageSize: huge, extra: 1 }\n');
+    const out = sink();
+    const err = sink();
+    assert.equal(runConfigCheck(file, out, err), 1);
+    assert.deepEqual(out.chunks, []);
+    const lines = err.chunks.join('').trimEnd().split('\n');
+    assert.equal(lines.length, 2);
+    assert.ok(lines.includes(`${file}:2: limits.extra: unknown key (expected one of: messageSize, recipients, connections, connectionsPerIp, lineLength, commandLineLength, errors, timeouts)`), lines.join('\n'));
+    assert.ok(lines.some((l) => l.startsWith(`${file}:2: limits.messageSize: invalid size "huge"`)), lines.join('\n'));
+  });
+});

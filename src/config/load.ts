@@ -1,0 +1,512 @@
+// Loading the one declarative config file.
+//
+// Three passes, each collecting every problem instead of stopping at the
+// first, so one `tern config check` run shows everything to fix:
+//   1. YAML syntax (yaml's parseDocument keeps node ranges for line numbers),
+//   2. shape (an ajv JSON schema, `additionalProperties: false` everywhere so a
+//      misspelt key is an error, not silently ignored),
+//   3. meaning (ports, addresses, CIDRs, domain names, alias targets, durations,
+//      readable TLS files), while resolving defaults, units and paths.
+// Each problem names its key path and the 1-based line it is on.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { isIP } from 'node:net';
+import { Ajv, type ErrorObject } from 'ajv';
+import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
+import {
+  DEFAULT_DNS, DEFAULT_LIMITS, DEFAULT_LISTENERS, DEFAULT_LOG, DEFAULT_QUEUE, MIN_COMMAND_LINE_LENGTH, MIN_LINE_LENGTH,
+  defaultConfig, defaultDomains,
+} from './defaults.ts';
+import type { DomainConfig, ListenerConfig, ListenerRole, LogLevel, TernConfig } from './types.ts';
+
+export interface ConfigProblem {
+  /** Key path, e.g. "limits.messageSize" or "listeners[1].port"; "" for the whole file. */
+  path: string;
+  /** 1-based line in the file, when known. */
+  line?: number;
+  message: string;
+}
+
+/** `FILE:LINE: path: message`, leaving out the parts that are unknown. */
+export function formatProblem(file: string, p: ConfigProblem): string {
+  return `${file}${p.line === undefined ? '' : `:${p.line}`}: ${p.path === '' ? '' : `${p.path}: `}${p.message}`;
+}
+
+export class ConfigError extends Error {
+  readonly file: string;
+  readonly problems: ConfigProblem[];
+  constructor(file: string, problems: ConfigProblem[]) {
+    super(problems.map((p) => formatProblem(file, p)).join('\n'));
+    this.name = 'ConfigError';
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+/** The embedded defaults without a file; otherwise the file, or a ConfigError listing every problem. */
+export function loadConfig(file?: string): TernConfig {
+  if (file === undefined) return defaultConfig();
+  const { config, problems } = checkConfig(file);
+  if (config === undefined) throw new ConfigError(file, problems);
+  return config;
+}
+
+/** Validates a file; `config` is set only when there are no problems. */
+export function checkConfig(file: string): { config?: TernConfig; problems: ConfigProblem[] } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    return { problems: [{ path: '', message: `cannot read file: ${(e as Error).message}` }] };
+  }
+  const lineCounter = new LineCounter();
+  // prettyErrors off: we want the bare message, the line comes from the LineCounter.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    // The tree after a syntax error is a guess; checking its shape would only add noise.
+    return { problems: doc.errors.map((e) => ({ path: '', line: lineCounter.linePos(e.pos[0]).line, message: e.message })) };
+  }
+  let raw: unknown;
+  try {
+    raw = doc.toJS() ?? {}; // an empty file means "all defaults"
+  } catch (e) {
+    return { problems: [{ path: '', message: (e as Error).message }] }; // e.g. an alias bomb
+  }
+
+  const problems: ConfigProblem[] = [];
+  const report = (segs: Seg[], message: string): void => {
+    problems.push({ path: formatPath(segs), line: lineOf(doc, lineCounter, segs), message });
+  };
+  if (!validate(raw)) {
+    for (const e of validate.errors ?? []) {
+      const segs = pointerToSegs(e.instancePath, raw);
+      if (e.keyword === 'additionalProperties') segs.push(String(e.params.additionalProperty));
+      if (e.keyword === 'required') segs.push(String(e.params.missingProperty));
+      report(segs, schemaMessage(e));
+    }
+  }
+  // Semantic checks run even after schema errors (every accessor below tolerates
+  // wrong types), so all problems come out together.
+  const config = resolve(isObject(raw) ? raw : {}, path.dirname(path.resolve(file)), report);
+  config.source = path.resolve(file);
+  problems.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
+  return problems.length > 0 ? { problems } : { config, problems };
+}
+
+// ---------------------------------------------------------------------------
+// Units
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/**
+ * Milliseconds from `500ms`, `30s`, `5m`, `4h`, `5d`, `1w`, or combinations
+ * such as `1h30m`; a bare number (or numeric string) means seconds.
+ */
+export function parseDuration(s: string | number): number {
+  const bad = (): Error => new Error(`invalid duration ${JSON.stringify(s)} (use e.g. 500ms, 30s, 5m, 4h, 5d, 1w; a bare number is seconds)`);
+  if (typeof s === 'number') {
+    if (!Number.isFinite(s) || s < 0) throw bad();
+    return Math.round(s * 1000);
+  }
+  const t = s.trim();
+  if (/^\d+(\.\d+)?$/.test(t)) return Math.round(Number(t) * 1000);
+  let total = 0;
+  let consumed = 0;
+  // Sticky: tokens must follow each other with nothing in between.
+  for (const m of t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/gy)) {
+    total += Number(m[1]) * (DURATION_UNITS[m[2]!] ?? NaN);
+    consumed += m[0].length;
+  }
+  if (t === '' || consumed !== t.length || !Number.isFinite(total)) throw bad();
+  return Math.round(total);
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** Bytes from an integer or `512K`, `25M`, `1G` (binary multiples; `KB`, `KiB` also accepted). */
+export function parseSize(s: string | number): number {
+  const bad = (): Error => new Error(`invalid size ${JSON.stringify(s)} (use bytes or e.g. 512K, 25M, 1G)`);
+  if (typeof s === 'number') {
+    if (!Number.isSafeInteger(s) || s < 0) throw bad();
+    return s;
+  }
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(s.trim());
+  if (m === null) throw bad();
+  const n = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!);
+  if (!Number.isSafeInteger(n)) throw bad();
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// Schema: shape only; meaning is checked in resolve().
+
+const ROLES: ListenerRole[] = ['smtp', 'submission', 'submissions'];
+const LEVELS: LogLevel[] = ['debug', 'info', 'warn', 'error'];
+
+const str = { type: 'string' };
+const durationSchema = { type: ['string', 'number'] };
+const count = (minimum = 1) => ({ type: 'integer', minimum });
+const object = (properties: Record<string, object>, required: string[] = []) =>
+  ({ type: 'object', properties, required, additionalProperties: false });
+
+const schema = object({
+  hostname: str,
+  dataDir: { type: 'string', minLength: 1 },
+  listeners: { type: 'array', items: object({ role: { enum: ROLES }, address: str, port: { type: 'integer' } }, ['role', 'address', 'port']) },
+  tls: object({ cert: str, key: str }, ['cert', 'key']),
+  domains: {
+    type: 'array',
+    items: object({
+      name: str,
+      mailboxes: { type: ['string', 'array'], items: str },
+      aliases: { type: 'object', additionalProperties: { type: ['string', 'array'], items: str, minItems: 1 } },
+      catchAll: str,
+    }, ['name']),
+  },
+  trustedNetworks: { type: 'array', items: str },
+  limits: object({
+    messageSize: { type: ['integer', 'string'] },
+    recipients: count(),
+    connections: count(),
+    connectionsPerIp: count(),
+    // Below the RFC minimums a conforming client could not get its mail through.
+    lineLength: count(MIN_LINE_LENGTH),
+    commandLineLength: count(MIN_COMMAND_LINE_LENGTH),
+    errors: count(),
+    timeouts: object({ command: durationSchema, data: durationSchema, greeting: durationSchema }),
+  }),
+  queue: object({ retrySchedule: { type: 'array', items: durationSchema, minItems: 1 }, maxLifetime: durationSchema, delayWarning: durationSchema }),
+  dns: object({ servers: { type: 'array', items: str }, timeout: durationSchema }),
+  log: object({ level: { enum: LEVELS } }),
+});
+
+// verbose: errors carry their parentSchema, so an unknown key can list the allowed ones.
+const validate = new Ajv({ allErrors: true, allowUnionTypes: true, verbose: true, strict: true }).compile(schema);
+
+const TYPE_NAMES: Record<string, string> = { string: 'a string', integer: 'an integer', number: 'a number', array: 'a list', object: 'a mapping', boolean: 'true or false' };
+
+function describe(v: unknown): string {
+  if (v === null) return 'empty';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'number' && !Number.isInteger(v)) return `the number ${v}`;
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function schemaMessage(e: ErrorObject): string {
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const known = Object.keys((e.parentSchema as { properties?: object } | undefined)?.properties ?? {});
+      return `unknown key${known.length > 0 ? ` (expected one of: ${known.join(', ')})` : ''}`;
+    }
+    case 'required': return 'required key is missing';
+    case 'type': return `must be ${[e.params.type].flat().map((t: string) => TYPE_NAMES[t] ?? t).join(' or ')}, not ${describe(e.data)}`;
+    case 'enum': return `must be one of: ${(e.params.allowedValues as string[]).join(', ')}`;
+    case 'minimum': return `must be at least ${e.params.limit}`;
+    case 'minItems': return `must have at least ${e.params.limit} item${e.params.limit === 1 ? '' : 's'}`;
+    case 'minLength': return 'must not be empty';
+    default: return e.message ?? e.keyword;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Paths and lines
+
+type Seg = string | number;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** ajv's JSON pointer to our segments: numbers where the data is a list. */
+function pointerToSegs(pointer: string, data: unknown): Seg[] {
+  const segs: Seg[] = [];
+  let cur = data;
+  for (const part of pointer.split('/').slice(1)) {
+    const key = part.replace(/~1/g, '/').replace(/~0/g, '~');
+    const seg = Array.isArray(cur) ? Number(key) : key;
+    segs.push(seg);
+    cur = Array.isArray(cur) ? cur[seg as number] : isObject(cur) ? cur[key] : undefined;
+  }
+  return segs;
+}
+
+function formatPath(segs: Seg[]): string {
+  let out = '';
+  for (const s of segs) {
+    if (typeof s === 'number') out += `[${s}]`;
+    else if (/^[A-Za-z_][\w-]*$/.test(s)) out += out === '' ? s : `.${s}`;
+    else out += `[${JSON.stringify(s)}]`; // e.g. an alias named "first.last"
+  }
+  return out;
+}
+
+/**
+ * The line of the node at `segs`: the key's line for mapping entries (a block
+ * value starts on the next line, but the key is what the user looks for), the
+ * item's line in lists. Where the path does not exist (a missing key) the
+ * deepest existing ancestor's line is used.
+ */
+function lineOf(doc: Document, lc: LineCounter, segs: Seg[]): number | undefined {
+  const at = (n: unknown): number | undefined => (isNode(n) && n.range ? lc.linePos(n.range[0]).line : undefined);
+  let node: unknown = doc.contents;
+  let line = at(node);
+  for (const seg of segs) {
+    if (isAlias(node)) node = node.resolve(doc);
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+      if (pair === undefined) break;
+      line = at(pair.key) ?? at(pair.value) ?? line;
+      node = pair.value;
+    } else if (isSeq(node) && typeof seg === 'number' && node.items[seg] !== undefined) {
+      node = node.items[seg];
+      line = at(node) ?? line;
+    } else break;
+  }
+  return line;
+}
+
+// ---------------------------------------------------------------------------
+// Meaning: resolve defaults, units and paths; report what makes no sense.
+
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+const normDomain = (d: string): string => d.trim().toLowerCase().replace(/\.$/, '');
+
+/** RFC 1035 §2.3.1 labels (digits first allowed, RFC 1123 §2.1), at most 255 octets on the wire = 253 characters. */
+function domainProblem(name: string): string | undefined {
+  if (name === '') return 'domain name must not be empty';
+  if (name.length > 253) return 'domain name is longer than 253 characters';
+  if (isIP(name) !== 0) return 'must be a domain name, not an IP address';
+  const bad = name.split('.').find((l) => !LABEL.test(l));
+  if (bad !== undefined) {
+    return `invalid domain name "${name}": label "${bad}" must be 1-63 letters, digits or inner hyphens (IDNs in xn-- form)`;
+  }
+  return undefined;
+}
+
+function localPartProblem(lp: string): string | undefined {
+  if (lp === '') return 'local part must not be empty';
+  // RFC 5321 §4.5.3.1.1.
+  if (Buffer.byteLength(lp) > 64) return `local part "${lp}" is longer than 64 octets`;
+  if (/[\s@<>\x00-\x1f\x7f]/.test(lp)) return `local part "${lp}" must not contain spaces, control characters, "@", "<" or ">"`;
+  return undefined;
+}
+
+function cidrProblem(s: string): string | undefined {
+  const [addr = '', prefix, extra] = s.split('/');
+  const family = isIP(addr);
+  if (family === 0 || extra !== undefined) return `"${s}" is not an IP address or CIDR`;
+  const max = family === 4 ? 32 : 128;
+  if (prefix !== undefined && (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max)) return `"${s}": prefix length must be 0-${max}`;
+  return undefined;
+}
+
+/** The forms `dns.Resolver#setServers` takes: ip, ipv4:port, [ipv6], [ipv6]:port. */
+function dnsServerProblem(s: string): string | undefined {
+  if (isIP(s) !== 0) return undefined;
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  const ok = m !== null && isIP(m[1]!) === (s.startsWith('[') ? 6 : 4) && (m[2] === undefined || (Number(m[2]) >= 1 && Number(m[2]) <= 65535));
+  return ok ? undefined : `"${s}" is not "ip" or "ip:port" ("[ipv6]:port" for IPv6)`;
+}
+
+function fileProblem(p: string): string | undefined {
+  try {
+    if (!fs.statSync(p).isFile()) return `${p} is not a regular file`;
+    fs.accessSync(p, fs.constants.R_OK);
+    return undefined;
+  } catch (e) {
+    return `cannot read ${p}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  }
+}
+
+type Report = (segs: Seg[], message: string) => void;
+
+function resolve(raw: Record<string, unknown>, dir: string, report: Report): TernConfig {
+  const obj = (v: unknown): Record<string, unknown> => (isObject(v) ? v : {});
+  const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+  const int = (v: unknown, fallback: number): number => (typeof v === 'number' ? v : fallback);
+  // Wrong types were already reported by the schema, so they quietly fall back here.
+  const duration = (v: unknown, segs: Seg[], fallback: number, min = 1): number => {
+    if (typeof v !== 'string' && typeof v !== 'number') return fallback;
+    try {
+      const ms = parseDuration(v);
+      if (ms < min) report(segs, 'must be longer than 0');
+      return ms;
+    } catch (e) {
+      report(segs, (e as Error).message);
+      return fallback;
+    }
+  };
+
+  let hostname = os.hostname();
+  if (typeof raw.hostname === 'string') {
+    hostname = raw.hostname.trim().replace(/\.$/, '');
+    const p = domainProblem(hostname.toLowerCase());
+    if (p !== undefined) report(['hostname'], p);
+  }
+  const dataDir = typeof raw.dataDir === 'string' ? path.resolve(dir, raw.dataDir) : path.resolve('data');
+
+  let listeners: ListenerConfig[] = DEFAULT_LISTENERS.map((l) => ({ ...l }));
+  if (raw.listeners !== undefined) {
+    const seen = new Map<string, number>();
+    listeners = list(raw.listeners).map((v, i) => {
+      const l = obj(v);
+      const address = typeof l.address === 'string' ? l.address : '';
+      const port = int(l.port, 0);
+      if (typeof l.address === 'string' && isIP(address) === 0) report(['listeners', i, 'address'], `"${address}" is not an IP address`);
+      if (Number.isInteger(l.port) && (port < 0 || port > 65535)) report(['listeners', i, 'port'], 'must be 0-65535');
+      // Port 0 is a fresh ephemeral port each time, so it never collides.
+      const key = `${address}:${port}`;
+      if (port !== 0 && seen.has(key)) report(['listeners', i], `duplicate of listeners[${seen.get(key)}] (${key})`);
+      else seen.set(key, i);
+      return { role: l.role as ListenerRole, address, port };
+    });
+  }
+
+  let tls: TernConfig['tls'];
+  if (isObject(raw.tls)) {
+    const t = raw.tls;
+    const cert = typeof t.cert === 'string' ? path.resolve(dir, t.cert) : '';
+    const key = typeof t.key === 'string' ? path.resolve(dir, t.key) : '';
+    for (const [name, p] of [['cert', cert], ['key', key]] as const) {
+      const problem = p === '' ? undefined : fileProblem(p);
+      if (problem !== undefined) report(['tls', name], problem);
+    }
+    tls = { cert, key };
+  }
+
+  const domains = raw.domains === undefined ? defaultDomains(hostname) : resolveDomains(list(raw.domains), report);
+
+  const trustedNetworks = list(raw.trustedNetworks).flatMap((v, i) => {
+    if (typeof v !== 'string') return [];
+    const p = cidrProblem(v.trim());
+    if (p !== undefined) report(['trustedNetworks', i], p);
+    return [v.trim()];
+  });
+
+  const l = obj(raw.limits);
+  const t = obj(l.timeouts);
+  const dt = DEFAULT_LIMITS.timeouts;
+  let messageSize = DEFAULT_LIMITS.messageSize;
+  if (typeof l.messageSize === 'string' || typeof l.messageSize === 'number') {
+    try {
+      messageSize = parseSize(l.messageSize);
+      if (messageSize < 1) report(['limits', 'messageSize'], 'must be at least 1 byte');
+    } catch (e) {
+      report(['limits', 'messageSize'], (e as Error).message);
+    }
+  }
+  const limits = {
+    messageSize,
+    recipients: int(l.recipients, DEFAULT_LIMITS.recipients),
+    connections: int(l.connections, DEFAULT_LIMITS.connections),
+    connectionsPerIp: int(l.connectionsPerIp, DEFAULT_LIMITS.connectionsPerIp),
+    lineLength: int(l.lineLength, DEFAULT_LIMITS.lineLength),
+    commandLineLength: int(l.commandLineLength, DEFAULT_LIMITS.commandLineLength),
+    errors: int(l.errors, DEFAULT_LIMITS.errors),
+    timeouts: {
+      command: duration(t.command, ['limits', 'timeouts', 'command'], dt.command),
+      data: duration(t.data, ['limits', 'timeouts', 'data'], dt.data),
+      greeting: duration(t.greeting, ['limits', 'timeouts', 'greeting'], dt.greeting, 0),
+    },
+  };
+
+  const q = obj(raw.queue);
+  const queue = {
+    retrySchedule: q.retrySchedule === undefined
+      ? [...DEFAULT_QUEUE.retrySchedule]
+      : list(q.retrySchedule).map((v, i) => duration(v, ['queue', 'retrySchedule', i], 0)),
+    maxLifetime: duration(q.maxLifetime, ['queue', 'maxLifetime'], DEFAULT_QUEUE.maxLifetime),
+    delayWarning: duration(q.delayWarning, ['queue', 'delayWarning'], DEFAULT_QUEUE.delayWarning, 0),
+  };
+
+  const d = obj(raw.dns);
+  const servers = list(d.servers).flatMap((v, i) => {
+    if (typeof v !== 'string') return [];
+    const p = dnsServerProblem(v);
+    if (p !== undefined) report(['dns', 'servers', i], p);
+    return [v];
+  });
+  const dns = { servers, timeout: duration(d.timeout, ['dns', 'timeout'], DEFAULT_DNS.timeout) };
+
+  const level = obj(raw.log).level;
+  const log = { level: LEVELS.includes(level as LogLevel) ? (level as LogLevel) : DEFAULT_LOG.level };
+
+  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, log };
+}
+
+interface DomainNames { mailboxes: Set<string> | '*'; aliases: Set<string> }
+
+/**
+ * Two passes: first every domain's mailboxes and alias names, then the alias
+ * and catch-all targets, which may point at another configured domain.
+ */
+function resolveDomains(raw: unknown[], report: Report): DomainConfig[] {
+  const known = new Map<string, DomainNames>();
+  const pending: { at: Seg[]; d: Record<string, unknown>; name: string; mailboxes: string[] | '*' }[] = [];
+
+  raw.forEach((v, i) => {
+    const at: Seg[] = ['domains', i];
+    const d = isObject(v) ? v : {};
+    if (typeof d.name !== 'string') return;
+    const name = normDomain(d.name);
+    const p = domainProblem(name);
+    if (p !== undefined) report([...at, 'name'], p);
+    if (known.has(name)) return report([...at, 'name'], `duplicate domain ${name}`);
+
+    let mailboxes: string[] | '*' = '*';
+    if (typeof d.mailboxes === 'string' && d.mailboxes !== '*') report([...at, 'mailboxes'], `must be '*' or a list of local parts`);
+    if (Array.isArray(d.mailboxes)) {
+      const boxes: string[] = [];
+      d.mailboxes.forEach((m, j) => {
+        if (typeof m !== 'string') return;
+        const lp = m.trim().toLowerCase();
+        const problem = localPartProblem(lp) ?? (boxes.includes(lp) ? `duplicate mailbox "${lp}"` : undefined);
+        if (problem !== undefined) report([...at, 'mailboxes', j], problem);
+        else boxes.push(lp);
+      });
+      mailboxes = boxes;
+    }
+    const aliases = new Set<string>();
+    for (const k of Object.keys(isObject(d.aliases) ? d.aliases : {})) {
+      const key = k.trim().toLowerCase();
+      const problem = localPartProblem(key)
+        ?? (aliases.has(key) ? `duplicate alias "${key}"` : undefined)
+        ?? (mailboxes !== '*' && mailboxes.includes(key) ? `"${key}" is both a mailbox and an alias` : undefined);
+      if (problem !== undefined) report([...at, 'aliases', k], problem);
+      aliases.add(key);
+    }
+    known.set(name, { mailboxes: mailboxes === '*' ? '*' : new Set(mailboxes), aliases });
+    pending.push({ at, d, name, mailboxes });
+  });
+
+  // A local-part target lives in its own domain; a full address at one of our
+  // domains must exist there too (unless that domain takes every local part).
+  const target = (t: string, own: string, segs: Seg[]): string => {
+    const s = t.trim();
+    const at = s.lastIndexOf('@');
+    const domain = at < 0 ? own : normDomain(s.slice(at + 1));
+    const local = known.get(domain);
+    const lp = at < 0 || local !== undefined ? s.slice(0, at < 0 ? undefined : at).toLowerCase() : s.slice(0, at);
+    const problem = localPartProblem(lp)
+      ?? (at < 0 ? undefined : domainProblem(domain))
+      ?? (local !== undefined && local.mailboxes !== '*' && !local.mailboxes.has(lp) && !local.aliases.has(lp)
+        ? `"${lp}" is not a mailbox or alias of ${domain}`
+        : undefined);
+    if (problem !== undefined) report(segs, problem);
+    return at < 0 ? lp : `${lp}@${domain}`;
+  };
+
+  return pending.map(({ at, d, name, mailboxes }) => {
+    // fromEntries defines own properties, so even an alias named "__proto__" is safe.
+    const aliases = Object.fromEntries(Object.entries(isObject(d.aliases) ? d.aliases : {}).map(([k, v]) => {
+      const segs: Seg[] = [...at, 'aliases', k];
+      const targets = typeof v === 'string' ? [target(v, name, segs)]
+        : Array.isArray(v) ? v.flatMap((x, j) => (typeof x === 'string' ? [target(x, name, [...segs, j])] : [])) : [];
+      return [k.trim().toLowerCase(), targets];
+    }));
+    const catchAll = typeof d.catchAll === 'string' ? target(d.catchAll, name, [...at, 'catchAll']) : undefined;
+    return { name, mailboxes, aliases, ...(catchAll === undefined ? {} : { catchAll }) };
+  });
+}

@@ -1,0 +1,109 @@
+// Local delivery into a Maildir (the format Dovecot and Courier read;
+// https://cr.yp.to/proto/maildir.html): write tmp/<name>, fsync, rename
+// into new/<name>, fsync new/.
+//
+// Exactly once across crashes: <name> is derived from the queue id and the
+// recipient's index, not from the clock or a counter, so a delivery repeated
+// after a crash renames onto the same name instead of adding a second file.
+// If the reader already moved the first copy to cur/ (where it gains a
+// ":2,flags" suffix), a repeat after recovery looks there first.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { DeliveryResult } from './types.ts';
+import { DirSync } from '../util/fsio.ts';
+
+export interface MaildirMessage {
+  id: string;
+  receivedAt: number;
+  sender: string;
+  /** True when this message was found by the start-up scan. */
+  recovered: boolean;
+  open(): Readable;
+}
+
+export interface MaildirOptions {
+  /** <dataDir>/mailboxes */
+  root: string;
+  hostname: string;
+  fsync: boolean;
+}
+
+export class MaildirTransport {
+  readonly #opts: MaildirOptions;
+  readonly #made = new Set<string>();
+  readonly #syncs = new Map<string, DirSync>();
+
+  constructor(opts: MaildirOptions) {
+    this.#opts = opts;
+  }
+
+  /** The Maildir of a mailbox; `folder` is a Dovecot-style subfolder like "Junk". */
+  mailboxPath(domain: string, localPart: string, folder?: string): string {
+    const base = path.join(this.#opts.root, safeSegment(domain), safeSegment(localPart));
+    return folder ? path.join(base, '.' + safeSegment(folder)) : base;
+  }
+
+  /** The file name a given copy always gets: "<time>.<unique>.<host>". */
+  fileName(msg: MaildirMessage, index: number): string {
+    const host = this.#opts.hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
+    return `${Math.floor(msg.receivedAt / 1000)}.T${msg.id}R${index}.${host}`;
+  }
+
+  async deliver(msg: MaildirMessage, index: number, to: { domain: string; localPart: string; address: string }, folder?: string): Promise<DeliveryResult> {
+    const dir = this.mailboxPath(to.domain, to.localPart, folder);
+    const name = this.fileName(msg, index);
+    try {
+      this.#ensure(dir);
+      if (msg.recovered && alreadyInCur(dir, name)) return { kind: 'ok', reply: `250 2.0.0 already delivered as ${name}` };
+      const tmp = path.join(dir, 'tmp', name);
+      const fh = await fs.promises.open(tmp, 'w', 0o600);
+      try {
+        // RFC 5321 §4.4: the delivering MTA adds Return-Path; Delivered-To is
+        // what Postfix and Dovecot use to spot forwarding loops.
+        await fh.write(`Return-Path: <${msg.sender}>\r\nDelivered-To: ${to.address}\r\n`);
+        for await (const chunk of msg.open()) await fh.write(chunk as Buffer);
+        if (this.#opts.fsync) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.promises.rename(tmp, path.join(dir, 'new', name));
+      await this.#dirSync(path.join(dir, 'new')).sync();
+      return { kind: 'ok', reply: `250 2.0.0 delivered to ${path.join(path.basename(dir), 'new', name)}` };
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      // Disk full, permissions, I/O: all worth retrying; the admin can fix them.
+      return { kind: 'tempfail', reply: `451 4.3.0 Maildir delivery failed: ${err.code ?? err.message}` };
+    }
+  }
+
+  #dirSync(dir: string): DirSync {
+    let s = this.#syncs.get(dir);
+    if (!s) {
+      // Bounded: a busy server has at most a few thousand active mailboxes.
+      if (this.#syncs.size > 10000) this.#syncs.clear();
+      s = new DirSync(dir, this.#opts.fsync);
+      this.#syncs.set(dir, s);
+    }
+    return s;
+  }
+
+  #ensure(dir: string): void {
+    if (this.#made.has(dir)) return;
+    for (const sub of ['tmp', 'new', 'cur']) fs.mkdirSync(path.join(dir, sub), { recursive: true, mode: 0o700 });
+    this.#made.add(dir);
+  }
+}
+
+function alreadyInCur(dir: string, name: string): boolean {
+  if (fs.existsSync(path.join(dir, 'new', name))) return false; // rename onto it is harmless
+  return fs.readdirSync(path.join(dir, 'cur')).some((f) => f === name || f.startsWith(name + ':'));
+}
+
+
+/** Mailbox and domain names become path segments: never "..", "/" or NUL. */
+function safeSegment(s: string): string {
+  const clean = s.replace(/[/\\\0]/g, '_');
+  return clean === '.' || clean === '..' || clean === '' ? '_' + clean : clean;
+}

@@ -1,0 +1,105 @@
+// Who lives here: local domains, mailboxes, aliases, plus-addressing and
+// catch-alls, resolved into final delivery targets. Pure; built from config.
+
+import type { DomainConfig } from '../config/types.ts';
+
+export type Target =
+  | { kind: 'local'; domain: string; localPart: string; address: string }
+  | { kind: 'remote'; address: string };
+
+/** Alias chains deeper than this are a configuration loop (Postfix: 1000 expansions; we stop far earlier). */
+export const MAX_ALIAS_DEPTH = 10;
+/** One RCPT may not fan out to more than this many targets. */
+export const MAX_ALIAS_TARGETS = 1000;
+
+/** The separator for plus-addressing, as Postfix's recipient_delimiter. */
+export const RECIPIENT_DELIMITER = '+';
+
+interface Domain {
+  name: string;
+  mailboxes: Set<string> | '*';
+  aliases: Map<string, string[]>;
+  catchAll?: string | undefined;
+}
+
+export class Directory {
+  readonly #domains = new Map<string, Domain>();
+
+  constructor(domains: DomainConfig[]) {
+    for (const d of domains) {
+      this.#domains.set(d.name.toLowerCase(), {
+        name: d.name.toLowerCase(),
+        mailboxes: d.mailboxes === '*' ? '*' : new Set(d.mailboxes.map((m) => m.toLowerCase())),
+        aliases: new Map(Object.entries(d.aliases).map(([k, v]) => [k.toLowerCase(), v])),
+        catchAll: d.catchAll?.toLowerCase(),
+      });
+    }
+  }
+
+  isLocalDomain(domain: string): boolean {
+    return this.#domains.has(domain.toLowerCase());
+  }
+
+  get domains(): string[] {
+    return [...this.#domains.keys()];
+  }
+
+  /**
+   * Resolve local@domain (domain must be local) to its final targets, or
+   * null when nobody by that name lives here. Local parts match without
+   * regard to case (what users expect, though RFC 5321 §2.4 lets the
+   * receiver decide); "user+tag" falls back to "user".
+   */
+  resolve(localPart: string, domain: string): Target[] | null {
+    const out: Target[] = [];
+    const seen = new Set<string>();
+    const ok = this.#resolve(localPart.toLowerCase(), domain.toLowerCase(), 0, out, seen);
+    return ok ? out : null;
+  }
+
+  #resolve(local: string, domainName: string, depth: number, out: Target[], seen: Set<string>): boolean {
+    const domain = this.#domains.get(domainName);
+    if (!domain) {
+      push(out, seen, { kind: 'remote', address: `${local}@${domainName}` });
+      return true;
+    }
+    if (depth > MAX_ALIAS_DEPTH) throw new Error(`alias loop at ${local}@${domainName}`);
+    for (const candidate of candidates(local)) {
+      const alias = domain.aliases.get(candidate);
+      if (alias) {
+        for (const target of alias) {
+          const at = target.lastIndexOf('@');
+          const [l, d] = at < 0 ? [target.toLowerCase(), domainName] : [target.slice(0, at).toLowerCase(), target.slice(at + 1).toLowerCase()];
+          // An alias target that itself resolves to nothing is a config error; skip it rather than lose the rest.
+          this.#resolve(l, d, depth + 1, out, seen);
+          if (out.length > MAX_ALIAS_TARGETS) throw new Error(`alias ${local}@${domainName} expands too far`);
+        }
+        return true;
+      }
+      if (domain.mailboxes !== '*' && domain.mailboxes.has(candidate)) {
+        push(out, seen, { kind: 'local', domain: domainName, localPart: candidate, address: `${candidate}@${domainName}` });
+        return true;
+      }
+    }
+    if (domain.mailboxes === '*') {
+      // Every name is a mailbox; "+tag" still folds into the base name.
+      const base = candidates(local).at(-1)!;
+      push(out, seen, { kind: 'local', domain: domainName, localPart: base, address: `${base}@${domainName}` });
+      return true;
+    }
+    if (domain.catchAll) return this.#resolve(domain.catchAll, domainName, depth + 1, out, seen);
+    return false;
+  }
+}
+
+/** "alice+tag" is tried as itself first (an alias may use "+"), then as "alice". */
+function candidates(local: string): string[] {
+  const plus = local.indexOf(RECIPIENT_DELIMITER);
+  return plus > 0 ? [local, local.slice(0, plus)] : [local];
+}
+
+function push(out: Target[], seen: Set<string>, t: Target): void {
+  if (seen.has(t.address)) return;
+  seen.add(t.address);
+  out.push(t);
+}

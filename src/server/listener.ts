@@ -1,0 +1,127 @@
+// Listeners: one TCP server per configured address/port and role.
+// Connection limits are enforced here, before any session state exists;
+// implicit TLS (port 465, RFC 8314 §3.3) is a TLS socket wrapped around the
+// accepted TCP socket, so the same limits apply before the handshake.
+
+import net from 'node:net';
+import tls from 'node:tls';
+import { Session, type SessionDeps } from './session.ts';
+import { normalizeIp } from '../policy/policy.ts';
+import type { ListenerConfig } from '../config/types.ts';
+
+export interface ListenerDeps extends SessionDeps {
+  /** Shared across listeners: total and per-IP connection counts. */
+  counter: ConnectionCounter;
+  maxConnections: number;
+  maxPerIp: number;
+}
+
+export class ConnectionCounter {
+  total = 0;
+  readonly perIp = new Map<string, number>();
+  readonly sessions = new Set<Session>();
+  add(ip: string): void {
+    this.total++;
+    this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1);
+  }
+  remove(ip: string): void {
+    this.total--;
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, n);
+  }
+}
+
+export class Listener {
+  readonly config: ListenerConfig;
+  readonly #deps: ListenerDeps;
+  readonly #server: net.Server;
+
+  constructor(config: ListenerConfig, deps: ListenerDeps) {
+    this.config = config;
+    this.#deps = deps;
+    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.#onConnection(s));
+    this.#server.on('error', (e) => deps.log.error('listener error', { role: config.role, port: config.port, error: e }));
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen({ host: this.config.address, port: this.config.port, backlog: 1024 }, () => {
+        this.#server.off('error', reject);
+        resolve(this.port);
+      });
+    });
+  }
+
+  /** The bound port (useful when configured as 0). */
+  get port(): number {
+    const a = this.#server.address();
+    return typeof a === 'object' && a ? a.port : this.config.port;
+  }
+
+  /** Stop accepting; open sessions are the caller's to drain. */
+  close(): Promise<void> {
+    return new Promise((res) => this.#server.close(() => res()));
+  }
+
+  #onConnection(socket: net.Socket): void {
+    const d = this.#deps;
+    const ip = normalizeIp(socket.remoteAddress ?? '');
+    socket.on('error', () => {}); // errors before the session attaches its own handler
+    const perIp = d.counter.perIp.get(ip) ?? 0;
+    if (d.counter.total >= d.maxConnections || perIp >= d.maxPerIp) {
+      // RFC 5321 §3.8: 421 and close. On an implicit-TLS port the peer
+      // expects a handshake, so there we just close.
+      d.log.warn('connection refused', { ip, role: this.config.role, reason: perIp >= d.maxPerIp ? 'per-ip limit' : 'connection limit' });
+      if (this.config.role !== 'submissions') socket.end(`421 4.7.0 ${d.hostname} Too many connections, try again later\r\n`);
+      else socket.destroy();
+      return;
+    }
+    d.counter.add(ip);
+    if (this.config.role === 'submissions') {
+      if (!d.secureContext) {
+        socket.destroy();
+        d.counter.remove(ip);
+        return;
+      }
+      const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: d.secureContext });
+      const timer = setTimeout(() => secure.destroy(), d.limits.timeouts.command).unref();
+      let released = false;
+      const release = (): void => {
+        if (!released) {
+          released = true;
+          d.counter.remove(ip);
+        }
+      };
+      secure.once('secure', () => {
+        clearTimeout(timer);
+        this.#startSession(secure, ip, true, release);
+      });
+      secure.once('error', () => secure.destroy());
+      secure.once('close', () => {
+        clearTimeout(timer);
+        release();
+      });
+      return;
+    }
+    let released = false;
+    this.#startSession(socket, ip, false, () => {
+      if (!released) {
+        released = true;
+        d.counter.remove(ip);
+      }
+    });
+  }
+
+  #startSession(socket: net.Socket, ip: string, implicitTls: boolean, release: () => void): void {
+    const session = new Session(socket, this.config.role, this.#deps, implicitTls);
+    session.info.remoteAddress = ip;
+    this.#deps.counter.sessions.add(session);
+    session.onClose = () => {
+      this.#deps.counter.sessions.delete(session);
+      release();
+    };
+    void session.start();
+  }
+}

@@ -1,0 +1,647 @@
+// One SMTP server session: the RFC 5321 state machine for one connection.
+//
+// Input flows through three readers in turn: the CommandReader for command
+// lines, the DataReader for DATA/BDAT content, and (during STARTTLS) nobody.
+// Commands are handled strictly in order; while one is being decided (a
+// policy lookup, a spool commit) further pipelined input waits in the
+// CommandReader. Replies are collected and written in one socket write once
+// the session has nothing more to process (RFC 2920 §3.2 lets a server
+// batch pipelined replies), so a multi-line reply is never split.
+
+import type net from 'node:net';
+import tls from 'node:tls';
+import { CommandReader, type CommandLine } from '../smtp/command-reader.ts';
+import { DataReader, type DataError } from '../smtp/data-reader.ts';
+import { SmtpError, formatReply } from '../smtp/reply.ts';
+import { parsePath, formatAddress, type Address } from '../smtp/address.ts';
+import { parseMailParams, parseRcptParams, type MailParams } from '../smtp/params.ts';
+import type { Policy, SessionInfo } from '../policy/policy.ts';
+import type { Intake, IncomingMessage } from '../intake/intake.ts';
+import type { Recipient } from '../spool/types.ts';
+import type { LimitsConfig } from '../config/types.ts';
+import type { Logger } from '../util/log.ts';
+
+export interface SessionDeps {
+  hostname: string;
+  limits: LimitsConfig;
+  policy: Policy;
+  intake: Intake;
+  log: Logger;
+  /** For STARTTLS; absent means STARTTLS is not offered. */
+  secureContext?: tls.SecureContext | undefined;
+}
+
+type Mode = 'command' | 'data' | 'bdat' | 'tls' | 'closed';
+
+interface Transaction {
+  from: Address | null;
+  params: MailParams;
+  recipients: Recipient[];
+  /** Number of RCPT commands accepted (limit counts these, not expansions). */
+  rcptCount: number;
+  incoming?: IncomingMessage | undefined;
+  reader?: DataReader | undefined;
+  /** BDAT: an earlier chunk failed; the rest of the chunks are read and refused. */
+  failed?: SmtpError | undefined;
+  /** Set once BDAT was used: DATA is then out of sequence (RFC 3030 §2). */
+  chunking?: boolean;
+}
+
+/** Replies to content errors found while reading DATA/BDAT. */
+const DATA_ERRORS: Record<DataError, SmtpError> = {
+  // RFC 5321 §2.3.8 / §4.1.1.4: only CRLF ends a line; anything else is how
+  // SMTP smuggling starts, so the whole message is refused.
+  'bare-lf': new SmtpError(550, '5.6.11', 'Bare LF in message content is not allowed; lines must end with CRLF'),
+  'bare-cr': new SmtpError(550, '5.6.11', 'Bare CR in message content is not allowed; lines must end with CRLF'),
+  nul: new SmtpError(550, '5.6.0', 'NUL character in message content is not allowed'),
+  'line-too-long': new SmtpError(550, '5.6.0', 'Message line too long'),
+  'too-big': new SmtpError(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
+};
+
+/** First commands that mean the peer is not speaking SMTP at all (e.g. a browser sent here). */
+const FOREIGN_PROTOCOL = /^(GET|POST|HEAD|PUT|CONNECT|USER) /i;
+
+let sessionCounter = 0;
+
+export class Session {
+  readonly info: SessionInfo;
+  #socket: net.Socket;
+  readonly #deps: SessionDeps;
+  readonly #reader: CommandReader;
+  #mode: Mode = 'command';
+  #busy = false;
+  #out = '';
+  #esmtp = false;
+  #txn: Transaction | null = null;
+  #errors = 0;
+  #bdatRemaining = 0;
+  #bdatLast = false;
+  #pausedBusy = false;
+  #pausedDisk = false;
+  #closing = false;
+  #messages = 0;
+  readonly #started = Date.now();
+  #closeReason = 'client';
+  #tlsInfo: string | undefined;
+  /** Called once when the connection is gone. */
+  onClose: (() => void) | null = null;
+
+  constructor(socket: net.Socket, role: SessionInfo['role'], deps: SessionDeps, implicitTls = false) {
+    this.#socket = socket;
+    this.#deps = deps;
+    this.#reader = new CommandReader(deps.limits.commandLineLength);
+    this.info = {
+      id: `${process.pid.toString(36)}${(++sessionCounter).toString(36)}`,
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localPort: socket.localPort ?? 0,
+      role,
+      tls: implicitTls,
+    };
+    if (implicitTls) this.#tlsInfo = describeTls(socket as tls.TLSSocket);
+  }
+
+  /** Begin: run connect checks, then greet (RFC 5321 §4.3.1: 220, or 554 to refuse). */
+  async start(): Promise<void> {
+    this.#attach(this.#socket);
+    this.#busy = true;
+    try {
+      await this.#deps.policy.connect(this.info);
+      this.#write(`220 ${this.#deps.hostname} ESMTP Tern\r\n`);
+    } catch (e) {
+      const err = SmtpError.from(e);
+      this.#write(`${err.code} ${this.#deps.hostname} ${err.text}\r\n`);
+      this.#close('refused at connect');
+      return;
+    } finally {
+      this.#busy = false;
+    }
+    this.#process();
+  }
+
+  /** Graceful shutdown: idle sessions get 421 now, busy ones after their current reply. */
+  shutdown(): void {
+    this.#closing = true;
+    if (this.#mode === 'command' && !this.#busy) this.#goodbye();
+  }
+
+  /** Immediate close (drain timeout expired). */
+  destroy(): void {
+    this.#close('shutdown');
+  }
+
+  #goodbye(): void {
+    this.#reply(421, '4.3.2', `${this.#deps.hostname} Service shutting down, try again later`);
+    this.#flush();
+    this.#close('shutdown');
+  }
+
+  #attach(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (e) => {
+      this.#deps.log.debug('socket error', { conn: this.info.id, error: e });
+      this.#close('error');
+    });
+    socket.on('close', () => this.#close(this.#closeReason));
+    socket.on('end', () => {
+      // The client half-closed; whatever is pending will get no reader.
+      this.#close('client closed');
+    });
+    socket.setTimeout(this.#deps.limits.timeouts.command, () => {
+      // RFC 5321 §4.5.3.2: the server may close after its timeout, with 421.
+      this.#reply(421, '4.4.2', `${this.#deps.hostname} Timeout, closing connection`);
+      this.#flush();
+      this.#close('timeout');
+    });
+  }
+
+  #onData(chunk: Buffer): void {
+    switch (this.#mode) {
+      case 'command':
+        this.#reader.push(chunk);
+        if (this.#busy) {
+          // Keep memory bounded while a slow command runs.
+          if (this.#reader.buffered > 64 * 1024 && !this.#pausedBusy) {
+            this.#pausedBusy = true;
+            this.#socket.pause();
+          }
+          return;
+        }
+        this.#process();
+        return;
+      case 'data':
+        this.#feedData(chunk);
+        return;
+      case 'bdat':
+        this.#feedBdat(chunk);
+        return;
+      default:
+        return; // 'tls' (bytes before the handshake are never read as commands) or 'closed'
+    }
+  }
+
+  /** Run pipelined commands in order until input runs out or the mode changes. */
+  #process(): void {
+    if (this.#busy || this.#mode !== 'command') return;
+    this.#busy = true;
+    void this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#mode === 'command') {
+        const line = this.#reader.next();
+        if (!line) break;
+        await this.#handle(line);
+      }
+    } catch (e) {
+      this.#deps.log.error('session failure', { conn: this.info.id, error: e });
+      this.#reply(421, '4.3.0', `${this.#deps.hostname} Local error, closing connection`);
+      this.#flush();
+      this.#close('internal error');
+      return;
+    } finally {
+      this.#busy = false;
+    }
+    if (this.#mode === 'closed') return;
+    if (this.#pausedBusy) {
+      this.#pausedBusy = false;
+      this.#resume();
+    }
+    if (this.#closing && this.#mode === 'command') {
+      this.#goodbye();
+      return;
+    }
+    this.#flush();
+    if (this.#mode === 'data' || this.#mode === 'bdat') {
+      // Content pipelined right behind the command (BDAT; or an eager DATA client).
+      const rest = this.#reader.takeRest();
+      if (rest.length) this.#onData(rest);
+    }
+  }
+
+  #resume(): void {
+    if (!this.#pausedBusy && !this.#pausedDisk && this.#mode !== 'closed') this.#socket.resume();
+  }
+
+  #write(s: string): void {
+    if (this.#mode !== 'closed' && this.#socket.writable) this.#socket.write(s);
+  }
+
+  #reply(code: number, enhanced: string | undefined, ...lines: string[]): void {
+    this.#out += formatReply({ code, enhanced, lines });
+  }
+
+  #replyError(err: SmtpError): void {
+    this.#reply(err.code, err.enhanced, err.text);
+  }
+
+  #flush(): void {
+    if (this.#out) {
+      this.#write(this.#out);
+      this.#out = '';
+    }
+  }
+
+  #close(reason: string): void {
+    if (this.#mode === 'closed') return;
+    this.#mode = 'closed';
+    this.#closeReason = reason;
+    const txn = this.#txn;
+    this.#txn = null;
+    void txn?.incoming?.abort();
+    this.#socket.end();
+    this.#socket.destroySoon?.();
+    setTimeout(() => this.#socket.destroy(), 5000).unref();
+    this.#deps.log.info('connection', {
+      conn: this.info.id,
+      ip: this.info.remoteAddress,
+      role: this.info.role,
+      tls: this.#tlsInfo,
+      helo: this.info.helo,
+      messages: this.#messages,
+      errors: this.#errors,
+      duration: (Date.now() - this.#started) / 1000,
+      end: reason,
+    });
+    this.onClose?.();
+    this.onClose = null;
+  }
+
+  /** A 5xx for a client mistake; too many of them and the client is dropped (RFC 5321 §4.3.2 allows 421). */
+  #clientError(err: SmtpError): void {
+    this.#replyError(err);
+    if (++this.#errors >= this.#deps.limits.errors) {
+      this.#reply(421, '4.7.0', `${this.#deps.hostname} Too many errors, closing connection`);
+      this.#flush();
+      this.#close('too many errors');
+    }
+  }
+
+  async #handle(line: CommandLine): Promise<void> {
+    if (line.kind === 'error') {
+      const text = {
+        'bare-lf': 'Bare LF in command; lines must end with CRLF',
+        'bare-cr': 'Bare CR in command; lines must end with CRLF',
+        'too-long': `Command line too long (limit ${this.#deps.limits.commandLineLength} octets)`,
+        'bad-utf8': 'Command is not valid UTF-8',
+      }[line.error];
+      this.#clientError(new SmtpError(500, '5.5.2', text));
+      return;
+    }
+    const text = line.text;
+    const space = text.indexOf(' ');
+    const verb = (space < 0 ? text : text.slice(0, space)).toUpperCase();
+    const arg = space < 0 ? '' : text.slice(space + 1);
+    try {
+      switch (verb) {
+        case 'EHLO':
+        case 'HELO':
+          return await this.#helo(verb, arg.trim());
+        case 'MAIL':
+          return await this.#mail(arg);
+        case 'RCPT':
+          return await this.#rcpt(arg);
+        case 'DATA':
+          return this.#data(arg);
+        case 'BDAT':
+          return this.#bdat(arg);
+        case 'RSET':
+          if (arg.trim()) throw new SmtpError(501, '5.5.4', 'RSET takes no arguments');
+          this.#resetTransaction();
+          return this.#reply(250, '2.0.0', 'Flushed');
+        case 'NOOP':
+          return this.#reply(250, '2.0.0', 'OK');
+        case 'QUIT':
+          this.#reply(221, '2.0.0', `${this.#deps.hostname} Bye`);
+          this.#flush();
+          return this.#close('quit');
+        case 'VRFY':
+          if (!arg.trim()) throw new SmtpError(501, '5.5.4', 'VRFY needs an argument');
+          // RFC 5321 §3.5.3: 252 instead of disclosing who exists.
+          return this.#reply(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery');
+        case 'EXPN':
+          throw new SmtpError(502, '5.5.1', 'EXPN not available');
+        case 'HELP':
+          return this.#reply(214, '2.0.0', 'Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS', 'See RFC 5321');
+        case 'STARTTLS':
+          return this.#starttls(arg);
+        case 'AUTH':
+          throw new SmtpError(502, '5.5.1', 'AUTH not available on this service');
+        default:
+          if (FOREIGN_PROTOCOL.test(text) && this.info.helo === undefined) {
+            this.#flush();
+            return this.#close('foreign protocol');
+          }
+          throw new SmtpError(500, '5.5.2', 'Command not recognized');
+      }
+    } catch (e) {
+      if (e instanceof SmtpError) {
+        if (e.code >= 500) this.#clientError(e);
+        else this.#replyError(e);
+        return;
+      }
+      this.#deps.log.error('command failed', { conn: this.info.id, verb, error: e });
+      this.#replyError(SmtpError.from(e));
+    }
+  }
+
+  async #helo(verb: 'EHLO' | 'HELO', name: string): Promise<void> {
+    if (!name || name.includes(' ')) throw new SmtpError(501, '5.5.4', `Syntax: ${verb} hostname`);
+    await this.#deps.policy.helo(this.info, name);
+    // §4.1.4: EHLO/HELO resets any transaction and state from before.
+    this.#resetTransaction();
+    this.info.helo = name;
+    this.#esmtp = verb === 'EHLO';
+    const host = this.#deps.hostname;
+    if (verb === 'HELO') return this.#reply(250, undefined, host);
+    const lines = [
+      `${host} Hello ${name} [${this.info.remoteAddress}]`,
+      'PIPELINING',
+      `SIZE ${this.#deps.limits.messageSize}`,
+      '8BITMIME',
+      'SMTPUTF8',
+      'ENHANCEDSTATUSCODES',
+      'CHUNKING',
+      'DSN',
+    ];
+    if (this.#deps.secureContext && !this.info.tls) lines.push('STARTTLS');
+    lines.push('HELP');
+    this.#reply(250, undefined, ...lines);
+  }
+
+  async #mail(arg: string): Promise<void> {
+    if (this.info.helo === undefined) throw new SmtpError(503, '5.5.1', 'Send EHLO or HELO first');
+    if (this.#txn) throw new SmtpError(503, '5.5.1', 'Nested MAIL command');
+    const m = /^FROM: ?/i.exec(arg);
+    if (!m) throw new SmtpError(501, '5.5.4', 'Syntax: MAIL FROM:<address>');
+    const { address, rest } = parsePath(arg.slice(m[0].length), true);
+    const params = parseMailParams(rest, { esmtp: this.#esmtp });
+    // RFC 6531 §3.4: UTF-8 addresses only in SMTPUTF8 transactions.
+    if (address?.utf8 && !params.smtputf8) throw new SmtpError(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8');
+    // RFC 1870 §6.2: refuse a declared size over the limit up front.
+    if (params.size !== undefined && params.size > this.#deps.limits.messageSize) {
+      throw new SmtpError(552, '5.3.4', 'Message size exceeds fixed maximum message size');
+    }
+    await this.#deps.policy.mail(this.info, address, params);
+    this.#txn = { from: address, params, recipients: [], rcptCount: 0 };
+    this.#reply(250, '2.1.0', 'Sender OK');
+  }
+
+  async #rcpt(arg: string): Promise<void> {
+    const txn = this.#txn;
+    if (!txn) throw new SmtpError(503, '5.5.1', 'Need MAIL before RCPT');
+    const m = /^TO: ?/i.exec(arg);
+    if (!m) throw new SmtpError(501, '5.5.4', 'Syntax: RCPT TO:<address>');
+    let pathText = arg.slice(m[0].length);
+    // RFC 5321 §4.1.1.3: "<Postmaster>" without a domain must be accepted.
+    const pm = /^<postmaster>/i.exec(pathText);
+    if (pm) pathText = `<postmaster@${this.#postmasterDomain()}>` + pathText.slice(pm[0].length);
+    const { address, rest } = parsePath(pathText, false);
+    const to = address!;
+    const params = parseRcptParams(rest, { esmtp: this.#esmtp });
+    if (to.utf8 && !txn.params.smtputf8) throw new SmtpError(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8');
+    // RFC 5321 §4.5.3.1.8: 452 (not 5xx) so the client sends the rest later.
+    if (txn.rcptCount >= this.#deps.limits.recipients) throw new SmtpError(452, '4.5.3', 'Too many recipients');
+    const targets = await this.#deps.policy.rcpt(this.info, to, params);
+    const original = formatAddress(to);
+    for (const t of targets) {
+      if (txn.recipients.some((r) => r.address === t.address)) continue;
+      txn.recipients.push({
+        address: t.address,
+        original,
+        orcpt: params.orcpt,
+        notify: params.notify,
+        mailbox: t.kind === 'local' ? { domain: t.domain, localPart: t.localPart } : undefined,
+      });
+    }
+    txn.rcptCount++;
+    this.#reply(250, '2.1.5', 'Recipient OK');
+  }
+
+  #postmasterDomain(): string {
+    const host = this.#deps.hostname.toLowerCase();
+    return this.#deps.policy.directory.isLocalDomain(host) ? host : (this.#deps.policy.directory.domains[0] ?? host);
+  }
+
+  #beginMessage(txn: Transaction): IncomingMessage {
+    const tlsOn = this.info.tls;
+    const auth = this.info.user !== undefined;
+    const base = txn.params.smtputf8 ? 'UTF8SMTP' : this.#esmtp ? 'ESMTP' : 'SMTP';
+    // RFC 3848 / RFC 6531 §3.7.3: S for TLS, A for authenticated.
+    const protocol = base === 'SMTP' ? 'SMTP' : `${base}${tlsOn ? 'S' : ''}${auth ? 'A' : ''}`;
+    return this.#deps.intake.begin({
+      sender: txn.from ? formatAddress(txn.from) : '',
+      recipients: txn.recipients,
+      params: txn.params,
+      trace: { ip: this.info.remoteAddress, helo: this.info.helo, tls: this.#tlsInfo, protocol, role: this.info.role },
+    });
+  }
+
+  #data(arg: string): void {
+    const txn = this.#txn;
+    if (arg.trim()) throw new SmtpError(501, '5.5.4', 'DATA takes no arguments');
+    if (!txn) throw new SmtpError(503, '5.5.1', 'Need MAIL before DATA');
+    if (txn.chunking) throw new SmtpError(503, '5.5.1', 'DATA not allowed after BDAT');
+    // RFC 5321 §3.3 / RFC 2920 §3.1: DATA without a valid recipient fails.
+    if (txn.recipients.length === 0) throw new SmtpError(554, '5.5.1', 'No valid recipients');
+    txn.incoming = this.#beginMessage(txn);
+    txn.reader = this.#newReader(true);
+    this.#mode = 'data';
+    this.#socket.setTimeout(this.#deps.limits.timeouts.data);
+    this.#reply(354, undefined, 'End data with <CR><LF>.<CR><LF>');
+  }
+
+  #newReader(dotStuffed: boolean): DataReader {
+    return new DataReader({ maxSize: this.#deps.limits.messageSize, maxLineLength: this.#deps.limits.lineLength, dotStuffed });
+  }
+
+  /** Content bytes go to the spool as they arrive; the socket pauses while the disk catches up. */
+  #emit = (part: Buffer): void => {
+    const incoming = this.#txn?.incoming;
+    if (incoming && !incoming.write(part) && !this.#pausedDisk) {
+      this.#pausedDisk = true;
+      this.#socket.pause();
+      incoming.onDrain(() => {
+        this.#pausedDisk = false;
+        this.#resume();
+      });
+    }
+  };
+
+  #feedData(chunk: Buffer): void {
+    const txn = this.#txn!;
+    const reader = txn.reader!;
+    const used = reader.push(chunk, this.#emit);
+    if (!reader.done) return;
+    this.#mode = 'command';
+    this.#socket.setTimeout(this.#deps.limits.timeouts.command);
+    if (used < chunk.length) this.#reader.push(chunk.subarray(used));
+    this.#finishMessage(txn, reader.error ? DATA_ERRORS[reader.error] : null, true);
+  }
+
+  /** Commit (or refuse) the message; replies 250 with the queue id only once it is durable. */
+  #finishMessage(txn: Transaction, error: SmtpError | null, endsWithLineBreak: boolean): void {
+    this.#busy = true;
+    const incoming = txn.incoming!;
+    const done = async (): Promise<void> => {
+      if (error) {
+        await incoming.abort();
+        this.#deps.log.info('message refused', { conn: this.info.id, reason: error.text, size: txn.reader?.size });
+        return this.#replyError(error);
+      }
+      try {
+        const msg = await incoming.commit(endsWithLineBreak);
+        this.#messages++;
+        this.#deps.log.info('message', {
+          conn: this.info.id,
+          id: msg.envelope.id,
+          from: msg.envelope.sender,
+          rcpts: msg.envelope.recipients.length,
+          size: msg.size,
+        });
+        this.#reply(250, '2.0.0', `OK queued as ${msg.envelope.id}`);
+      } catch (e) {
+        this.#deps.log.error('spool commit failed', { conn: this.info.id, error: e });
+        this.#reply(451, '4.3.0', 'Could not queue the message; try again later');
+      }
+    };
+    void done().finally(() => {
+      this.#txn = null;
+      this.#busy = false;
+      if (this.#mode === 'closed') return;
+      this.#flush();
+      if (this.#closing) return this.#goodbye();
+      this.#process();
+    });
+  }
+
+  #bdat(arg: string): void {
+    // RFC 3030 §2: BDAT <chunk-size> [LAST]
+    const m = /^(\d{1,15})( +LAST)? *$/i.exec(arg);
+    if (!m) {
+      // Without a size we cannot find the next command: the stream is lost.
+      this.#reply(501, '5.5.4', 'Syntax: BDAT <size> [LAST]; closing connection');
+      this.#flush();
+      this.#close('bad BDAT');
+      return;
+    }
+    this.#bdatRemaining = Number(m[1]);
+    this.#bdatLast = m[2] !== undefined;
+    const txn = this.#txn;
+    // Sequence errors still swallow the chunk, so the dialogue stays in sync.
+    if (!this.#esmtp) this.#bdatError = new SmtpError(503, '5.5.1', 'BDAT requires EHLO');
+    else if (!txn) this.#bdatError = new SmtpError(503, '5.5.1', 'Need MAIL before BDAT');
+    else if (txn.recipients.length === 0) this.#bdatError = new SmtpError(554, '5.5.1', 'No valid recipients');
+    else {
+      this.#bdatError = null;
+      if (!txn.chunking) {
+        txn.chunking = true;
+        txn.incoming = this.#beginMessage(txn);
+        txn.reader = this.#newReader(false);
+      }
+    }
+    this.#mode = 'bdat';
+    this.#socket.setTimeout(this.#deps.limits.timeouts.data);
+    if (this.#bdatRemaining === 0) this.#endBdatChunk();
+  }
+
+  #bdatError: SmtpError | null = null;
+
+  #feedBdat(chunk: Buffer): void {
+    const take = Math.min(this.#bdatRemaining, chunk.length);
+    const part = take === chunk.length ? chunk : chunk.subarray(0, take);
+    this.#bdatRemaining -= take;
+    if (!this.#bdatError) this.#txn!.reader!.push(part, this.#emit);
+    if (take < chunk.length) this.#reader.push(chunk.subarray(take));
+    if (this.#bdatRemaining === 0) this.#endBdatChunk();
+  }
+
+  #endBdatChunk(): void {
+    this.#mode = 'command';
+    this.#socket.setTimeout(this.#deps.limits.timeouts.command);
+    const txn = this.#txn;
+    if (this.#bdatError || !txn) {
+      this.#clientError(this.#bdatError ?? new SmtpError(503, '5.5.1', 'Need MAIL before BDAT'));
+      this.#bdatError = null;
+      return this.#afterChunk();
+    }
+    const reader = txn.reader!;
+    const error = txn.failed ?? (reader.error ? DATA_ERRORS[reader.error] : null);
+    if (this.#bdatLast) {
+      reader.finish();
+      const finalError = error ?? (reader.error ? DATA_ERRORS[reader.error] : null);
+      return this.#finishMessage(txn, finalError, reader.endsWithLineBreak);
+    }
+    if (error) {
+      // Refuse this chunk and every later one of the transaction (RFC 3030 §2: the
+      // client must still send them, or RSET).
+      txn.failed = error;
+      this.#replyError(error);
+    } else {
+      this.#reply(250, '2.0.0', `${reader.size} octets received`);
+    }
+    this.#afterChunk();
+  }
+
+  #afterChunk(): void {
+    if (this.#mode === 'closed') return;
+    // Called from a socket event (or from #loop for BDAT 0): continue with pipelined commands.
+    if (!this.#busy) {
+      this.#flush();
+      this.#process();
+    }
+  }
+
+  #starttls(arg: string): void {
+    if (arg.trim()) throw new SmtpError(501, '5.5.4', 'STARTTLS takes no arguments');
+    if (this.info.tls) throw new SmtpError(503, '5.5.1', 'Already using TLS');
+    const ctx = this.#deps.secureContext;
+    if (!ctx) throw new SmtpError(502, '5.5.1', 'STARTTLS not available');
+    if (this.#txn) throw new SmtpError(503, '5.5.1', 'STARTTLS not allowed during a mail transaction');
+    this.#reply(220, '2.0.0', 'Ready to start TLS');
+    this.#flush();
+    // RFC 3207 §4.2 and CVE-2011-0411: anything the client pipelined after
+    // STARTTLS arrived in plaintext and is thrown away, never executed.
+    this.#reader.takeRest();
+    this.#mode = 'tls';
+    const raw = this.#socket;
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('end');
+    raw.removeAllListeners('close');
+    raw.removeAllListeners('error');
+    raw.setTimeout(0);
+    raw.on('error', () => this.#close('error'));
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+    this.#socket = secure;
+    const timer = setTimeout(() => this.#close('tls handshake timeout'), this.#deps.limits.timeouts.command);
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      // §4.2: the server MUST discard any knowledge obtained from the client before TLS.
+      this.info.tls = true;
+      this.info.helo = undefined;
+      this.#esmtp = false;
+      this.#txn = null;
+      this.#tlsInfo = describeTls(secure);
+      this.#mode = 'command';
+      this.#attach(secure);
+      this.#process();
+    });
+    secure.on('error', (e) => {
+      clearTimeout(timer);
+      this.#deps.log.info('tls handshake failed', { conn: this.info.id, error: e });
+      this.#close('tls error');
+    });
+  }
+
+  #resetTransaction(): void {
+    const txn = this.#txn;
+    this.#txn = null;
+    void txn?.incoming?.abort();
+  }
+}
+
+export function describeTls(s: tls.TLSSocket): string {
+  const cipher = s.getCipher?.();
+  return `${s.getProtocol?.() ?? 'TLS'} ${cipher?.standardName ?? cipher?.name ?? ''}`.trim();
+}

@@ -1,0 +1,160 @@
+// The message-content reader for DATA (dot-stuffed, RFC 5321 §4.5.2) and
+// BDAT (raw chunks, RFC 3030). Socket-free: it is fed chunks and hands back
+// the message bytes as views into those chunks, never copying them.
+//
+// Strictness, because of SMTP smuggling: only <CRLF>.<CRLF> ends DATA.
+// A LF not preceded by CR, a CR not followed by LF and NUL (not allowed in
+// 7bit or 8bitmime content, RFC 6152 §3) are errors. An error does not stop
+// the reader: it keeps scanning for the real end of data so the dialogue
+// stays in sync, and the session rejects the message after the final dot.
+
+export type DataError = 'bare-lf' | 'bare-cr' | 'nul' | 'line-too-long' | 'too-big';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const NUL = 0x00;
+
+// Reader states. A "line start" is only ever the position after CRLF (or the
+// very start of the content), so a bare LF can never open an end-of-data dot.
+const IN_LINE = 0;
+const LINE_START = 1;
+const AFTER_CR = 2; // saw CR, expecting LF
+const AFTER_DOT = 3; // saw "." at line start (DATA only)
+const AFTER_DOT_CR = 4; // saw ".\r" at line start (DATA only)
+
+export interface DataReaderOptions {
+  /** Largest message accepted, in octets (after dot-unstuffing). */
+  maxSize: number;
+  /** Longest text line, in octets including CRLF (RFC 5321 §4.5.3.1.6: 1000). */
+  maxLineLength: number;
+  /** true for DATA (dot-stuffing and the final dot), false for BDAT chunks. */
+  dotStuffed: boolean;
+}
+
+export class DataReader {
+  /** Octets of message content seen (counted even past maxSize). */
+  size = 0;
+  /** The first error seen; content after it is not emitted. */
+  error: DataError | null = null;
+  /** DATA only: the terminating dot has been read. */
+  done = false;
+
+  readonly #maxSize: number;
+  readonly #maxLine: number;
+  readonly #dotStuffed: boolean;
+  #state: number;
+  #lineLength = 0;
+
+  constructor(options: DataReaderOptions) {
+    this.#maxSize = options.maxSize;
+    this.#maxLine = options.maxLineLength;
+    this.#dotStuffed = options.dotStuffed;
+    this.#state = LINE_START;
+  }
+
+  /** True when the content so far ends with CRLF (or is empty). */
+  get endsWithLineBreak(): boolean {
+    return this.#state === LINE_START;
+  }
+
+  /**
+   * Feed one chunk. `emit` receives the message content as subarrays of
+   * `chunk`; it is not called once an error has been seen. Returns the
+   * number of bytes of `chunk` consumed: all of it, unless the end of DATA
+   * was found, in which case the rest is the next pipelined command.
+   */
+  push(chunk: Buffer, emit: (part: Buffer) => void): number {
+    const len = chunk.length;
+    let segStart = 0;
+    let state = this.#state;
+    let line = this.#lineLength;
+    let i = 0;
+    const flush = (end: number): void => {
+      if (end > segStart && this.error === null) {
+        this.size += end - segStart;
+        if (this.size > this.#maxSize) this.error = 'too-big';
+        else emit(chunk.subarray(segStart, end));
+      } else if (end > segStart) {
+        this.size += end - segStart;
+      }
+    };
+    for (; i < len; i++) {
+      const b = chunk[i]!;
+      switch (state) {
+        case IN_LINE:
+          if (b === CR) state = AFTER_CR;
+          else if (b === LF) this.#fail('bare-lf');
+          else if (b === NUL) this.#fail('nul');
+          // `line` counts octets before CRLF; the limit includes the CRLF.
+          else if (++line > this.#maxLine - 2) this.#fail('line-too-long');
+          continue;
+        case AFTER_CR:
+          if (b === LF) {
+            state = LINE_START;
+            line = 0;
+            continue;
+          }
+          this.#fail('bare-cr');
+          state = IN_LINE;
+          i--; // re-examine this byte as ordinary content
+          continue;
+        case LINE_START:
+          if (this.#dotStuffed && b === DOT) {
+            // Drop the dot: either stuffing (§4.5.2) or the start of the end.
+            flush(i);
+            segStart = i + 1;
+            state = AFTER_DOT;
+            continue;
+          }
+          state = IN_LINE;
+          i--;
+          continue;
+        case AFTER_DOT:
+          if (b === CR) {
+            state = AFTER_DOT_CR;
+            continue;
+          }
+          // ".x" is a stuffed line; ".\n" is a bare LF, never an end.
+          line = 0;
+          state = IN_LINE;
+          i--;
+          continue;
+        case AFTER_DOT_CR:
+          if (b === LF) {
+            // <CRLF>.<CRLF>: the content ends before the dot (already skipped).
+            this.done = true;
+            this.#state = LINE_START;
+            this.#lineLength = 0;
+            segStart = i + 1; // nothing of ".\r\n" is content
+            return i + 1;
+          }
+          // ".\rX": the CR was content after all, and a bare one.
+          this.#fail('bare-cr');
+          state = IN_LINE;
+          line = 1;
+          i--;
+          continue;
+      }
+    }
+    // A held "." or ".\r" was already excluded from the segment; a content CR
+    // at the end of the chunk is emitted now and judged with the next chunk.
+    if (state === AFTER_DOT_CR) flush(len - 1);
+    else flush(len);
+    this.#state = state;
+    this.#lineLength = line;
+    return len;
+  }
+
+  /**
+   * BDAT only: called after the LAST chunk. A message may not end in a
+   * lone CR; a missing final CRLF is the session's to add.
+   */
+  finish(): void {
+    if (this.#state === AFTER_CR) this.#fail('bare-cr');
+  }
+
+  #fail(error: DataError): void {
+    if (this.error === null) this.error = error;
+  }
+}

@@ -1,0 +1,309 @@
+// The durable queue. One file per message in <spool>/queue/<id>:
+//
+//   "TERN1 <n>\n" <n bytes of envelope JSON> "\n" <message>
+//
+// A message is written under <spool>/tmp/, fsynced, and renamed into
+// queue/; the rename is the commit, and the queue directory is fsynced
+// before anyone is told (the 250). Directory fsyncs are shared by every
+// commit waiting at the same moment (group commit), which is how
+// concurrent sessions avoid paying one each. Delivery state lives beside
+// it in <spool>/state/<id>.json, replaced atomically; a missing state file
+// means "nothing delivered yet".
+
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { DeliveryState, Envelope, QueuedMessage } from './types.ts';
+import { DirSync, p } from '../util/fsio.ts';
+
+const MAGIC = 'TERN1 ';
+/** Buffer this much before writing to disk, so small messages cost one write. */
+const WRITE_BATCH = 256 * 1024;
+
+export interface SpoolOptions {
+  /** Directory holding tmp/, queue/, state/, corrupt/. */
+  dir: string;
+  /** Turn off only in tests that measure something else: every fsync is skipped. */
+  fsync?: boolean;
+}
+
+let idCounter = 0;
+
+export class Spool {
+  readonly dir: string;
+  readonly tmpDir: string;
+  readonly queueDir: string;
+  readonly stateDir: string;
+  readonly fsync: boolean;
+  readonly #queueSync: DirSync;
+  readonly #stateSync: DirSync;
+
+  constructor(options: SpoolOptions) {
+    this.dir = options.dir;
+    this.fsync = options.fsync ?? true;
+    this.tmpDir = path.join(this.dir, 'tmp');
+    this.queueDir = path.join(this.dir, 'queue');
+    this.stateDir = path.join(this.dir, 'state');
+    this.#queueSync = new DirSync(this.queueDir, this.fsync);
+    this.#stateSync = new DirSync(this.stateDir, this.fsync);
+  }
+
+  init(): void {
+    for (const d of [this.tmpDir, this.queueDir, this.stateDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * A new queue id: time-ordered, unique across restarts and processes,
+   * safe as a file name and in a Message-ID. 16 characters of [0-9A-Z].
+   */
+  newId(): string {
+    const t = Date.now().toString(36).toUpperCase().padStart(9, '0');
+    const c = (idCounter = (idCounter + 1) % 1296).toString(36).toUpperCase().padStart(2, '0');
+    const r = crypto.randomBytes(4).readUInt32BE(0).toString(36).toUpperCase().padStart(7, '0').slice(0, 5);
+    return t + c + r;
+  }
+
+  /** Start writing a message. The envelope is final; the caller streams the message. */
+  create(envelope: Envelope): SpoolWriter {
+    return new SpoolWriter(this, envelope);
+  }
+
+  queuePath(id: string): string {
+    return path.join(this.queueDir, id);
+  }
+
+  /** Called by SpoolWriter after its rename. */
+  syncQueueDir(): Promise<void> {
+    return this.#queueSync.sync();
+  }
+
+  /**
+   * Start-up recovery: half-written files in tmp/ were never acknowledged
+   * and are discarded; every file in queue/ was, and is loaded with its state.
+   */
+  async recover(): Promise<{ messages: QueuedMessage[]; discarded: number; corrupt: string[] }> {
+    let discarded = 0;
+    for (const name of fs.readdirSync(this.tmpDir)) {
+      fs.rmSync(path.join(this.tmpDir, name), { force: true });
+      discarded++;
+    }
+    const messages: QueuedMessage[] = [];
+    const corrupt: string[] = [];
+    for (const id of fs.readdirSync(this.queueDir).sort()) {
+      try {
+        const { envelope, offset, size } = await this.readHeader(id);
+        const state = this.readState(id) ?? initialState(envelope);
+        messages.push({ envelope, state, offset, size, recovered: true });
+      } catch {
+        // Never delete what might be mail: set it aside for the admin.
+        const dest = path.join(this.dir, 'corrupt');
+        fs.mkdirSync(dest, { recursive: true });
+        fs.renameSync(this.queuePath(id), path.join(dest, id));
+        corrupt.push(id);
+      }
+    }
+    // State files whose message is gone (crash between the two removals).
+    const ids = new Set(messages.map((m) => m.envelope.id));
+    for (const name of fs.readdirSync(this.stateDir)) {
+      const id = name.replace(/\.json$/, '').replace(/\.tmp$/, '');
+      if (!ids.has(id) || name.endsWith('.tmp')) fs.rmSync(path.join(this.stateDir, name), { force: true });
+    }
+    return { messages, discarded, corrupt };
+  }
+
+  async readHeader(id: string): Promise<{ envelope: Envelope; offset: number; size: number }> {
+    const file = this.queuePath(id);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const { size: fileSize } = fs.fstatSync(fd);
+      const head = Buffer.alloc(Math.min(fileSize, 64 * 1024));
+      fs.readSync(fd, head, 0, head.length, 0);
+      const nl = head.indexOf(0x0a);
+      if (nl < 0 || head.subarray(0, MAGIC.length).toString('latin1') !== MAGIC) throw new Error('bad queue file header');
+      const len = Number(head.subarray(MAGIC.length, nl).toString('latin1'));
+      if (!Number.isSafeInteger(len) || len <= 0) throw new Error('bad queue file header');
+      let json = head.subarray(nl + 1, nl + 1 + len);
+      if (json.length < len) {
+        json = Buffer.alloc(len);
+        fs.readSync(fd, json, 0, len, nl + 1);
+      }
+      const envelope = JSON.parse(json.toString('utf8')) as Envelope;
+      if (envelope.id !== id) throw new Error('queue file id mismatch');
+      const offset = nl + 1 + len + 1;
+      return { envelope, offset, size: fileSize - offset };
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** The message bytes (with our Received header first). */
+  openMessage(msg: QueuedMessage, extra?: { start?: number }): fs.ReadStream {
+    return fs.createReadStream(this.queuePath(msg.envelope.id), { start: msg.offset + (extra?.start ?? 0), highWaterMark: 64 * 1024 });
+  }
+
+  readState(id: string): DeliveryState | null {
+    try {
+      return JSON.parse(fs.readFileSync(path.join(this.stateDir, `${id}.json`), 'utf8')) as DeliveryState;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  /** Replace the delivery state atomically (tmp, fsync, rename, dir fsync). */
+  async writeState(id: string, state: DeliveryState): Promise<void> {
+    const final = path.join(this.stateDir, `${id}.json`);
+    const tmp = `${final}.tmp`;
+    const fd = await p.open(tmp, 'w');
+    try {
+      await p.writev(fd, [Buffer.from(JSON.stringify(state))]);
+      if (this.fsync) await p.fsync(fd);
+    } finally {
+      await p.close(fd);
+    }
+    await p.rename(tmp, final);
+    await this.#stateSync.sync();
+  }
+
+  /** Remove a finished message: the queue file first, so a crash never leaves a message without its state. */
+  async remove(id: string): Promise<void> {
+    await fs.promises.rm(this.queuePath(id), { force: true });
+    await this.#queueSync.sync();
+    await fs.promises.rm(path.join(this.stateDir, `${id}.json`), { force: true });
+  }
+
+  /** Ids of committed messages currently in the queue directory. */
+  list(): string[] {
+    return fs.readdirSync(this.queueDir);
+  }
+}
+
+export function initialState(envelope: Envelope): DeliveryState {
+  return {
+    attempts: 0,
+    nextAttempt: envelope.receivedAt,
+    status: envelope.recipients.map(() => 'pending'),
+    lastError: envelope.recipients.map(() => null),
+  };
+}
+
+/**
+ * Writes one message into the spool. Contract: call write() for each chunk
+ * in order (it never copies; the chunks must not be reused by the caller),
+ * then exactly one of commit() or abort(). write() returns false when the
+ * caller should pause its source until onDrain fires.
+ */
+export class SpoolWriter {
+  readonly envelope: Envelope;
+  #spool: Spool;
+  #tmpPath: string;
+  #fd = -1;
+  #opening: Promise<void> | null = null;
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #size = 0;
+  #inflight: Promise<void> | null = null;
+  #error: unknown = null;
+  #drain: (() => void) | null = null;
+  #finished = false;
+  readonly #headerLength: number;
+
+  constructor(spool: Spool, envelope: Envelope) {
+    this.#spool = spool;
+    this.envelope = envelope;
+    this.#tmpPath = path.join(spool.tmpDir, envelope.id);
+    const json = Buffer.from(JSON.stringify(envelope), 'utf8');
+    const head = Buffer.from(`${MAGIC}${json.length}\n`, 'latin1');
+    this.#chunks.push(head, json, Buffer.from('\n'));
+    this.#headerLength = head.length + json.length + 1;
+    this.#buffered = this.#headerLength;
+  }
+
+  /** Octets of message written so far (excluding the envelope). */
+  get size(): number {
+    return this.#size;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.#finished) throw new Error('SpoolWriter: write after finish');
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    this.#size += chunk.length;
+    if (this.#buffered >= WRITE_BATCH) {
+      if (!this.#inflight) this.#flush();
+      return this.#buffered < WRITE_BATCH * 2;
+    }
+    return true;
+  }
+
+  onDrain(cb: () => void): void {
+    this.#drain = cb;
+  }
+
+  #flush(): void {
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#inflight = this.#ensureOpen()
+      .then(() => p.writev(this.#fd, chunks))
+      .catch((e: unknown) => {
+        this.#error ??= e;
+      })
+      .finally(() => {
+        this.#inflight = null;
+        if (this.#buffered >= WRITE_BATCH && !this.#finished) this.#flush();
+        else {
+          const d = this.#drain;
+          this.#drain = null;
+          d?.();
+        }
+      });
+  }
+
+  #ensureOpen(): Promise<void> {
+    this.#opening ??= p.open(this.#tmpPath, 'wx').then((fd) => {
+      this.#fd = fd;
+    });
+    return this.#opening;
+  }
+
+  /** Make the message durable in queue/. Resolves only after fsyncs; throws on any I/O error (the file is then removed). */
+  async commit(): Promise<QueuedMessage> {
+    this.#finished = true;
+    try {
+      while (this.#inflight) await this.#inflight;
+      if (this.#error) throw this.#error;
+      await this.#ensureOpen();
+      if (this.#chunks.length) await p.writev(this.#fd, this.#chunks);
+      this.#chunks = [];
+      if (this.#spool.fsync) await p.fsync(this.#fd);
+      await p.close(this.#fd);
+      this.#fd = -1;
+      await p.rename(this.#tmpPath, this.#spool.queuePath(this.envelope.id));
+      await this.#spool.syncQueueDir();
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+    return {
+      envelope: this.envelope,
+      state: initialState(this.envelope),
+      offset: this.#headerLength,
+      size: this.#size,
+      recovered: false,
+    };
+  }
+
+  /** Forget the message (client gave up, or it was rejected). */
+  async abort(): Promise<void> {
+    this.#finished = true;
+    this.#chunks = [];
+    while (this.#inflight) await this.#inflight.catch(() => {});
+    if (this.#opening) await this.#opening.catch(() => {});
+    if (this.#fd >= 0) {
+      await p.close(this.#fd).catch(() => {});
+      this.#fd = -1;
+    }
+    if (this.#opening) await fs.promises.rm(this.#tmpPath, { force: true }).catch(() => {});
+  }
+}

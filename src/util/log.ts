@@ -1,0 +1,30 @@
+// Structured logs: one JSON object per line on stdout, so `jq` and log
+// shippers read them without a grammar. Fields are flat and stable.
+
+export type Level = 'debug' | 'info' | 'warn' | 'error';
+const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export function createLogger(level: Level = 'info', write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
+  const min = ORDER[level];
+  const emit = (lvl: Level, msg: string, fields?: Record<string, unknown>): void => {
+    if (ORDER[lvl] < min) return;
+    const rec: Record<string, unknown> = { t: new Date().toISOString(), level: lvl, msg, ...fields };
+    for (const [k, v] of Object.entries(rec)) if (v instanceof Error) rec[k] = v.message;
+    write(JSON.stringify(rec) + '\n');
+  };
+  return {
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+  };
+}
+
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
