@@ -7,11 +7,14 @@ import type { Spool } from '../spool/spool.ts';
 import type { QueuedMessage } from '../spool/types.ts';
 import type { DeliveryResult } from '../delivery/types.ts';
 import type { MaildirTransport } from '../delivery/maildir.ts';
+
+/** The part of a local transport the scheduler uses (a fake in unit tests). */
+export type LocalTransport = Pick<MaildirTransport, 'deliver'>;
 import type { Logger } from '../util/log.ts';
 
 export interface SchedulerOptions {
   spool: Spool;
-  maildir: MaildirTransport;
+  maildir: LocalTransport;
   /** Delays between attempts in ms; the last one repeats. */
   retrySchedule: number[];
   /** Give up on a message this long after acceptance (ms). */

@@ -1,0 +1,55 @@
+// The server as a user runs it: `tern serve --config`, SIGTERM, restart,
+// the self-signed certificate kept, and `tern config check`.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { ROOT, RawClient, spawnServer, writeConfig } from '../helpers/server.ts';
+
+test('SIGTERM: idle sessions get 421, the process exits 0; restart reuses the certificate', { timeout: 60_000 }, async () => {
+  const { file, dataDir, dir } = writeConfig();
+  try {
+    const a = await spawnServer(file);
+    const certFile = path.join(dataDir, 'tls', 'selfsigned.crt');
+    const cert = fs.readFileSync(certFile, 'utf8');
+    const c = await RawClient.connect(a.ports.smtp!);
+    assert.match(await c.reply(), /^220 mx\.tern\.test /);
+    assert.match(await c.cmd('EHLO me.test'), /^250-mx\.tern\.test/);
+    const exited = new Promise<number | null>((r) => a.child.once('exit', (code) => r(code)));
+    a.child.kill('SIGTERM');
+    assert.match(await c.reply(), /^421 4\.3\.2 /);
+    await c.waitClosed();
+    assert.equal(await exited, 0);
+    const stopLine = a.log.find((l) => l.includes('"tern stopped"'));
+    assert.ok(stopLine, 'logged a clean stop');
+
+    const b = await spawnServer(file);
+    assert.equal(fs.readFileSync(certFile, 'utf8'), cert, 'the self-signed certificate is made once and reused');
+    const tlsClient = await RawClient.connectTls(b.ports.submissions!);
+    assert.match(await tlsClient.reply(), /^220 /);
+    tlsClient.close();
+    b.child.kill('SIGTERM');
+    await new Promise((r) => b.child.once('exit', r));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('tern config check: OK for a good file, every problem with its line for a bad one', () => {
+  const { file, dir } = writeConfig();
+  try {
+    const ok = spawnSync(process.execPath, [path.join(ROOT, 'bin/tern.js'), 'config', 'check', file], { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /OK/);
+    const bad = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(bad, 'hostname: mx.tern.test\nlistenres: []\nlimits:\n  messageSize: lots\n');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/tern.js'), 'config', 'check', bad], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /bad\.yaml:2: listenres: unknown key/);
+    assert.match(r.stderr, /bad\.yaml:4: limits\.messageSize: /);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
