@@ -40,7 +40,7 @@ export class Listener {
   constructor(config: ListenerConfig, deps: ListenerDeps) {
     this.config = config;
     this.#deps = deps;
-    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.#onConnection(s));
+    this.#server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.#onConnection(s));
     this.#server.on('error', (e) => deps.log.error('listener error', { role: config.role, port: config.port, error: e }));
   }
 

@@ -79,6 +79,7 @@ export class Session {
   #pausedBusy = false;
   #pausedDisk = false;
   #closing = false;
+  #peerEnded = false;
   #messages = 0;
   readonly #started = Date.now();
   #closeReason = 'client';
@@ -144,8 +145,11 @@ export class Session {
     });
     socket.on('close', () => this.#close(this.#closeReason));
     socket.on('end', () => {
-      // The client half-closed; whatever is pending will get no reader.
-      this.#close('client closed');
+      // The client half-closed its side. Commands it sent before that still
+      // run and get their replies (a script may send everything, then
+      // shut down writing); the session ends once nothing is left to do.
+      this.#peerEnded = true;
+      if (!this.#busy && this.#mode !== 'tls') this.#close('client closed');
     });
     socket.setTimeout(this.#deps.limits.timeouts.command, () => {
       // RFC 5321 §4.5.3.2: the server may close after its timeout, with 421.
@@ -204,6 +208,10 @@ export class Session {
       this.#busy = false;
     }
     if (this.#mode === 'closed') return;
+    if (this.#peerEnded) {
+      this.#flush();
+      return this.#close('client closed');
+    }
     if (this.#pausedBusy) {
       this.#pausedBusy = false;
       this.#resume();

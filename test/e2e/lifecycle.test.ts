@@ -53,3 +53,24 @@ test('tern config check: OK for a good file, every problem with its line for a b
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a client that sends everything and half-closes still gets every reply, and the message is queued', async () => {
+  const { startServer, mailbox: box, waitFor } = await import('../helpers/server.ts');
+  const net = await import('node:net');
+  const srv = await startServer();
+  try {
+    const out = await new Promise<string>((resolve) => {
+      let buf = '';
+      const s = net.connect(srv.port('smtp'), '127.0.0.1', () =>
+        s.end('EHLO x.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@tern.test>\r\nDATA\r\nSubject: half\r\n\r\nhi\r\n.\r\nQUIT\r\n'),
+      );
+      s.setEncoding('latin1');
+      s.on('data', (d: string) => (buf += d));
+      s.on('close', () => resolve(buf));
+    });
+    assert.match(out, /^250 2\.0\.0 OK queued as \w+\r\n221 2\.0\.0 /m);
+    await waitFor(() => box(srv.dataDir, 'tern.test', 'alice').length === 1, 5000, 'delivery');
+  } finally {
+    await srv.stop();
+  }
+});
