@@ -35,7 +35,7 @@ export interface DataReaderOptions {
 export class DataReader {
   /** Octets of message content seen (counted even past maxSize). */
   size = 0;
-  /** The first error seen; content after it is not emitted. */
+  /** The first error seen; content from it on is not emitted. */
   error: DataError | null = null;
   /** DATA only: the terminating dot has been read. */
   done = false;
@@ -60,34 +60,52 @@ export class DataReader {
 
   /**
    * Feed one chunk. `emit` receives the message content as subarrays of
-   * `chunk`; it is not called once an error has been seen. Returns the
-   * number of bytes of `chunk` consumed: all of it, unless the end of DATA
-   * was found, in which case the rest is the next pipelined command.
+   * `chunk`. Once an error has been seen nothing more is emitted; what was
+   * emitted is exactly the content before the offending octet (for
+   * 'too-big', the first maxSize octets), however the input was split into
+   * chunks. Returns the number of bytes of `chunk` consumed: all of it,
+   * unless the end of DATA was found, in which case the rest is the next
+   * pipelined command.
    */
   push(chunk: Buffer, emit: (part: Buffer) => void): number {
     const len = chunk.length;
     let segStart = 0;
     let state = this.#state;
     let line = this.#lineLength;
-    let i = 0;
+    // Hand on chunk[segStart, end) as content (or, after an error, only count it).
     const flush = (end: number): void => {
-      if (end > segStart && this.error === null) {
-        this.size += end - segStart;
-        if (this.size > this.#maxSize) this.error = 'too-big';
-        else emit(chunk.subarray(segStart, end));
-      } else if (end > segStart) {
-        this.size += end - segStart;
+      const n = end - segStart;
+      if (n <= 0) return;
+      if (this.error === null) {
+        const room = this.#maxSize - this.size;
+        if (n > room) {
+          if (room > 0) emit(chunk.subarray(segStart, segStart + room));
+          this.error = 'too-big';
+        } else {
+          emit(chunk.subarray(segStart, end));
+        }
       }
+      this.size += n;
+      segStart = end;
     };
-    for (; i < len; i++) {
+    // The first error wins, judged by position: content before the
+    // offending octet is flushed first, and may itself be too big. Doing
+    // this at the octet, not at the end of the chunk, keeps the outcome
+    // independent of how the input was split.
+    const fail = (at: number, error: DataError): void => {
+      if (this.error !== null) return;
+      flush(at);
+      if (this.error === null) this.error = error;
+    };
+    for (let i = 0; i < len; i++) {
       const b = chunk[i]!;
       switch (state) {
         case IN_LINE:
           if (b === CR) state = AFTER_CR;
-          else if (b === LF) this.#fail('bare-lf');
-          else if (b === NUL) this.#fail('nul');
+          else if (b === LF) fail(i, 'bare-lf');
+          else if (b === NUL) fail(i, 'nul');
           // `line` counts octets before CRLF; the limit includes the CRLF.
-          else if (++line > this.#maxLine - 2) this.#fail('line-too-long');
+          else if (++line > this.#maxLine - 2) fail(i, 'line-too-long');
           continue;
         case AFTER_CR:
           if (b === LF) {
@@ -95,7 +113,8 @@ export class DataReader {
             line = 0;
             continue;
           }
-          this.#fail('bare-cr');
+          // The CR (content, already counted or in the segment) was bare.
+          fail(i, 'bare-cr');
           state = IN_LINE;
           i--; // re-examine this byte as ordinary content
           continue;
@@ -126,21 +145,27 @@ export class DataReader {
             this.done = true;
             this.#state = LINE_START;
             this.#lineLength = 0;
-            segStart = i + 1; // nothing of ".\r\n" is content
-            return i + 1;
+            return i + 1; // nothing of ".\r\n" is content
           }
-          // ".\rX": the CR was content after all, and a bare one.
-          this.#fail('bare-cr');
+          // ".\rX": the CR was content after all, and a bare one. The error
+          // is placed at the CR, which is never emitted: when it arrived in
+          // the previous chunk it can no longer be handed on as a view.
+          if (i > 0) {
+            fail(i - 1, 'bare-cr'); // the CR stays in the segment, counted later
+          } else {
+            fail(0, 'bare-cr');
+            this.size++; // the held CR
+          }
           state = IN_LINE;
           line = 1;
           i--;
           continue;
       }
     }
-    // A held "." or ".\r" was already excluded from the segment; a content CR
-    // at the end of the chunk is emitted now and judged with the next chunk.
-    if (state === AFTER_DOT_CR) flush(len - 1);
-    else flush(len);
+    // A held ".\r" (at most the CR is in this chunk) is judged with the next
+    // chunk; a content CR at the end of the chunk is emitted now and judged
+    // with the next chunk.
+    if (state !== AFTER_DOT_CR) flush(len);
     this.#state = state;
     this.#lineLength = line;
     return len;

@@ -2,6 +2,7 @@
 // SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461
 // §4.3-4.4) on MAIL; NOTIFY/ORCPT (RFC 3461 §4.1-4.2) on RCPT.
 
+import { isUtf8 } from 'node:buffer';
 import { SmtpError } from './reply.ts';
 
 export type Body = '7BIT' | '8BITMIME';
@@ -43,23 +44,30 @@ function value(key: string, v: string | true): string {
   return v;
 }
 
-/** Decode xtext (RFC 3461 §4): "+" followed by two upper-case hex digits. */
+/**
+ * Decode xtext (RFC 3461 §4): "+" followed by two upper-case hex digits.
+ * The octets are read as UTF-8, the inverse of encodeXtext; octets that are
+ * not valid UTF-8 are refused rather than turned into latin1 characters
+ * that encodeXtext would re-encode differently when relaying.
+ */
 export function decodeXtext(s: string): string {
-  let out = '';
+  const bytes: number[] = [];
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c === 0x2b) {
       const hex = s.slice(i + 1, i + 3);
       if (!/^[0-9A-F]{2}$/.test(hex)) throw new SmtpError(501, '5.5.4', 'Bad xtext encoding');
-      out += String.fromCharCode(parseInt(hex, 16));
+      bytes.push(parseInt(hex, 16));
       i += 2;
     } else if (c < 0x21 || c > 0x7e || c === 0x3d) {
       throw new SmtpError(501, '5.5.4', 'Bad xtext character');
     } else {
-      out += s[i];
+      bytes.push(c);
     }
   }
-  return out;
+  const buf = Buffer.from(bytes);
+  if (!isUtf8(buf)) throw new SmtpError(501, '5.5.4', 'Bad xtext encoding');
+  return buf.toString('utf8');
 }
 
 export function encodeXtext(s: string): string {
