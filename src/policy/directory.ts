@@ -31,7 +31,8 @@ export class Directory {
         name: d.name.toLowerCase(),
         mailboxes: d.mailboxes === '*' ? '*' : new Set(d.mailboxes.map((m) => m.toLowerCase())),
         aliases: new Map(Object.entries(d.aliases).map(([k, v]) => [k.toLowerCase(), v])),
-        catchAll: d.catchAll?.toLowerCase(),
+        // Not lower-cased: a remote catch-all keeps its local part's case (local ones fold in #resolve).
+        catchAll: d.catchAll,
       });
     }
   }
@@ -53,25 +54,26 @@ export class Directory {
   resolve(localPart: string, domain: string): Target[] | null {
     const out: Target[] = [];
     const seen = new Set<string>();
-    const ok = this.#resolve(localPart.toLowerCase(), domain.toLowerCase(), 0, out, seen);
+    const ok = this.#resolve(localPart, domain.toLowerCase(), 0, out, seen);
     return ok ? out : null;
   }
 
-  #resolve(local: string, domainName: string, depth: number, out: Target[], seen: Set<string>): boolean {
+  #resolve(rawLocal: string, domainName: string, depth: number, out: Target[], seen: Set<string>): boolean {
     const domain = this.#domains.get(domainName);
     if (!domain) {
-      push(out, seen, { kind: 'remote', address: `${local}@${domainName}` });
+      // RFC 5321 §2.4: only the destination host may fold the case of a local
+      // part, so a forward to another domain keeps it as configured.
+      push(out, seen, { kind: 'remote', address: `${rawLocal}@${domainName}` });
       return true;
     }
+    const local = rawLocal.toLowerCase();
     if (depth > MAX_ALIAS_DEPTH) throw new Error(`alias loop at ${local}@${domainName}`);
     for (const candidate of candidates(local)) {
       const alias = domain.aliases.get(candidate);
       if (alias) {
         for (const target of alias) {
-          const at = target.lastIndexOf('@');
-          const [l, d] = at < 0 ? [target.toLowerCase(), domainName] : [target.slice(0, at).toLowerCase(), target.slice(at + 1).toLowerCase()];
           // An alias target that itself resolves to nothing is a config error; skip it rather than lose the rest.
-          this.#resolve(l, d, depth + 1, out, seen);
+          this.#resolveTarget(target, domainName, depth + 1, out, seen);
           if (out.length > MAX_ALIAS_TARGETS) throw new Error(`alias ${local}@${domainName} expands too far`);
         }
         return true;
@@ -87,8 +89,18 @@ export class Directory {
       push(out, seen, { kind: 'local', domain: domainName, localPart: base, address: `${base}@${domainName}` });
       return true;
     }
-    if (domain.catchAll) return this.#resolve(domain.catchAll, domainName, depth + 1, out, seen);
+    // The catch-all is a target like an alias's: a local part of this domain
+    // or a full address (the config loader allows both), never a bare string
+    // to look up here again (which looped until MAX_ALIAS_DEPTH → 451).
+    if (domain.catchAll) return this.#resolveTarget(domain.catchAll, domainName, depth + 1, out, seen);
     return false;
+  }
+
+  /** An alias or catch-all target: "local" (in `own`) or "local@domain". */
+  #resolveTarget(target: string, own: string, depth: number, out: Target[], seen: Set<string>): boolean {
+    const at = target.lastIndexOf('@');
+    if (at < 0) return this.#resolve(target, own, depth, out, seen);
+    return this.#resolve(target.slice(0, at), target.slice(at + 1).toLowerCase(), depth, out, seen);
   }
 }
 

@@ -9,6 +9,13 @@ import { Session, type SessionDeps } from './session.ts';
 import { normalizeIp } from '../policy/policy.ts';
 import type { ListenerConfig } from '../config/types.ts';
 
+/**
+ * How long a refused connection may take to read our 421 and close. A peer
+ * that ignores our FIN would otherwise keep the socket (an fd outside every
+ * connection limit) forever, and hold up server.close() at shutdown.
+ */
+const REFUSED_LINGER_MS = 5000;
+
 export interface ListenerDeps extends SessionDeps {
   /** Shared across listeners: total and per-IP connection counts. */
   counter: ConnectionCounter;
@@ -36,6 +43,10 @@ export class Listener {
   readonly config: ListenerConfig;
   readonly #deps: ListenerDeps;
   readonly #server: net.Server;
+  /** Implicit-TLS sockets still in their handshake: no session owns them yet. */
+  readonly #handshaking = new Set<tls.TLSSocket>();
+  /** Refused connections that have not closed yet. */
+  readonly #refused = new Set<net.Socket>();
 
   constructor(config: ListenerConfig, deps: ListenerDeps) {
     this.config = config;
@@ -60,9 +71,17 @@ export class Listener {
     return typeof a === 'object' && a ? a.port : this.config.port;
   }
 
-  /** Stop accepting; open sessions are the caller's to drain. */
+  /**
+   * Stop accepting; open sessions are the caller's to drain. Connections still
+   * in their TLS handshake, or refused and not yet gone, have no session to
+   * drain, and server.close() would wait for them (up to the handshake timeout,
+   * or forever for a peer that ignores our FIN), so they are dropped now.
+   */
   close(): Promise<void> {
-    return new Promise((res) => this.#server.close(() => res()));
+    const closed = new Promise<void>((res) => this.#server.close(() => res()));
+    for (const s of this.#handshaking) s.destroy();
+    for (const s of this.#refused) s.destroy();
+    return closed;
   }
 
   #onConnection(socket: net.Socket): void {
@@ -74,8 +93,12 @@ export class Listener {
       // RFC 5321 §3.8: 421 and close. On an implicit-TLS port the peer
       // expects a handshake, so there we just close.
       d.log.warn('connection refused', { ip, role: this.config.role, reason: perIp >= d.maxPerIp ? 'per-ip limit' : 'connection limit' });
-      if (this.config.role !== 'submissions') socket.end(`421 4.7.0 ${d.hostname} Too many connections, try again later\r\n`);
-      else socket.destroy();
+      if (this.config.role !== 'submissions') {
+        socket.end(`421 4.7.0 ${d.hostname} Too many connections, try again later\r\n`);
+        this.#refused.add(socket);
+        socket.once('close', () => this.#refused.delete(socket));
+        setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+      } else socket.destroy();
       return;
     }
     d.counter.add(ip);
@@ -94,13 +117,22 @@ export class Listener {
           d.counter.remove(ip);
         }
       };
+      this.#handshaking.add(secure);
       secure.once('secure', () => {
         clearTimeout(timer);
+        this.#handshaking.delete(secure);
         this.#startSession(secure, ip, true, release);
       });
       secure.once('error', () => secure.destroy());
+      // A peer that hangs up mid-handshake gives 'end' but no 'error', and
+      // 'close' only follows once we end our side too: without this its
+      // connection slot stayed taken until the handshake timer fired.
+      secure.once('end', () => {
+        if (this.#handshaking.has(secure)) secure.destroy();
+      });
       secure.once('close', () => {
         clearTimeout(timer);
+        this.#handshaking.delete(secure);
         release();
       });
       return;

@@ -78,6 +78,13 @@ export class Session {
   #bdatLast = false;
   #pausedBusy = false;
   #pausedDisk = false;
+  /**
+   * A message is being committed to the spool. Pipelined commands behind it
+   * (e.g. "BDAT 0 LAST\r\nMAIL FROM:…", RFC 3030 §4.2 / RFC 2920 §3.1) must
+   * wait: they belong to the next transaction and their replies come after
+   * the 250/4xx for the message.
+   */
+  #committing = false;
   #closing = false;
   #peerEnded = false;
   #messages = 0;
@@ -193,7 +200,9 @@ export class Session {
 
   async #loop(): Promise<void> {
     try {
-      while (this.#mode === 'command') {
+      // Stop at a commit (BDAT … LAST handled inside this loop): #finishMessage
+      // resumes processing once the message's reply is known.
+      while (this.#mode === 'command' && !this.#committing) {
         const line = this.#reader.next();
         if (!line) break;
         await this.#handle(line);
@@ -205,9 +214,10 @@ export class Session {
       this.#close('internal error');
       return;
     } finally {
-      this.#busy = false;
+      // While committing, the session stays busy so new input only queues up.
+      if (!this.#committing) this.#busy = false;
     }
-    if (this.#mode === 'closed') return;
+    if (this.#mode === 'closed' || this.#committing) return;
     if (this.#peerEnded) {
       this.#flush();
       return this.#close('client closed');
@@ -491,6 +501,7 @@ export class Session {
   /** Commit (or refuse) the message; replies 250 with the queue id only once it is durable. */
   #finishMessage(txn: Transaction, error: SmtpError | null, endsWithLineBreak: boolean): void {
     this.#busy = true;
+    this.#committing = true;
     const incoming = txn.incoming!;
     const done = async (): Promise<void> => {
       if (error) {
@@ -516,6 +527,7 @@ export class Session {
     };
     void done().finally(() => {
       this.#txn = null;
+      this.#committing = false;
       this.#busy = false;
       if (this.#mode === 'closed') return;
       this.#flush();
@@ -623,8 +635,20 @@ export class Session {
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
     this.#socket = secure;
     const timer = setTimeout(() => this.#close('tls handshake timeout'), this.#deps.limits.timeouts.command);
+    // A peer that hangs up before the handshake completes causes no 'error',
+    // only 'end' (and 'close' not until we end our side); without this the
+    // session and its connection-limit slot lingered until the handshake timer.
+    const onEarlyClose = (): void => {
+      clearTimeout(timer);
+      this.#close('closed during tls handshake');
+    };
+    secure.once('end', onEarlyClose);
+    secure.once('close', onEarlyClose);
     secure.once('secure', () => {
       clearTimeout(timer);
+      // From now on #attach's handlers own the socket.
+      secure.off('end', onEarlyClose);
+      secure.off('close', onEarlyClose);
       // §4.2: the server MUST discard any knowledge obtained from the client before TLS.
       this.info.tls = true;
       this.info.helo = undefined;
