@@ -115,6 +115,18 @@ export class Session {
     this.#busy = true;
     try {
       await this.#deps.policy.connect(this.info);
+      const pause = this.#deps.limits.timeouts.greeting;
+      if (pause > 0) {
+        // A greeting pause: RFC 5321 §4.3.1 clients wait for the 220, so a
+        // client that talks first is a bulk sender that does not read replies.
+        await new Promise((r) => setTimeout(r, pause));
+        if (this.#mode === 'closed') return;
+        if (this.#reader.buffered > 0 || this.#peerEnded) {
+          this.#write(`554 5.5.0 ${this.#deps.hostname} Protocol error: client sent data before the greeting\r\n`);
+          this.#close('early talker');
+          return;
+        }
+      }
       this.#write(`220 ${this.#deps.hostname} ESMTP Tern\r\n`);
     } catch (e) {
       const err = SmtpError.from(e);

@@ -343,3 +343,20 @@ describe('limits: connections', () => {
     }
   });
 });
+
+it('greeting pause: the 220 waits for limits.timeouts.greeting, and a client talking first is refused', async () => {
+  const srv = await startServer({ limits: { timeouts: { greeting: '300ms' } } });
+  try {
+    const patient = await RawClient.connect(srv.port('smtp'));
+    const t0 = Date.now();
+    assert.match(await patient.reply(), /^220 /);
+    assert.ok(Date.now() - t0 >= 250, 'greeting was delayed');
+    patient.close();
+    const early = await RawClient.connect(srv.port('smtp'));
+    early.send('EHLO hasty.test\r\n');
+    assert.match(await early.reply(), /^554 5\.5\.0 /);
+    await early.waitClosed();
+  } finally {
+    await srv.stop();
+  }
+});
