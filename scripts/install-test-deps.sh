@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs the real programs the end-to-end tests drive: swaks and python3
+# (interop clients) and postfix (smtp-source for load, and a real peer MTA).
+# swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
+# its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
+# Idempotent: does nothing, and never touches apt, when all are present.
+set -euo pipefail
+
+have_all() {
+  command -v swaks >/dev/null 2>&1 &&
+    command -v python3 >/dev/null 2>&1 &&
+    perl -MNet::SSLeay -e 1 >/dev/null 2>&1 &&
+    [ -x /usr/sbin/smtp-source ]
+}
+
+if have_all; then
+  exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo -n)
+  else
+    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix" >&2
+    exit 1
+  fi
+fi
+
+# Postfix must install without asking questions and without a mail config:
+# the tests start it themselves, on their own ports, when they need a peer.
+echo "postfix postfix/main_mailer_type select No configuration" | "${SUDO[@]}" debconf-set-selections
+
+# Keep the package from starting its service (and binding :25) during install,
+# unless the machine already has a policy-rc.d of its own.
+policy=/usr/sbin/policy-rc.d
+added_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy"
+  added_policy=1
+fi
+cleanup() {
+  if [ "$added_policy" = 1 ]; then "${SUDO[@]}" rm -f "$policy"; fi
+}
+trap cleanup EXIT
+
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  swaks libnet-ssleay-perl python3 postfix
+
+# If something started postfix anyway, stop it so that nothing holds port 25.
+if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
+  "${SUDO[@]}" postfix stop >/dev/null 2>&1 || true
+fi
+if command -v service >/dev/null 2>&1; then
+  "${SUDO[@]}" service postfix stop >/dev/null 2>&1 || true
+fi
+
+if ! have_all; then
+  echo "install-test-deps: still missing swaks, Net::SSLeay, python3 or /usr/sbin/smtp-source after install" >&2
+  exit 1
+fi
