@@ -514,6 +514,9 @@ export class Session {
   #finishMessage(txn: Transaction, error: SmtpError | null, endsWithLineBreak: boolean): void {
     this.#busy = true;
     this.#committing = true;
+    // The client is waiting on us now: a slow disk must not time it out into
+    // a 421 for a message that was in fact queued (and would be sent twice).
+    this.#socket.setTimeout(0);
     const incoming = txn.incoming!;
     const done = async (): Promise<void> => {
       if (error) {
@@ -542,6 +545,7 @@ export class Session {
       this.#committing = false;
       this.#busy = false;
       if (this.#mode === 'closed') return;
+      this.#socket.setTimeout(this.#deps.limits.timeouts.command);
       this.#flush();
       if (this.#closing) return this.#goodbye();
       this.#process();
