@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type {
-  DnsConfig, DomainConfig, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
+  DnsConfig, DomainConfig, OutboundConfig, OutboundTimeouts, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
 } from './types.ts';
 
 const SECOND = 1000;
@@ -35,6 +35,8 @@ export const DEFAULT_LIMITS: Readonly<LimitsConfig> = Object.freeze({
   commandLineLength: MIN_COMMAND_LINE_LENGTH,
   // Enough for a confused human, few enough to cut off a scanner quickly.
   errors: 10,
+  // RFC 5321 §6.3: count Received fields to find loops, with a large threshold such as 100.
+  maxReceived: 100,
   timeouts: DEFAULT_TIMEOUTS,
 });
 
@@ -46,6 +48,28 @@ export const DEFAULT_QUEUE: Readonly<QueueConfig> = Object.freeze({
 });
 
 export const DEFAULT_DNS: Readonly<DnsConfig> = Object.freeze({ servers: Object.freeze([] as string[]) as string[], timeout: 5 * SECOND });
+
+export const DEFAULT_OUTBOUND_TIMEOUTS: Readonly<OutboundTimeouts> = Object.freeze({
+  connect: 30 * SECOND,
+  // RFC 5321 §4.5.3.2: 5 minutes for the greeting, MAIL and RCPT; 3 per data block; 10 after the dot.
+  command: 5 * MINUTE,
+  dataBlock: 3 * MINUTE,
+  dataEnd: 10 * MINUTE,
+});
+
+export function defaultOutbound(hostname: string): OutboundConfig {
+  return {
+    port: 25,
+    heloName: hostname,
+    concurrency: 100,
+    perDestination: 10,
+    maxMxHosts: 10,
+    tls: 'opportunistic',
+    plaintextFallback: true,
+    timeouts: { ...DEFAULT_OUTBOUND_TIMEOUTS },
+    connectionReuse: 5 * SECOND,
+  };
+}
 
 export const DEFAULT_LOG: Readonly<LogConfig> = Object.freeze({ level: 'info' });
 
@@ -75,6 +99,7 @@ export function defaultConfig(): TernConfig {
     limits: structuredClone(DEFAULT_LIMITS),
     queue: structuredClone(DEFAULT_QUEUE),
     dns: structuredClone(DEFAULT_DNS),
+    outbound: defaultOutbound(hostname),
     log: { ...DEFAULT_LOG },
   };
 }

@@ -69,11 +69,16 @@ describe('loadConfig', () => {
       trustedNetworks: [],
       limits: {
         messageSize: 26214400, recipients: 100, connections: 1000, connectionsPerIp: 50,
-        lineLength: 1000, commandLineLength: 512, errors: 10,
+        lineLength: 1000, commandLineLength: 512, errors: 10, maxReceived: 100,
         timeouts: { command: 300_000, data: 300_000, greeting: 0 },
       },
       queue: { retrySchedule: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], maxLifetime: 432_000_000, delayWarning: 14_400_000 },
       dns: { servers: ['127.0.0.1:5353'], timeout: 5000 },
+      outbound: {
+        port: 25, heloName: 'mx.tern.test', concurrency: 100, perDestination: 10, maxMxHosts: 10,
+        tls: 'opportunistic', plaintextFallback: true, connectionReuse: 5000, smarthost: undefined,
+        timeouts: { connect: 30_000, command: 300_000, dataBlock: 180_000, dataEnd: 600_000 },
+      },
       log: { level: 'info' },
       source: file,
     });
@@ -349,7 +354,19 @@ describe('runConfigCheck', () => {
     assert.deepEqual(out.chunks, []);
     const lines = err.chunks.join('').trimEnd().split('\n');
     assert.equal(lines.length, 2);
-    assert.ok(lines.includes(`${file}:2: limits.extra: unknown key (expected one of: messageSize, recipients, connections, connectionsPerIp, lineLength, commandLineLength, errors, timeouts)`), lines.join('\n'));
+    assert.ok(lines.includes(`${file}:2: limits.extra: unknown key (expected one of: messageSize, recipients, connections, connectionsPerIp, lineLength, commandLineLength, errors, maxReceived, timeouts)`), lines.join('\n'));
     assert.ok(lines.some((l) => l.startsWith(`${file}:2: limits.messageSize: invalid size "huge"`)), lines.join('\n'));
+  });
+
+  it('outbound: smarthost defaults, and a password without TLS is refused', () => {
+    const good = write('outbound:\n  port: 2526\n  smarthost: { host: relay.example, auth: { user: u, password: p } }\n');
+    const { config } = checkConfig(good);
+    assert.equal(config!.outbound.port, 2526);
+    assert.deepEqual(config!.outbound.smarthost, { host: 'relay.example', port: 587, tls: 'starttls', auth: { user: 'u', password: 'p' }, domains: undefined });
+    const bad = write('outbound:\n  smarthost:\n    host: relay.example\n    tls: none\n    auth: { user: u, password: p }\n');
+    const { problems } = checkConfig(bad);
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0]!.path, 'outbound.smarthost.auth');
+    assert.equal(problems[0]!.line, 5);
   });
 });

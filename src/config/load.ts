@@ -17,9 +17,9 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import {
   DEFAULT_DNS, DEFAULT_LIMITS, DEFAULT_LISTENERS, DEFAULT_LOG, DEFAULT_QUEUE, MIN_COMMAND_LINE_LENGTH, MIN_LINE_LENGTH,
-  defaultConfig, defaultDomains,
+  defaultConfig, defaultDomains, defaultOutbound,
 } from './defaults.ts';
-import type { DomainConfig, ListenerConfig, ListenerRole, LogLevel, TernConfig } from './types.ts';
+import type { DomainConfig, ListenerConfig, ListenerRole, LogLevel, OutboundConfig, TernConfig } from './types.ts';
 
 export interface ConfigProblem {
   /** Key path, e.g. "limits.messageSize" or "listeners[1].port"; "" for the whole file. */
@@ -175,10 +175,29 @@ const schema = object({
     lineLength: count(MIN_LINE_LENGTH),
     commandLineLength: count(MIN_COMMAND_LINE_LENGTH),
     errors: count(),
+    maxReceived: count(),
     timeouts: object({ command: durationSchema, data: durationSchema, greeting: durationSchema }),
   }),
   queue: object({ retrySchedule: { type: 'array', items: durationSchema, minItems: 1 }, maxLifetime: durationSchema, delayWarning: durationSchema }),
   dns: object({ servers: { type: 'array', items: str }, timeout: durationSchema }),
+  outbound: object({
+    port: { type: 'integer', minimum: 1, maximum: 65535 },
+    heloName: str,
+    concurrency: count(),
+    perDestination: count(),
+    maxMxHosts: count(),
+    tls: { enum: ['opportunistic', 'required', 'none'] },
+    plaintextFallback: { type: 'boolean' },
+    timeouts: object({ connect: durationSchema, command: durationSchema, dataBlock: durationSchema, dataEnd: durationSchema }),
+    connectionReuse: durationSchema,
+    smarthost: object({
+      host: str,
+      port: { type: 'integer', minimum: 1, maximum: 65535 },
+      tls: { enum: ['starttls', 'implicit', 'none'] },
+      auth: object({ user: str, password: str }, ['user', 'password']),
+      domains: { type: 'array', items: str },
+    }, ['host']),
+  }),
   log: object({ level: { enum: LEVELS } }),
 });
 
@@ -405,6 +424,7 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
     lineLength: int(l.lineLength, DEFAULT_LIMITS.lineLength),
     commandLineLength: int(l.commandLineLength, DEFAULT_LIMITS.commandLineLength),
     errors: int(l.errors, DEFAULT_LIMITS.errors),
+    maxReceived: int(l.maxReceived, DEFAULT_LIMITS.maxReceived),
     timeouts: {
       command: duration(t.command, ['limits', 'timeouts', 'command'], dt.command),
       data: duration(t.data, ['limits', 'timeouts', 'data'], dt.data),
@@ -430,10 +450,44 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
   });
   const dns = { servers, timeout: duration(d.timeout, ['dns', 'timeout'], DEFAULT_DNS.timeout) };
 
+  const o = obj(raw.outbound);
+  const od = defaultOutbound(hostname);
+  const ot = obj(o.timeouts);
+  const sh = o.smarthost === undefined ? undefined : obj(o.smarthost);
+  const shAuth = sh?.auth === undefined ? undefined : obj(sh.auth);
+  const outbound: OutboundConfig = {
+    port: int(o.port, od.port),
+    heloName: typeof o.heloName === 'string' ? o.heloName : od.heloName,
+    concurrency: int(o.concurrency, od.concurrency),
+    perDestination: int(o.perDestination, od.perDestination),
+    maxMxHosts: int(o.maxMxHosts, od.maxMxHosts),
+    tls: (['opportunistic', 'required', 'none'] as const).find((v) => v === o.tls) ?? od.tls,
+    plaintextFallback: typeof o.plaintextFallback === 'boolean' ? o.plaintextFallback : od.plaintextFallback,
+    timeouts: {
+      connect: duration(ot.connect, ['outbound', 'timeouts', 'connect'], od.timeouts.connect),
+      command: duration(ot.command, ['outbound', 'timeouts', 'command'], od.timeouts.command),
+      dataBlock: duration(ot.dataBlock, ['outbound', 'timeouts', 'dataBlock'], od.timeouts.dataBlock),
+      dataEnd: duration(ot.dataEnd, ['outbound', 'timeouts', 'dataEnd'], od.timeouts.dataEnd),
+    },
+    connectionReuse: duration(o.connectionReuse, ['outbound', 'connectionReuse'], od.connectionReuse, 0),
+    smarthost: sh && typeof sh.host === 'string'
+      ? {
+          host: sh.host,
+          port: int(sh.port, sh.tls === 'implicit' ? 465 : 587),
+          tls: (['starttls', 'implicit', 'none'] as const).find((v) => v === sh.tls) ?? 'starttls',
+          auth: shAuth && typeof shAuth.user === 'string' && typeof shAuth.password === 'string' ? { user: shAuth.user, password: shAuth.password } : undefined,
+          domains: sh.domains === undefined ? undefined : list(sh.domains).filter((v): v is string => typeof v === 'string').map(normDomain),
+        }
+      : undefined,
+  };
+  if (outbound.smarthost?.auth && outbound.smarthost.tls === 'none') {
+    report(['outbound', 'smarthost', 'auth'], 'refusing to send a password without TLS (set tls: starttls or implicit)');
+  }
+
   const level = obj(raw.log).level;
   const log = { level: LEVELS.includes(level as LogLevel) ? (level as LogLevel) : DEFAULT_LOG.level };
 
-  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, log };
+  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, outbound, log };
 }
 
 interface DomainNames { mailboxes: Set<string> | '*'; aliases: Set<string> }

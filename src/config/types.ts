@@ -41,6 +41,8 @@ export interface LimitsConfig {
   commandLineLength: number;
   /** Bad commands before 421 and disconnect. */
   errors: number;
+  /** Received headers allowed in a message before it is refused as a loop (554 5.4.6). */
+  maxReceived: number;
   timeouts: TimeoutsConfig;
 }
 
@@ -63,6 +65,47 @@ export interface DnsConfig {
   timeout: number;
 }
 
+export interface SmarthostConfig {
+  host: string;
+  port: number;
+  /** starttls (required), implicit (port 465 style) or none. */
+  tls: 'starttls' | 'implicit' | 'none';
+  auth?: { user: string; password: string } | undefined;
+  /** Route only these recipient domains through it; undefined = all remote mail. */
+  domains?: string[] | undefined;
+}
+
+export interface OutboundTimeouts {
+  connect: number;
+  /** Greeting, EHLO, MAIL, RCPT, RSET replies (RFC 5321 §4.5.3.2: 5 minutes). */
+  command: number;
+  /** Each data block sent (§4.5.3.2.5: 3 minutes). */
+  dataBlock: number;
+  /** The reply after the final dot (§4.5.3.2.6: 10 minutes). */
+  dataEnd: number;
+}
+
+export interface OutboundConfig {
+  /** Remote SMTP port; 25 in production. */
+  port: number;
+  /** Our EHLO name; defaults to hostname. */
+  heloName: string;
+  /** Remote deliveries in flight at once, in all. */
+  concurrency: number;
+  /** Remote deliveries in flight at once to one destination. */
+  perDestination: number;
+  /** MX hosts tried per attempt (RFC 5321 §5.1 lets a sender cap the list). */
+  maxMxHosts: number;
+  /** STARTTLS policy: opportunistic (use when offered), required, none. */
+  tls: 'opportunistic' | 'required' | 'none';
+  /** Opportunistic only: after a failed TLS handshake, retry the host in plaintext. */
+  plaintextFallback: boolean;
+  timeouts: OutboundTimeouts;
+  /** How long an idle connection is kept for reuse. */
+  connectionReuse: number;
+  smarthost?: SmarthostConfig | undefined;
+}
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface LogConfig {
@@ -81,6 +124,7 @@ export interface TernConfig {
   limits: LimitsConfig;
   queue: QueueConfig;
   dns: DnsConfig;
+  outbound: OutboundConfig;
   log: LogConfig;
   /** Path of the file this came from, undefined for embedded defaults. */
   source?: string | undefined;
