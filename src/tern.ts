@@ -55,7 +55,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   }
   for (const msg of recovered.messages) scheduler.add(msg);
 
-  const intake = new Intake({ spool, hostname: config.hostname, onQueued: (m) => scheduler.add(m), log });
+  const intake = new Intake({ spool, hostname: config.hostname, onQueued: (m) => scheduler.add(m), log, maxReceived: config.limits.maxReceived });
   const policy = new Policy({ directory: new Directory(config.domains), trustedNetworks: config.trustedNetworks });
   const tlsMaterial = await loadTls(config);
   const counter = new ConnectionCounter();

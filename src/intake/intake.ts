@@ -7,6 +7,8 @@ import type { Spool, SpoolWriter } from '../spool/spool.ts';
 import type { Envelope, QueuedMessage, Recipient } from '../spool/types.ts';
 import type { MailParams } from '../smtp/params.ts';
 import type { Logger } from '../util/log.ts';
+import { HeaderScanner } from './headers.ts';
+import { SmtpError } from '../smtp/reply.ts';
 
 export interface Trace {
   /** Client IP address. */
@@ -33,6 +35,8 @@ export interface IntakeOptions {
   /** Called after commit, with the durable message. */
   onQueued: (msg: QueuedMessage) => void;
   log: Logger;
+  /** Received fields allowed before a message is refused as looping (RFC 5321 §6.3). */
+  maxReceived: number;
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -58,14 +62,26 @@ export class Intake {
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
     };
     const writer = this.#opts.spool.create(envelope);
-    writer.write(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
-    return new IncomingMessage(writer, this.#opts);
+    const incoming = new IncomingMessage(writer, this.#opts);
+    incoming.write(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
+    return incoming;
+  }
+
+  /**
+   * A message made inside Tern (a DSN, later a forward): the same path as
+   * mail from a client, from a buffer. Bounded in size by its builder.
+   */
+  async submit(m: NewMessage, message: Buffer): Promise<QueuedMessage> {
+    const incoming = this.begin(m);
+    incoming.write(message);
+    return incoming.commit(message.length === 0 || message.subarray(-2).toString('latin1') === '\r\n');
   }
 }
 
 export class IncomingMessage {
   readonly #writer: SpoolWriter;
   readonly #opts: IntakeOptions;
+  readonly #headers = new HeaderScanner();
   constructor(writer: SpoolWriter, opts: IntakeOptions) {
     this.#writer = writer;
     this.#opts = opts;
@@ -78,6 +94,7 @@ export class IncomingMessage {
   }
   /** Message bytes, in order; false means pause the source until onDrain. */
   write(chunk: Buffer): boolean {
+    if (!this.#headers.done) this.#headers.push(chunk);
     return this.#writer.write(chunk);
   }
   onDrain(cb: () => void): void {
@@ -88,6 +105,12 @@ export class IncomingMessage {
    * BDAT) adds the CRLF that RFC 5322 §2.1 requires at the end.
    */
   async commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
+    if (this.#headers.received > this.#opts.maxReceived) {
+      // A loop: refusing now (rather than bouncing later) sends no backscatter;
+      // the previous hop bounces to a sender it actually talked to.
+      await this.#writer.abort();
+      throw new SmtpError(554, '5.4.6', `Too many hops (${this.#headers.received} Received fields): mail loop?`);
+    }
     if (!endsWithLineBreak) this.#writer.write(CRLF);
     const msg = await this.#writer.commit();
     this.#opts.onQueued(msg);

@@ -536,8 +536,14 @@ export class Session {
         });
         this.#reply(250, '2.0.0', `OK queued as ${msg.envelope.id}`);
       } catch (e) {
-        this.#deps.log.error('spool commit failed', { conn: this.info.id, error: e });
-        this.#reply(451, '4.3.0', 'Could not queue the message; try again later');
+        if (e instanceof SmtpError) {
+          // Intake refused it on purpose (e.g. a mail loop).
+          this.#deps.log.info('message refused', { conn: this.info.id, reason: e.text });
+          this.#replyError(e);
+        } else {
+          this.#deps.log.error('spool commit failed', { conn: this.info.id, error: e });
+          this.#reply(451, '4.3.0', 'Could not queue the message; try again later');
+        }
       }
     };
     void done().finally(() => {

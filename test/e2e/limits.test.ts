@@ -360,3 +360,30 @@ it('greeting pause: the 220 waits for limits.timeouts.greeting, and a client tal
     await srv.stop();
   }
 });
+
+it('mail loop: more Received fields than limits.maxReceived → 554 5.4.6 after the dot, nothing queued', async () => {
+  const srv = await startServer({ limits: { maxReceived: 5 } });
+  try {
+    const c = await RawClient.connect(srv.port('smtp'));
+    await c.reply();
+    await c.cmd('EHLO loop.test');
+    await c.cmd('MAIL FROM:<a@loop.test>');
+    await c.cmd('RCPT TO:<alice@tern.test>');
+    assert.match(await c.cmd('DATA'), /^354/);
+    // Ours makes five: still fine.
+    const hops = (n: number) => 'Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n'.repeat(n);
+    assert.match(await c.cmd(`${hops(4)}Subject: ok\r\n\r\nbody\r\n.`), /^250 2\.0\.0 /);
+    await c.cmd('MAIL FROM:<a@loop.test>');
+    await c.cmd('RCPT TO:<alice@tern.test>');
+    await c.cmd('DATA');
+    assert.match(await c.cmd(`${hops(5)}Subject: loop\r\n\r\nbody\r\n.`), /^554 5\.4\.6 /);
+    assert.match(await c.cmd('NOOP'), /^250/);
+    await waitFor(() => fs.readdirSync(path.join(srv.dataDir, 'spool', 'queue')).length === 0, 5000, 'queue empty');
+    const files = (await import('../helpers/server.ts')).mailbox(srv.dataDir, 'tern.test', 'alice');
+    assert.equal(files.length, 1);
+    assert.match(fs.readFileSync(files[0]!, 'utf8'), /Subject: ok/);
+    c.close();
+  } finally {
+    await srv.stop();
+  }
+});
