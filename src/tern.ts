@@ -47,6 +47,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     maildir,
     retrySchedule: config.queue.retrySchedule,
     maxLifetime: config.queue.maxLifetime,
+    delayWarning: config.queue.delayWarning,
     log,
   });
   const recovered = await spool.recover();

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { Scheduler, type LocalTransport } from './scheduler.ts';
+import { Scheduler, type LocalTransport, type Notice } from './scheduler.ts';
+import type { RemoteTransport } from '../delivery/types.ts';
 import { Spool } from '../spool/spool.ts';
 import type { DeliveryResult } from '../delivery/types.ts';
 import type { Envelope, QueuedMessage } from '../spool/types.ts';
@@ -46,7 +47,7 @@ function setup(results: Record<string, DeliveryResult[]>) {
     spool, maildir, retrySchedule: [1 * MIN, 5 * MIN, 15 * MIN], maxLifetime: 60 * MIN, log: silentLogger,
     now: () => now, random: () => 0.5,
   });
-  return { dir, spool, scheduler, calls, now: () => now, advance: (ms: number) => (now += ms), cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+  return { dir, spool, scheduler, calls, maildir, now: () => now, advance: (ms: number) => (now += ms), cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
 test('a tempfail is retried on schedule and delivered recipients are never retried', async () => {
@@ -90,16 +91,116 @@ test('retry delays follow the schedule, repeat the last step, and carry ±20% ji
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('a message past maxLifetime is given up', async () => {
-  const t = setup({ bob: [] });
+test('past maxLifetime, a tempfail becomes a failure (with a notice for the bounce); a success still counts', async () => {
+  const t = setup({ bob: [{ kind: 'tempfail', reply: '451 4.3.0 still broken' }], alice: [] });
+  const notices: Notice[] = [];
+  const scheduler = new Scheduler({
+    spool: t.spool, maildir: t.maildir, retrySchedule: [MIN], maxLifetime: 60 * MIN, log: silentLogger,
+    now: () => t.now() + 61 * MIN, random: () => 0.5, notify: async (n) => void notices.push(n),
+  });
   try {
-    const msg = await queueOne(t.spool, ['bob']);
-    t.advance(61 * MIN);
-    t.scheduler.add(msg);
-    await t.scheduler.idle();
-    assert.deepEqual(t.calls, [], 'no delivery attempted after expiry');
-    assert.deepEqual(t.spool.list(), []);
+    const msg = await queueOne(t.spool, ['alice', 'bob']);
+    scheduler.add(msg);
+    await scheduler.idle();
+    assert.deepEqual(t.calls, ['alice', 'bob'], 'one last attempt is made');
+    assert.deepEqual(t.spool.list(), [], 'given up and removed');
+    const failed = notices.find((n) => n.kind === 'failed')!;
+    assert.deepEqual(failed.recipients.map((r) => r.index), [1]);
+    assert.match(failed.recipients[0]!.reply, /^4\.4\.7 expired after .*still broken/);
+    assert.deepEqual(notices.find((n) => n.kind === 'delivered')!.recipients.map((r) => r.index), [0]);
   } finally {
     t.cleanup();
+  }
+});
+
+test('one delay warning once a message has waited delayWarning, and not twice', async () => {
+  const t = setup({ bob: [{ kind: 'tempfail', reply: '451 a' }, { kind: 'tempfail', reply: '451 b' }, { kind: 'ok', reply: '250' }] });
+  const notices: Notice[] = [];
+  let now = Date.now() + 1000;
+  const scheduler = new Scheduler({
+    spool: t.spool, maildir: t.maildir, retrySchedule: [MIN], maxLifetime: 600 * MIN, delayWarning: 30 * MIN, log: silentLogger,
+    now: () => now, random: () => 0.5, notify: async (n) => void notices.push(n),
+  });
+  try {
+    const msg = await queueOne(t.spool, ['bob']);
+    scheduler.add(msg);
+    await scheduler.idle();
+    assert.equal(notices.length, 0, 'too early for a warning');
+    now += 31 * MIN;
+    await scheduler.retry(msg.envelope.id);
+    await scheduler.idle();
+    assert.deepEqual(notices.map((n) => n.kind), ['delayed']);
+    assert.equal(notices[0]!.willRetryUntil, msg.envelope.receivedAt + 600 * MIN);
+    now += 2 * MIN;
+    await scheduler.retry(msg.envelope.id);
+    await scheduler.idle();
+    assert.deepEqual(notices.map((n) => n.kind), ['delayed', 'delivered']);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('hold stops attempts until release; delete removes without a bounce', async () => {
+  const t = setup({ bob: [{ kind: 'tempfail', reply: '451 a' }] });
+  try {
+    const msg = await queueOne(t.spool, ['bob']);
+    const id = msg.envelope.id;
+    assert.equal(await t.scheduler.hold(id), false, 'unknown id');
+    msg.state.nextAttempt = Date.now() + 3_600_000;
+    t.scheduler.add(msg);
+    assert.equal(await t.scheduler.hold(id), true);
+    await t.scheduler.retry(id);
+    await t.scheduler.idle();
+    assert.deepEqual(t.calls, [], 'held: nothing tried');
+    assert.equal(t.scheduler.list()[0]!.held, true);
+    assert.equal(t.spool.readState(id)!.held, true, 'hold is on disk');
+    await t.scheduler.release(id);
+    await t.scheduler.idle();
+    assert.deepEqual(t.calls, ['bob']);
+    assert.equal(await t.scheduler.delete(id), true);
+    assert.deepEqual(t.spool.list(), []);
+    assert.equal(t.scheduler.size, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('fresh mail is not stuck behind a backlog of retries to the same destination', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-sched-'));
+  const spool = new Spool({ dir, fsync: false });
+  spool.init();
+  const order: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const remote: RemoteTransport = {
+    destinationOf: (d) => d,
+    async deliver(job) {
+      order.push(job.msg.envelope.recipients[0]!.original);
+      await gate;
+      return job.indices.map(() => ({ kind: 'ok', reply: '250 ok' }));
+    },
+    async close() {},
+  };
+  const scheduler = new Scheduler({ spool, maildir: { deliver: async () => ({ kind: 'ok', reply: '' }) }, remote, retrySchedule: [MIN], maxLifetime: 600 * MIN, perDestination: 1, log: silentLogger });
+  try {
+    const mk = async (tag: string, attempts: number) => {
+      const env: Envelope = { id: spool.newId(), sender: 's@x.test', receivedAt: Date.now() - 1000, smtputf8: false, recipients: [{ address: 'r@remote.test', original: tag }] };
+      const w = spool.create(env);
+      w.write(Buffer.from('Subject: t\r\n\r\nbody\r\n'));
+      const m = await w.commit();
+      m.state.attempts = attempts;
+      m.state.nextAttempt = 0;
+      return m;
+    };
+    // Many deferred messages first, then new ones: with one slot, service must alternate.
+    for (let i = 0; i < 5; i++) scheduler.add(await mk(`old${i}`, 3));
+    for (let i = 0; i < 2; i++) scheduler.add(await mk(`new${i}`, 0));
+    release();
+    await scheduler.idle();
+    assert.equal(order.length, 7);
+    assert.ok(order.indexOf('new0') <= 2, `a new message went early: ${order.join(' ')}`);
+    assert.ok(order.indexOf('new1') <= 4, `and the second too: ${order.join(' ')}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

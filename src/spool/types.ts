@@ -41,6 +41,8 @@ export interface DeliveryState {
   /** Last reply per recipient, for `queue show` and DSNs. */
   lastError: (string | null)[];
   held?: boolean | undefined;
+  /** A delay DSN was sent (only one per message). */
+  warned?: boolean | undefined;
 }
 
 /** A committed message as the scheduler sees it. */
