@@ -14,6 +14,7 @@ import { Policy } from './policy/policy.ts';
 import { ConnectionCounter, Listener } from './server/listener.ts';
 import { loadTls } from './server/tls.ts';
 import { createLogger, type Logger } from './util/log.ts';
+import { ControlServer } from './server/control.ts';
 
 export interface TernOptions {
   log?: Logger;
@@ -78,6 +79,20 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     await Promise.all(listeners.map((l) => l.close().catch(() => {})));
     throw e;
   }
+  const control = new ControlServer(path.join(config.dataDir, 'control.sock'), {
+    'queue.list': () => scheduler.list(),
+    'queue.show': (r) => scheduler.show(String(r.id)),
+    'queue.retry': (r) => scheduler.retry(typeof r.id === 'string' ? r.id : undefined),
+    'queue.hold': (r) => scheduler.hold(String(r.id)),
+    'queue.release': (r) => scheduler.release(String(r.id)),
+    'queue.delete': (r) => scheduler.delete(String(r.id)),
+  }, log);
+  try {
+    await control.listen();
+  } catch (e) {
+    await Promise.all(listeners.map((l) => l.close().catch(() => {})));
+    throw e;
+  }
   const ports = listeners.map((l) => ({ role: l.config.role, address: l.config.address, port: l.port }));
   log.info('tern started', { hostname: config.hostname, dataDir: config.dataDir, listeners: ports, selfSignedTls: tlsMaterial.selfSigned, queued: scheduler.size });
 
@@ -91,6 +106,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       while (counter.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const s of [...counter.sessions]) s.destroy();
       await closed;
+      await control.close();
       await scheduler.stop();
       log.info('tern stopped', {});
     })();

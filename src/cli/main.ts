@@ -2,13 +2,15 @@
 // TERN_CONFIG) so it finds the same data directory as the server.
 
 import { loadConfig, ConfigError } from '../config/load.ts';
+import type { TernConfig } from '../config/types.ts';
 import { runConfigCheck } from './config-check.ts';
 import { startTern } from '../tern.ts';
+import { QUEUE_USAGE, runQueue } from './queue.ts';
 
 const USAGE = `Usage:
   tern serve [--config FILE]        run the server (embedded defaults without a file)
   tern config check FILE            validate a config file; exit 1 on any problem
-Options:
+${QUEUE_USAGE}Options:
   --config FILE                     the config file (also: TERN_CONFIG)
 `;
 
@@ -43,22 +45,30 @@ export async function main(argv: string[]): Promise<number> {
     case 'config':
       if (sub === 'check' && (arg ?? args.config)) return runConfigCheck((arg ?? args.config)!);
       break;
+    case 'queue': {
+      const config = loadOrReport(args.config);
+      return config ? runQueue(config, args.positional.slice(1), args.flags) : 1;
+    }
   }
   process.stderr.write(USAGE);
   return 2;
 }
 
-async function serve(file: string | undefined): Promise<number> {
-  let config;
+function loadOrReport(file: string | undefined): TernConfig | null {
   try {
-    config = loadConfig(file);
+    return loadConfig(file);
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(e.message + '\n');
-      return 1;
+      return null;
     }
     throw e;
   }
+}
+
+async function serve(file: string | undefined): Promise<number> {
+  const config = loadOrReport(file);
+  if (!config) return 1;
   const tern = await startTern(config);
   await new Promise<void>((resolve) => {
     const onSignal = (sig: string): void => {

@@ -1,0 +1,114 @@
+// `tern queue …`: look at and steer the queue of a running server, over
+// its control socket (never by touching the spool behind its back).
+
+import path from 'node:path';
+import { controlRequest } from '../server/control.ts';
+import type { QueueSummary } from '../queue/scheduler.ts';
+import type { TernConfig } from '../config/types.ts';
+
+export const QUEUE_USAGE = `  tern queue list [--json]          queued messages: id, age, sender, recipients, next attempt, last error
+  tern queue show ID [--json]       one message: envelope and per-recipient state
+  tern queue retry ID|--all         try now
+  tern queue hold ID                stop trying until released
+  tern queue release ID             try again now
+  tern queue delete ID              remove, without a bounce
+`;
+
+export function controlPath(config: TernConfig): string {
+  return path.join(config.dataDir, 'control.sock');
+}
+
+type Out = { write(s: string): unknown };
+
+export async function runQueue(config: TernConfig, args: string[], flags: Set<string>, out: Out = process.stdout, err: Out = process.stderr): Promise<number> {
+  const [sub, id] = args;
+  const json = flags.has('--json');
+  const sock = controlPath(config);
+  const need = (what: string): boolean => {
+    if (id) return true;
+    err.write(`tern queue ${what}: needs a queue id\n`);
+    return false;
+  };
+  try {
+    switch (sub) {
+      case 'list': {
+        const list = (await controlRequest(sock, { cmd: 'queue.list' })) as QueueSummary[];
+        out.write(json ? JSON.stringify(list, null, 2) + '\n' : formatList(list));
+        return 0;
+      }
+      case 'show': {
+        if (!need('show')) return 2;
+        const m = await controlRequest(sock, { cmd: 'queue.show', id });
+        if (!m) return notFound(err, id!);
+        out.write(json ? JSON.stringify(m, null, 2) + '\n' : formatShow(m as QueueSummary));
+        return 0;
+      }
+      case 'retry': {
+        if (!flags.has('--all') && !need('retry')) return 2;
+        const n = (await controlRequest(sock, { cmd: 'queue.retry', id: flags.has('--all') ? undefined : id })) as number;
+        if (n === 0 && !flags.has('--all')) return notFound(err, id!);
+        out.write(json ? JSON.stringify({ scheduled: n }) + '\n' : `${n} message${n === 1 ? '' : 's'} scheduled for delivery now\n`);
+        return 0;
+      }
+      case 'hold':
+      case 'release':
+      case 'delete': {
+        if (!need(sub)) return 2;
+        const ok = (await controlRequest(sock, { cmd: `queue.${sub}`, id })) as boolean;
+        if (!ok) return notFound(err, id!);
+        const done = { hold: 'held', release: 'released', delete: 'deleted' }[sub];
+        out.write(json ? JSON.stringify({ id, [done]: true }) + '\n' : `${id}: ${done}\n`);
+        return 0;
+      }
+    }
+  } catch (e) {
+    err.write(`tern queue: ${(e as Error).message}\n`);
+    return 1;
+  }
+  err.write(`Usage:\n${QUEUE_USAGE}`);
+  return 2;
+}
+
+function notFound(err: Out, id: string): number {
+  err.write(`tern queue: no message ${id} in the queue\n`);
+  return 1;
+}
+
+function age(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+function formatList(list: QueueSummary[]): string {
+  if (list.length === 0) return 'The queue is empty.\n';
+  const now = Date.now();
+  const rows = list
+    .sort((a, b) => a.receivedAt - b.receivedAt)
+    .map((m) => {
+      const pending = m.recipients.filter((r) => r.status === 'pending');
+      const next = m.held ? 'held' : m.active ? 'now (active)' : m.nextAttempt <= now ? 'due' : `in ${age(m.nextAttempt - now)}`;
+      const lastError = pending.map((r) => r.lastError).find((e) => e) ?? '';
+      return [m.id, age(now - m.receivedAt), String(m.size), m.sender || '<>', pending.map((r) => r.address).join(','), next, lastError];
+    });
+  const head = ['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENTS', 'NEXT', 'LAST ERROR'];
+  const widths = head.map((h, i) => Math.min(40, Math.max(h.length, ...rows.map((r) => r[i]!.length))));
+  const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.slice(0, widths[i]).padEnd(widths[i]!))).join('  ').trimEnd();
+  return [fmt(head), ...rows.map(fmt)].join('\n') + `\n${list.length} message${list.length === 1 ? '' : 's'}\n`;
+}
+
+function formatShow(m: QueueSummary): string {
+  const lines = [
+    `id:           ${m.id}`,
+    `received:     ${new Date(m.receivedAt).toISOString()}`,
+    `sender:       ${m.sender || '<>'}`,
+    `size:         ${m.size}`,
+    `attempts:     ${m.attempts}`,
+    `next attempt: ${m.held ? 'held' : new Date(m.nextAttempt).toISOString()}`,
+    'recipients:',
+    ...m.recipients.map((r) => `  ${r.address}  ${r.status}${r.lastError ? `  (${r.lastError})` : ''}`),
+  ];
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,110 @@
+// The local control channel: a Unix socket in the data directory (mode
+// 0600, so only the server's user may use it). The CLI sends one JSON
+// request per line, { "cmd": "queue.list", ... }, and gets one JSON line back:
+// { "ok": true, "result": … } or { "ok": false, "error": "…" }.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from '../util/log.ts';
+
+export type ControlHandler = (req: Record<string, unknown>) => Promise<unknown> | unknown;
+
+/** A request line longer than this is not one of ours. */
+const MAX_REQUEST = 64 * 1024;
+
+export class ControlServer {
+  readonly path: string;
+  readonly #handlers: Record<string, ControlHandler>;
+  readonly #log: Logger;
+  readonly #server: net.Server;
+
+  constructor(path: string, handlers: Record<string, ControlHandler>, log: Logger) {
+    this.path = path;
+    this.#handlers = handlers;
+    this.#log = log;
+    this.#server = net.createServer((s) => this.#onConnection(s));
+  }
+
+  async listen(): Promise<void> {
+    if (fs.existsSync(this.path)) {
+      // A socket left by a crash is stale; a live one means another server owns this data directory.
+      if (await isLive(this.path)) throw new Error(`another Tern is running on ${this.path}`);
+      fs.rmSync(this.path, { force: true });
+    }
+    await new Promise<void>((res, rej) => {
+      this.#server.once('error', rej);
+      this.#server.listen(this.path, () => res());
+    });
+    fs.chmodSync(this.path, 0o600);
+  }
+
+  close(): Promise<void> {
+    return new Promise((res) => this.#server.close(() => res()));
+  }
+
+  #onConnection(socket: net.Socket): void {
+    let buf = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => {});
+    socket.on('data', (d: string) => {
+      buf += d;
+      if (buf.length > MAX_REQUEST) return void socket.destroy();
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      const line = buf.slice(0, nl);
+      buf = '';
+      void this.#answer(line).then((out) => socket.end(JSON.stringify(out) + '\n'));
+    });
+  }
+
+  async #answer(line: string): Promise<{ ok: boolean; result?: unknown; error?: string }> {
+    try {
+      const req = JSON.parse(line) as Record<string, unknown>;
+      const handler = typeof req.cmd === 'string' ? this.#handlers[req.cmd] : undefined;
+      if (!handler) return { ok: false, error: `unknown command ${String(req.cmd)}` };
+      this.#log.info('control', { cmd: req.cmd, id: req.id });
+      return { ok: true, result: await handler(req) };
+    } catch (e) {
+      return { ok: false, error: e instanceof Error ? e.message : String(e) };
+    }
+  }
+}
+
+function isLive(path: string): Promise<boolean> {
+  return new Promise((res) => {
+    const s = net.connect(path, () => {
+      s.destroy();
+      res(true);
+    });
+    s.on('error', () => res(false));
+  });
+}
+
+/** The client side: one request, one answer. */
+export function controlRequest(path: string, req: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(path);
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error('the server did not answer'));
+    }, timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(JSON.stringify(req) + '\n'));
+    s.on('data', (d: string) => (buf += d));
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? new Error(`no Tern server is running for this data directory (${path})`) : e);
+    });
+    s.on('end', () => {
+      clearTimeout(timer);
+      try {
+        const out = JSON.parse(buf) as { ok: boolean; result?: unknown; error?: string };
+        if (out.ok) resolve(out.result);
+        else reject(new Error(out.error));
+      } catch {
+        reject(new Error('bad answer from the server'));
+      }
+    });
+  });
+}
