@@ -1,0 +1,78 @@
+// Turns the scheduler's notices into DSNs and queues them through intake
+// (DESIGN.md: bounces are new mail, from the null sender, so they get the
+// same durability and delivery as everything else).
+
+import type { Notice } from '../queue/scheduler.ts';
+import type { Intake } from '../intake/intake.ts';
+import type { Directory } from '../policy/directory.ts';
+import type { Spool } from '../spool/spool.ts';
+import type { Recipient } from '../spool/types.ts';
+import type { Logger } from '../util/log.ts';
+import { buildDsn, wantsNotice, type DsnAction, type DsnRecipient } from './dsn.ts';
+
+export interface BouncerOptions {
+  hostname: string;
+  intake: Intake;
+  directory: Directory;
+  spool: Spool;
+  log: Logger;
+}
+
+/** "550 5.1.1 text" → "5.1.1"; "4.4.7 text" → "4.4.7"; otherwise the reply class (RFC 3463 §3.1). */
+export function statusOf(reply: string, fallbackClass: '2' | '4' | '5'): string {
+  const m = /^(?:[245]\d\d[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply);
+  if (m) return m[1]!;
+  const code = /^([245])\d\d\b/.exec(reply);
+  return `${code ? code[1] : fallbackClass}.0.0`;
+}
+
+export class Bouncer {
+  readonly #o: BouncerOptions;
+  constructor(opts: BouncerOptions) {
+    this.#o = opts;
+  }
+
+  async notify(n: Notice): Promise<void> {
+    const { envelope } = n.msg;
+    const action: DsnAction = n.kind;
+    const fallback = n.kind === 'failed' ? '5' : n.kind === 'delayed' ? '4' : '2';
+    const recipients: DsnRecipient[] = n.recipients
+      .filter((r) => wantsNotice(envelope.recipients[r.index]!, action))
+      .map((r) => ({
+        recipient: envelope.recipients[r.index]!,
+        action,
+        status: statusOf(r.reply, fallback),
+        diagnostic: /^\d{3}\b/.test(r.reply) ? r.reply : undefined,
+        remoteMta: r.remoteMta?.replace(/ \[.*\]$/, ''),
+        lastAttempt: new Date(),
+        willRetryUntil: n.kind === 'delayed' && n.willRetryUntil ? new Date(n.willRetryUntil) : undefined,
+      }));
+    if (recipients.length === 0) return;
+    const dsn = await buildDsn({ reportingMta: this.#o.hostname, envelope, recipients, original: () => this.#o.spool.openMessage(n.msg) });
+    if (!dsn) return; // null sender: never bounce a bounce (RFC 5321 §6.1)
+    const to = this.#route(dsn.to);
+    if (!to) {
+      this.#o.log.warn('DSN dropped: the sender is a local address that does not exist', { id: envelope.id, to: dsn.to });
+      return;
+    }
+    const queued = await this.#o.intake.submit(
+      { sender: '', recipients: to, params: { smtputf8: envelope.smtputf8 }, trace: { ip: '127.0.0.1', helo: 'localhost', protocol: 'local' } },
+      dsn.message,
+    );
+    this.#o.log.info('dsn', { id: queued.envelope.id, about: envelope.id, kind: n.kind, to: dsn.to, recipients: recipients.length });
+  }
+
+  /** Where the DSN goes: the original sender, resolved like any RCPT. */
+  #route(address: string): Recipient[] | null {
+    const at = address.lastIndexOf('@');
+    const domain = address.slice(at + 1).toLowerCase();
+    if (!this.#o.directory.isLocalDomain(domain)) return [{ address, original: address }];
+    const targets = this.#o.directory.resolve(address.slice(0, at), domain);
+    if (!targets || targets.length === 0) return null;
+    return targets.map((t) => ({
+      address: t.address,
+      original: address,
+      mailbox: t.kind === 'local' ? { domain: t.domain, localPart: t.localPart } : undefined,
+    }));
+  }
+}

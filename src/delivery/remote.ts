@@ -1,0 +1,219 @@
+// Remote delivery: one job is one message to one destination domain. Find
+// the hosts (MX, RFC 5321 §5.1, or the configured smarthost), try them in
+// order, and report one result per recipient. Connections are kept for a
+// few seconds and reused for the next message to the same host.
+//
+// Which failures move on to the next host (§5.1: "the SMTP client SHOULD
+// try at least two addresses"): no connection, a 4xx greeting, a TLS
+// handshake or a dropped connection. A 5xx from a host that answered is its
+// final word on those recipients; a 4xx inside a transaction defers.
+
+import type { OutboundConfig } from '../config/types.ts';
+import type { Resolver } from '../dns/resolver.ts';
+import { resolveMx } from './mx.ts';
+import { ClientError, SmtpClient, type ClientOptions, type ClientReply, type SendEnvelope } from '../smtp/client.ts';
+import type { DeliveryResult, RemoteJob, RemoteTransport } from './types.ts';
+import type { Logger } from '../util/log.ts';
+
+interface Target {
+  /** Name for logs, TLS SNI and DSNs (MX host, or smarthost). */
+  name: string;
+  address: string;
+  port: number;
+  tls: ClientOptions['tls'];
+  auth?: { user: string; password: string } | undefined;
+}
+
+interface Idle {
+  client: SmtpClient;
+  timer: NodeJS.Timeout;
+}
+
+const SMARTHOST = 'smarthost';
+
+export function formatClientReply(r: ClientReply): string {
+  return `${r.code}${r.enhanced ? ' ' + r.enhanced : ''} ${r.lines.join(' ')}`.trim();
+}
+
+function resultFor(reply: ClientReply, remoteMta: string, dsnPassed: boolean): DeliveryResult {
+  const text = formatClientReply(reply);
+  if (reply.code >= 200 && reply.code < 300) return { kind: 'ok', reply: text, remoteMta, dsnPassed };
+  if (reply.code >= 500) return { kind: 'permfail', reply: text, remoteMta };
+  return { kind: 'tempfail', reply: text, remoteMta };
+}
+
+export interface RemoteDeliveryOptions {
+  config: OutboundConfig;
+  resolver: Resolver;
+  log: Logger;
+  /** Overrides for tests (e.g. trusting a test CA). */
+  tlsOptions?: ClientOptions['tlsOptions'];
+}
+
+export class RemoteDelivery implements RemoteTransport {
+  readonly #o: RemoteDeliveryOptions;
+  readonly #idle = new Map<string, Idle[]>();
+  #closed = false;
+
+  constructor(opts: RemoteDeliveryOptions) {
+    this.#o = opts;
+  }
+
+  #viaSmarthost(domain: string): boolean {
+    const sh = this.#o.config.smarthost;
+    return !!sh && (!sh.domains || sh.domains.includes(domain.toLowerCase()));
+  }
+
+  destinationOf(domain: string): string {
+    return this.#viaSmarthost(domain) ? SMARTHOST : domain.toLowerCase();
+  }
+
+  async deliver(job: RemoteJob): Promise<DeliveryResult[]> {
+    const all = (r: DeliveryResult): DeliveryResult[] => job.indices.map(() => r);
+    let targets: Target[];
+    try {
+      const routed = await this.#route(job.domain);
+      if ('fail' in routed) return all(routed.fail);
+      targets = routed.targets;
+    } catch (e) {
+      return all({ kind: 'tempfail', reply: `451 4.4.3 routing failed: ${(e as Error).message}` });
+    }
+    const env = job.msg.envelope;
+    const rcpts = job.indices.map((i) => env.recipients[i]!);
+    const send: SendEnvelope = {
+      from: env.sender,
+      recipients: rcpts.map((r) => ({
+        address: r.address,
+        notify: r.notify,
+        // RFC 3461 §4.2: keep the address the sender used when an alias changed it.
+        orcpt: r.orcpt ?? (r.original !== r.address ? { type: 'rfc822', address: r.original } : undefined),
+      })),
+      size: job.msg.size,
+      eightBit: env.body === '8BITMIME',
+      smtputf8: env.smtputf8 && (/[^\x00-\x7f]/.test(env.sender) || rcpts.some((r) => /[^\x00-\x7f]/.test(r.address))),
+      ret: env.ret,
+      envid: env.envid,
+    };
+    let last: DeliveryResult = { kind: 'tempfail', reply: '451 4.4.1 no host could be reached' };
+    for (const t of targets) {
+      const mta = `${t.name} [${t.address}]`;
+      let client: SmtpClient;
+      try {
+        client = await this.#connect(t);
+      } catch (e) {
+        last = this.#failure(e, mta);
+        this.#o.log.info('remote host failed', { id: env.id, host: mta, error: last.reply });
+        if (last.kind === 'permfail') return all(last);
+        continue; // next address / next MX
+      }
+      try {
+        const result = await client.send(send, job.open);
+        const dsnPassed = client.extensions.has('DSN');
+        this.#release(t, client);
+        return result.recipients.map((r) => resultFor(r, mta, dsnPassed));
+      } catch (e) {
+        client.close();
+        last = this.#failure(e, mta);
+        if (e instanceof ClientError && e.reply) return all(last); // the host answered: its word stands
+        continue; // dropped or timed out mid-transaction: another host may do better
+      }
+    }
+    return all(last);
+  }
+
+  #failure(e: unknown, mta: string): DeliveryResult {
+    if (e instanceof ClientError) {
+      const reply = e.reply ? formatClientReply(e.reply) : `451 4.4.1 ${e.message}`;
+      // A 5xx greeting or AUTH refusal is that host's final answer.
+      return { kind: e.temporary ? 'tempfail' : 'permfail', reply, remoteMta: mta };
+    }
+    return { kind: 'tempfail', reply: `451 4.4.1 ${(e as Error).message}`, remoteMta: mta };
+  }
+
+  async #route(domain: string): Promise<{ targets: Target[] } | { fail: DeliveryResult }> {
+    const c = this.#o.config;
+    if (this.#viaSmarthost(domain)) {
+      const sh = c.smarthost!;
+      const tls: ClientOptions['tls'] = sh.tls === 'implicit' ? 'implicit' : sh.tls === 'starttls' ? 'required' : 'none';
+      const addresses = /^[\d.]+$|:/.test(sh.host) ? [sh.host] : [...(await this.#o.resolver.a(sh.host)), ...(await this.#o.resolver.aaaa(sh.host).catch(() => []))];
+      if (addresses.length === 0) return { fail: { kind: 'tempfail', reply: `451 4.4.4 smarthost ${sh.host} has no address` } };
+      return { targets: addresses.map((address) => ({ name: sh.host, address, port: sh.port, tls, auth: sh.auth })) };
+    }
+    const routing = await resolveMx(domain, this.#o.resolver, { maxHosts: c.maxMxHosts });
+    if (routing.kind === 'fail') {
+      const code = routing.temporary ? 451 : 550;
+      return { fail: { kind: routing.temporary ? 'tempfail' : 'permfail', reply: `${code} ${routing.enhanced} ${routing.reason}` } };
+    }
+    const tls: ClientOptions['tls'] = c.tls;
+    return { targets: routing.hosts.flatMap((h) => h.addresses.map((address) => ({ name: h.name, address, port: c.port, tls }))) };
+  }
+
+  async #connect(t: Target): Promise<SmtpClient> {
+    const key = `${t.address}:${t.port}`;
+    const idle = this.#idle.get(key);
+    while (idle && idle.length > 0) {
+      const { client, timer } = idle.pop()!;
+      clearTimeout(timer);
+      if (client.usable) return client;
+      client.close();
+    }
+    const c = this.#o.config;
+    const base: ClientOptions = {
+      host: t.address,
+      port: t.port,
+      servername: t.name,
+      heloName: c.heloName,
+      tls: t.tls,
+      // MX hosts: encryption without authentication (RFC 7435; verification
+      // is what MTA-STS and DANE add). A smarthost gets our password, so its
+      // certificate must verify.
+      tlsOptions: { rejectUnauthorized: t.auth !== undefined || t.name === c.smarthost?.host, ...this.#o.tlsOptions },
+      auth: t.auth,
+      timeouts: c.timeouts,
+    };
+    try {
+      return await SmtpClient.connect(base);
+    } catch (e) {
+      // RFC 7435 opportunistic security: a broken STARTTLS should not stop
+      // mail where plaintext is allowed; try the same host without it.
+      if (e instanceof ClientError && e.phase === 'starttls' && t.tls === 'opportunistic' && c.plaintextFallback) {
+        this.#o.log.info('STARTTLS failed, retrying in plaintext', { host: t.name, address: t.address, error: e.message });
+        return SmtpClient.connect({ ...base, tls: 'none' });
+      }
+      throw e;
+    }
+  }
+
+  #release(t: Target, client: SmtpClient): void {
+    const keep = this.#o.config.connectionReuse;
+    if (this.#closed || keep <= 0 || !client.usable) {
+      void client.quit();
+      return;
+    }
+    const key = `${t.address}:${t.port}`;
+    const list = this.#idle.get(key) ?? [];
+    const entry: Idle = {
+      client,
+      timer: setTimeout(() => {
+        const l = this.#idle.get(key);
+        if (l) this.#idle.set(key, l.filter((x) => x !== entry));
+        void client.quit();
+      }, keep),
+    };
+    entry.timer.unref();
+    list.push(entry);
+    this.#idle.set(key, list);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#idle.values()].flat();
+    this.#idle.clear();
+    await Promise.all(
+      all.map(({ client, timer }) => {
+        clearTimeout(timer);
+        return client.quit();
+      }),
+    );
+  }
+}
