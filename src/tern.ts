@@ -15,11 +15,17 @@ import { ConnectionCounter, Listener } from './server/listener.ts';
 import { loadTls } from './server/tls.ts';
 import { createLogger, type Logger } from './util/log.ts';
 import { ControlServer } from './server/control.ts';
+import { createResolver, type Resolver } from './dns/resolver.ts';
+import { RemoteDelivery, type RemoteDeliveryOptions } from './delivery/remote.ts';
+import { Bouncer } from './bounce/bouncer.ts';
 
 export interface TernOptions {
   log?: Logger;
   /** Tests that measure something other than durability may turn fsync off. */
   fsync?: boolean;
+  /** Tests: a resolver of their own, and TLS options for outbound (e.g. a test CA). */
+  resolver?: Resolver;
+  outboundTls?: RemoteDeliveryOptions['tlsOptions'];
 }
 
 export interface RunningTern {
@@ -43,9 +49,16 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const spool = new Spool({ dir: path.join(config.dataDir, 'spool'), fsync });
   spool.init();
   const maildir = new MaildirTransport({ root: path.join(config.dataDir, 'mailboxes'), hostname: config.hostname, fsync });
+  const resolver = opts.resolver ?? createResolver(config.dns);
+  const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls });
+  let bouncer: Bouncer | undefined;
   const scheduler = new Scheduler({
     spool,
     maildir,
+    remote,
+    concurrency: config.outbound.concurrency,
+    perDestination: config.outbound.perDestination,
+    notify: (n) => bouncer!.notify(n),
     retrySchedule: config.queue.retrySchedule,
     maxLifetime: config.queue.maxLifetime,
     delayWarning: config.queue.delayWarning,
@@ -55,10 +68,13 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   if (recovered.messages.length || recovered.discarded || recovered.corrupt.length) {
     log.info('spool recovered', { messages: recovered.messages.length, discardedPartial: recovered.discarded, corrupt: recovered.corrupt });
   }
-  for (const msg of recovered.messages) scheduler.add(msg);
 
   const intake = new Intake({ spool, hostname: config.hostname, onQueued: (m) => scheduler.add(m), log, maxReceived: config.limits.maxReceived });
-  const policy = new Policy({ directory: new Directory(config.domains), trustedNetworks: config.trustedNetworks });
+  const directory = new Directory(config.domains);
+  const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks });
+  bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log });
+  // Only now, with the bouncer in place, may recovered mail start moving.
+  for (const msg of recovered.messages) scheduler.add(msg);
   const tlsMaterial = await loadTls(config);
   const counter = new ConnectionCounter();
   const deps = {
@@ -108,6 +124,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await closed;
       await control.close();
       await scheduler.stop();
+      await remote.close();
       log.info('tern stopped', {});
     })();
     return stopping;

@@ -56,7 +56,7 @@ export class Bouncer {
       return;
     }
     const queued = await this.#o.intake.submit(
-      { sender: '', recipients: to, params: { smtputf8: envelope.smtputf8 }, trace: { ip: '127.0.0.1', helo: 'localhost', protocol: 'local' } },
+      { sender: '', recipients: to, params: { smtputf8: dsn.smtputf8, body: dsn.body }, trace: { ip: '127.0.0.1', helo: 'localhost', protocol: 'local' } },
       dsn.message,
     );
     this.#o.log.info('dsn', { id: queued.envelope.id, about: envelope.id, kind: n.kind, to: dsn.to, recipients: recipients.length });
