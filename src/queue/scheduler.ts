@@ -262,10 +262,17 @@ export class Scheduler {
     if (entry.running > 0) {
       // Other destinations of this message are still running: record progress
       // now so what was delivered is never delivered again after a crash.
-      if (results.length > 0 && !entry.deleted) await this.#o.spool.writeState(envelope.id, state);
+      if (results.length > 0 && !entry.deleted) await this.#o.spool.writeState(envelope.id, state).catch((e: unknown) => this.#o.log.error('could not record delivery state', { id: envelope.id, error: e }));
       return;
     }
-    await this.#endRound(entry);
+    try {
+      await this.#endRound(entry);
+    } catch (e) {
+      // Never strand a message: log, and try the round again later.
+      this.#o.log.error('could not finish a delivery round', { id: envelope.id, error: e });
+      state.nextAttempt = this.#o.now() + this.retryDelay(Math.max(1, state.attempts));
+      this.#schedule(entry);
+    }
   }
 
   /** Every job of the round is done: bounce, finish, or set the next attempt. */

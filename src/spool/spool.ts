@@ -37,6 +37,7 @@ export class Spool {
   readonly fsync: boolean;
   readonly #queueSync: DirSync;
   readonly #stateSync: DirSync;
+  readonly #stateWrites = new Map<string, Promise<void>>();
 
   constructor(options: SpoolOptions) {
     this.dir = options.dir;
@@ -150,13 +151,28 @@ export class Spool {
     }
   }
 
-  /** Replace the delivery state atomically (tmp, fsync, rename, dir fsync). */
-  async writeState(id: string, state: DeliveryState): Promise<void> {
+  /**
+   * Replace the delivery state atomically (tmp, fsync, rename, dir fsync).
+   * Writes for one message are serialized: two deliveries of the same
+   * message may finish together, and the later state must land last.
+   */
+  writeState(id: string, state: DeliveryState): Promise<void> {
+    const snapshot = JSON.stringify(state);
+    const prev = this.#stateWrites.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => {}).then(() => this.#writeState(id, snapshot));
+    this.#stateWrites.set(id, next);
+    void next.finally(() => {
+      if (this.#stateWrites.get(id) === next) this.#stateWrites.delete(id);
+    }).catch(() => {});
+    return next;
+  }
+
+  async #writeState(id: string, snapshot: string): Promise<void> {
     const final = path.join(this.stateDir, `${id}.json`);
     const tmp = `${final}.tmp`;
     const fd = await p.open(tmp, 'w');
     try {
-      await p.writev(fd, [Buffer.from(JSON.stringify(state))]);
+      await p.writev(fd, [Buffer.from(snapshot)]);
       if (this.fsync) await p.fsync(fd);
     } finally {
       await p.close(fd);

@@ -44,6 +44,9 @@ export interface PeerOptions {
   credentials?: { user: string; password: string };
   /** Consulted for every command (and 'EOM') before the default reply. */
   on?: (cmd: PeerCommand) => PeerAction | undefined;
+  /** Where to listen; default 127.0.0.1 and an ephemeral port. */
+  host?: string;
+  port?: number;
 }
 
 export interface PeerMessage {
@@ -316,7 +319,10 @@ export class ScriptedPeer {
     };
     const server = implicit ? tls.createServer({ cert: opts.tls!.cert, key: opts.tls!.key }, onConnection) : net.createServer(onConnection);
     const peer = new ScriptedPeer(server);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve);
+    });
     return peer;
   }
 
