@@ -441,6 +441,9 @@ export class SmtpClient {
     const name = this.#opts.servername;
     const s = tls.connect({
       socket: raw,
+      // Over an existing socket, Node checks the certificate against `host`
+      // (default "localhost"): give it the name (or IP) we meant to reach.
+      host: name || this.#opts.host,
       servername: name && !net.isIP(name) ? name : undefined,
       rejectUnauthorized: this.#opts.tls !== 'opportunistic',
       ...this.#opts.tlsOptions,

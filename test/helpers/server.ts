@@ -9,7 +9,7 @@ import tls from 'node:tls';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.ts';
-import { startTern, type RunningTern } from '../../src/tern.ts';
+import { startTern, type RunningTern, type TernOptions } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -50,9 +50,9 @@ export function writeConfig(extra: Record<string, unknown> = {}): { dir: string;
   return { dir, file, dataDir };
 }
 
-export async function startServer(extra: Record<string, unknown> = {}): Promise<TestServer> {
+export async function startServer(extra: Record<string, unknown> = {}, options: TernOptions = {}): Promise<TestServer> {
   const { dir, file, dataDir } = writeConfig(extra);
-  const tern = await startTern(loadConfig(file), { log: silentLogger });
+  const tern = await startTern(loadConfig(file), { log: silentLogger, ...options });
   return {
     tern,
     dir,
