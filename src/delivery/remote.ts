@@ -144,8 +144,16 @@ export class RemoteDelivery implements RemoteTransport {
       const code = routing.temporary ? 451 : 550;
       return { fail: { kind: routing.temporary ? 'tempfail' : 'permfail', reply: `${code} ${routing.enhanced} ${routing.reason}` } };
     }
+    // RFC 5321 §5.1: if we are one of the MX hosts, only more preferred ones
+    // may be used; none left means the mail would loop back to us.
+    let hosts = routing.hosts;
+    const self = hosts.find((h) => h.name === c.heloName.toLowerCase());
+    if (self) {
+      hosts = hosts.filter((h) => h.preference < self.preference);
+      if (hosts.length === 0) return { fail: { kind: 'permfail', reply: `554 5.4.6 mail for ${domain} loops back to myself (${self.name} is its best MX)` } };
+    }
     const tls: ClientOptions['tls'] = c.tls;
-    return { targets: routing.hosts.flatMap((h) => h.addresses.map((address) => ({ name: h.name, address, port: c.port, tls }))) };
+    return { targets: hosts.flatMap((h) => h.addresses.map((address) => ({ name: h.name, address, port: c.port, tls }))) };
   }
 
   async #connect(t: Target): Promise<SmtpClient> {

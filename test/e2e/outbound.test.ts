@@ -69,6 +69,9 @@ describe('outbound delivery', () => {
       // No MX: the A record is the implicit MX (RFC 5321 §5.1).
       'implicit.test': { A: ['127.0.0.2'] },
       'old.test': { MX: [{ preference: 10, exchange: 'mx.old.test' }] },
+      // We (mx.tern.test) are the best MX of this domain, but it is not ours: a loop.
+      'loop.test': { MX: [{ preference: 10, exchange: 'mx.tern.test' }, { preference: 20, exchange: 'mx.ok.test' }] },
+      'mx.tern.test': { A: ['127.0.0.1'] },
       ...mx('mx.old.test', '127.0.0.5'),
     });
     srv = await startServer({
@@ -173,6 +176,39 @@ describe('outbound delivery', () => {
     const dsn = parseDsn(dsnsFor(/h@old\.test/)[0]!);
     assert.equal(dsn.recipients[0]!['Status'], '5.6.3');
     assert.equal(old.sessions.flatMap((s) => s.messages).length, 0);
+  });
+
+  it('an MX list that names us first is a loop: 5.4.6, nothing sent to the lower-preference host', async () => {
+    const before = peer.sessions.flatMap((x) => x.commands).length;
+    await send(['k@loop.test'], 'body\r\n', 'mx loop');
+    await waitFor(() => dsnsFor(/k@loop\.test/).length === 1, 10_000, 'the DSN');
+    assert.equal(parseDsn(dsnsFor(/k@loop\.test/)[0]!).recipients[0]!['Status'], '5.4.6');
+    assert.ok(!peer.sessions.flatMap((x) => x.commands).slice(before).some((l) => l.includes('k@loop.test')));
+  });
+
+  it('DSN NOTIFY: SUCCESS gets a success notice (relayed: the peer speaks DSN, so "delivered" is its job); NEVER gets no bounce', async () => {
+    const c = await RawClient.connect(srv.port('smtp'));
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    await c.cmd('MAIL FROM:<alice@tern.test> RET=HDRS ENVID=notify+2Dtest');
+    assert.match(await c.cmd('RCPT TO:<bob@tern.test> NOTIFY=SUCCESS'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<never@reject.test> NOTIFY=NEVER'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<l@ok.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;L@ok.test'), /^250/);
+    await c.cmd('DATA');
+    await c.cmd('Subject: notify test\r\n\r\nbody\r\n.');
+    c.close();
+    await waitFor(() => dsnsFor(/Subject: Successful Mail Delivery Report[\s\S]*bob@tern\.test/).length === 1, 10_000, 'the success DSN');
+    const ok = parseDsn(dsnsFor(/Subject: Successful Mail Delivery Report[\s\S]*bob@tern\.test/)[0]!);
+    assert.equal(ok.recipients[0]!['Action'], 'delivered');
+    assert.equal(ok.third, 'text/rfc822-headers');
+    // The remote peer offered DSN, so NOTIFY and ORCPT went on with the message.
+    await waitFor(() => peer.sessions.flatMap((x) => x.commands).some((l) => l.startsWith('RCPT TO:<l@ok.test>')), 5000, 'relay');
+    const rcpt = peer.sessions.flatMap((x) => x.commands).find((l) => l.startsWith('RCPT TO:<l@ok.test>'))!;
+    assert.equal(rcpt, 'RCPT TO:<l@ok.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;L@ok.test');
+    const mail = peer.sessions.flatMap((x) => x.commands).filter((l) => l.startsWith('MAIL FROM:<alice@tern.test>') && l.includes('ENVID')).at(-1)!;
+    assert.match(mail, /RET=HDRS ENVID=notify-test$/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(dsnsFor(/never@reject\.test/).length, 0, 'NOTIFY=NEVER: no bounce');
   });
 
   it('a DNS failure defers; a delay warning goes out, then the message expires with a failure DSN', async () => {

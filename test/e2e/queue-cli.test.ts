@@ -55,7 +55,7 @@ test('tern queue list/show/hold/release/retry/delete, and deferred mail survives
       const list = JSON.parse(r.stdout) as { id: string; attempts: number; recipients: { lastError: string | null }[] }[];
       return list.find((m) => m.id === id && m.attempts >= 1);
     }, 10_000, 'a first failed attempt');
-    assert.match(listed.recipients[0]!.lastError!, /^451 4\.4\.1 /);
+    assert.match(listed!.recipients[0]!.lastError!, /^451 4\.4\.1 /);
     const table = tern(file, 'queue', 'list');
     assert.equal(table.status, 0);
     assert.match(table.stdout, new RegExp(`^${id}\\s+\\d+s\\s+\\d+\\s+alice@tern\\.test\\s+pat@later\\.test,quinn@later\\.test\\s+in `, 'm'));
