@@ -66,3 +66,24 @@ test('an unreadable queue file is set aside, never deleted', async () => {
     t.cleanup();
   }
 });
+
+test('fields known only at commit (e.g. a DKIM signature) are delivered before the stored bytes, also after recovery', async () => {
+  const t = setup();
+  try {
+    const w = t.spool.create(env(t.spool));
+    w.write(Buffer.from('Subject: p\r\n\r\nbody\r\n'));
+    const msg = await w.commit('X-Added: yes\r\n');
+    const read = async (m: typeof msg) => {
+      const chunks: Buffer[] = [];
+      for await (const c of t.spool.openMessage(m)) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString();
+    };
+    assert.equal(await read(msg), 'X-Added: yes\r\nSubject: p\r\n\r\nbody\r\n');
+    assert.equal(msg.size, 'X-Added: yes\r\nSubject: p\r\n\r\nbody\r\n'.length);
+    const { messages } = await t.spool.recover();
+    assert.equal(await read(messages[0]!), 'X-Added: yes\r\nSubject: p\r\n\r\nbody\r\n');
+    assert.equal(messages[0]!.size, msg.size);
+  } finally {
+    t.cleanup();
+  }
+});

@@ -1,6 +1,11 @@
 // The durable queue. One file per message in <spool>/queue/<id>:
 //
-//   "TERN1 <n>\n" <n bytes of envelope JSON> "\n" <message>
+//   <message> <envelope JSON> "\nTERN2 <message length> <JSON length>\n"
+//
+// The envelope is a trailer, written at commit: the message streams to disk
+// from its first byte, and what is only known at the end (a DKIM signature,
+// Authentication-Results) still goes in the envelope, as header fields that
+// delivery emits before the stored bytes (envelope.prepend).
 //
 // A message is written under <spool>/tmp/, fsynced, and renamed into
 // queue/; the rename is the commit, and the queue directory is fsynced
@@ -13,10 +18,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { DeliveryState, Envelope, QueuedMessage } from './types.ts';
 import { DirSync, p } from '../util/fsio.ts';
 
-const MAGIC = 'TERN1 ';
+const MAGIC = 'TERN2 ';
+/** The trailer is at most this long: two 16-digit numbers and the magic. */
+const TRAILER_MAX = 64;
 /** Buffer this much before writing to disk, so small messages cost one write. */
 const WRITE_BATCH = 256 * 1024;
 
@@ -92,9 +100,9 @@ export class Spool {
     const corrupt: string[] = [];
     for (const id of fs.readdirSync(this.queueDir).sort()) {
       try {
-        const { envelope, offset, size } = await this.readHeader(id);
+        const { envelope, bodyLength, size } = await this.readHeader(id);
         const state = this.readState(id) ?? initialState(envelope);
-        messages.push({ envelope, state, offset, size, recovered: true });
+        messages.push({ envelope, state, bodyLength, size, recovered: true });
       } catch {
         // Never delete what might be mail: set it aside for the admin.
         const dest = path.join(this.dir, 'corrupt');
@@ -112,34 +120,41 @@ export class Spool {
     return { messages, discarded, corrupt };
   }
 
-  async readHeader(id: string): Promise<{ envelope: Envelope; offset: number; size: number }> {
+  async readHeader(id: string): Promise<{ envelope: Envelope; bodyLength: number; size: number }> {
     const file = this.queuePath(id);
     const fd = fs.openSync(file, 'r');
     try {
       const { size: fileSize } = fs.fstatSync(fd);
-      const head = Buffer.alloc(Math.min(fileSize, 64 * 1024));
-      fs.readSync(fd, head, 0, head.length, 0);
-      const nl = head.indexOf(0x0a);
-      if (nl < 0 || head.subarray(0, MAGIC.length).toString('latin1') !== MAGIC) throw new Error('bad queue file header');
-      const len = Number(head.subarray(MAGIC.length, nl).toString('latin1'));
-      if (!Number.isSafeInteger(len) || len <= 0) throw new Error('bad queue file header');
-      let json = head.subarray(nl + 1, nl + 1 + len);
-      if (json.length < len) {
-        json = Buffer.alloc(len);
-        fs.readSync(fd, json, 0, len, nl + 1);
-      }
+      const tail = Buffer.alloc(Math.min(fileSize, TRAILER_MAX));
+      fs.readSync(fd, tail, 0, tail.length, fileSize - tail.length);
+      const text = tail.toString('latin1');
+      const at = text.lastIndexOf('\n' + MAGIC);
+      const m = at < 0 ? null : /^TERN2 (\d+) (\d+)\n$/.exec(text.slice(at + 1));
+      if (!m) throw new Error('bad queue file trailer');
+      const bodyLength = Number(m[1]);
+      const jsonLength = Number(m[2]);
+      const trailerLength = tail.length - at;
+      if (bodyLength + jsonLength + trailerLength !== fileSize) throw new Error('queue file length mismatch');
+      const json = Buffer.alloc(jsonLength);
+      fs.readSync(fd, json, 0, jsonLength, bodyLength);
       const envelope = JSON.parse(json.toString('utf8')) as Envelope;
       if (envelope.id !== id) throw new Error('queue file id mismatch');
-      const offset = nl + 1 + len + 1;
-      return { envelope, offset, size: fileSize - offset };
+      return { envelope, bodyLength, size: bodyLength + Buffer.byteLength(envelope.prepend ?? '') };
     } finally {
       fs.closeSync(fd);
     }
   }
 
-  /** The message bytes (with our Received header first). */
-  openMessage(msg: QueuedMessage, extra?: { start?: number }): fs.ReadStream {
-    return fs.createReadStream(this.queuePath(msg.envelope.id), { start: msg.offset + (extra?.start ?? 0), highWaterMark: 64 * 1024 });
+  /** The message as delivered: the envelope's prepended fields, then the stored bytes (our Received header first). */
+  openMessage(msg: QueuedMessage): Readable {
+    const file = fs.createReadStream(this.queuePath(msg.envelope.id), { start: 0, end: msg.bodyLength - 1, highWaterMark: 64 * 1024 });
+    const prepend = msg.envelope.prepend;
+    if (!prepend) return msg.bodyLength > 0 ? file : Readable.from([]);
+    return Readable.from((async function* () {
+      yield Buffer.from(prepend, 'utf8');
+      if (msg.bodyLength > 0) yield* file;
+      else file.destroy();
+    })());
   }
 
   readState(id: string): DeliveryState | null {
@@ -222,20 +237,14 @@ export class SpoolWriter {
   #error: unknown = null;
   #drain: (() => void) | null = null;
   #finished = false;
-  readonly #headerLength: number;
 
   constructor(spool: Spool, envelope: Envelope) {
     this.#spool = spool;
     this.envelope = envelope;
     this.#tmpPath = path.join(spool.tmpDir, envelope.id);
-    const json = Buffer.from(JSON.stringify(envelope), 'utf8');
-    const head = Buffer.from(`${MAGIC}${json.length}\n`, 'latin1');
-    this.#chunks.push(head, json, Buffer.from('\n'));
-    this.#headerLength = head.length + json.length + 1;
-    this.#buffered = this.#headerLength;
   }
 
-  /** Octets of message written so far (excluding the envelope). */
+  /** Octets of message written so far. */
   get size(): number {
     return this.#size;
   }
@@ -283,14 +292,21 @@ export class SpoolWriter {
     return this.#opening;
   }
 
-  /** Make the message durable in queue/. Resolves only after fsyncs; throws on any I/O error (the file is then removed). */
-  async commit(): Promise<QueuedMessage> {
+  /**
+   * Make the message durable in queue/. `prepend` is header fields (CRLF
+   * terminated) to deliver before the stored bytes. Resolves only after
+   * fsyncs; throws on any I/O error (the file is then removed).
+   */
+  async commit(prepend?: string): Promise<QueuedMessage> {
     this.#finished = true;
+    if (prepend) this.envelope.prepend = prepend;
     try {
       while (this.#inflight) await this.#inflight;
       if (this.#error) throw this.#error;
       await this.#ensureOpen();
-      if (this.#chunks.length) await p.writev(this.#fd, this.#chunks);
+      const json = Buffer.from(JSON.stringify(this.envelope), 'utf8');
+      this.#chunks.push(json, Buffer.from(`\n${MAGIC}${this.#size} ${json.length}\n`, 'latin1'));
+      await p.writev(this.#fd, this.#chunks);
       this.#chunks = [];
       if (this.#spool.fsync) await p.fsync(this.#fd);
       await p.close(this.#fd);
@@ -304,8 +320,8 @@ export class SpoolWriter {
     return {
       envelope: this.envelope,
       state: initialState(this.envelope),
-      offset: this.#headerLength,
-      size: this.#size,
+      bodyLength: this.#size,
+      size: this.#size + Buffer.byteLength(prepend ?? ''),
       recovered: false,
     };
   }

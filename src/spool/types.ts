@@ -27,6 +27,11 @@ export interface Envelope {
   smtputf8: boolean;
   ret?: 'FULL' | 'HDRS' | undefined;
   envid?: string | undefined;
+  /**
+   * Header fields added at commit, delivered before the stored bytes (e.g.
+   * DKIM-Signature, Authentication-Results: known only after the body).
+   */
+  prepend?: string | undefined;
   /** Who handed it to us, for logs and Received. */
   client?: { ip: string; helo?: string | undefined; role?: string | undefined; tls?: string | undefined } | undefined;
 }
@@ -49,9 +54,9 @@ export interface DeliveryState {
 export interface QueuedMessage {
   envelope: Envelope;
   state: DeliveryState;
-  /** Byte offset of the message in the queue file (after the envelope). */
-  offset: number;
-  /** Size of the message in octets. */
+  /** Octets of the message stored in the queue file (before the envelope trailer). */
+  bodyLength: number;
+  /** Size of the message as delivered: prepended fields plus the stored bytes. */
   size: number;
   /** True when found by the start-up scan (a crash may have interrupted a delivery). */
   recovered: boolean;

@@ -85,14 +85,15 @@ export function queuedIds(dataDir: string): string[] {
   }
 }
 
-/** The envelope JSON of a queue file: "TERN1 <n>\n" then n bytes of JSON. */
+/** The envelope JSON of a queue file: the trailer "\nTERN2 <message length> <JSON length>\n" says where it is. */
 export function readEnvelope(dataDir: string, id: string): Envelope {
   const data = fs.readFileSync(path.join(queueDir(dataDir), id));
-  const nl = data.indexOf(0x0a);
-  const m = /^TERN1 (\d+)$/.exec(data.subarray(0, nl).toString('latin1'));
-  assert.ok(m, 'queue file header');
-  const n = Number(m[1]);
-  return JSON.parse(data.subarray(nl + 1, nl + 1 + n).toString('utf8')) as Envelope;
+  const text = data.toString('latin1');
+  const at = text.lastIndexOf('\nTERN2 ');
+  const m = /^TERN2 (\d+) (\d+)\n$/.exec(text.slice(at + 1));
+  assert.ok(m, 'queue file trailer');
+  const body = Number(m[1]);
+  return JSON.parse(data.subarray(body, body + Number(m[2])).toString('utf8')) as Envelope;
 }
 
 /** Wait until local delivery has finished with everything (the queue directory is empty). */
