@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real programs the end-to-end tests drive: swaks and python3
-# (interop clients) and postfix (smtp-source for load, and a real peer MTA).
+# (interop clients), postfix (smtp-source for load, and a real peer MTA) and
+# python3-dkim (dkimpy, the independent DKIM verifier of the signing tests).
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
@@ -10,7 +11,8 @@ have_all() {
   command -v swaks >/dev/null 2>&1 &&
     command -v python3 >/dev/null 2>&1 &&
     perl -MNet::SSLeay -e 1 >/dev/null 2>&1 &&
-    [ -x /usr/sbin/smtp-source ]
+    [ -x /usr/sbin/smtp-source ] &&
+    command -v dkimverify >/dev/null 2>&1
 }
 
 if have_all; then
@@ -22,7 +24,7 @@ if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     SUDO=(sudo -n)
   else
-    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix" >&2
+    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix/python3-dkim" >&2
     exit 1
   fi
 fi
@@ -47,7 +49,7 @@ trap cleanup EXIT
 
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  swaks libnet-ssleay-perl python3 postfix
+  swaks libnet-ssleay-perl python3 postfix python3-dkim
 
 # If something started postfix anyway, stop it so that nothing holds port 25.
 if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
@@ -58,6 +60,6 @@ if command -v service >/dev/null 2>&1; then
 fi
 
 if ! have_all; then
-  echo "install-test-deps: still missing swaks, Net::SSLeay, python3 or /usr/sbin/smtp-source after install" >&2
+  echo "install-test-deps: still missing swaks, Net::SSLeay, python3, /usr/sbin/smtp-source or dkimverify after install" >&2
   exit 1
 fi

@@ -18,6 +18,11 @@ import { ControlServer } from './server/control.ts';
 import { createResolver, type Resolver } from './dns/resolver.ts';
 import { RemoteDelivery, type RemoteDeliveryOptions } from './delivery/remote.ts';
 import { Bouncer } from './bounce/bouncer.ts';
+import { DkimKeys } from './intake/dkim.ts';
+import { openStore } from './store/store.ts';
+import { Authenticator } from './policy/auth.ts';
+import { AuthThrottle } from './policy/auth-throttle.ts';
+import { SendRate } from './policy/rate-limit.ts';
 
 export interface TernOptions {
   log?: Logger;
@@ -69,7 +74,9 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     log.info('spool recovered', { messages: recovered.messages.length, discardedPartial: recovered.discarded, corrupt: recovered.corrupt });
   }
 
-  const intake = new Intake({ spool, hostname: config.hostname, onQueued: (m) => scheduler.add(m), log, maxReceived: config.limits.maxReceived });
+  const intake = new Intake({ spool, hostname: config.hostname, onQueued: (m) => scheduler.add(m), log, maxReceived: config.limits.maxReceived, dkim: new DkimKeys(config.dataDir) });
+  const store = openStore(config.dataDir);
+  const auth = new Authenticator({ store, configUsers: config.users, throttle: new AuthThrottle(), log });
   const directory = new Directory(config.domains);
   const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks });
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log });
@@ -84,6 +91,9 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     intake,
     log,
     secureContext: tlsMaterial.context,
+    auth,
+    sendRate: new SendRate(),
+    submission: config.submission,
     counter,
     maxConnections: config.limits.connections,
     maxPerIp: config.limits.connectionsPerIp,
@@ -125,6 +135,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await control.close();
       await scheduler.stop();
       await remote.close();
+      store.close();
       log.info('tern stopped', {});
     })();
     return stopping;

@@ -6,11 +6,13 @@ import type { TernConfig } from '../config/types.ts';
 import { runConfigCheck } from './config-check.ts';
 import { startTern } from '../tern.ts';
 import { QUEUE_USAGE, runQueue } from './queue.ts';
+import { USER_USAGE, runUser } from './user.ts';
+import { DKIM_USAGE, runDkim } from './dkim.ts';
 
 const USAGE = `Usage:
   tern serve [--config FILE]        run the server (embedded defaults without a file)
   tern config check FILE            validate a config file; exit 1 on any problem
-${QUEUE_USAGE}Options:
+${QUEUE_USAGE}${USER_USAGE}${DKIM_USAGE}Options:
   --config FILE                     the config file (also: TERN_CONFIG)
 `;
 
@@ -48,6 +50,14 @@ export async function main(argv: string[]): Promise<number> {
     case 'queue': {
       const config = loadOrReport(args.config);
       return config ? runQueue(config, args.positional.slice(1), args.flags) : 1;
+    }
+    case 'user':
+    case 'dkim': {
+      // These parse their own options (some take values); --config is skipped by them.
+      const config = loadOrReport(args.config);
+      if (!config) return 1;
+      const rest = argv.slice(argv.indexOf(cmd) + 1);
+      return cmd === 'user' ? runUser(config, rest) : runDkim(config, rest);
     }
   }
   process.stderr.write(USAGE);

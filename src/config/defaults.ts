@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type {
-  DnsConfig, DomainConfig, OutboundConfig, OutboundTimeouts, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
+  DnsConfig, DomainConfig, OutboundConfig, OutboundTimeouts, SubmissionConfig, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
 } from './types.ts';
 
 const SECOND = 1000;
@@ -71,6 +71,12 @@ export function defaultOutbound(hostname: string): OutboundConfig {
   };
 }
 
+export const DEFAULT_SUBMISSION: Readonly<SubmissionConfig> = Object.freeze({
+  messagesPerHour: 1000,
+  recipientsPerMessage: 100,
+  authOnSmtp: false,
+});
+
 export const DEFAULT_LOG: Readonly<LogConfig> = Object.freeze({ level: 'info' });
 
 /** Unprivileged ports on loopback, so `npm start` needs no root and exposes nothing. */
@@ -100,6 +106,8 @@ export function defaultConfig(): TernConfig {
     queue: structuredClone(DEFAULT_QUEUE),
     dns: structuredClone(DEFAULT_DNS),
     outbound: defaultOutbound(hostname),
+    users: [],
+    submission: { ...DEFAULT_SUBMISSION },
     log: { ...DEFAULT_LOG },
   };
 }

@@ -79,6 +79,8 @@ describe('loadConfig', () => {
         tls: 'opportunistic', plaintextFallback: true, connectionReuse: 5000, smarthost: undefined,
         timeouts: { connect: 30_000, command: 300_000, dataBlock: 180_000, dataEnd: 600_000 },
       },
+      users: [],
+      submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false },
       log: { level: 'info' },
       source: file,
     });

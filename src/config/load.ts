@@ -17,9 +17,9 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import {
   DEFAULT_DNS, DEFAULT_LIMITS, DEFAULT_LISTENERS, DEFAULT_LOG, DEFAULT_QUEUE, MIN_COMMAND_LINE_LENGTH, MIN_LINE_LENGTH,
-  defaultConfig, defaultDomains, defaultOutbound,
+  DEFAULT_SUBMISSION, defaultConfig, defaultDomains, defaultOutbound,
 } from './defaults.ts';
-import type { DomainConfig, ListenerConfig, ListenerRole, LogLevel, OutboundConfig, TernConfig } from './types.ts';
+import type { ConfigUser, DomainConfig, ListenerConfig, ListenerRole, LogLevel, OutboundConfig, TernConfig } from './types.ts';
 
 export interface ConfigProblem {
   /** Key path, e.g. "limits.messageSize" or "listeners[1].port"; "" for the whole file. */
@@ -198,6 +198,17 @@ const schema = object({
       domains: { type: 'array', items: str },
     }, ['host']),
   }),
+  users: {
+    type: 'array',
+    items: object({
+      address: str,
+      passwordHash: { type: 'string', pattern: '^\\$scrypt\\$' },
+      sendAs: { type: 'array', items: str },
+      messagesPerHour: count(0),
+      recipientsPerMessage: count(),
+    }, ['address', 'passwordHash']),
+  },
+  submission: object({ messagesPerHour: count(0), recipientsPerMessage: count(), authOnSmtp: { type: 'boolean' } }),
   log: object({ level: { enum: LEVELS } }),
 });
 
@@ -484,10 +495,28 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
     report(['outbound', 'smarthost', 'auth'], 'refusing to send a password without TLS (set tls: starttls or implicit)');
   }
 
+  const users: ConfigUser[] = list(raw.users).flatMap((u) => {
+    const r = obj(u);
+    if (typeof r.address !== 'string' || typeof r.passwordHash !== 'string') return [];
+    return [{
+      address: r.address.toLowerCase(),
+      passwordHash: r.passwordHash,
+      sendAs: list(r.sendAs).filter((v): v is string => typeof v === 'string').map((v) => v.toLowerCase()),
+      messagesPerHour: typeof r.messagesPerHour === 'number' ? r.messagesPerHour : undefined,
+      recipientsPerMessage: typeof r.recipientsPerMessage === 'number' ? r.recipientsPerMessage : undefined,
+    }];
+  });
+  const sub = obj(raw.submission);
+  const submission = {
+    messagesPerHour: int(sub.messagesPerHour, DEFAULT_SUBMISSION.messagesPerHour),
+    recipientsPerMessage: int(sub.recipientsPerMessage, DEFAULT_SUBMISSION.recipientsPerMessage),
+    authOnSmtp: typeof sub.authOnSmtp === 'boolean' ? sub.authOnSmtp : DEFAULT_SUBMISSION.authOnSmtp,
+  };
+
   const level = obj(raw.log).level;
   const log = { level: LEVELS.includes(level as LogLevel) ? (level as LogLevel) : DEFAULT_LOG.level };
 
-  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, outbound, log };
+  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, outbound, users, submission, log };
 }
 
 interface DomainNames { mailboxes: Set<string> | '*'; aliases: Set<string> }

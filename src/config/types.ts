@@ -106,6 +106,25 @@ export interface OutboundConfig {
   smarthost?: SmarthostConfig | undefined;
 }
 
+/** An account declared in the config file (the user database holds the rest). */
+export interface ConfigUser {
+  address: string;
+  /** A PHC scrypt string as `tern user` stores (never a plain password). */
+  passwordHash: string;
+  sendAs: string[];
+  messagesPerHour?: number | undefined;
+  recipientsPerMessage?: number | undefined;
+}
+
+export interface SubmissionConfig {
+  /** Messages one user may send per hour (sliding window); 0 = no limit. */
+  messagesPerHour: number;
+  /** Recipients per message for authenticated users. */
+  recipientsPerMessage: number;
+  /** Offer AUTH on the smtp (port 25) listener too. Off by default: port 25 is for MX traffic. */
+  authOnSmtp: boolean;
+}
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface LogConfig {
@@ -125,6 +144,8 @@ export interface TernConfig {
   queue: QueueConfig;
   dns: DnsConfig;
   outbound: OutboundConfig;
+  users: ConfigUser[];
+  submission: SubmissionConfig;
   log: LogConfig;
   /** Path of the file this came from, undefined for embedded defaults. */
   source?: string | undefined;

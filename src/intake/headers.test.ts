@@ -43,3 +43,16 @@ test('a message without a body or blank line', () => {
   assert.equal(s.received, 2);
   assert.equal(s.done, false);
 });
+
+test('From is captured unfolded, bounded, at any split', () => {
+  const msg = 'Subject: x\r\nFrom: "Alice Example"\r\n <alice@tern.test>\r\nTo: b@x.test\r\n\r\nFrom: body@x.test\r\n';
+  const buf = Buffer.from(msg);
+  for (let i = 0; i <= buf.length; i++) {
+    const s = scan([buf.subarray(0, i), buf.subarray(i)]);
+    assert.deepEqual(s.get('from'), ['"Alice Example"\n <alice@tern.test>'.replace('\n', '')], `split at ${i}`);
+  }
+  const long = scan([Buffer.from('From: ' + 'a'.repeat(10000) + '@x.test\r\n\r\n')]);
+  assert.equal(long.get('from')[0]!.length <= 4096, true);
+  const two = scan([Buffer.from('From: a@x.test\r\nFrom: b@y.test\r\n\r\n')]);
+  assert.deepEqual(two.get('from'), ['a@x.test', 'b@y.test']);
+});

@@ -20,6 +20,11 @@ import type { Intake, IncomingMessage } from '../intake/intake.ts';
 import type { Recipient } from '../spool/types.ts';
 import type { LimitsConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
+import type { SubmissionConfig } from '../config/types.ts';
+import { createMechanism, MECHANISMS, type SaslMechanism, type SaslStep } from './sasl.ts';
+import type { Account, Authenticator } from '../policy/auth.ts';
+import type { SendRate } from '../policy/rate-limit.ts';
+import { mayUseAddress } from '../policy/senders.ts';
 
 export interface SessionDeps {
   hostname: string;
@@ -29,7 +34,14 @@ export interface SessionDeps {
   log: Logger;
   /** For STARTTLS; absent means STARTTLS is not offered. */
   secureContext?: tls.SecureContext | undefined;
+  /** AUTH (RFC 4954); absent: not offered anywhere. */
+  auth?: Authenticator | undefined;
+  sendRate?: SendRate | undefined;
+  submission?: SubmissionConfig | undefined;
 }
+
+/** RFC 4954 §4: an AUTH command line (and each SASL response) may be up to 12288 octets. */
+export const MAX_AUTH_LINE = 12288;
 
 type Mode = 'command' | 'data' | 'bdat' | 'tls' | 'closed';
 
@@ -91,13 +103,18 @@ export class Session {
   readonly #started = Date.now();
   #closeReason = 'client';
   #tlsInfo: string | undefined;
+  /** The authenticated account (RFC 4954), if any. */
+  #account: Account | null = null;
+  /** A SASL exchange in progress: the next line is a response, not a command. */
+  #sasl: SaslMechanism | null = null;
   /** Called once when the connection is gone. */
   onClose: (() => void) | null = null;
 
   constructor(socket: net.Socket, role: SessionInfo['role'], deps: SessionDeps, implicitTls = false) {
     this.#socket = socket;
     this.#deps = deps;
-    this.#reader = new CommandReader(deps.limits.commandLineLength);
+    // The reader takes AUTH-sized lines; other commands are held to the §4.5.3.1.4 limit in #handle.
+    this.#reader = new CommandReader(Math.max(deps.limits.commandLineLength, deps.auth ? MAX_AUTH_LINE : 0));
     this.info = {
       id: `${process.pid.toString(36)}${(++sessionCounter).toString(36)}`,
       remoteAddress: socket.remoteAddress ?? '',
@@ -320,9 +337,14 @@ export class Session {
       return;
     }
     const text = line.text;
+    if (this.#sasl) return this.#saslResponse(text);
     const space = text.indexOf(' ');
     const verb = (space < 0 ? text : text.slice(0, space)).toUpperCase();
     const arg = space < 0 ? '' : text.slice(space + 1);
+    if (verb !== 'AUTH' && Buffer.byteLength(text) + 2 > this.#deps.limits.commandLineLength) {
+      this.#clientError(new SmtpError(500, '5.5.2', `Command line too long (limit ${this.#deps.limits.commandLineLength} octets)`));
+      return;
+    }
     try {
       switch (verb) {
         case 'EHLO':
@@ -357,7 +379,7 @@ export class Session {
         case 'STARTTLS':
           return this.#starttls(arg);
         case 'AUTH':
-          throw new SmtpError(502, '5.5.1', 'AUTH not available on this service');
+          return await this.#auth(arg);
         default:
           if (FOREIGN_PROTOCOL.test(text) && this.info.helo === undefined) {
             this.#flush();
@@ -396,6 +418,9 @@ export class Session {
       'DSN',
     ];
     if (this.#deps.secureContext && !this.info.tls) lines.push('STARTTLS');
+    // RFC 4954 §4 + RFC 8314: mechanisms that send passwords only over TLS,
+    // so AUTH is not even advertised before it.
+    if (this.#authOffered() && this.info.tls) lines.push(`AUTH ${MECHANISMS.join(' ')}`);
     lines.push('HELP');
     this.#reply(250, undefined, ...lines);
   }
@@ -412,6 +437,20 @@ export class Session {
     // RFC 1870 §6.2: refuse a declared size over the limit up front.
     if (params.size !== undefined && params.size > this.#deps.limits.messageSize) {
       throw new SmtpError(552, '5.3.4', 'Message size exceeds fixed maximum message size');
+    }
+    if (this.info.role !== 'smtp' && this.#deps.auth && !this.#account && !this.#deps.policy.isTrusted(this.info.remoteAddress)) {
+      // RFC 6409 §4.3 / RFC 4954 §6: the submission service needs AUTH first.
+      throw new SmtpError(530, '5.7.0', 'Authentication required');
+    }
+    const account = this.#account;
+    if (account) {
+      if (address && !mayUseAddress(formatAddress(address), account.sendAs)) {
+        throw new SmtpError(550, '5.7.1', `Sender address <${formatAddress(address)}> is not yours to use`);
+      }
+      const limit = account.messagesPerHour ?? this.#deps.submission?.messagesPerHour ?? 0;
+      if (limit > 0 && (this.#deps.sendRate?.count(account.address) ?? 0) >= limit) {
+        throw new SmtpError(450, '4.7.1', `Message rate limit exceeded (${limit} per hour); try again later`);
+      }
     }
     await this.#deps.policy.mail(this.info, address, params);
     this.#txn = { from: address, params, recipients: [], rcptCount: 0 };
@@ -433,6 +472,8 @@ export class Session {
     if (to.utf8 && !txn.params.smtputf8) throw new SmtpError(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8');
     // RFC 5321 §4.5.3.1.8: 452 (not 5xx) so the client sends the rest later.
     if (txn.rcptCount >= this.#deps.limits.recipients) throw new SmtpError(452, '4.5.3', 'Too many recipients');
+    const perUser = this.#account ? (this.#account.recipientsPerMessage ?? this.#deps.submission?.recipientsPerMessage) : undefined;
+    if (perUser !== undefined && txn.rcptCount >= perUser) throw new SmtpError(450, '4.7.1', `Too many recipients for this user (limit ${perUser} per message)`);
     const targets = await this.#deps.policy.rcpt(this.info, to, params);
     const original = formatAddress(to);
     for (const t of targets) {
@@ -464,7 +505,11 @@ export class Session {
       sender: txn.from ? formatAddress(txn.from) : '',
       recipients: txn.recipients,
       params: txn.params,
-      trace: { ip: this.info.remoteAddress, helo: this.info.helo, tls: this.#tlsInfo, protocol, role: this.info.role },
+      trace: { ip: this.info.remoteAddress, helo: this.info.helo, tls: this.#tlsInfo, protocol, role: this.info.role, user: this.#account?.address },
+      // Our users' mail is fixed up and signed; authenticated users are held to their addresses.
+      submission: this.#account
+        ? { user: this.#account.address, sendAs: this.#account.sendAs }
+        : this.#deps.policy.isTrusted(this.info.remoteAddress) ? {} : undefined,
     });
   }
 
@@ -527,6 +572,7 @@ export class Session {
       try {
         const msg = await incoming.commit(endsWithLineBreak);
         this.#messages++;
+        if (this.#account) this.#deps.sendRate?.record(this.#account.address);
         this.#deps.log.info('message', {
           conn: this.info.id,
           id: msg.envelope.id,
@@ -632,6 +678,51 @@ export class Session {
     if (!this.#busy) {
       this.#flush();
       this.#process();
+    }
+  }
+
+  #authOffered(): boolean {
+    return !!this.#deps.auth && (this.info.role !== 'smtp' || !!this.#deps.submission?.authOnSmtp);
+  }
+
+  /** AUTH mechanism [initial-response] (RFC 4954 §4). */
+  async #auth(arg: string): Promise<void> {
+    if (!this.#authOffered()) throw new SmtpError(502, '5.5.1', 'AUTH not available on this service');
+    if (!this.#esmtp) throw new SmtpError(503, '5.5.1', 'Send EHLO first');
+    // RFC 4954 §4 / RFC 3207: never take a password in the clear.
+    if (!this.info.tls) throw new SmtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism');
+    if (this.#account) throw new SmtpError(503, '5.5.1', 'Already authenticated');
+    if (this.#txn) throw new SmtpError(503, '5.5.1', 'AUTH not allowed during a mail transaction');
+    const [name = '', initial, extra] = arg.trim().split(/ +/);
+    if (!name || extra !== undefined) throw new SmtpError(501, '5.5.4', 'Syntax: AUTH mechanism [initial-response]');
+    const mech = createMechanism(name.toUpperCase());
+    if (!mech) throw new SmtpError(504, '5.5.4', 'Unrecognized authentication type');
+    await this.#saslStep(mech, mech.start(initial));
+  }
+
+  async #saslResponse(text: string): Promise<void> {
+    const mech = this.#sasl!;
+    this.#sasl = null;
+    await this.#saslStep(mech, mech.step(text));
+  }
+
+  async #saslStep(mech: SaslMechanism, step: SaslStep): Promise<void> {
+    switch (step.kind) {
+      case 'challenge':
+        this.#sasl = mech;
+        return this.#reply(334, undefined, step.challenge);
+      case 'error':
+        return this.#clientError(new SmtpError(step.code, step.enhanced, step.text));
+      case 'credentials':
+        try {
+          this.#account = await this.#deps.auth!.authenticate(this.info.remoteAddress, step.user, step.password, this.info.id);
+          this.info.user = this.#account.address;
+          this.#reply(235, '2.7.0', 'Authentication successful');
+        } catch (e) {
+          const err = SmtpError.from(e);
+          if (err.code >= 500) this.#clientError(err);
+          else this.#replyError(err);
+        }
     }
   }
 

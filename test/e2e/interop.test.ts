@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import { mailbox, startServer, waitFor, type TestServer } from '../helpers/server.ts';
+import { ALICE } from '../helpers/server.ts';
 
 const PYTHON_CLIENT = path.join(import.meta.dirname, 'fixtures', 'smtplib_client.py');
 const QUEUED = /250 2\.0\.0 OK queued as (\S+)/;
@@ -93,7 +94,7 @@ function swaks(srv: TestServer, role: 'smtp' | 'submission' | 'submissions', opt
     '--server', '127.0.0.1',
     '--port', String(srv.port(role)),
     '--helo', 'swaks.client.test',
-    '--from', 'sender@example.org',
+    '--from', 'alice@tern.test',
     '--to', opts.to,
     '--header', `Subject: ${opts.subject}`,
     '--body', opts.body,
@@ -101,6 +102,8 @@ function swaks(srv: TestServer, role: 'smtp' | 'submission' | 'submissions', opt
   ];
   if (opts.tls === 'starttls') args.push('-tls');
   if (opts.tls === 'implicit') args.push('--tls-on-connect');
+  // The submission ports need AUTH (RFC 6409 §4.3); swaks does PLAIN over the TLS it set up.
+  if (role !== 'smtp') args.push('--auth', 'PLAIN', '--auth-user', ALICE.user, '--auth-password', ALICE.password);
   return run('swaks', args);
 }
 
@@ -128,13 +131,14 @@ interface PyResult {
 }
 
 async function python(srv: TestServer, role: 'smtp' | 'submission' | 'submissions', req: PyRequest): Promise<PyResult> {
-  const full = { host: '127.0.0.1', port: srv.port(role), action: 'sendmail', from: 'sender@example.org', ...req };
+  const auth = role === 'smtp' ? undefined : [ALICE.user, ALICE.password];
+  const full = { host: '127.0.0.1', port: srv.port(role), action: 'sendmail', from: 'alice@tern.test', auth, ...req };
   const r = await run('python3', [PYTHON_CLIENT], JSON.stringify(full));
   assert.equal(r.code, 0, `python client failed:\n${r.stderr}`);
   return JSON.parse(r.stdout) as PyResult;
 }
 
-function pyMessage(subject: string, body: string, from = 'sender@example.org', to = 'alice@tern.test'): string {
+function pyMessage(subject: string, body: string, from = 'alice@tern.test', to = 'alice@tern.test'): string {
   return `From: ${from}\r\nTo: ${to}\r\nSubject: ${subject}\r\nMessage-ID: <${randomUUID()}@python.client.test>\r\n\r\n${body}`;
 }
 
@@ -166,7 +170,7 @@ describe('interop with real SMTP clients', () => {
       assert.ok(!received.includes('using TLS'), received);
       assert.ok(msg.includes(`\r\nSubject: ${subject}\r\n`));
       assert.ok(bodyOf(msg).startsWith('Hello from swaks over plain SMTP.\r\n.A line that starts with a dot.\r\nLast line.\r\n'), bodyOf(msg));
-      assert.ok(msg.startsWith('Return-Path: <sender@example.org>\r\nDelivered-To: alice@tern.test\r\n'), msg);
+      assert.ok(msg.startsWith('Return-Path: <alice@tern.test>\r\nDelivered-To: alice@tern.test\r\n'), msg);
     });
 
     test('STARTTLS on the submission port', async () => {
@@ -177,7 +181,8 @@ describe('interop with real SMTP clients', () => {
       const id = queueId(r.stdout);
       const msg = await delivered(srv, 'alice', id);
       const received = receivedHeader(msg);
-      assert.ok(received.includes(' with ESMTPS id '), received);
+      assert.ok(received.includes(' with ESMTPSA id '), received);
+      assert.ok(received.includes('(authenticated as alice@tern.test)'), received);
       assert.match(received, /\(using TLSv1\.[23] \S+\)/);
       assert.ok(bodyOf(msg).includes('Hello from swaks over STARTTLS.\r\n'));
     });
@@ -189,7 +194,7 @@ describe('interop with real SMTP clients', () => {
       const id = queueId(r.stdout);
       const msg = await delivered(srv, 'alice', id);
       const received = receivedHeader(msg);
-      assert.ok(received.includes(' with ESMTPS id '), received);
+      assert.ok(received.includes(' with ESMTPSA id '), received);
       assert.match(received, /\(using TLSv1\.[23] \S+\)/);
       assert.ok(msg.includes(`\r\nSubject: ${subject}\r\n`));
       assert.ok(bodyOf(msg).includes('Hello from swaks over implicit TLS.\r\n'));
@@ -219,7 +224,7 @@ describe('interop with real SMTP clients', () => {
       const id = queueId(`${r.data![0]} ${r.data![1]}`);
       const msg = await delivered(srv, 'alice', id);
       const received = receivedHeader(msg);
-      assert.match(received, /^Received: from python\.client\.test \(\[127\.0\.0\.1\]\) by mx\.tern\.test \(Tern\) with ESMTPS id /);
+      assert.match(received, /^Received: from python\.client\.test \(\[127\.0\.0\.1\]\) by mx\.tern\.test \(Tern\) with ESMTPSA id /);
       assert.ok(received.includes('(using TLSv1.3 '), received);
       assert.equal(bodyOf(msg), body);
     });
@@ -232,7 +237,7 @@ describe('interop with real SMTP clients', () => {
       assert.equal(r.tls, 'TLSv1.3');
       const id = queueId(`${r.data![0]} ${r.data![1]}`);
       const msg = await delivered(srv, 'alice', id);
-      assert.ok(receivedHeader(msg).includes(' with ESMTPS id '));
+      assert.ok(receivedHeader(msg).includes(' with ESMTPSA id '));
       assert.equal(bodyOf(msg), body);
     });
 
@@ -241,7 +246,7 @@ describe('interop with real SMTP clients', () => {
       const r = await python(srv, 'smtp', {
         security: 'plain',
         to: ['alice@tern.test', 'team@tern.test'],
-        message: pyMessage(subject, 'To alice and to the team.\r\n', 'sender@example.org', 'alice@tern.test, team@tern.test'),
+        message: pyMessage(subject, 'To alice and to the team.\r\n', 'alice@tern.test', 'alice@tern.test, team@tern.test'),
       });
       assert.equal(r.ok, true, JSON.stringify(r));
       assert.deepEqual(r.refused, {});
@@ -305,7 +310,7 @@ describe('interop with real SMTP clients', () => {
     });
 
     test('relay to a remote domain: SMTPRecipientsRefused with 554 5.7.1', async () => {
-      const r = await python(srv, 'submission', { security: 'starttls', to: ['someone@remote.test'], message: pyMessage(uniqueSubject('smtplib relay'), 'x\r\n') });
+      const r = await python(srv, 'smtp', { security: 'starttls', to: ['someone@remote.test'], message: pyMessage(uniqueSubject('smtplib relay'), 'x\r\n') });
       assert.equal(r.ok, false);
       assert.equal(r.error, 'SMTPRecipientsRefused');
       const [code, text] = r.recipients!['someone@remote.test']!;
@@ -318,11 +323,14 @@ describe('interop with real SMTP clients', () => {
     // Not text, so nodemailer must base64 it; every byte value once.
     const attachment = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
 
-    function transport(role: 'submission' | 'submissions') {
+    function transport(role: 'smtp' | 'submission' | 'submissions') {
+      const auth = { user: ALICE.user, pass: ALICE.password };
       return nodemailer.createTransport(
-        role === 'submission'
-          ? { host: '127.0.0.1', port: srv.port('submission'), secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, name: 'nodemailer.client.test' }
-          : { host: '127.0.0.1', port: srv.port('submissions'), secure: true, tls: { rejectUnauthorized: false }, name: 'nodemailer.client.test' },
+        role === 'smtp'
+          ? { host: '127.0.0.1', port: srv.port('smtp'), secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, name: 'nodemailer.client.test' }
+          : role === 'submission'
+            ? { host: '127.0.0.1', port: srv.port('submission'), secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, name: 'nodemailer.client.test', auth }
+            : { host: '127.0.0.1', port: srv.port('submissions'), secure: true, tls: { rejectUnauthorized: false }, name: 'nodemailer.client.test', auth },
       );
     }
 
@@ -342,7 +350,7 @@ describe('interop with real SMTP clients', () => {
         const t = transport(role);
         try {
           const info = await t.sendMail({
-            from: 'sender@example.org',
+            from: 'alice@tern.test',
             to: 'alice@tern.test',
             subject,
             text: 'See the attachment.',
@@ -353,7 +361,7 @@ describe('interop with real SMTP clients', () => {
           const id = queueId(info.response);
           const msg = await delivered(srv, 'alice', id);
           const received = receivedHeader(msg);
-          assert.match(received, /^Received: from nodemailer\.client\.test \(\[127\.0\.0\.1\]\) by mx\.tern\.test \(Tern\) with ESMTPS id /);
+          assert.match(received, /^Received: from nodemailer\.client\.test \(\[127\.0\.0\.1\]\) by mx\.tern\.test \(Tern\) with ESMTPSA id /);
           assert.ok(received.includes('(using TLSv1.3 '), received);
           assert.ok(msg.includes(`\r\nSubject: ${subject}\r\n`));
           assert.ok(msg.includes('See the attachment.'));
@@ -368,7 +376,7 @@ describe('interop with real SMTP clients', () => {
       const t = transport('submission');
       try {
         await assert.rejects(
-          t.sendMail({ from: 'sender@example.org', to: 'nobody@tern.test', subject: uniqueSubject('nodemailer unknown'), text: 'x' }),
+          t.sendMail({ from: 'alice@tern.test', to: 'nobody@tern.test', subject: uniqueSubject('nodemailer unknown'), text: 'x' }),
           (e: Error & { responseCode?: number; response?: string }) => {
             assert.equal(e.responseCode, 550);
             assert.match(e.response ?? '', /^550 5\.1\.1 /);
@@ -380,11 +388,11 @@ describe('interop with real SMTP clients', () => {
       }
     });
 
-    test('relay to a remote domain: rejected with responseCode 554 (5.7.1)', async () => {
-      const t = transport('submissions');
+    test('relay to a remote domain from an unauthenticated client on port 25: rejected with responseCode 554 (5.7.1)', async () => {
+      const t = transport('smtp');
       try {
         await assert.rejects(
-          t.sendMail({ from: 'sender@example.org', to: 'someone@remote.test', subject: uniqueSubject('nodemailer relay'), text: 'x' }),
+          t.sendMail({ from: 'alice@tern.test', to: 'someone@remote.test', subject: uniqueSubject('nodemailer relay'), text: 'x' }),
           (e: Error & { responseCode?: number; response?: string }) => {
             assert.equal(e.responseCode, 554);
             assert.match(e.response ?? '', /^554 5\.7\.1 /);

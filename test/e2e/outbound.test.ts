@@ -117,7 +117,8 @@ describe('outbound delivery', () => {
     const rcpts = session.commands.filter((c) => c.startsWith('RCPT'));
     assert.deepEqual(rcpts.map((c) => /<(.*)>/.exec(c)![1]), ['bob@ok.test', 'carol@ok.test']);
     const data = session.messages[0]!.data.toString('utf8');
-    assert.match(data, /^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mx\.tern\.test \(Tern\) with ESMTP id /);
+    // A trusted client's mail is fixed up (RFC 6409 §8): Date and Message-ID come first, then our trace.
+    assert.match(data, /^Date: [^\r]+\r\nMessage-ID: <\w+\.\w+@mx\.tern\.test>\r\nReceived: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mx\.tern\.test \(Tern\) with ESMTP id /);
     assert.match(data, /\r\n\r\nfirst\r\n\.leading dot\r\n$/);
 
     // A second message to the same host rides the same connection.

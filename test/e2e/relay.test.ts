@@ -13,7 +13,6 @@ import { open, expectCmd, queuedAs, queuedIds, readEnvelope, sendMail, expectMai
 const RELAY_TABLE: { rcpt: string; reply: RegExp; role?: Role }[] = [
   { rcpt: '<user@remote.test>', reply: /^554 5\.7\.1 / },
   { rcpt: '<user@REMOTE.TEST>', reply: /^554 5\.7\.1 / },
-  { rcpt: '<user@remote.test>', reply: /^554 5\.7\.1 /, role: 'submission' },
   { rcpt: '<user%remote.test@tern.test>', reply: /^550 5\.1\.1 / },
   { rcpt: '<@tern.test:user@remote.test>', reply: /^554 5\.7\.1 / },
   { rcpt: '<@tern.test,@mx.tern.test:user@remote.test>', reply: /^554 5\.7\.1 / },
@@ -51,6 +50,18 @@ describe('relay control: untrusted client', () => {
       }
     });
   }
+
+  it('the submission port without AUTH: MAIL gets 530 5.7.0 (RFC 6409 §4.3), so nothing can be relayed', async () => {
+    for (const role of ['submission', 'submissions'] as const) {
+      const c = await open(srv.port(role), role === 'submissions' ? { tls: true } : {});
+      try {
+        await expectCmd(c, 'MAIL FROM:<sender@client.test>', /^530 5\.7\.0 /);
+        await expectCmd(c, 'RCPT TO:<user@remote.test>', /^503 5\.5\.1 /);
+      } finally {
+        c.close();
+      }
+    }
+  });
 
   it('an alias that forwards outside is fine (the admin set it up), an untrusted RCPT to the outside is not', async () => {
     const c = await open(srv.port('smtp'));

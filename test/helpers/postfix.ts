@@ -80,6 +80,8 @@ export interface PostfixOptions {
   tls?: { cert: string; key: string };
   /** Extra or overriding main.cf settings, e.g. { message_size_limit: '100000' }. */
   mainCf?: Record<string, string>;
+  /** master exits by itself after this many seconds (safety net if stop() is never called); default 3600. */
+  lifetimeSeconds?: number;
 }
 
 interface Ids { uid: number; gid: number; postdrop: number }
@@ -112,16 +114,26 @@ export function postfixAvailable(): boolean {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function freePort(address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Is address:port free to listen on (checked with a plain, exclusive bind)? */
+function portFree(address: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.once('error', reject);
-    srv.listen({ host: address, port: 0, exclusive: true }, () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen({ host: address, port, exclusive: true }, () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * A free port below the kernel's ephemeral range (default 32768-60999), so
+ * that the port cannot meanwhile be handed to someone's bind(0) or outgoing
+ * connection; random, so that concurrent test processes rarely pick the same one.
+ */
+async function freePort(address: string): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await portFree(address, port)) return port;
+  }
 }
 
 function pem(value: string): string {
@@ -269,6 +281,42 @@ function readLog(root: string): string {
   }
 }
 
+/**
+ * Who listens on address:port (or the wildcard address), from /proc/net/tcp:
+ * 'none'; 'ours' (exactly one socket, held by process `pid`); 'other'.
+ * Needed because master binds with SO_REUSEPORT: a second root process can
+ * listen on the same port without an error, and connections then go to either.
+ */
+function listenerOf(pid: number, address: string, port: number): 'none' | 'ours' | 'other' {
+  const hexIp = (ip: string) =>
+    ip
+      .split('.')
+      .map((o) => Number(o).toString(16).padStart(2, '0'))
+      .reverse()
+      .join('')
+      .toUpperCase();
+  const wanted = new Set([`${hexIp(address)}:${port.toString(16).toUpperCase().padStart(4, '0')}`, `00000000:${port.toString(16).toUpperCase().padStart(4, '0')}`]);
+  const inodes: string[] = [];
+  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9 && f[3] === '0A' && wanted.has(f[1]!)) inodes.push(f[9]!);
+  }
+  if (inodes.length === 0) return 'none';
+  if (inodes.length > 1) return 'other';
+  try {
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inodes[0]}]`) return 'ours';
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    // master gone
+  }
+  return 'other';
+}
+
 /** Connect (from PROBE_SOURCE), wait for a 220 greeting, QUIT. Resolves false on refusal/other trouble. */
 function probe(address: string, port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -346,7 +394,14 @@ async function killInstance(child: ChildProcess, root: string, exited: Promise<v
     } catch {
       // already gone
     }
-    const timedOut = await Promise.race([exited.then(() => false), sleep(5000).then(() => true)]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      exited.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), 5000);
+      }),
+    ]);
+    clearTimeout(timer);
     if (timedOut) {
       try {
         process.kill(-pid, 'SIGKILL');
@@ -397,7 +452,7 @@ async function startOnce(opts: PostfixOptions, port: number, ids: Ids): Promise<
 
   const out = fs.openSync(path.join(root, 'master.out'), 'a');
   // -s: stay in the foreground without daemonizing (master never forks), -e: safety-net lifetime.
-  const child = spawn(MASTER, ['-c', etc, '-s', '-e', String(MAX_LIFETIME_S)], {
+  const child = spawn(MASTER, ['-c', etc, '-s', '-e', String(opts.lifetimeSeconds ?? MAX_LIFETIME_S)], {
     cwd: root,
     stdio: ['ignore', out, out],
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', MAIL_CONFIG: etc, LANG: 'C' },
@@ -458,15 +513,25 @@ async function startOnce(opts: PostfixOptions, port: number, ids: Ids): Promise<
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   let ready = false;
-  while (Date.now() < deadline && exitInfo === undefined) {
-    if (await probe(opts.address, port, Math.max(100, Math.min(3000, deadline - Date.now())))) {
+  let why = '';
+  while (exitInfo === undefined) {
+    if (Date.now() > deadline) {
+      why = `no 220 greeting on ${opts.address}:${port} within ${START_TIMEOUT_MS / 1000} s`;
+      break;
+    }
+    const who = listenerOf(child.pid!, opts.address, port);
+    if (who === 'other') {
+      why = `${opts.address}:${port}: address already in use by another process`;
+      break;
+    }
+    if (who === 'ours' && (await probe(opts.address, port, Math.max(100, Math.min(3000, deadline - Date.now()))))) {
       ready = true;
       break;
     }
-    await sleep(50);
+    await sleep(who === 'none' ? 20 : 50);
   }
   if (!ready) {
-    const why = exitInfo !== undefined ? `master exited (${exitInfo})` : `no 220 greeting on ${opts.address}:${port} within ${START_TIMEOUT_MS / 1000} s`;
+    if (exitInfo !== undefined) why = `master exited (${exitInfo})`;
     let output = '';
     try {
       output = fs.readFileSync(path.join(root, 'master.out'), 'utf8');
@@ -481,6 +546,8 @@ async function startOnce(opts: PostfixOptions, port: number, ids: Ids): Promise<
         'strace -f -e trace=openat,bind,connect on master shows them.)',
     );
     (err as Error & { log?: string }).log = text;
+    // master's own "bind: Address already in use" goes to syslog only: look at the port instead.
+    (err as Error & { inUse?: boolean }).inUse = /already in use/.test(why + text) || listenerOf(0, opts.address, port) !== 'none';
     throw err;
   }
 
@@ -519,8 +586,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixPeer> {
       return await startOnce(opts, port, ids);
     } catch (err) {
       // A chosen free port can be taken before master binds it: choose again.
-      const log = (err as Error & { log?: string }).log ?? '';
-      if (opts.port === undefined && attempt < 3 && /address already in use/i.test(log)) continue;
+      if (opts.port === undefined && attempt < 5 && (err as Error & { inUse?: boolean }).inUse) continue;
       throw err;
     }
   }

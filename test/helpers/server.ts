@@ -11,6 +11,11 @@ import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern, type TernOptions } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { hashPassword } from '../../src/store/passwords.ts';
+
+/** The test account every test server has (submission needs AUTH). */
+export const ALICE = { user: 'alice@tern.test', password: 'alice-secret-pw' };
+const ALICE_HASH = await hashPassword(ALICE.password);
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -43,6 +48,7 @@ export function writeConfig(extra: Record<string, unknown> = {}): { dir: string;
       { name: 'catch.test', mailboxes: ['carol'], catchAll: 'carol' },
     ],
     trustedNetworks: [],
+    users: [{ address: ALICE.user, passwordHash: ALICE_HASH, sendAs: ['@tern.test'] }],
     ...extra,
   };
   const file = path.join(dir, 'tern.yaml');

@@ -1,0 +1,73 @@
+// `tern dkim …`: make signing keys and show the DNS records to publish.
+// Keys are files under the data directory; a running server notices a new
+// one by itself (DkimKeys re-reads a domain's directory when it changes).
+
+import type { TernConfig } from '../config/types.ts';
+import { DkimKeyExistsError, DkimKeys, dnsNameFor, dnsRecordFor, generateKey, zoneLineFor } from '../intake/dkim.ts';
+
+export const DKIM_USAGE = `  tern dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519]
+                                    make a signing key (default rsa, selector rsa-YYYYMM / ed-YYYYMM)
+                                    and print the DNS TXT record to publish
+  tern dkim list [--json]           every key: domain, selector, algorithm, TXT record
+`;
+
+type Out = { write(s: string): unknown };
+
+/** `argv` is everything after "dkim", raw (flags with their values); --config is skipped here. */
+export async function runDkim(config: TernConfig, argv: string[], io: { out: Out; err: Out } = { out: process.stdout, err: process.stderr }): Promise<number> {
+  const { out, err } = io;
+  const positional: string[] = [];
+  const opts = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.indexOf('=');
+    const name = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
+    if (['--selector', '--algo', '--config', '-c'].includes(name)) {
+      const value = name === a ? argv[++i] : a.slice(eq + 1);
+      if (value === undefined) return usage(err, `${name} needs a value`);
+      opts.set(name, value);
+    } else if (a === '--json') opts.set(a, '');
+    else if (a.startsWith('-')) return usage(err, `unknown option ${a}`);
+    else positional.push(a);
+  }
+  const [sub, domain, extra] = positional;
+
+  if (sub === 'keygen' && domain && !extra && !opts.has('--json')) {
+    const algo = opts.get('--algo') ?? 'rsa';
+    if (algo !== 'rsa' && algo !== 'ed25519') return usage(err, `--algo must be rsa or ed25519, not ${algo}`);
+    try {
+      const r = await generateKey(config.dataDir, domain, { selector: opts.get('--selector'), algorithm: algo });
+      out.write(
+        `New ${algo} key for ${r.key.domain}, selector ${r.key.selector}. Publish this DNS record:\n\n` +
+          `${r.zoneLine}\n\n` +
+          `Mail from ${r.key.domain} is signed with it from now on (a running server picks it up);\n` +
+          `until the record is published, receivers treat the signature as absent.\n` +
+          (algo === 'ed25519' ? `Not every receiver verifies ed25519 (RFC 8463) yet: keep an rsa key for the domain too.\n` : ''),
+      );
+      return 0;
+    } catch (e) {
+      err.write(`tern dkim keygen: ${(e as Error).message}\n`);
+      return e instanceof DkimKeyExistsError ? 1 : 2;
+    }
+  }
+
+  if (sub === 'list' && !domain && !opts.has('--selector') && !opts.has('--algo')) {
+    const keys = new DkimKeys(config.dataDir).all();
+    if (opts.has('--json')) {
+      const rows = keys.map((k) => ({ domain: k.domain, selector: k.selector, algorithm: k.algorithm, dnsName: dnsNameFor(k), dnsRecord: dnsRecordFor(k) }));
+      out.write(JSON.stringify(rows, null, 2) + '\n');
+    } else if (keys.length === 0) {
+      out.write('No DKIM keys. Make one with: tern dkim keygen DOMAIN\n');
+    } else {
+      for (const k of keys) out.write(`${k.domain}  ${k.selector}  ${k.algorithm}\n  ${zoneLineFor(k)}\n`);
+    }
+    return 0;
+  }
+
+  return usage(err);
+}
+
+function usage(err: Out, problem?: string): number {
+  err.write(`${problem ? `tern dkim: ${problem}\n` : ''}Usage:\n${DKIM_USAGE}`);
+  return 2;
+}

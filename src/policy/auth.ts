@@ -1,0 +1,66 @@
+// Checking credentials for AUTH (RFC 4954): accounts from the user database
+// and the config file, failed attempts throttled per IP and per account,
+// and the same reply and the same cost for a wrong password and an unknown
+// account (no user enumeration by reply or by timing).
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SmtpError } from '../smtp/reply.ts';
+import { dummyVerify, verifyPassword } from '../store/passwords.ts';
+import type { UserStore } from '../store/store.ts';
+import type { AuthThrottle } from './auth-throttle.ts';
+import type { ConfigUser } from '../config/types.ts';
+import type { Logger } from '../util/log.ts';
+
+export interface Account {
+  address: string;
+  /** Addresses and '@domain' patterns this account may send as, its own address included. */
+  sendAs: string[];
+  messagesPerHour?: number | undefined;
+  recipientsPerMessage?: number | undefined;
+}
+
+const BAD_CREDENTIALS = new SmtpError(535, '5.7.8', 'Authentication credentials invalid');
+const LOCKED = new SmtpError(454, '4.7.0', 'Too many failed authentication attempts; try again later');
+
+export class Authenticator {
+  readonly #store: UserStore | null;
+  readonly #config: Map<string, ConfigUser>;
+  readonly #throttle: AuthThrottle;
+  readonly #log: Logger;
+
+  constructor(opts: { store: UserStore | null; configUsers: ConfigUser[]; throttle: AuthThrottle; log: Logger }) {
+    this.#store = opts.store;
+    this.#config = new Map(opts.configUsers.map((u) => [u.address.toLowerCase(), u]));
+    this.#throttle = opts.throttle;
+    this.#log = opts.log;
+  }
+
+  /** Resolves with the account, or throws SmtpError 535 5.7.8 / 454 4.7.0. */
+  async authenticate(ip: string, user: string, password: string, conn: string): Promise<Account> {
+    const login = user.toLowerCase();
+    const { locked, delayMs } = this.#throttle.check(ip, login);
+    if (locked) {
+      await sleep(delayMs);
+      this.#log.warn('auth refused: locked out', { conn, ip, user: login });
+      throw LOCKED;
+    }
+    const record = this.#store?.getUser(login) ?? this.#config.get(login) ?? null;
+    const ok = record ? await verifyPassword(password, record.passwordHash) : await dummyVerify(password);
+    // The delay applies whatever the outcome, so its presence says nothing about the password.
+    await sleep(delayMs);
+    if (!ok || !record) {
+      this.#throttle.failure(ip, login);
+      // The password is never logged; the user name is (it is what admins search for).
+      this.#log.warn('auth failed', { conn, ip, user: login });
+      throw BAD_CREDENTIALS;
+    }
+    this.#throttle.success(ip, login);
+    this.#log.info('auth', { conn, ip, user: login });
+    return {
+      address: record.address,
+      sendAs: [record.address, ...record.sendAs],
+      messagesPerHour: record.messagesPerHour,
+      recipientsPerMessage: record.recipientsPerMessage,
+    };
+  }
+}

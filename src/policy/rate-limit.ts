@@ -1,0 +1,39 @@
+// Per-user sending rate: messages in a sliding hour. In memory, per node:
+// a restart forgets the counts, which errs on the side of delivering mail.
+
+const HOUR = 3_600_000;
+/** Keep at most this many users' counters; the least recently used go first. */
+const MAX_USERS = 100_000;
+
+export class SendRate {
+  readonly #now: () => number;
+  readonly #sent = new Map<string, number[]>();
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  /** Messages this user sent in the last hour. */
+  count(user: string): number {
+    const times = this.#prune(user);
+    return times ? times.length : 0;
+  }
+
+  record(user: string): void {
+    const times = this.#prune(user) ?? [];
+    times.push(this.#now());
+    this.#sent.delete(user);
+    this.#sent.set(user, times);
+    if (this.#sent.size > MAX_USERS) this.#sent.delete(this.#sent.keys().next().value!);
+  }
+
+  #prune(user: string): number[] | undefined {
+    const times = this.#sent.get(user);
+    if (!times) return undefined;
+    const cutoff = this.#now() - HOUR;
+    let i = 0;
+    while (i < times.length && times[i]! <= cutoff) i++;
+    if (i > 0) times.splice(0, i);
+    return times;
+  }
+}

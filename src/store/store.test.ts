@@ -1,0 +1,78 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { openStore, STORE_FILE, type UserRecord } from './store.ts';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-store-'));
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const freshDir = (): string => path.join(root, `d${n++}`);
+
+const alice: UserRecord = { address: 'alice@tern.test', passwordHash: '$scrypt$x', sendAs: ['@tern.test'], messagesPerHour: 100, createdAt: 1_700_000_000_000 };
+const bob: UserRecord = { address: 'Bob@Tern.test', passwordHash: '$scrypt$y', sendAs: [], recipientsPerMessage: 5, createdAt: 1_700_000_000_001 };
+
+test('CRUD: put, get (case-insensitive), replace, list sorted, delete', () => {
+  const store = openStore(freshDir());
+  try {
+    assert.equal(store.getUser('alice@tern.test'), null);
+    store.putUser(alice);
+    store.putUser(bob);
+    assert.deepEqual(store.getUser('ALICE@tern.test'), { ...alice, recipientsPerMessage: undefined });
+    assert.deepEqual(store.getUser('bob@tern.test'), { ...bob, address: 'bob@tern.test', messagesPerHour: undefined });
+    store.putUser({ ...alice, passwordHash: '$scrypt$z', sendAs: [] });
+    assert.equal(store.getUser('alice@tern.test')!.passwordHash, '$scrypt$z');
+    assert.deepEqual(store.getUser('alice@tern.test')!.sendAs, []);
+    assert.deepEqual(store.listUsers().map((u) => u.address), ['alice@tern.test', 'bob@tern.test']);
+    assert.equal(store.deleteUser('BOB@tern.test'), true);
+    assert.equal(store.deleteUser('bob@tern.test'), false);
+    assert.deepEqual(store.listUsers().map((u) => u.address), ['alice@tern.test']);
+  } finally {
+    store.close();
+  }
+});
+
+test('persists across reopen; owner-only file; WAL; schema_version recorded', () => {
+  const dir = freshDir();
+  const a = openStore(dir);
+  a.putUser(alice);
+  a.close();
+  a.close(); // idempotent
+  const b = openStore(dir);
+  assert.equal(b.getUser('alice@tern.test')!.messagesPerHour, 100);
+  b.close();
+  const file = path.join(dir, STORE_FILE);
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  const db = new DatabaseSync(file);
+  assert.deepEqual({ ...db.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
+  assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: 1 });
+  db.close();
+});
+
+test('two handles at once (server + CLI) see each other’s writes', () => {
+  const dir = freshDir();
+  const server = openStore(dir);
+  const cli = openStore(dir);
+  try {
+    cli.putUser(alice);
+    assert.equal(server.getUser('alice@tern.test')!.address, 'alice@tern.test');
+    server.putUser(bob);
+    assert.equal(cli.listUsers().length, 2);
+    assert.equal(cli.deleteUser('alice@tern.test'), true);
+    assert.equal(server.getUser('alice@tern.test'), null);
+  } finally {
+    server.close();
+    cli.close();
+  }
+});
+
+test('refuses a database from a newer Tern', () => {
+  const dir = freshDir();
+  openStore(dir).close();
+  const db = new DatabaseSync(path.join(dir, STORE_FILE));
+  db.exec('UPDATE schema_version SET version = 99');
+  db.close();
+  assert.throws(() => openStore(dir), /schema version 99 is newer/);
+});
