@@ -35,9 +35,9 @@ export function formatClientReply(r: ClientReply): string {
   return `${r.code}${r.enhanced ? ' ' + r.enhanced : ''} ${r.lines.join(' ')}`.trim();
 }
 
-function resultFor(reply: ClientReply, remoteMta: string, dsnPassed: boolean): DeliveryResult {
+function resultFor(reply: ClientReply, remoteMta: string, dsnPassed: boolean, tls: string | undefined): DeliveryResult {
   const text = formatClientReply(reply);
-  if (reply.code >= 200 && reply.code < 300) return { kind: 'ok', reply: text, remoteMta, dsnPassed };
+  if (reply.code >= 200 && reply.code < 300) return { kind: 'ok', reply: text, remoteMta, dsnPassed, tls };
   if (reply.code >= 500) return { kind: 'permfail', reply: text, remoteMta };
   return { kind: 'tempfail', reply: text, remoteMta };
 }
@@ -109,8 +109,10 @@ export class RemoteDelivery implements RemoteTransport {
       try {
         const result = await client.send(send, job.open);
         const dsnPassed = client.extensions.has('DSN');
+        // The certificate is recorded, verified or not (RFC 7435: opportunistic TLS does not verify).
+        const tls = client.tls ? `${client.tls.protocol} ${client.tls.cipher} (${client.tls.authorized ? 'verified' : 'unverified'}${client.tls.peer ? ` CN=${client.tls.peer}` : ''})` : undefined;
         this.#release(t, client);
-        return result.recipients.map((r) => resultFor(r, mta, dsnPassed));
+        return result.recipients.map((r) => resultFor(r, mta, dsnPassed, tls));
       } catch (e) {
         client.close();
         last = this.#failure(e, mta);

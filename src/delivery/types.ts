@@ -12,6 +12,8 @@ export type DeliveryResult =
       remoteMta?: string | undefined;
       /** The next hop accepted our DSN parameters, so it reports from now on (RFC 3461 §5.2.2). */
       dsnPassed?: boolean | undefined;
+      /** The TLS used to the next hop, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384 (unverified CN=mx.example)". */
+      tls?: string | undefined;
     }
   /** Try again later (4xx, network, disk). */
   | { kind: 'tempfail'; reply: string; remoteMta?: string | undefined }

@@ -254,6 +254,7 @@ export class Scheduler {
         result: result.kind,
         reply: result.reply,
         relay: result.remoteMta ?? (job.local ? 'maildir' : undefined),
+        tls: result.kind === 'ok' ? result.tls : undefined,
         delay: (this.#o.now() - envelope.receivedAt) / 1000,
         attempt: state.attempts + 1,
       });
