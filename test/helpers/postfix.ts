@@ -12,13 +12,24 @@
 //
 // How: `master -c DIR -s` is spawned as our own child (master does not fork;
 // it makes itself a session leader, so its PID is also the session and process
-// group id of all its children). Its only smtpd listens on a master.cf service
-// "ADDRESS:PORT" (inet_interfaces = loopback-only: 127.0.0.2 is not an
-// interface address, but binding it works because lo has 127.0.0.1/8). Mail
-// for `domain` goes to virtual(8), which writes one Maildir per local part
-// (<mail>/<domain>/<localpart>/), owned by the postfix user. Every other
-// destination is refused (relaying is off and the default transport is
-// error(8)), so the instance never tries to reach the Internet.
+// group id of all its children); stop() SIGTERMs it (master then SIGTERMs its
+// process group) and sweeps up anything left. Its only smtpd listens on a
+// master.cf service "ADDRESS:PORT" (inet_interfaces = loopback-only: 127.0.0.2
+// is no interface address, but binding it works as lo has 127.0.0.1/8). Mail
+// for any local part of `domain` goes to virtual(8), which writes it to one
+// Maildir, <dir>/mail/Maildir/, adding "Delivered-To: <recipient>" by which
+// messages(localPart) picks its messages. Every other destination is refused
+// (no relaying; the default transport is error(8)), so the instance never
+// tries to reach the Internet (no DNS either: smtpd_peername_lookup = no).
+//
+// Fiddly bits: master logs its fatal start-up errors only to syslog (no
+// /dev/log here), so we watch the port rather than wait for a log line;
+// maillog_file must be under maillog_file_prefixes; the temp dir must be
+// traversable by the postfix user; config files less than a second old make
+// every daemon doze 300 ms at a time ("let it cool down"), so they are
+// back-dated; and master binds with SO_REUSEPORT, so a port taken by another
+// root process does not fail the bind: we check /proc/net/tcp that the
+// listening socket is master's own and the only one.
 //
 // Needs root (master must start as root) and the postfix user/postdrop group.
 
@@ -31,7 +42,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 const SBIN = '/usr/lib/postfix/sbin';
 const MASTER = path.join(SBIN, 'master');
 /** Daemons this instance runs. */
-const DAEMONS = ['master', 'smtpd', 'cleanup', 'qmgr', 'trivial-rewrite', 'virtual', 'bounce', 'postlogd', 'proxymap', 'anvil'];
+const DAEMONS = ['master', 'smtpd', 'cleanup', 'qmgr', 'pickup', 'trivial-rewrite', 'virtual', 'bounce', 'error', 'postlogd', 'proxymap', 'anvil', 'tlsmgr'];
 /** The readiness probe connects from here, so its session can be left out of log(). */
 const PROBE_SOURCE = '127.255.255.254';
 const START_TIMEOUT_MS = 15_000;
@@ -118,21 +129,69 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 function portFree(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.unref();
     srv.once('error', () => resolve(false));
     srv.listen({ host: address, port, exclusive: true }, () => srv.close(() => resolve(true)));
   });
 }
 
 /**
- * A free port below the kernel's ephemeral range (default 32768-60999), so
- * that the port cannot meanwhile be handed to someone's bind(0) or outgoing
- * connection; random, so that concurrent test processes rarely pick the same one.
+ * Ports in use by test peers of any process on this machine: a file
+ * <tmp>/tern-postfix-ports/ADDRESS:PORT holding the owner's PID. master binds
+ * with SO_REUSEPORT, so two instances given the same port would both start
+ * and share the connections; claiming first keeps them apart.
+ */
+const CLAIMS = path.join(os.tmpdir(), 'tern-postfix-ports');
+const ourClaims = new Set<string>();
+
+function claimPort(address: string, port: number): boolean {
+  fs.mkdirSync(CLAIMS, { recursive: true, mode: 0o755 });
+  const file = path.join(CLAIMS, `${address}:${port}`);
+  for (let i = 0; i < 2; i++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      ourClaims.add(file);
+      if (ourClaims.size === 1) process.once('exit', releaseAllPorts);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    // Taken: by a live process (maybe this one), or left behind by a dead one.
+    const owner = Number(fs.readFileSync(file, 'utf8').trim());
+    let alive = owner > 0;
+    try {
+      if (alive) process.kill(owner, 0);
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (alive) return false;
+    fs.rmSync(file, { force: true });
+  }
+  return false;
+}
+
+function releasePort(address: string, port: number): void {
+  const file = path.join(CLAIMS, `${address}:${port}`);
+  if (!ourClaims.delete(file)) return;
+  fs.rmSync(file, { force: true });
+  if (ourClaims.size === 0) process.removeListener('exit', releaseAllPorts);
+}
+
+function releaseAllPorts(): void {
+  for (const file of ourClaims) fs.rmSync(file, { force: true });
+  ourClaims.clear();
+}
+
+/**
+ * A free port, claimed, below the kernel's ephemeral range (default
+ * 32768-60999), so that it cannot meanwhile be handed to someone's bind(0) or
+ * outgoing connection.
  */
 async function freePort(address: string): Promise<number> {
   for (;;) {
     const port = 20000 + Math.floor(Math.random() * 12000);
+    if (!claimPort(address, port)) continue;
     if (await portFree(address, port)) return port;
+    releasePort(address, port);
   }
 }
 
@@ -506,7 +565,7 @@ async function startOnce(opts: PostfixOptions, port: number, ids: Ids): Promise<
   const messages = (localPart?: string) => {
     const all = readMaildir(path.join(root, 'mail', 'Maildir'));
     if (localPart === undefined) return all;
-    // virtual(8) folds the address to lower case.
+    // Delivered-To keeps the RCPT TO spelling; local parts are matched case-insensitively.
     const want = `${localPart}@${opts.domain}`.toLowerCase();
     return all.filter((m) => deliveredTo(m)?.toLowerCase() === want);
   };
@@ -581,13 +640,24 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixPeer> {
   const ids = lookupIds();
   if (!ids) throw new Error('startPostfix: no postfix user or postdrop group');
   for (let attempt = 1; ; attempt++) {
-    const port = opts.port ?? (await freePort(opts.address));
+    let port: number;
+    if (opts.port !== undefined) {
+      port = opts.port;
+      if (!claimPort(opts.address, port)) throw new Error(`startPostfix: ${opts.address}:${port} is in use by another Postfix test peer`);
+    } else {
+      port = await freePort(opts.address);
+    }
+    let peer: PostfixPeer;
     try {
-      return await startOnce(opts, port, ids);
+      peer = await startOnce(opts, port, ids);
     } catch (err) {
-      // A chosen free port can be taken before master binds it: choose again.
+      releasePort(opts.address, port);
+      // A chosen free port can be taken by someone else before master binds it: choose again.
       if (opts.port === undefined && attempt < 5 && (err as Error & { inUse?: boolean }).inUse) continue;
       throw err;
     }
+    const stop = peer.stop;
+    peer.stop = () => stop().finally(() => releasePort(opts.address, port));
+    return peer;
   }
 }
