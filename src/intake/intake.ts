@@ -200,11 +200,23 @@ export class IncomingMessage {
   }
 }
 
-/** The addr-specs in an address-list field value (display names and comments ignored). */
+/**
+ * The addr-specs in an address-list field value (RFC 5322 §3.4): every
+ * mailbox of the list, whether "Name <addr>" or a bare addr; display names,
+ * quoted strings, comments and group labels are not addresses.
+ */
 export function addressesIn(value: string): string[] {
-  const angle = [...value.matchAll(/<([^<>\s]+@[^<>\s]+)>/g)].map((m) => m[1]!);
-  if (angle.length) return angle.map((a) => a.toLowerCase());
-  return [...value.matchAll(/([^\s<>,;:"()]+@[^\s<>,;:"()]+)/g)].map((m) => m[1]!.toLowerCase());
+  const clean = value
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    .replace(/\((?:[^()\\]|\\.)*\)/g, ' ');
+  const out: string[] = [];
+  for (let part of clean.split(/[,;]/)) {
+    part = part.replace(/^[^<@]*:/, ''); // "group-name:" opens a group
+    const angle = /<([^<>]*)>/.exec(part);
+    const addr = (angle ? angle[1]! : part).trim();
+    if (addr) out.push(addr.toLowerCase());
+  }
+  return out;
 }
 
 function fromDomain(value: string): string | undefined {

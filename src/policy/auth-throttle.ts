@@ -92,6 +92,19 @@ export class AuthThrottle {
     if (account) this.#entries.delete(accountKey(account));
   }
 
+  /**
+   * Take back one failure of this IP: for callers that count an attempt as a
+   * failure before checking it (so attempts in parallel see each other) and
+   * then find the password was right.
+   */
+  forgive(ip: string): void {
+    const e = this.#entries.get('i:' + ipKey(ip));
+    if (!e) return;
+    e.failures = Math.max(0, e.failures - 1);
+    if (e.failures < this.#o.lockoutAfter) e.lockedUntil = 0;
+    if (e.failures === 0) this.#entries.delete('i:' + ipKey(ip));
+  }
+
   /** Tracked keys (for tests and metrics). */
   get size(): number {
     return this.#entries.size;

@@ -44,17 +44,20 @@ export class Authenticator {
       this.#log.warn('auth refused: locked out', { conn, ip, user: login });
       throw LOCKED;
     }
+    // Count the attempt as a failure before checking it: guesses sent in
+    // parallel then see each other, so they cannot slip past the lockout.
+    this.#throttle.failure(ip, login);
     const record = this.#store?.getUser(login) ?? this.#config.get(login) ?? null;
     const ok = record ? await verifyPassword(password, record.passwordHash) : await dummyVerify(password);
     // The delay applies whatever the outcome, so its presence says nothing about the password.
     await sleep(delayMs);
     if (!ok || !record) {
-      this.#throttle.failure(ip, login);
       // The password is never logged; the user name is (it is what admins search for).
       this.#log.warn('auth failed', { conn, ip, user: login });
       throw BAD_CREDENTIALS;
     }
     this.#throttle.success(ip, login);
+    this.#throttle.forgive(ip);
     this.#log.info('auth', { conn, ip, user: login });
     return {
       address: record.address,

@@ -27,6 +27,11 @@ export class SendRate {
     if (this.#sent.size > MAX_USERS) this.#sent.delete(this.#sent.keys().next().value!);
   }
 
+  /** Take back the latest record (a transaction counted at MAIL that never became a message). */
+  unrecord(user: string): void {
+    this.#sent.get(user)?.pop();
+  }
+
   #prune(user: string): number[] | undefined {
     const times = this.#sent.get(user);
     if (!times) return undefined;

@@ -57,6 +57,8 @@ interface Transaction {
   failed?: SmtpError | undefined;
   /** Set once BDAT was used: DATA is then out of sequence (RFC 3030 §2). */
   chunking?: boolean;
+  /** The user whose hourly count this transaction took (given back unless a message is queued). */
+  counted?: string | undefined;
 }
 
 /** Replies to content errors found while reading DATA/BDAT. */
@@ -296,6 +298,7 @@ export class Session {
     this.#closeReason = reason;
     const txn = this.#txn;
     this.#txn = null;
+    if (txn) this.#uncount(txn);
     void txn?.incoming?.abort();
     this.#socket.end();
     this.#socket.destroySoon?.();
@@ -454,6 +457,11 @@ export class Session {
     }
     await this.#deps.policy.mail(this.info, address, params);
     this.#txn = { from: address, params, recipients: [], rcptCount: 0 };
+    if (account && this.#deps.sendRate) {
+      // Counted now, not at the end: sessions in parallel must not all pass the check.
+      this.#deps.sendRate.record(account.address);
+      this.#txn.counted = account.address;
+    }
     this.#reply(250, '2.1.0', 'Sender OK');
   }
 
@@ -572,7 +580,7 @@ export class Session {
       try {
         const msg = await incoming.commit(endsWithLineBreak);
         this.#messages++;
-        if (this.#account) this.#deps.sendRate?.record(this.#account.address);
+        txn.counted = undefined; // the message is queued: it keeps its place in the hourly count
         this.#deps.log.info('message', {
           conn: this.info.id,
           id: msg.envelope.id,
@@ -593,6 +601,7 @@ export class Session {
       }
     };
     void done().finally(() => {
+      this.#uncount(txn);
       this.#txn = null;
       this.#committing = false;
       this.#busy = false;
@@ -782,7 +791,14 @@ export class Session {
   #resetTransaction(): void {
     const txn = this.#txn;
     this.#txn = null;
+    if (txn) this.#uncount(txn);
     void txn?.incoming?.abort();
+  }
+
+  /** A transaction that queued nothing gives its place in the hourly count back. */
+  #uncount(txn: Transaction): void {
+    if (txn.counted) this.#deps.sendRate?.unrecord(txn.counted);
+    txn.counted = undefined;
   }
 }
 
