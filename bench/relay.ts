@@ -94,10 +94,10 @@ async function load(port: number, sink: ReturnType<typeof startSink>, cpuPids: (
   const [cmd, argv] = pin(1, 'smtp-source', ['-s', String(SESSIONS), '-m', String(MESSAGES), '-l', String(SIZE), '-f', 'load@load.test', '-t', 'user@sink.test', `127.0.0.1:${port}`]);
   const src = spawn(cmd, argv, { stdio: 'ignore' });
   const accepted = new Promise<number>((r) => src.once('exit', () => r(Number(process.hrtime.bigint() - t0) / 1e9)));
-  const ok = await waitUntil(() => sink.count() >= MESSAGES, 300_000);
+  const ok = await waitUntil(() => sink.count() >= MESSAGES, Number(process.env.BENCH_TIMEOUT ?? 300_000));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const acceptSeconds = await accepted;
-  if (!ok) throw new Error(`${mta}: only ${sink.count()} of ${MESSAGES} reached the sink`);
+  if (!ok) throw new Error(`${mta}: after ${seconds}s only ${sink.count()} of ${MESSAGES} reached the sink`);
   const cpu = cpuMs(cpuPids()) - cpu0;
   return { mta, seconds, acceptSeconds, rate: MESSAGES / seconds, cpuMsPerMsg: cpu / MESSAGES };
 }

@@ -302,6 +302,8 @@ function masterCf(address: string, port: number): string {
     'error     unix  - - n -     - error',
     'retry     unix  - - n -     - error',
     'discard   unix  - - n -     - discard',
+    // Only used when mainCf routes mail onward (the relay benchmark); by default nothing goes to it.
+    'smtp      unix  - - n -     - smtp',
     'virtual   unix  - n n -     - virtual',
     'anvil     unix  - - n -     1 anvil',
     'scache    unix  - - n -     1 scache',
