@@ -11,7 +11,34 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-export function createLogger(level: Level = 'info', write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
+/**
+ * Lines are batched and written once per event-loop turn: stdout to a file
+ * is a synchronous write per call, which under load cost more CPU than the
+ * SMTP dialogue itself. A batch is also flushed when it grows large and,
+ * synchronously, when the process exits.
+ */
+function batchedStdout(): (line: string) => void {
+  let pending = '';
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (!pending) return;
+    const out = pending;
+    pending = '';
+    process.stdout.write(out);
+  };
+  process.once('exit', flush);
+  return (line) => {
+    pending += line;
+    if (pending.length > 256 * 1024) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+}
+
+export function createLogger(level: Level = 'info', write: (line: string) => void = batchedStdout()): Logger {
   const min = ORDER[level];
   const emit = (lvl: Level, msg: string, fields?: Record<string, unknown>): void => {
     if (ORDER[lvl] < min) return;
