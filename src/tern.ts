@@ -10,7 +10,11 @@ import { Scheduler } from './queue/scheduler.ts';
 import { MaildirTransport } from './delivery/maildir.ts';
 import { Intake } from './intake/intake.ts';
 import { Directory } from './policy/directory.ts';
-import { Policy } from './policy/policy.ts';
+import { Policy, ipMatcher, type Check } from './policy/policy.ts';
+import { RateCheck } from './policy/rate.ts';
+import { DnsblCheck } from './policy/dnsbl.ts';
+import { GreylistCheck } from './policy/greylist.ts';
+import { loadPlugins } from './policy/plugins.ts';
 import { ConnectionCounter, Listener } from './server/listener.ts';
 import { loadTls } from './server/tls.ts';
 import { createLogger, type Logger } from './util/log.ts';
@@ -19,6 +23,9 @@ import { createResolver, type Resolver } from './dns/resolver.ts';
 import { RemoteDelivery, type RemoteDeliveryOptions } from './delivery/remote.ts';
 import { Bouncer } from './bounce/bouncer.ts';
 import { DkimKeys } from './intake/dkim.ts';
+import { InboundVerifier } from './intake/authenticate.ts';
+import { InboundPolicy } from './policy/inbound.ts';
+import { mailauthResolver } from './dns/mailauth-resolver.ts';
 import { openStore } from './store/store.ts';
 import { Authenticator } from './policy/auth.ts';
 import { AuthThrottle } from './policy/auth-throttle.ts';
@@ -55,6 +62,8 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   spool.init();
   const maildir = new MaildirTransport({ root: path.join(config.dataDir, 'mailboxes'), hostname: config.hostname, fsync });
   const resolver = opts.resolver ?? createResolver(config.dns);
+  // Plugins first: a broken one stops the start before anything is running.
+  const plugins = await loadPlugins(config.plugins, { config, log, resolver });
   const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls });
   let bouncer: Bouncer | undefined;
   const scheduler = new Scheduler({
@@ -74,11 +83,26 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     log.info('spool recovered', { messages: recovered.messages.length, discardedPartial: recovered.discarded, corrupt: recovered.corrupt });
   }
 
-  const intake = new Intake({ spool, hostname: config.hostname, onQueued: (m) => scheduler.add(m), log, maxReceived: config.limits.maxReceived, dkim: new DkimKeys(config.dataDir) });
+  const { inbound } = config;
+  const intake = new Intake({
+    spool,
+    hostname: config.hostname,
+    onQueued: (m) => scheduler.add(m),
+    log,
+    maxReceived: config.limits.maxReceived,
+    dkim: new DkimKeys(config.dataDir),
+    authservId: inbound.authservId,
+    inbound: inbound.enabled
+      ? {
+          verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }),
+          policy: new InboundPolicy(inbound),
+        }
+      : undefined,
+  });
   const store = openStore(config.dataDir);
   const auth = new Authenticator({ store, configUsers: config.users, throttle: new AuthThrottle(), log });
   const directory = new Directory(config.domains);
-  const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks });
+  const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks, checks: [...edgeChecks(config, { resolver, store, directory, log }), ...plugins] });
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log });
   // Only now, with the bouncer in place, may recovered mail start moving.
   for (const msg of recovered.messages) scheduler.add(msg);
@@ -97,6 +121,8 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     counter,
     maxConnections: config.limits.connections,
     maxPerIp: config.limits.connectionsPerIp,
+    proxyFrom: ipMatcher(config.edge.proxyFrom),
+    proxyTimeout: config.edge.proxyTimeout,
   };
   const listeners = config.listeners.map((l) => new Listener(l, deps));
   try {
@@ -141,4 +167,27 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     return stopping;
   };
   return { config, ports, spool, scheduler, stop };
+}
+
+/**
+ * The built-in edge checks, cheapest first: the rate limits need no I/O,
+ * DNSBL lookups happen only for clients within their rate, greylisting last
+ * (it needs the recipient). Each is left out when its config turns it off.
+ */
+function edgeChecks(
+  config: TernConfig,
+  deps: { resolver: Resolver; store: ReturnType<typeof openStore>; directory: Directory; log: Logger },
+): Check[] {
+  const { edge } = config;
+  const isTrusted = ipMatcher(config.trustedNetworks);
+  const checks: Check[] = [];
+  if (edge.rate.connectionsPerMinute > 0 || edge.rate.messagesPerHour > 0) checks.push(new RateCheck({ ...edge.rate, isTrusted }));
+  if (edge.dnsbl.zones.length > 0) {
+    checks.push(new DnsblCheck({ zones: edge.dnsbl.zones, cacheTtl: edge.dnsbl.cacheTtl, resolver: deps.resolver, log: deps.log, isTrusted }));
+  }
+  if (edge.greylist.enabled) {
+    const { delay, expire, keep } = edge.greylist;
+    checks.push(new GreylistCheck({ store: deps.store, delay, expire, keep, isTrusted, directory: deps.directory, log: deps.log }));
+  }
+  return checks;
 }

@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type {
-  DnsConfig, DomainConfig, OutboundConfig, OutboundTimeouts, SubmissionConfig, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
+  DnsConfig, DomainConfig, EdgeConfig, InboundConfig, OutboundConfig, OutboundTimeouts, SubmissionConfig, ListenerConfig, LimitsConfig, LogConfig, QueueConfig, TernConfig, TimeoutsConfig,
 } from './types.ts';
 
 const SECOND = 1000;
@@ -79,6 +79,41 @@ export const DEFAULT_SUBMISSION: Readonly<SubmissionConfig> = Object.freeze({
 
 export const DEFAULT_LOG: Readonly<LogConfig> = Object.freeze({ level: 'info' });
 
+/**
+ * Edge defences are opt-in, like Postfix's (no DNSBL, no greylisting, no
+ * anvil rate limits by default): each one can refuse real mail when set up
+ * wrong, so the operator chooses. The timings follow common practice:
+ * postgrey's 5-minute delay and 35-day max-age, a 2-day retry window.
+ */
+export const DEFAULT_EDGE: Readonly<EdgeConfig> = Object.freeze({
+  dnsbl: Object.freeze({ zones: Object.freeze([] as string[]) as string[], cacheTtl: 5 * MINUTE }),
+  greylist: Object.freeze({ enabled: false, delay: 5 * MINUTE, expire: 2 * DAY, keep: 36 * DAY }),
+  rate: Object.freeze({ connectionsPerMinute: 0, messagesPerHour: 0 }),
+  proxyFrom: Object.freeze([] as string[]) as string[],
+  // HAProxy sends the header at once; a peer that does not is not a proxy.
+  proxyTimeout: 5 * SECOND,
+});
+
+/**
+ * Inbound checks are on: an MX that records SPF/DKIM/DMARC and honours a
+ * domain's published DMARC policy is what senders expect (RFC 7489 §6.6.4).
+ * SPF alone only marks by default: forwarding breaks SPF, and DMARC already
+ * decides for domains that ask for enforcement (RFC 7489 §10.1).
+ * RFC 7208 §4.6.4 asks for at least 20 seconds for SPF; the client waits up
+ * to 10 minutes after its final dot (RFC 5321 §4.5.3.2.6).
+ */
+export function defaultInbound(hostname: string): InboundConfig {
+  return {
+    enabled: true,
+    authservId: hostname,
+    timeout: 30 * SECOND,
+    spf: { onFail: 'mark' },
+    dmarc: { enforce: true },
+    trustedForwarders: [],
+    domains: {},
+  };
+}
+
 /** Unprivileged ports on loopback, so `npm start` needs no root and exposes nothing. */
 export const DEFAULT_LISTENERS: readonly Readonly<ListenerConfig>[] = Object.freeze([
   Object.freeze({ role: 'smtp', address: '127.0.0.1', port: 2525 }),
@@ -109,5 +144,8 @@ export function defaultConfig(): TernConfig {
     users: [],
     submission: { ...DEFAULT_SUBMISSION },
     log: { ...DEFAULT_LOG },
+    edge: structuredClone(DEFAULT_EDGE),
+    inbound: defaultInbound(hostname),
+    plugins: [],
   };
 }

@@ -82,6 +82,17 @@ describe('loadConfig', () => {
       users: [],
       submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false },
       log: { level: 'info' },
+      edge: {
+        dnsbl: { zones: [], cacheTtl: 300_000 },
+        greylist: { enabled: false, delay: 300_000, expire: 172_800_000, keep: 3_110_400_000 },
+        rate: { connectionsPerMinute: 0, messagesPerHour: 0 },
+        proxyFrom: [],
+        proxyTimeout: 5000,
+      },
+      plugins: [],
+      inbound: {
+        enabled: true, authservId: 'mx.tern.test', timeout: 30_000, spf: { onFail: 'mark' }, dmarc: { enforce: true }, trustedForwarders: [], domains: {},
+      },
       source: file,
     });
   });
@@ -370,5 +381,57 @@ describe('runConfigCheck', () => {
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.path, 'outbound.smarthost.auth');
     assert.equal(problems[0]!.line, 5);
+  });
+});
+
+describe('edge defences and plugins', () => {
+  it('resolves the edge section, listener proxyProtocol and plugin paths', () => {
+    fs.mkdirSync(path.join(dir, 'plugins'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'plugins', 'helo.ts'), 'export default {};');
+    const c = loadConfig(write(`
+listeners: [{ role: smtp, address: 127.0.0.1, port: 25, proxyProtocol: true }]
+edge:
+  dnsbl: { zones: [Zen.Example.Test.], cacheTtl: 10m }
+  greylist: { enabled: true, delay: 300ms, expire: 2d, keep: 36d }
+  rate: { connectionsPerMinute: 60, messagesPerHour: 1000 }
+  proxyFrom: [10.0.0.0/8, "fd00::1"]
+  proxyTimeout: 2s
+plugins: [./plugins/helo.ts]
+`));
+    assert.deepEqual(c.listeners, [{ role: 'smtp', address: '127.0.0.1', port: 25, proxyProtocol: true }]);
+    assert.deepEqual(c.edge, {
+      dnsbl: { zones: ['zen.example.test'], cacheTtl: 600_000 },
+      greylist: { enabled: true, delay: 300, expire: 172_800_000, keep: 3_110_400_000 },
+      rate: { connectionsPerMinute: 60, messagesPerHour: 1000 },
+      proxyFrom: ['10.0.0.0/8', 'fd00::1'],
+      proxyTimeout: 2000,
+    });
+    assert.deepEqual(c.plugins, [path.join(dir, 'plugins', 'helo.ts')]);
+  });
+
+  it('reports bad edge values and plugins with their lines', () => {
+    const problems = problemsOf(`listeners:
+  - { role: smtp, address: 127.0.0.1, port: 25, proxyProtocol: true }
+edge:
+  dnsbl:
+    zones: [bad_zone.test]
+  greylist: { delay: 10m, expire: 5m }
+  rate: { connectionsPerMinute: -1 }
+  proxyFrom: [10.0.0.0/33]
+  proxyTimeout: soon
+  grey: {}
+plugins: [./nowhere.ts]
+`);
+    const noProxies = problemsOf('listeners:\n  - { role: smtp, address: 127.0.0.1, port: 25, proxyProtocol: true }\n');
+    assert.equal(problemAt(noProxies, 'listeners[0].proxyProtocol').line, 2);
+    assert.match(problemAt(noProxies, 'listeners[0].proxyProtocol').message, /edge\.proxyFrom/);
+    assert.equal(problemAt(problems, 'edge.dnsbl.zones[0]').line, 5);
+    assert.match(problemAt(problems, 'edge.greylist.expire').message, /longer than edge\.greylist\.delay/);
+    assert.equal(problemAt(problems, 'edge.rate.connectionsPerMinute').line, 7);
+    assert.match(problemAt(problems, 'edge.proxyFrom[0]').message, /prefix length/);
+    assert.equal(problemAt(problems, 'edge.proxyTimeout').line, 9);
+    assert.match(problemAt(problems, 'edge.grey').message, /unknown key/);
+    assert.match(problemAt(problems, 'plugins[0]').message, /cannot read .*nowhere\.ts/);
+    assert.equal(problemAt(problems, 'plugins[0]').line, 11);
   });
 });

@@ -17,9 +17,9 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import {
   DEFAULT_DNS, DEFAULT_LIMITS, DEFAULT_LISTENERS, DEFAULT_LOG, DEFAULT_QUEUE, MIN_COMMAND_LINE_LENGTH, MIN_LINE_LENGTH,
-  DEFAULT_SUBMISSION, defaultConfig, defaultDomains, defaultOutbound,
+  DEFAULT_SUBMISSION, DEFAULT_EDGE, defaultConfig, defaultDomains, defaultInbound, defaultOutbound,
 } from './defaults.ts';
-import type { ConfigUser, DomainConfig, ListenerConfig, ListenerRole, LogLevel, OutboundConfig, TernConfig } from './types.ts';
+import type { ConfigUser, DomainConfig, EdgeConfig, InboundConfig, InboundDomainPolicy, ListenerConfig, ListenerRole, LogLevel, OutboundConfig, TernConfig } from './types.ts';
 
 export interface ConfigProblem {
   /** Key path, e.g. "limits.messageSize" or "listeners[1].port"; "" for the whole file. */
@@ -151,10 +151,16 @@ const count = (minimum = 1) => ({ type: 'integer', minimum });
 const object = (properties: Record<string, object>, required: string[] = []) =>
   ({ type: 'object', properties, required, additionalProperties: false });
 
+const inboundSpf = object({ onFail: { enum: ['mark', 'quarantine', 'reject'] } });
+const inboundDmarc = object({ enforce: { type: 'boolean' } });
+
 const schema = object({
   hostname: str,
   dataDir: { type: 'string', minLength: 1 },
-  listeners: { type: 'array', items: object({ role: { enum: ROLES }, address: str, port: { type: 'integer' } }, ['role', 'address', 'port']) },
+  listeners: {
+    type: 'array',
+    items: object({ role: { enum: ROLES }, address: str, port: { type: 'integer' }, proxyProtocol: { type: 'boolean' } }, ['role', 'address', 'port']),
+  },
   tls: object({ cert: str, key: str }, ['cert', 'key']),
   domains: {
     type: 'array',
@@ -210,6 +216,23 @@ const schema = object({
   },
   submission: object({ messagesPerHour: count(0), recipientsPerMessage: count(), authOnSmtp: { type: 'boolean' } }),
   log: object({ level: { enum: LEVELS } }),
+  edge: object({
+    dnsbl: object({ zones: { type: 'array', items: str }, cacheTtl: durationSchema }),
+    greylist: object({ enabled: { type: 'boolean' }, delay: durationSchema, expire: durationSchema, keep: durationSchema }),
+    rate: object({ connectionsPerMinute: count(0), messagesPerHour: count(0) }),
+    proxyFrom: { type: 'array', items: str },
+    proxyTimeout: durationSchema,
+  }),
+  plugins: { type: 'array', items: { type: 'string', minLength: 1 } },
+  inbound: object({
+    enabled: { type: 'boolean' },
+    authservId: { type: 'string', minLength: 1 },
+    timeout: durationSchema,
+    spf: inboundSpf,
+    dmarc: inboundDmarc,
+    trustedForwarders: { type: 'array', items: str },
+    domains: { type: 'object', additionalProperties: object({ spf: inboundSpf, dmarc: inboundDmarc }) },
+  }),
 });
 
 // verbose: errors carry their parentSchema, so an unknown key can list the allowed ones.
@@ -390,7 +413,7 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
       const key = `${address}:${port}`;
       if (port !== 0 && seen.has(key)) report(['listeners', i], `duplicate of listeners[${seen.get(key)}] (${key})`);
       else seen.set(key, i);
-      return { role: l.role as ListenerRole, address, port };
+      return { role: l.role as ListenerRole, address, port, ...(typeof l.proxyProtocol === 'boolean' ? { proxyProtocol: l.proxyProtocol } : {}) };
     });
   }
 
@@ -513,10 +536,108 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
     authOnSmtp: typeof sub.authOnSmtp === 'boolean' ? sub.authOnSmtp : DEFAULT_SUBMISSION.authOnSmtp,
   };
 
+  const edge = resolveEdge(obj(raw.edge), listeners, duration, report);
+  // Plugins are code: relative to the config file, and they must exist now rather than at the first connection.
+  const plugins = list(raw.plugins).flatMap((v, i) => {
+    if (typeof v !== 'string' || v === '') return [];
+    const file = path.resolve(dir, v);
+    const problem = fileProblem(file);
+    if (problem !== undefined) report(['plugins', i], problem);
+    return [file];
+  });
+
   const level = obj(raw.log).level;
   const log = { level: LEVELS.includes(level as LogLevel) ? (level as LogLevel) : DEFAULT_LOG.level };
 
-  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, outbound, users, submission, log };
+  const inbound = resolveInbound(obj(raw.inbound), hostname, domains, duration, report);
+
+  return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, outbound, users, submission, log, edge, plugins, inbound };
+}
+
+function resolveInbound(r: Record<string, unknown>, hostname: string, domains: DomainConfig[], duration: Duration, report: Report): InboundConfig {
+  const obj = (v: unknown): Record<string, unknown> => (isObject(v) ? v : {});
+  const d = defaultInbound(hostname);
+  const onFail = (v: unknown, fallback: InboundDomainPolicy['spf']['onFail']) => (['mark', 'quarantine', 'reject'] as const).find((x) => x === v) ?? fallback;
+  const enforce = (v: unknown, fallback: boolean) => (typeof v === 'boolean' ? v : fallback);
+  let authservId = d.authservId;
+  if (typeof r.authservId === 'string') {
+    // RFC 8601 §2.5: normally the host name; a name keeps it a token our filter can compare.
+    authservId = r.authservId.trim().replace(/\.$/, '');
+    const p = domainProblem(authservId.toLowerCase());
+    if (p !== undefined) report(['inbound', 'authservId'], p);
+  }
+  const spf = { onFail: onFail(obj(r.spf).onFail, d.spf.onFail) };
+  const dmarc = { enforce: enforce(obj(r.dmarc).enforce, d.dmarc.enforce) };
+  const trustedForwarders = (Array.isArray(r.trustedForwarders) ? r.trustedForwarders : []).flatMap((v, i) => {
+    if (typeof v !== 'string') return [];
+    const p = cidrProblem(v.trim());
+    if (p !== undefined) report(['inbound', 'trustedForwarders', i], p);
+    return [v.trim()];
+  });
+  const local = new Set(domains.map((x) => x.name));
+  // fromEntries defines own properties, so no key can reach the prototype.
+  const perDomain: Record<string, InboundDomainPolicy> = Object.fromEntries(Object.entries(obj(r.domains)).map(([key, v]) => {
+    const name = normDomain(key);
+    // An override for a domain we do not receive mail for would never apply: surely a typo.
+    const p = domainProblem(name) ?? (local.has(name) ? undefined : `${name} is not one of the configured domains`);
+    if (p !== undefined) report(['inbound', 'domains', key], p);
+    return [name, { spf: { onFail: onFail(obj(obj(v).spf).onFail, spf.onFail) }, dmarc: { enforce: enforce(obj(obj(v).dmarc).enforce, dmarc.enforce) } }];
+  }));
+  return {
+    enabled: typeof r.enabled === 'boolean' ? r.enabled : d.enabled,
+    authservId,
+    timeout: duration(r.timeout, ['inbound', 'timeout'], d.timeout),
+    spf,
+    dmarc,
+    trustedForwarders,
+    domains: perDomain,
+  };
+}
+
+type Duration = (v: unknown, segs: Seg[], fallback: number, min?: number) => number;
+
+function resolveEdge(e: Record<string, unknown>, listeners: ListenerConfig[], duration: Duration, report: Report): EdgeConfig {
+  const obj = (v: unknown): Record<string, unknown> => (isObject(v) ? v : {});
+  const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+  const int = (v: unknown, fallback: number): number => (typeof v === 'number' ? v : fallback);
+  const d = DEFAULT_EDGE;
+  const bl = obj(e.dnsbl);
+  const zones = list(bl.zones).flatMap((v, i) => {
+    if (typeof v !== 'string') return [];
+    const zone = normDomain(v);
+    const p = domainProblem(zone);
+    if (p !== undefined) report(['edge', 'dnsbl', 'zones', i], p);
+    return [zone];
+  });
+  const gl = obj(e.greylist);
+  const greylist = {
+    enabled: typeof gl.enabled === 'boolean' ? gl.enabled : d.greylist.enabled,
+    delay: duration(gl.delay, ['edge', 'greylist', 'delay'], d.greylist.delay, 0),
+    expire: duration(gl.expire, ['edge', 'greylist', 'expire'], d.greylist.expire),
+    keep: duration(gl.keep, ['edge', 'greylist', 'keep'], d.greylist.keep),
+  };
+  if (greylist.expire <= greylist.delay) report(['edge', 'greylist', 'expire'], 'must be longer than edge.greylist.delay, or no retry could ever pass');
+  const rate = obj(e.rate);
+  const proxyFrom = list(e.proxyFrom).flatMap((v, i) => {
+    if (typeof v !== 'string') return [];
+    const p = cidrProblem(v.trim());
+    if (p !== undefined) report(['edge', 'proxyFrom', i], p);
+    return [v.trim()];
+  });
+  listeners.forEach((l, i) => {
+    // Without trusted proxies every connection would be refused: surely not what was meant.
+    if (l.proxyProtocol && proxyFrom.length === 0) report(['listeners', i, 'proxyProtocol'], 'needs the proxies\' addresses in edge.proxyFrom');
+  });
+  return {
+    dnsbl: { zones, cacheTtl: duration(bl.cacheTtl, ['edge', 'dnsbl', 'cacheTtl'], d.dnsbl.cacheTtl, 0) },
+    greylist,
+    rate: {
+      connectionsPerMinute: int(rate.connectionsPerMinute, d.rate.connectionsPerMinute),
+      messagesPerHour: int(rate.messagesPerHour, d.rate.messagesPerHour),
+    },
+    proxyFrom,
+    proxyTimeout: duration(e.proxyTimeout, ['edge', 'proxyTimeout'], d.proxyTimeout),
+  };
 }
 
 interface DomainNames { mailboxes: Set<string> | '*'; aliases: Set<string> }

@@ -9,6 +9,8 @@ export interface ListenerConfig {
   address: string;
   /** 0 asks the OS for an ephemeral port (tests). */
   port: number;
+  /** Every connection starts with a PROXY protocol v1/v2 header, accepted only from `edge.proxyFrom`. */
+  proxyProtocol?: boolean | undefined;
 }
 
 export interface DomainConfig {
@@ -125,6 +127,69 @@ export interface SubmissionConfig {
   authOnSmtp: boolean;
 }
 
+/** DNS blocklists checked at connect on the smtp listener (RFC 5782). */
+export interface DnsblConfig {
+  /** Zones such as zen.spamhaus.org; [] = none. */
+  zones: string[];
+  /** How long an answer (listed or not) is cached. */
+  cacheTtl: number;
+}
+
+/** Greylisting at RCPT on the smtp listener (RFC 6647). */
+export interface GreylistConfig {
+  enabled: boolean;
+  /** A retry must come at least this long after the first attempt… */
+  delay: number;
+  /** …and within this long of it. */
+  expire: number;
+  /** How long a triplet that passed stays known. */
+  keep: number;
+}
+
+/** Per-client-IP limits on the smtp listener; 0 = no limit. */
+export interface RateConfig {
+  connectionsPerMinute: number;
+  messagesPerHour: number;
+}
+
+/** Defences at the edge: what port 25 does before a message is accepted. */
+export interface EdgeConfig {
+  dnsbl: DnsblConfig;
+  greylist: GreylistConfig;
+  rate: RateConfig;
+  /** CIDRs allowed to send a PROXY protocol header (listeners with proxyProtocol: true). */
+  proxyFrom: string[];
+  /** How long a proxy has to send its header. */
+  proxyTimeout: number;
+}
+
+/** What an SPF `fail` (RFC 7208 §8.4) of the MAIL FROM identity does: record it only, deliver to Junk, or 550 5.7.23. */
+export type SpfFailAction = 'mark' | 'quarantine' | 'reject';
+
+/** The inbound policy of one recipient domain. */
+export interface InboundDomainPolicy {
+  spf: { onFail: SpfFailAction };
+  /** Honour the sender domain's DMARC p=/sp= (reject: 550 5.7.1, quarantine: Junk). */
+  dmarc: { enforce: boolean };
+}
+
+/** Sender authentication of mail from outside (smtp listener, not authenticated, not trustedNetworks). */
+export interface InboundConfig {
+  /** Run SPF/DKIM/DMARC/ARC/iprev and add Authentication-Results. */
+  enabled: boolean;
+  /** RFC 8601 authserv-id; Authentication-Results fields claiming it are removed from every message. */
+  authservId: string;
+  /** Upper bound on the checks of one message after its end of data; past it, temperror. */
+  timeout: number;
+  /** Defaults for every recipient domain. */
+  spf: { onFail: SpfFailAction };
+  dmarc: { enforce: boolean };
+  /** IPs/CIDRs whose mail is never rejected or quarantined for SPF or DMARC (forwarders, mailing lists). */
+  trustedForwarders: string[];
+  /** Per recipient domain (lower-cased), defaults filled in. */
+  domains: Record<string, InboundDomainPolicy>;
+}
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface LogConfig {
@@ -147,6 +212,10 @@ export interface TernConfig {
   users: ConfigUser[];
   submission: SubmissionConfig;
   log: LogConfig;
+  edge: EdgeConfig;
+  inbound: InboundConfig;
+  /** Absolute paths of plugin modules, in the order they run. */
+  plugins: string[];
   /** Path of the file this came from, undefined for embedded defaults. */
   source?: string | undefined;
 }

@@ -30,6 +30,13 @@ export interface Resolver {
   aaaa(name: string): Promise<string[]>;
   /** One string[] per TXT record, its character-strings unjoined (SPF/DKIM join them). */
   txt(name: string): Promise<string[][]>;
+  /**
+   * Any record type, answered in the shape of node's `dns.promises.resolve(name, rrtype)`
+   * (PTR: string[], MX: { exchange, priority }[], TXT: string[][], …). Unlike the methods
+   * above, NODATA is not an empty list here but a permanent DnsError with code NODATA:
+   * SPF counts it as a void lookup (RFC 7208 §4.6.4), so it must stay visible.
+   */
+  resolve(name: string, rrtype: string): Promise<unknown[]>;
 }
 
 export interface ResolverOptions {
@@ -74,10 +81,14 @@ export function createResolver(config: { servers: string[]; timeout: number }, o
   // Concurrent identical lookups share one query.
   const inflight = new Map<string, Promise<unknown>>();
 
-  /** `query` returns the answer and its TTL in ms (undefined: use maxTtl). */
-  function lookup<T>(type: string, name: string, query: (n: string) => Promise<{ value: T; ttl?: number }>): Promise<T> {
+  /**
+   * `query` returns the answer and its TTL in ms (undefined: use maxTtl).
+   * `nodata`: 'empty' answers NODATA with [], 'error' throws DnsError NODATA.
+   */
+  function lookup<T>(type: string, name: string, query: (n: string) => Promise<{ value: T; ttl?: number }>, nodata: 'empty' | 'error' = 'empty'): Promise<T> {
     const n = name.toLowerCase().replace(/\.$/, '');
-    const key = `${type} ${n}`;
+    // The two NODATA conventions must not share an in-flight query.
+    const key = `${nodata === 'empty' ? '' : '*'}${type} ${n}`;
     const hit = cache.get(key);
     if (hit && hit.expires > Date.now()) return Promise.resolve(structuredClone(hit.value) as T);
     if (hit) cache.delete(key);
@@ -95,7 +106,10 @@ export function createResolver(config: { servers: string[]; timeout: number }, o
       },
       (err: unknown) => {
         // NODATA: the name exists but has no records of this type, an answer rather than a failure.
-        if ((err as { code?: string }).code === 'ENODATA') return [] as T;
+        if ((err as { code?: string }).code === 'ENODATA') {
+          if (nodata === 'empty') return [] as T;
+          throw new DnsError('NODATA', false, `DNS ${type} lookup for ${n} failed: NODATA`);
+        }
         throw toDnsError(err, type, n);
       },
     );
@@ -115,5 +129,14 @@ export function createResolver(config: { servers: string[]; timeout: number }, o
     a: (name) => lookup('A', name, async (n) => withTtl(await node.resolve4(n, { ttl: true }))),
     aaaa: (name) => lookup('AAAA', name, async (n) => withTtl(await node.resolve6(n, { ttl: true }))),
     txt: (name) => lookup('TXT', name, async (n) => ({ value: await node.resolveTxt(n) })),
+    resolve: (name, rrtype) => {
+      const type = rrtype.toUpperCase();
+      return lookup(type, name, async (n) => {
+        const value = (await node.resolve(n, type)) as unknown[];
+        // Node answers NOERROR with no records of the type as an empty list for some types: make it NODATA.
+        if (value.length === 0) throw Object.assign(new Error('no data'), { code: 'ENODATA' });
+        return { value };
+      }, 'error');
+    },
   };
 }

@@ -2,6 +2,12 @@
 // bounces and forwards later). It assigns the queue id, prepends our
 // Received header (RFC 5321 §4.4), streams the message into the spool and,
 // once the spool says it is durable, hands it to the scheduler.
+//
+// Every message loses Authentication-Results fields that claim our
+// authserv-id (RFC 8601 §5, ar-filter.ts). Mail from outside (NewMessage.
+// authenticate) is also checked as it streams (SPF, DKIM, DMARC, ARC,
+// iprev: authenticate.ts); at commit the inbound policy may refuse it or
+// send it to Junk, and its Authentication-Results field is prepended.
 
 import type { Spool, SpoolWriter } from '../spool/spool.ts';
 import type { Envelope, QueuedMessage, Recipient } from '../spool/types.ts';
@@ -11,6 +17,9 @@ import { HeaderScanner } from './headers.ts';
 import { SmtpError } from '../smtp/reply.ts';
 import { DkimSigner, type DkimKeys } from './dkim.ts';
 import { mayUseAddress } from '../policy/senders.ts';
+import { AuthResultsFilter } from './ar-filter.ts';
+import type { InboundVerifier, Verification } from './authenticate.ts';
+import { JUNK_FOLDER, type InboundPolicy } from '../policy/inbound.ts';
 
 export interface Trace {
   /** Client IP address. */
@@ -37,6 +46,17 @@ export interface NewMessage {
    * From: must be one of these addresses (RFC 6409 §8.1 lets the MSA check).
    */
   submission?: { user?: string | undefined; sendAs?: string[] | undefined } | undefined;
+  /**
+   * Mail from outside (the MX role: not authenticated, not a trusted
+   * network): run the inbound checks and apply the inbound policy.
+   */
+  authenticate?: boolean | undefined;
+}
+
+/** Sender authentication of mail from outside, and what to do with the results. */
+export interface InboundChecks {
+  verifier: InboundVerifier;
+  policy: InboundPolicy;
 }
 
 export interface IntakeOptions {
@@ -49,6 +69,10 @@ export interface IntakeOptions {
   maxReceived: number;
   /** Signing keys by domain; absent: nothing is signed. */
   dkim?: DkimKeys | undefined;
+  /** Our RFC 8601 authserv-id: Authentication-Results fields claiming it are removed. Default: hostname. */
+  authservId?: string | undefined;
+  /** Absent: no inbound checks (NewMessage.authenticate is ignored). */
+  inbound?: InboundChecks | undefined;
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -74,8 +98,11 @@ export class Intake {
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
     };
     const writer = this.#opts.spool.create(envelope);
-    const incoming = new IncomingMessage(writer, this.#opts, m.submission);
-    incoming.write(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
+    const inbound = m.authenticate ? this.#opts.inbound : undefined;
+    const verification = inbound?.verifier.begin({ ip: m.trace.ip, helo: m.trace.helo, sender: m.sender });
+    const incoming = new IncomingMessage(writer, this.#opts, m.submission, inbound && verification ? { policy: inbound.policy, verification } : undefined);
+    // Our Received field is not part of what the verifier checks (see authenticate.ts).
+    incoming.writeTrace(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
     return incoming;
   }
 
@@ -92,6 +119,12 @@ export class Intake {
 
 /** Header section bytes kept for the DKIM signer while the From domain is not known yet. */
 const MAX_HELD_HEADER = 256 * 1024;
+/**
+ * The verifier keeps the whole header section (DKIM needs it at the end), so
+ * mail from outside with a larger one is refused: the checks must not be
+ * skippable by padding the header (Postfix's header_size_limit is 100 KiB).
+ */
+export const MAX_VERIFIED_HEADER = 256 * 1024;
 
 export class IncomingMessage {
   readonly #writer: SpoolWriter;
@@ -103,11 +136,19 @@ export class IncomingMessage {
   #heldBytes = 0;
   #signer: DkimSigner | null = null;
   #fixups: string | null = null;
+  readonly #filter: AuthResultsFilter;
+  /** Mail from outside: the running checks and the policy that reads them. */
+  readonly #inbound: { policy: InboundPolicy; verification: Verification } | undefined;
+  /** Header section octets fed to the verifier so far; past MAX_VERIFIED_HEADER it is stopped. */
+  #verifiedHeader = 0;
+  #headerTooBig = false;
 
-  constructor(writer: SpoolWriter, opts: IntakeOptions, submission?: NewMessage['submission']) {
+  constructor(writer: SpoolWriter, opts: IntakeOptions, submission?: NewMessage['submission'], inbound?: { policy: InboundPolicy; verification: Verification }) {
     this.#writer = writer;
     this.#opts = opts;
     this.#submission = submission;
+    this.#inbound = inbound;
+    this.#filter = new AuthResultsFilter(opts.authservId ?? opts.hostname);
     if (submission && opts.dkim) this.#held = [];
   }
   get id(): string {
@@ -118,6 +159,34 @@ export class IncomingMessage {
   }
   /** Message bytes, in order; false means pause the source until onDrain. */
   write(chunk: Buffer): boolean {
+    const more = this.writeTrace(chunk);
+    this.#verify(chunk);
+    return more;
+  }
+
+  /** Bytes that are ours (our Received field): stored, not verified. */
+  writeTrace(chunk: Buffer): boolean {
+    let more = true;
+    for (const part of this.#filter.push(chunk)) more = this.#store(part);
+    return more;
+  }
+
+  #verify(chunk: Buffer): void {
+    const v = this.#inbound?.verification;
+    if (!v || this.#headerTooBig) return;
+    if (!this.#headers.done) {
+      // Counted while the header section goes on (the chunk that ends it is not: at most one chunk more).
+      this.#verifiedHeader += chunk.length;
+      if (this.#verifiedHeader > MAX_VERIFIED_HEADER) {
+        this.#headerTooBig = true;
+        v.abort();
+        return;
+      }
+    }
+    v.write(chunk);
+  }
+
+  #store(chunk: Buffer): boolean {
     if (!this.#headers.done) {
       this.#headers.push(chunk);
       if (this.#held) {
@@ -162,7 +231,12 @@ export class IncomingMessage {
    * BDAT) adds the CRLF that RFC 5322 §2.1 requires at the end.
    */
   async commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
+    // Whatever the filter still holds (a message that ended inside its header section).
+    for (const part of this.#filter.end()) this.#store(part);
     try {
+      if (this.#headerTooBig) {
+        throw new SmtpError(552, '5.3.4', `Message header section too large (limit ${MAX_VERIFIED_HEADER} octets)`);
+      }
       if (this.#headers.received > this.#opts.maxReceived) {
         // A loop: refusing now (rather than bouncing later) sends no backscatter;
         // the previous hop bounces to a sender it actually talked to.
@@ -177,7 +251,7 @@ export class IncomingMessage {
         if (bad) throw new SmtpError(550, '5.7.1', `Sender address <${bad}> in From: is not yours to use`);
       }
     } catch (e) {
-      await this.#writer.abort();
+      await this.abort();
       throw e;
     }
     if (this.#submission) {
@@ -188,14 +262,51 @@ export class IncomingMessage {
     if (!endsWithLineBreak) {
       this.#writer.write(CRLF);
       this.#signer?.write(CRLF);
+      this.#inbound?.verification.write(CRLF);
     }
+    const results = this.#inbound ? await this.#checkInbound() : '';
     const signature = this.#signer ? await this.#signer.finish() : '';
     if (this.#signer?.errors.length) this.#opts.log.warn('dkim signing problem', { id: this.id, errors: this.#signer.errors });
-    const msg = await this.#writer.commit(signature + (this.#fixups ?? '') || undefined);
+    // Authentication-Results on top (RFC 8601 §5), then what a submission adds.
+    const msg = await this.#writer.commit(results + signature + (this.#fixups ?? '') || undefined);
     this.#opts.onQueued(msg);
     return msg;
   }
+
+  /**
+   * Mail from outside, once its last byte is in: wait for the checks, apply
+   * the inbound policy (throws SmtpError to refuse), mark quarantined
+   * recipients, and return the Authentication-Results field to prepend.
+   */
+  async #checkInbound(): Promise<string> {
+    const { policy, verification } = this.#inbound!;
+    const env = this.envelope;
+    const outcome = await verification.finish();
+    const decision = policy.decide(env.client?.ip ?? '', outcome, env.recipients);
+    this.#opts.log.info('inbound', {
+      id: this.id,
+      ip: env.client?.ip,
+      iprev: `${outcome.iprev.result}${outcome.iprev.names[0] ? ` ${outcome.iprev.names[0]}` : ''}`,
+      spf: outcome.spf.result,
+      helo: outcome.helo,
+      dkim: outcome.dkim.map((d) => `${d.result}:${d.domain ?? '?'}`).join(' ') || 'none',
+      dmarc: outcome.dmarc ? `${outcome.dmarc.result}:${outcome.dmarc.domain}${outcome.dmarc.policy ? ` p=${outcome.dmarc.policy}` : ''}` : 'none',
+      arc: outcome.arc,
+      incomplete: outcome.incomplete,
+      action: decision.action,
+      reasons: decision.reasons.length ? decision.reasons.join(', ') : undefined,
+    });
+    if (decision.action === 'reject') {
+      await this.#writer.abort();
+      throw decision.error!;
+    }
+    // The envelope is written at commit, so the folder is durable with the message.
+    for (const i of decision.quarantine) env.recipients[i]!.folder = JUNK_FOLDER;
+    return outcome.header;
+  }
+
   abort(): Promise<void> {
+    this.#inbound?.verification.abort();
     return this.#writer.abort();
   }
 }

@@ -12,7 +12,9 @@ import type { MailParams, RcptParams } from '../smtp/params.ts';
 import type { Directory, Target } from './directory.ts';
 
 export interface SessionInfo {
+  /** The connection id, as in the logs. */
   id: string;
+  /** The client's IP address (IPv4-mapped IPv6 reduced to IPv4); behind a PROXY-protocol proxy, the real client's. */
   remoteAddress: string;
   remotePort: number;
   localPort: number;
@@ -21,6 +23,8 @@ export interface SessionInfo {
   helo?: string | undefined;
   /** The authenticated user, once AUTH succeeded. */
   user?: string | undefined;
+  /** The proxy's own address when the connection came through the PROXY protocol. */
+  proxy?: string | undefined;
 }
 
 export type CheckResult = 'accept' | void;
@@ -30,7 +34,8 @@ export interface Check {
   connect?(s: SessionInfo): CheckResult | Promise<CheckResult>;
   helo?(s: SessionInfo, name: string): CheckResult | Promise<CheckResult>;
   mail?(s: SessionInfo, from: Address | null, params: MailParams): CheckResult | Promise<CheckResult>;
-  rcpt?(s: SessionInfo, to: Address, params: RcptParams): CheckResult | Promise<CheckResult>;
+  /** `from` is the transaction's sender (null for the null sender <>). */
+  rcpt?(s: SessionInfo, to: Address, params: RcptParams, from: Address | null): CheckResult | Promise<CheckResult>;
 }
 
 type Stage = 'connect' | 'helo' | 'mail' | 'rcpt';
@@ -43,12 +48,12 @@ export interface PolicyOptions {
 
 export class Policy {
   readonly directory: Directory;
-  readonly #trusted: net.BlockList;
+  readonly #trusted: (ip: string) => boolean;
   readonly #checks: Check[];
 
   constructor(opts: PolicyOptions) {
     this.directory = opts.directory;
-    this.#trusted = buildBlockList(opts.trustedNetworks);
+    this.#trusted = ipMatcher(opts.trustedNetworks);
     this.#checks = opts.checks ?? [];
   }
 
@@ -73,8 +78,8 @@ export class Policy {
   }
 
   /** Decide one recipient; returns where it goes. Throws SmtpError to refuse it. */
-  async rcpt(s: SessionInfo, to: Address, params: RcptParams): Promise<Target[]> {
-    const accepted = await this.#run('rcpt', (c) => c.rcpt?.(s, to, params));
+  async rcpt(s: SessionInfo, to: Address, params: RcptParams, from: Address | null = null): Promise<Target[]> {
+    const accepted = await this.#run('rcpt', (c) => c.rcpt?.(s, to, params, from));
     if (!to.literal && this.directory.isLocalDomain(to.domain)) {
       let targets: Target[] | null;
       try {
@@ -96,9 +101,19 @@ export class Policy {
   }
 
   isTrusted(ip: string): boolean {
-    const addr = normalizeIp(ip);
-    return this.#trusted.check(addr, net.isIPv6(addr) ? 'ipv6' : 'ipv4');
+    return this.#trusted(ip);
   }
+}
+
+/** A test for "is this IP in one of these CIDRs (or single IPs)?"; IPv4-mapped addresses count as IPv4. */
+export function ipMatcher(cidrs: string[]): (ip: string) => boolean {
+  if (cidrs.length === 0) return () => false;
+  const list = buildBlockList(cidrs);
+  return (ip) => {
+    const addr = normalizeIp(ip);
+    const family = net.isIPv6(addr) ? 'ipv6' : net.isIPv4(addr) ? 'ipv4' : undefined;
+    return family !== undefined && list.check(addr, family);
+  };
 }
 
 /** "::ffff:127.0.0.1" (dual-stack sockets) → "127.0.0.1". */

@@ -230,6 +230,7 @@ export class Scheduler {
             { id: envelope.id, receivedAt: envelope.receivedAt, sender: envelope.sender, recovered: msg.recovered, open: () => this.#o.spool.openMessage(msg) },
             i,
             { ...r.mailbox!, address: r.address },
+            r.folder,
           ),
         );
       }

@@ -2,10 +2,16 @@
 // Connection limits are enforced here, before any session state exists;
 // implicit TLS (port 465, RFC 8314 §3.3) is a TLS socket wrapped around the
 // accepted TCP socket, so the same limits apply before the handshake.
+//
+// Behind a load balancer a listener may take the PROXY protocol (HAProxy's
+// proxy-protocol.txt): the header comes first, before any limit is applied,
+// and only from the configured proxies; the client it names is then the
+// connection's address for everything (limits, policy, Received).
 
 import net from 'node:net';
 import tls from 'node:tls';
 import { Session, type SessionDeps } from './session.ts';
+import { ProxyHeaderParser } from './proxy-protocol.ts';
 import { normalizeIp } from '../policy/policy.ts';
 import type { ListenerConfig } from '../config/types.ts';
 
@@ -21,7 +27,14 @@ export interface ListenerDeps extends SessionDeps {
   counter: ConnectionCounter;
   maxConnections: number;
   maxPerIp: number;
+  /** Who may send a PROXY protocol header (edge.proxyFrom); nobody when absent. */
+  proxyFrom?: ((ip: string) => boolean) | undefined;
+  /** How long a proxy has to send its header (ms). */
+  proxyTimeout?: number | undefined;
 }
+
+/** When proxyTimeout is not given. */
+const DEFAULT_PROXY_TIMEOUT_MS = 5000;
 
 export class ConnectionCounter {
   total = 0;
@@ -47,6 +60,8 @@ export class Listener {
   readonly #handshaking = new Set<tls.TLSSocket>();
   /** Refused connections that have not closed yet. */
   readonly #refused = new Set<net.Socket>();
+  /** Connections whose PROXY header has not arrived yet. */
+  readonly #awaitingHeader = new Set<net.Socket>();
 
   constructor(config: ListenerConfig, deps: ListenerDeps) {
     this.config = config;
@@ -81,13 +96,85 @@ export class Listener {
     const closed = new Promise<void>((res) => this.#server.close(() => res()));
     for (const s of this.#handshaking) s.destroy();
     for (const s of this.#refused) s.destroy();
+    for (const s of this.#awaitingHeader) s.destroy();
     return closed;
   }
 
   #onConnection(socket: net.Socket): void {
-    const d = this.#deps;
     const ip = normalizeIp(socket.remoteAddress ?? '');
     socket.on('error', () => {}); // errors before the session attaches its own handler
+    if (this.config.proxyProtocol) this.#readProxyHeader(socket, ip);
+    else this.#admit(socket, ip, socket.remotePort ?? 0, undefined, false);
+  }
+
+  /**
+   * PROXY protocol: the header must be the first thing on the connection,
+   * from a configured proxy, whole within the timeout and the spec's size
+   * limits; anything else closes the connection without a word (there is
+   * no SMTP session yet to reply in). A header from anyone else is never
+   * read at all: it would let any client claim any address.
+   */
+  #readProxyHeader(socket: net.Socket, peer: string): void {
+    const d = this.#deps;
+    const role = this.config.role;
+    if (!d.proxyFrom?.(peer)) {
+      d.log.warn('connection refused: not a configured proxy', { ip: peer, role });
+      socket.destroy();
+      return;
+    }
+    // Waiting connections count toward the total limit, so a flood of silent
+    // ones cannot pile up; the per-IP limit applies to the client, once known.
+    if (d.counter.total >= d.maxConnections) {
+      d.log.warn('connection refused', { ip: peer, role, reason: 'connection limit' });
+      socket.destroy();
+      return;
+    }
+    d.counter.total++;
+    this.#awaitingHeader.add(socket);
+    const parser = new ProxyHeaderParser();
+    let waiting = true;
+    const stop = (): void => {
+      if (!waiting) return;
+      waiting = false;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onGone);
+      socket.off('close', onGone);
+      this.#awaitingHeader.delete(socket);
+      d.counter.total--;
+    };
+    const drop = (why: string, extra: Record<string, unknown> = {}): void => {
+      stop();
+      d.log.warn('proxy header refused', { ip: peer, role, reason: why, ...extra });
+      socket.destroy();
+    };
+    const onGone = (): void => drop('closed before the header');
+    const timer = setTimeout(() => drop('timeout'), d.proxyTimeout ?? DEFAULT_PROXY_TIMEOUT_MS);
+    timer.unref();
+    const onData = (chunk: Buffer): void => {
+      const r = parser.push(chunk);
+      if (r.kind === 'more') return;
+      if (r.kind === 'error') return drop('malformed', { error: r.message });
+      stop();
+      // Whatever followed the header is the client's: SMTP (or a TLS ClientHello).
+      socket.pause();
+      if (r.rest.length > 0) socket.unshift(r.rest);
+      const src = r.header.source;
+      const ip = src ? normalizeIp(src.address) : peer;
+      d.log.debug('proxy header', { proxy: peer, ip, version: r.header.version, command: r.header.command });
+      this.#admit(socket, ip, src ? src.port : (socket.remotePort ?? 0), src ? peer : undefined, true);
+    };
+    socket.on('data', onData);
+    socket.once('end', onGone);
+    socket.once('close', onGone);
+  }
+
+  /**
+   * Apply the connection limits to client `ip` and start its session.
+   * `paused`: the socket was paused (after a PROXY header) and holds unread input.
+   */
+  #admit(socket: net.Socket, ip: string, port: number, proxy: string | undefined, paused: boolean): void {
+    const d = this.#deps;
     const perIp = d.counter.perIp.get(ip) ?? 0;
     if (d.counter.total >= d.maxConnections || perIp >= d.maxPerIp) {
       // RFC 5321 §3.8: 421 and close. On an implicit-TLS port the peer
@@ -98,6 +185,7 @@ export class Listener {
         this.#refused.add(socket);
         socket.once('close', () => this.#refused.delete(socket));
         setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+        if (paused) socket.resume(); // read (and drop) input, so the peer's FIN is seen
       } else socket.destroy();
       return;
     }
@@ -108,6 +196,8 @@ export class Listener {
         d.counter.remove(ip);
         return;
       }
+      // Input read ahead of the handshake (after a PROXY header) is taken over
+      // by the TLS socket; the raw socket must stay paused for that.
       const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: d.secureContext });
       const timer = setTimeout(() => secure.destroy(), d.limits.timeouts.command).unref();
       let released = false;
@@ -121,7 +211,7 @@ export class Listener {
       secure.once('secure', () => {
         clearTimeout(timer);
         this.#handshaking.delete(secure);
-        this.#startSession(secure, ip, true, release);
+        this.#startSession(secure, ip, port, proxy, true, release);
       });
       secure.once('error', () => secure.destroy());
       // A peer that hangs up mid-handshake gives 'end' but no 'error', and
@@ -138,17 +228,21 @@ export class Listener {
       return;
     }
     let released = false;
-    this.#startSession(socket, ip, false, () => {
+    this.#startSession(socket, ip, port, proxy, false, () => {
       if (!released) {
         released = true;
         d.counter.remove(ip);
       }
     });
+    // The session's 'data' handler is attached now; an explicit pause needs an explicit resume.
+    if (paused) socket.resume();
   }
 
-  #startSession(socket: net.Socket, ip: string, implicitTls: boolean, release: () => void): void {
+  #startSession(socket: net.Socket, ip: string, port: number, proxy: string | undefined, implicitTls: boolean, release: () => void): void {
     const session = new Session(socket, this.config.role, this.#deps, implicitTls);
     session.info.remoteAddress = ip;
+    session.info.remotePort = port;
+    if (proxy !== undefined) session.info.proxy = proxy;
     this.#deps.counter.sessions.add(session);
     session.onClose = () => {
       this.#deps.counter.sessions.delete(session);

@@ -148,8 +148,11 @@ export class Session {
       }
       this.#write(`220 ${this.#deps.hostname} ESMTP Tern\r\n`);
     } catch (e) {
+      // A connect-stage refusal (DNSBL 554, rate 421, a plugin) replaces the
+      // greeting (RFC 5321 §3.1), with its enhanced code as every other reply.
       const err = SmtpError.from(e);
-      this.#write(`${err.code} ${this.#deps.hostname} ${err.text}\r\n`);
+      if (!(e instanceof SmtpError)) this.#deps.log.error('connect check failed', { conn: this.info.id, error: e });
+      this.#write(formatReply(err.toReply()));
       this.#close('refused at connect');
       return;
     } finally {
@@ -306,6 +309,7 @@ export class Session {
     this.#deps.log.info('connection', {
       conn: this.info.id,
       ip: this.info.remoteAddress,
+      proxy: this.info.proxy,
       role: this.info.role,
       tls: this.#tlsInfo,
       helo: this.info.helo,
@@ -482,7 +486,7 @@ export class Session {
     if (txn.rcptCount >= this.#deps.limits.recipients) throw new SmtpError(452, '4.5.3', 'Too many recipients');
     const perUser = this.#account ? (this.#account.recipientsPerMessage ?? this.#deps.submission?.recipientsPerMessage) : undefined;
     if (perUser !== undefined && txn.rcptCount >= perUser) throw new SmtpError(450, '4.7.1', `Too many recipients for this user (limit ${perUser} per message)`);
-    const targets = await this.#deps.policy.rcpt(this.info, to, params);
+    const targets = await this.#deps.policy.rcpt(this.info, to, params, txn.from);
     const original = formatAddress(to);
     for (const t of targets) {
       if (txn.recipients.some((r) => r.address === t.address)) continue;
@@ -509,15 +513,18 @@ export class Session {
     const base = txn.params.smtputf8 ? 'UTF8SMTP' : this.#esmtp ? 'ESMTP' : 'SMTP';
     // RFC 3848 / RFC 6531 §3.7.3: S for TLS, A for authenticated.
     const protocol = base === 'SMTP' ? 'SMTP' : `${base}${tlsOn ? 'S' : ''}${auth ? 'A' : ''}`;
+    // Our users' mail is fixed up and signed; authenticated users are held to their addresses.
+    const submission = this.#account
+      ? { user: this.#account.address, sendAs: this.#account.sendAs }
+      : this.#deps.policy.isTrusted(this.info.remoteAddress) ? {} : undefined;
     return this.#deps.intake.begin({
       sender: txn.from ? formatAddress(txn.from) : '',
       recipients: txn.recipients,
       params: txn.params,
       trace: { ip: this.info.remoteAddress, helo: this.info.helo, tls: this.#tlsInfo, protocol, role: this.info.role, user: this.#account?.address },
-      // Our users' mail is fixed up and signed; authenticated users are held to their addresses.
-      submission: this.#account
-        ? { user: this.#account.address, sendAs: this.#account.sendAs }
-        : this.#deps.policy.isTrusted(this.info.remoteAddress) ? {} : undefined,
+      submission,
+      // Everything else arriving as MX is mail from outside: SPF/DKIM/DMARC/ARC and the inbound policy.
+      authenticate: this.info.role === 'smtp' && submission === undefined,
     });
   }
 

@@ -14,6 +14,8 @@ export interface Recipient {
   notify?: Notify[] | undefined;
   /** Set when the recipient is delivered to a local mailbox. */
   mailbox?: { domain: string; localPart: string } | undefined;
+  /** Local delivery into this Maildir subfolder (e.g. "Junk" for quarantined mail) instead of the inbox. */
+  folder?: string | undefined;
 }
 
 export interface Envelope {

@@ -47,7 +47,7 @@ test('persists across reopen; owner-only file; WAL; schema_version recorded', ()
   assert.equal(fs.statSync(file).mode & 0o777, 0o600);
   const db = new DatabaseSync(file);
   assert.deepEqual({ ...db.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
-  assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: 1 });
+  assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: 2 });
   db.close();
 });
 
@@ -75,4 +75,39 @@ test('refuses a database from a newer Tern', () => {
   db.exec('UPDATE schema_version SET version = 99');
   db.close();
   assert.throws(() => openStore(dir), /schema version 99 is newer/);
+});
+
+test('greylist entries: put, get, replace, expire', () => {
+  const store = openStore(freshDir());
+  try {
+    assert.equal(store.getGreylist('192.0.2.0/24 a@x.test b@y.test'), null);
+    store.putGreylist('t1', { firstSeen: 1000, passedAt: null, expires: 5000 });
+    store.putGreylist('t2', { firstSeen: 1000, passedAt: 2000, expires: 9000 });
+    assert.deepEqual(store.getGreylist('t1'), { firstSeen: 1000, passedAt: null, expires: 5000 });
+    store.putGreylist('t1', { firstSeen: 1000, passedAt: 3000, expires: 8000 });
+    assert.deepEqual(store.getGreylist('t1'), { firstSeen: 1000, passedAt: 3000, expires: 8000 });
+    assert.equal(store.expireGreylist(8500), 1);
+    assert.equal(store.getGreylist('t1'), null);
+    assert.notEqual(store.getGreylist('t2'), null);
+  } finally {
+    store.close();
+  }
+});
+
+test('a version-1 database gains the greylist table on open', () => {
+  const dir = freshDir();
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, STORE_FILE);
+  const db = new DatabaseSync(file);
+  db.exec(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+    CREATE TABLE users (address TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL, send_as TEXT NOT NULL DEFAULT '[]',
+      messages_per_hour INTEGER, recipients_per_message INTEGER, created_at INTEGER NOT NULL) STRICT`);
+  db.close();
+  const store = openStore(dir);
+  try {
+    store.putGreylist('t', { firstSeen: 1, passedAt: null, expires: 2 });
+    assert.equal(store.getGreylist('t')!.firstSeen, 1);
+  } finally {
+    store.close();
+  }
 });

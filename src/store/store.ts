@@ -32,6 +32,26 @@ export interface UserStore {
   close(): void;
 }
 
+/** One greylisting triplet's state (policy/greylist.ts owns the meaning). Times are epoch ms. */
+export interface GreylistEntry {
+  /** The first attempt of the current round. */
+  firstSeen: number;
+  /** When a retry was let through; null while the triplet is still waiting. */
+  passedAt: number | null;
+  /** When the entry may be forgotten. */
+  expires: number;
+}
+
+export interface GreylistStore {
+  getGreylist(triplet: string): GreylistEntry | null;
+  putGreylist(triplet: string, e: GreylistEntry): void;
+  /** Forget entries that expired before `now`; returns how many went. */
+  expireGreylist(now: number): number;
+}
+
+/** Everything the embedded database holds. */
+export interface Store extends UserStore, GreylistStore {}
+
 export const STORE_FILE = 'tern.db';
 /** How long a writer waits for another process's write lock before SQLITE_BUSY. */
 export const BUSY_TIMEOUT_MS = 5000;
@@ -46,6 +66,13 @@ const MIGRATIONS: string[] = [
      recipients_per_message INTEGER,
      created_at INTEGER NOT NULL
    ) STRICT`,
+  `CREATE TABLE greylist (
+     triplet TEXT PRIMARY KEY NOT NULL,
+     first_seen INTEGER NOT NULL,
+     passed_at INTEGER,
+     expires INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX greylist_expires ON greylist (expires)`,
 ];
 
 interface UserRow {
@@ -57,7 +84,7 @@ interface UserRow {
   created_at: number;
 }
 
-export function openStore(dataDir: string): UserStore {
+export function openStore(dataDir: string): Store {
   fs.mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, STORE_FILE);
   // The file holds password hashes: create it owner-only before SQLite does
@@ -71,7 +98,7 @@ export function openStore(dataDir: string): UserStore {
     db.close();
     throw e;
   }
-  return new SqliteUserStore(db);
+  return new SqliteStore(db);
 }
 
 function migrate(db: DatabaseSync): void {
@@ -93,12 +120,15 @@ function migrate(db: DatabaseSync): void {
   }
 }
 
-class SqliteUserStore implements UserStore {
+class SqliteStore implements Store {
   #db: DatabaseSync;
   #get: StatementSync;
   #put: StatementSync;
   #del: StatementSync;
   #list: StatementSync;
+  #glGet: StatementSync;
+  #glPut: StatementSync;
+  #glExpire: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.#db = db;
@@ -109,6 +139,22 @@ class SqliteUserStore implements UserStore {
     );
     this.#del = db.prepare('DELETE FROM users WHERE address = ?');
     this.#list = db.prepare('SELECT * FROM users ORDER BY address');
+    this.#glGet = db.prepare('SELECT first_seen, passed_at, expires FROM greylist WHERE triplet = ?');
+    this.#glPut = db.prepare('INSERT OR REPLACE INTO greylist (triplet, first_seen, passed_at, expires) VALUES (?, ?, ?, ?)');
+    this.#glExpire = db.prepare('DELETE FROM greylist WHERE expires < ?');
+  }
+
+  getGreylist(triplet: string): GreylistEntry | null {
+    const row = this.#glGet.get(triplet) as { first_seen: number; passed_at: number | null; expires: number } | undefined;
+    return row ? { firstSeen: row.first_seen, passedAt: row.passed_at, expires: row.expires } : null;
+  }
+
+  putGreylist(triplet: string, e: GreylistEntry): void {
+    this.#glPut.run(triplet, e.firstSeen, e.passedAt, e.expires);
+  }
+
+  expireGreylist(now: number): number {
+    return Number(this.#glExpire.run(now).changes);
   }
 
   getUser(address: string): UserRecord | null {

@@ -222,6 +222,8 @@ describe('outbound delivery', () => {
     assert.deepEqual(delayed.recipients.map((r) => r['Action']), ['delayed', 'delayed']);
     assert.ok(delayed.recipients[0]!['Will-Retry-Until']);
     await waitFor(() => !srv.tern.scheduler.get(id), 15_000, 'expiry');
+    // The failure DSN is new mail itself: wait for its own local delivery.
+    await waitFor(() => dsnsFor(/Subject: Undelivered Mail[\s\S]*j@slow\.test/).length === 1, 10_000, 'the failure DSN');
     const failed = parseDsn(dsnsFor(/Subject: Undelivered Mail[\s\S]*j@slow\.test/)[0]!);
     assert.deepEqual(failed.recipients.map((r) => r['Action']), ['failed', 'failed']);
     assert.ok(failed.recipients.every((r) => r['Status'] === '4.4.7'), JSON.stringify(failed.recipients));

@@ -14,6 +14,8 @@ export interface ZoneEntry {
   AAAA?: string[];
   /** An alias: queries for other types get the CNAME plus the target's records. */
   CNAME?: string;
+  /** Host names, at a reverse name such as `1.2.0.192.in-addr.arpa` (see `reverseName` in src/policy/iprev.ts). */
+  PTR?: string[];
   /** Each item is one TXT record; a string longer than 255 octets is split into several character-strings. */
   TXT?: (string | string[])[];
   SERVFAIL?: true;
@@ -67,6 +69,8 @@ function records(owner: string, entry: ZoneEntry, type: string): Answer[] {
       return (entry.TXT ?? []).map((t) => ({ type: 'TXT', name: owner, ttl, data: (Array.isArray(t) ? t : [t]).flatMap(chunks) }));
     case 'CNAME':
       return entry.CNAME ? [{ type: 'CNAME', name: owner, ttl, data: entry.CNAME }] : [];
+    case 'PTR':
+      return (entry.PTR ?? []).map((data) => ({ type: 'PTR', name: owner, ttl, data }));
     default:
       return [];
   }
