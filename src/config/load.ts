@@ -554,7 +554,13 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
   return { hostname, dataDir, listeners, ...(tls === undefined ? {} : { tls }), domains, trustedNetworks, limits, queue, dns, outbound, users, submission, log, edge, plugins, inbound };
 }
 
-function resolveInbound(r: Record<string, unknown>, hostname: string, domains: DomainConfig[], duration: Duration, report: Report): InboundConfig {
+function resolveInbound(
+  r: Record<string, unknown>,
+  hostname: string,
+  domains: DomainConfig[],
+  duration: (v: unknown, segs: Seg[], fallback: number, min?: number) => number,
+  report: Report,
+): InboundConfig {
   const obj = (v: unknown): Record<string, unknown> => (isObject(v) ? v : {});
   const d = defaultInbound(hostname);
   const onFail = (v: unknown, fallback: InboundDomainPolicy['spf']['onFail']) => (['mark', 'quarantine', 'reject'] as const).find((x) => x === v) ?? fallback;

@@ -16,10 +16,11 @@
 // signer covered it, and leaving it out keeps the verified message exactly
 // the client's. Forged Authentication-Results fields are removed only on
 // the way to the spool (ar-filter.ts), so a signature that covered one
-// still verifies as it was sent.
+// still verifies here as it was sent (a later verifier of the stored copy
+// would see it broken: signing a field that claims to be ours is forgery).
 //
-// The HELO check and iprev need nothing from the message: they start when
-// the transaction does and run while the message streams in.
+// The HELO check and iprev need nothing from the message: they start at
+// DATA and run while the message streams in.
 
 import { PassThrough } from 'node:stream';
 import { createRequire } from 'node:module';
@@ -164,7 +165,10 @@ export class Verification {
     const dkim = auth.dkim.results.map(revoked);
     const dmarc = auth.dmarc;
     // The rows authenticate() puts in its own field, in its order, folded as it does.
-    const rows = [...dkim.map((r) => r.info), auth.spf ? auth.spf.info : undefined, auth.arc ? auth.arc.info : undefined, dmarc ? dmarc.info : undefined]
+    // RFC 7489 §6.6.1 / RFC 9989 §5.3.1: with several author domains DMARC cannot be
+    // evaluated, which is a classic spoofing trick; mailauth leaves the row out, we say so.
+    const skipped = !dmarc && auth.dmarcSkipReason && auth.dmarcSkipReason !== 'no-author-domain' ? `dmarc=permerror (${auth.dmarcSkipReason})` : undefined;
+    const rows = [...dkim.map((r) => r.info), auth.spf ? auth.spf.info : undefined, auth.arc ? auth.arc.info : undefined, dmarc ? dmarc.info : skipped]
       .filter((r): r is string => typeof r === 'string' && r !== '')
       .map(fold);
     return {

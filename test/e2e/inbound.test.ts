@@ -268,6 +268,11 @@ describe('inbound checks (SPF, DKIM, DMARC, ARC, iprev) and policy', () => {
     assert.match(await send(port, { from: 'ceo@dm-pct.test', data: pct.text }), /^250 /);
     await delivered(srv, pct.id, { folder: 'Junk' });
 
+    // Two author domains: DMARC cannot be evaluated (RFC 7489 §6.6.1); recorded as such, not silently left out.
+    const two = message('ceo@dm-reject.test, friend@pass.test');
+    assert.match(await send(port, { from: 'bounce@pass.test', data: two.text }), /^250 /);
+    assert.match(ours(await delivered(srv, two.id)), /dmarc=permerror \(multiple-author-domains\)/);
+
     // A rejected message was never queued.
     assert.equal(mailbox(srv.dataDir, 'tern.test', 'alice').map((f) => fs.readFileSync(f, 'latin1')).filter((t) => t.includes(rej.id)).length, 0);
   });
