@@ -267,8 +267,10 @@ describe('submission: AUTH, sender checks, fix-ups', () => {
     }
     const detail = ms.map((x) => x.toFixed(0)).join(' / ') + ' ms';
     t.diagnostic(`1st…4th failure: ${detail}`);
-    assert.ok(ms[3]! - ms[0]! >= 1900, `4th failure ≥ 2 s slower than the 1st: ${detail}`);
-    assert.ok(ms[1]! - ms[0]! >= 450 && ms[2]! - ms[0]! >= 950, `growing delays: ${detail}`);
+    // Nominal gaps are 0.5, 1 and 2 s; the password check itself varies with
+    // machine load (scrypt), so the bounds leave room for that.
+    assert.ok(ms[3]! - ms[0]! >= 1500, `4th failure well over 1.5 s slower than the 1st: ${detail}`);
+    assert.ok(ms[1]! - ms[0]! >= 300 && ms[2]! - ms[0]! >= 700, `growing delays: ${detail}`);
     assert.ok(ms[1]! < ms[2]! && ms[2]! < ms[3]!, `growing delays: ${detail}`);
     // Another IP is not slowed down by this one's failures.
     const other = await tlsSession(srv.port('submission'), '127.0.4.2');
