@@ -24,7 +24,7 @@
 
 import { PassThrough } from 'node:stream';
 import { createRequire } from 'node:module';
-import type { AuthenticateOptions, AuthenticateResult, SPFResult } from 'mailauth';
+import type { ARCSealOptions, AuthenticateOptions, AuthenticateResult, SPFResult } from 'mailauth';
 import type { DnsResolve } from '../dns/mailauth-resolver.ts';
 import { checkIprev, type Iprev } from '../policy/iprev.ts';
 import { checkSpf, spfOptions } from '../policy/spf.ts';
@@ -67,6 +67,22 @@ export interface AuthOutcome {
   iprev: Iprev;
   /** The checks did not finish in time (or failed): every result is temperror. */
   incomplete?: string | undefined;
+  /**
+   * Only when a seal was asked for: the ARC set (ARC-Seal,
+   * ARC-Message-Signature, ARC-Authentication-Results; RFC 8617 §4.1) to
+   * prepend, CRLF-terminated, or '' when none could be made (the chain
+   * already failed or is full, an unusable key; sealError says why).
+   */
+  arcSet?: string | undefined;
+  sealError?: string | undefined;
+}
+
+/** The key an ARC set is signed with (RFC 8617 §5.1): one of our DKIM keys. */
+export interface ArcSealKey {
+  domain: string;
+  selector: string;
+  /** PKCS#8 PEM. */
+  privateKey: string;
 }
 
 /** RFC 5322 §2.1.1 recommends lines of at most 78 characters; mailauth folds its rows at 160, so do we. */
@@ -80,8 +96,9 @@ export class InboundVerifier {
   get authservId(): string {
     return this.#opts.authservId;
   }
-  begin(client: ClientFacts): Verification {
-    return new Verification(this.#opts, client);
+  /** `seal`: also ARC-seal the message (RFC 8617) with this key, for a forwarded copy. */
+  begin(client: ClientFacts, seal?: ArcSealKey): Verification {
+    return new Verification(this.#opts, client, seal);
   }
 }
 
@@ -96,8 +113,9 @@ export class Verification {
   readonly #auth: Promise<AuthenticateResult>;
   readonly #helo: Promise<SPFResult | undefined>;
   readonly #iprev: Promise<Iprev>;
+  readonly #sealing: boolean;
 
-  constructor(opts: VerifierOptions, client: ClientFacts) {
+  constructor(opts: VerifierOptions, client: ClientFacts, seal?: ArcSealKey) {
     this.#opts = opts;
     this.#client = client;
     const query = { ip: client.ip, helo: client.helo, sender: client.sender, authservId: opts.authservId, resolve: opts.resolve, timeout: opts.timeout };
@@ -108,6 +126,10 @@ export class Verification {
       trustReceived: false,
       disableBimi: true,
     };
+    // RFC 8617 §5.1: mailauth seals with the validated chain status as cv= and
+    // its own results as ARC-Authentication-Results, unless the chain already failed.
+    this.#sealing = seal !== undefined;
+    if (seal) options.seal = { signingDomain: seal.domain, selector: seal.selector, privateKey: seal.privateKey } satisfies ARCSealOptions;
     this.#auth = authenticate(this.#input, options);
     this.#auth.catch(() => {}); // awaited in finish(); never an unhandled rejection after abort()
     // With a null MAIL FROM, authenticate() already checks HELO (RFC 7208 §2.4); an address literal has no SPF.
@@ -160,6 +182,7 @@ export class Verification {
         dmarc: null,
         iprev: iprevResult,
         incomplete: why,
+        ...(this.#sealing ? { arcSet: '', sealError: why } : {}),
       };
     }
     const dkim = auth.dkim.results.map(revoked);
@@ -181,8 +204,20 @@ export class Verification {
         ? { result: dmarc.status.result, domain: dmarc.status.header?.from ?? dmarc.domain, policy: dmarc.policy, pct: dmarcPct(dmarc.rr) }
         : null,
       iprev: iprevResult,
+      ...(this.#sealing ? sealOutcome(auth) : {}),
     };
   }
+}
+
+/** The ARC fields mailauth put on top of its headers (the set it made, in its order), and why there are none. */
+function sealOutcome(auth: AuthenticateResult): { arcSet: string; sealError?: string | undefined } {
+  const set = auth.headers
+    .split(/\r\n(?![ \t])/)
+    .filter((f) => /^ARC-(?:Seal|Message-Signature|Authentication-Results):/i.test(f));
+  if (set.length === 3) return { arcSet: set.join('\r\n') + '\r\n' };
+  const errors = auth.arc ? auth.arc.sealErrors : undefined;
+  const why = errors?.length ? errors.map((e) => e.err.message).join('; ') : `chain ${auth.arc ? auth.arc.status.result : 'not checked'}`;
+  return { arcSet: '', sealError: why };
 }
 
 /**

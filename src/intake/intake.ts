@@ -18,7 +18,7 @@ import { SmtpError } from '../smtp/reply.ts';
 import { DkimSigner, type DkimKeys } from './dkim.ts';
 import { mayUseAddress } from '../policy/senders.ts';
 import { AuthResultsFilter } from './ar-filter.ts';
-import type { InboundVerifier, Verification } from './authenticate.ts';
+import type { ArcSealKey, InboundVerifier, Verification } from './authenticate.ts';
 import { JUNK_FOLDER, type InboundPolicy } from '../policy/inbound.ts';
 
 export interface Trace {
@@ -99,11 +99,30 @@ export class Intake {
     };
     const writer = this.#opts.spool.create(envelope);
     const inbound = m.authenticate ? this.#opts.inbound : undefined;
-    const verification = inbound?.verifier.begin({ ip: m.trace.ip, helo: m.trace.helo, sender: m.sender });
+    const seal = inbound ? this.#arcKey(id, m.recipients) : undefined;
+    const verification = inbound?.verifier.begin({ ip: m.trace.ip, helo: m.trace.helo, sender: m.sender }, seal);
     const incoming = new IncomingMessage(writer, this.#opts, m.submission, inbound && verification ? { policy: inbound.policy, verification } : undefined);
     // Our Received field is not part of what the verifier checks (see authenticate.ts).
     incoming.writeTrace(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
     return incoming;
+  }
+
+  /**
+   * Mail from outside that an alias of ours forwards to a remote address is
+   * ARC-sealed (RFC 8617), so the next hop can trust our results: with an
+   * rsa key (ed25519 ARC is not widely verified yet) of the alias's own
+   * domain. Without one the copy goes out unsealed, and the log says so.
+   */
+  #arcKey(id: string, recipients: Recipient[]): ArcSealKey | undefined {
+    const forwarded = recipients.find((r) => !r.mailbox && r.original.toLowerCase() !== r.address.toLowerCase());
+    if (!forwarded) return undefined;
+    const domain = forwarded.original.slice(forwarded.original.lastIndexOf('@') + 1).toLowerCase();
+    const key = this.#opts.dkim?.forDomain(domain).find((k) => k.algorithm === 'rsa-sha256');
+    if (!key) {
+      this.#opts.log.info('forwarded mail not ARC-sealed: no rsa DKIM key', { id, domain });
+      return undefined;
+    }
+    return { domain: key.domain, selector: key.selector, privateKey: key.privateKey };
   }
 
   /**
@@ -302,7 +321,9 @@ export class IncomingMessage {
     }
     // The envelope is written at commit, so the folder is durable with the message.
     for (const i of decision.quarantine) env.recipients[i]!.folder = JUNK_FOLDER;
-    return outcome.header;
+    if (outcome.sealError !== undefined) this.#opts.log.warn('forwarded mail not ARC-sealed', { id: this.id, reason: outcome.sealError });
+    // RFC 8617 §5.1: the ARC set on top, above our Authentication-Results.
+    return (outcome.arcSet ?? '') + outcome.header;
   }
 
   abort(): Promise<void> {
