@@ -15,11 +15,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { stringify } from 'yaml';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { postfixAvailable, postfixProcesses, startPostfix } from '../test/helpers/postfix.ts';
+import { freePort } from '../test/helpers/server.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const args = process.argv.slice(2);
@@ -33,14 +33,6 @@ const RUNS = opt('runs', 3);
 const SIZE = 1024;
 const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
 const haveTaskset = spawnSync('taskset', ['-V']).status === 0;
-
-async function freePort(host: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function pin(cpu: number, cmd: string, argv: string[]): [string, string[]] {
   return haveTaskset ? ['taskset', ['-c', String(cpu), cmd, ...argv]] : [cmd, argv];

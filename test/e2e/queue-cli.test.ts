@@ -4,24 +4,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parse } from 'yaml';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { ScriptedPeer } from '../helpers/scripted-peer.ts';
-import { ROOT, RawClient, spawnServer, waitFor, writeConfig } from '../helpers/server.ts';
+import { ROOT, RawClient, freePort, spawnServer, waitFor, writeConfig } from '../helpers/server.ts';
 
 function tern(file: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
   return spawnSync(process.execPath, [path.join(ROOT, 'bin/tern.js'), ...args, '--config', file], { encoding: 'utf8' });
-}
-
-async function freePort(host: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 test('tern queue list/show/hold/release/retry/delete, and deferred mail survives kill -9', { timeout: 60_000 }, async () => {

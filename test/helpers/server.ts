@@ -235,3 +235,12 @@ export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, w
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** A TCP port free on `host` right now (the caller binds it next). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
