@@ -127,16 +127,17 @@ test('the cache answers repeats without a query, per type and name', async () =>
   assert.deepEqual(seen(), []);
 });
 
-test('the cache respects TTL 0, keeps no negative answers, and can be turned off', async () => {
+test('the cache respects TTL 0, keeps NXDOMAIN and NODATA briefly (RFC 2308), and can be turned off', async () => {
   const r = fresh();
   seen();
   await r.a('short.test');
   await r.a('short.test');
-  await r.mx('host.test');
-  await r.mx('host.test');
-  await assert.rejects(r.a('nope.test'));
-  await assert.rejects(r.a('nope.test'));
-  assert.deepEqual(seen(), ['A short.test', 'A short.test', 'MX host.test', 'MX host.test', 'A nope.test', 'A nope.test']);
+  assert.deepEqual(await r.mx('host.test'), []);
+  assert.deepEqual(await r.mx('host.test'), [], 'a cached NODATA is still an empty answer');
+  await assert.rejects(r.a('nope.test'), (e: DnsError) => e.code === 'NXDOMAIN' && !e.temporary);
+  await assert.rejects(r.a('nope.test'), (e: DnsError) => e.code === 'NXDOMAIN' && !e.temporary);
+  await assert.rejects(r.resolve('host.test', 'MX'), (e: DnsError) => e.code === 'NODATA');
+  assert.deepEqual(seen(), ['A short.test', 'A short.test', 'MX host.test', 'A nope.test', 'MX host.test']);
   const off = fresh(0);
   await off.a('host.test');
   await off.a('host.test');

@@ -73,11 +73,22 @@ function toDnsError(err: unknown, type: string, name: string): DnsError {
   return new DnsError(known.code, known.temporary, `DNS ${type} lookup for ${name} failed: ${known.code}`);
 }
 
+/** How long NXDOMAIN and NODATA answers are kept (RFC 2308 §5 allows up to the SOA minimum; we do not see it). */
+export const NEGATIVE_CACHE_TTL = 30_000;
+const EMPTY = Symbol('nodata as empty');
+
+/** The error a cached negative answer stands for, as a fresh lookup would have thrown it. */
+function negativeError(kind: 'NODATA' | 'NXDOMAIN', type: string, name: string, nodata: 'empty' | 'error'): unknown {
+  if (kind === 'NODATA') return nodata === 'empty' ? EMPTY : new DnsError('NODATA', false, `DNS ${type} lookup for ${name} failed: NODATA`);
+  return new DnsError('NXDOMAIN', false, `DNS ${type} lookup for ${name} failed: NXDOMAIN`);
+}
+
 export function createResolver(config: { servers: string[]; timeout: number }, options: ResolverOptions = {}): Resolver {
   const node = new NodeResolver({ timeout: config.timeout, tries: TRIES });
   if (config.servers.length > 0) node.setServers(config.servers);
   const maxTtl = options.cacheTtl ?? DEFAULT_CACHE_TTL;
-  const cache = new Map<string, { expires: number; value: unknown }>();
+  const cache = new Map<string, { expires: number; value: unknown; negative?: 'NODATA' | 'NXDOMAIN' }>();
+  const negativeTtl = Math.min(NEGATIVE_CACHE_TTL, maxTtl);
   // Concurrent identical lookups share one query.
   const inflight = new Map<string, Promise<unknown>>();
 
@@ -90,7 +101,10 @@ export function createResolver(config: { servers: string[]; timeout: number }, o
     // The two NODATA conventions must not share an in-flight query.
     const key = `${nodata === 'empty' ? '' : '*'}${type} ${n}`;
     const hit = cache.get(key);
-    if (hit && hit.expires > Date.now()) return Promise.resolve(structuredClone(hit.value) as T);
+    if (hit && hit.expires > Date.now()) {
+      if (hit.negative) return Promise.reject(negativeError(hit.negative, type, n, nodata)).catch((e: unknown) => (e === EMPTY ? ([] as T) : Promise.reject(e)));
+      return Promise.resolve(structuredClone(hit.value) as T);
+    }
     if (hit) cache.delete(key);
     const pending = inflight.get(key);
     if (pending) return pending.then((v) => structuredClone(v) as T);
@@ -105,8 +119,16 @@ export function createResolver(config: { servers: string[]; timeout: number }, o
         return value;
       },
       (err: unknown) => {
+        const code = (err as { code?: string }).code;
+        // RFC 2308 negative caching: "no such name" and "no such data" are answers
+        // too. Without the SOA's minimum TTL, keep them briefly; failures (SERVFAIL,
+        // timeouts) are never cached.
+        if ((code === 'ENODATA' || code === 'ENOTFOUND') && negativeTtl > 0) {
+          if (cache.size >= MAX_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+          cache.set(key, { expires: Date.now() + negativeTtl, value: null, negative: code === 'ENODATA' ? 'NODATA' : 'NXDOMAIN' });
+        }
         // NODATA: the name exists but has no records of this type, an answer rather than a failure.
-        if ((err as { code?: string }).code === 'ENODATA') {
+        if (code === 'ENODATA') {
           if (nodata === 'empty') return [] as T;
           throw new DnsError('NODATA', false, `DNS ${type} lookup for ${n} failed: NODATA`);
         }
