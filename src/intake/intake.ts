@@ -363,7 +363,9 @@ function fromDomain(value: string): string | undefined {
  */
 export function receivedHeader(hostname: string, id: string, m: NewMessage, date: Date): string {
   const t = m.trace;
-  const from = `from ${sanitize(t.helo ?? 'unknown')} ([${t.ip}])`;
+  // RFC 5321 §4.1.3 address literal: IPv6 carries its tag.
+  const literal = t.ip.includes(':') ? `IPv6:${t.ip}` : t.ip;
+  const from = `from ${sanitize(t.helo ?? 'unknown')} ([${literal}])`;
   const tls = t.tls ? `\r\n\t(using ${sanitize(t.tls)})` : '';
   const auth = t.user ? `\r\n\t(authenticated as ${sanitize(t.user)})` : '';
   const forClause = m.recipients.length === 1 ? `\r\n\tfor <${sanitize(m.recipients[0]!.original)}>` : '';
