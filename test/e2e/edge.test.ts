@@ -200,7 +200,7 @@ describe('PROXY protocol on a listener', () => {
     await sendMail(c, 'sender@client.test', ['bob@tern.test'], MESSAGE);
     c.close();
     const [msg] = await expectMailbox(srv.dataDir, 'tern.test', 'bob', 1);
-    assert.match(msg!, /^Received: from client\.test \(\[2001:db8::7\]\)/m);
+    assert.match(msg!, /^Received: from client\.test \(\[IPv6:2001:db8::7\]\)/m);
 
     const local = await viaProxy(encodeV2(null));
     assert.match(await local.reply(), /^220 /);
