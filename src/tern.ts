@@ -66,9 +66,11 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const plugins = await loadPlugins(config.plugins, { config, log, resolver });
   const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls });
   let bouncer: Bouncer | undefined;
+  const discardDomains = new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name));
   const scheduler = new Scheduler({
     spool,
     maildir,
+    discard: (domain) => discardDomains.has(domain),
     remote,
     concurrency: config.outbound.concurrency,
     perDestination: config.outbound.perDestination,

@@ -169,6 +169,7 @@ const schema = object({
       mailboxes: { type: ['string', 'array'], items: str },
       aliases: { type: 'object', additionalProperties: { type: ['string', 'array'], items: str, minItems: 1 } },
       catchAll: str,
+      delivery: { enum: ['maildir', 'discard'] },
     }, ['name']),
   },
   trustedNetworks: { type: 'array', items: str },
@@ -717,6 +718,6 @@ function resolveDomains(raw: unknown[], report: Report): DomainConfig[] {
       return [k.trim().toLowerCase(), targets];
     }));
     const catchAll = typeof d.catchAll === 'string' ? target(d.catchAll, name, [...at, 'catchAll']) : undefined;
-    return { name, mailboxes, aliases, ...(catchAll === undefined ? {} : { catchAll }) };
+    return { name, mailboxes, aliases, ...(catchAll === undefined ? {} : { catchAll }), ...(d.delivery === 'discard' ? { delivery: 'discard' as const } : {}) };
   });
 }

@@ -21,6 +21,12 @@ export interface DomainConfig {
   /** Keys lower-cased; targets are local parts of this domain or full addresses. */
   aliases: Record<string, string[]>;
   catchAll?: string | undefined;
+  /**
+   * What local delivery does: write to the Maildir (default), or discard
+   * after the message was durably queued, like Postfix's discard(8)
+   * transport (sinkhole domains, benchmarks).
+   */
+  delivery?: 'maildir' | 'discard' | undefined;
 }
 
 export interface TimeoutsConfig {

@@ -31,6 +31,8 @@ export interface Notice {
 export interface SchedulerOptions {
   spool: Spool;
   maildir: LocalTransport;
+  /** Local domains whose mail is dropped once queued (`delivery: discard`), instead of written to a Maildir. */
+  discard?: ((domain: string) => boolean) | undefined;
   /** Absent: remote recipients stay queued until a transport exists. */
   remote?: RemoteTransport | undefined;
   /** Delays between attempts in ms; the last one repeats. */
@@ -55,6 +57,8 @@ export const RETRY_JITTER = 0.2;
 /** Maildir writes in flight at once: the disk, not the network, is the limit. */
 export const LOCAL_CONCURRENCY = 20;
 const LOCAL = 'local';
+/** The result of a local recipient in a `delivery: discard` domain. */
+const DISCARDED = '250 2.0.0 discarded';
 
 interface Job {
   id: string;
@@ -225,6 +229,10 @@ export class Scheduler {
       results = [];
       for (const i of job.indices) {
         const r = envelope.recipients[i]!;
+        if (this.#o.discard?.(r.mailbox!.domain)) {
+          results.push({ kind: 'ok', reply: DISCARDED });
+          continue;
+        }
         results.push(
           await this.#o.maildir.deliver(
             { id: envelope.id, receivedAt: envelope.receivedAt, sender: envelope.sender, recovered: msg.recovered, open: () => this.#o.spool.openMessage(msg) },
@@ -254,7 +262,7 @@ export class Scheduler {
         orig: rcpt.original !== rcpt.address ? rcpt.original : undefined,
         result: result.kind,
         reply: result.reply,
-        relay: result.remoteMta ?? (job.local ? 'maildir' : undefined),
+        relay: result.remoteMta ?? (job.local ? (result.reply === DISCARDED ? 'discard' : 'maildir') : undefined),
         tls: result.kind === 'ok' ? result.tls : undefined,
         delay: (this.#o.now() - envelope.receivedAt) / 1000,
         attempt: state.attempts + 1,

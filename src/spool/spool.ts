@@ -14,6 +14,12 @@
 // concurrent sessions avoid paying one each. Delivery state lives beside
 // it in <spool>/state/<id>.json, replaced atomically; a missing state file
 // means "nothing delivered yet".
+//
+// Small messages (those still in memory at commit, under WRITE_BATCH) skip
+// the file of their own: they are appended to the journal (journal.ts),
+// where one fdatasync makes a whole batch of concurrent commits durable.
+// Their bytes stay in a bounded memory cache until delivered, so the usual
+// first delivery reads nothing back from disk.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -21,12 +27,15 @@ import crypto from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { DeliveryState, Envelope, QueuedMessage } from './types.ts';
 import { DirSync, p } from '../util/fsio.ts';
+import { Journal, type JournalLocation } from './journal.ts';
 
 const MAGIC = 'TERN2 ';
 /** The trailer is at most this long: two 16-digit numbers and the magic. */
 const TRAILER_MAX = 64;
 /** Buffer this much before writing to disk, so small messages cost one write. */
 const WRITE_BATCH = 256 * 1024;
+/** Bytes of recently committed journal messages kept in memory for their first delivery. */
+const CACHE_MAX = 64 * 1024 * 1024;
 
 export interface SpoolOptions {
   /** Directory holding tmp/, queue/, state/, corrupt/. */
@@ -46,6 +55,14 @@ export class Spool {
   readonly #queueSync: DirSync;
   readonly #stateSync: DirSync;
   readonly #stateWrites = new Map<string, Promise<void>>();
+  readonly journal: Journal;
+  /** Where each journaled message lives. */
+  readonly #journaled = new Map<string, JournalLocation>();
+  /** Message bytes of recent journal commits, oldest first (Map order). */
+  readonly #cache = new Map<string, Buffer[]>();
+  #cacheBytes = 0;
+  /** Ids that may have a state file (so remove() skips a pointless unlink). */
+  readonly #withState = new Set<string>();
 
   constructor(options: SpoolOptions) {
     this.dir = options.dir;
@@ -55,10 +72,29 @@ export class Spool {
     this.stateDir = path.join(this.dir, 'state');
     this.#queueSync = new DirSync(this.queueDir, this.fsync);
     this.#stateSync = new DirSync(this.stateDir, this.fsync);
+    this.journal = new Journal(path.join(this.dir, 'journal'), this.fsync);
   }
 
   init(): void {
     for (const d of [this.tmpDir, this.queueDir, this.stateDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+    this.journal.init();
+  }
+
+  /** Called by SpoolWriter: a small message goes into the journal. */
+  async appendToJournal(envelope: Envelope, json: Buffer, chunks: Buffer[], size: number): Promise<void> {
+    const loc = await this.journal.append(json, chunks, size);
+    this.#journaled.set(envelope.id, loc);
+    this.#cache.set(envelope.id, chunks);
+    this.#cacheBytes += size;
+    for (const [id, c] of this.#cache) {
+      if (this.#cacheBytes <= CACHE_MAX) break;
+      this.#dropCache(id, c);
+    }
+  }
+
+  #dropCache(id: string, chunks: Buffer[]): void {
+    this.#cache.delete(id);
+    for (const c of chunks) this.#cacheBytes -= c.length;
   }
 
   /**
@@ -98,11 +134,21 @@ export class Spool {
     }
     const messages: QueuedMessage[] = [];
     const corrupt: string[] = [];
+    const journal = this.journal.recover(path.join(this.dir, 'corrupt'));
+    corrupt.push(...journal.corrupt);
+    for (const r of journal.records) {
+      const envelope = JSON.parse(r.envelopeJson.toString('utf8')) as Envelope;
+      this.#journaled.set(envelope.id, r.location);
+      const state = this.readState(envelope.id);
+      if (state) this.#withState.add(envelope.id);
+      messages.push({ envelope, state: state ?? initialState(envelope), bodyLength: r.bodyLength, size: r.bodyLength + Buffer.byteLength(envelope.prepend ?? ''), recovered: true });
+    }
     for (const id of fs.readdirSync(this.queueDir).sort()) {
       try {
         const { envelope, bodyLength, size } = await this.readHeader(id);
-        const state = this.readState(id) ?? initialState(envelope);
-        messages.push({ envelope, state, bodyLength, size, recovered: true });
+        const state = this.readState(id);
+        if (state) this.#withState.add(id);
+        messages.push({ envelope, state: state ?? initialState(envelope), bodyLength, size, recovered: true });
       } catch {
         // Never delete what might be mail: set it aside for the admin.
         const dest = path.join(this.dir, 'corrupt');
@@ -117,6 +163,7 @@ export class Spool {
       const id = name.replace(/\.json$/, '').replace(/\.tmp$/, '');
       if (!ids.has(id) || name.endsWith('.tmp')) fs.rmSync(path.join(this.stateDir, name), { force: true });
     }
+    messages.sort((a, b) => (a.envelope.id < b.envelope.id ? -1 : a.envelope.id > b.envelope.id ? 1 : 0));
     return { messages, discarded, corrupt };
   }
 
@@ -147,6 +194,19 @@ export class Spool {
 
   /** The message as delivered: the envelope's prepended fields, then the stored bytes (our Received header first). */
   openMessage(msg: QueuedMessage): Readable {
+    const id = msg.envelope.id;
+    const loc = this.#journaled.get(id);
+    if (loc) {
+      const prepend = msg.envelope.prepend;
+      const cached = this.#cache.get(id);
+      const head: Buffer[] = prepend ? [Buffer.from(prepend, 'utf8')] : [];
+      if (cached) return Readable.from(head.concat(cached), { objectMode: false });
+      const journal = this.journal;
+      return Readable.from((async function* () {
+        yield* head;
+        if (msg.bodyLength > 0) yield await journal.read(loc, msg.bodyLength);
+      })(), { objectMode: false });
+    }
     const file = fs.createReadStream(this.queuePath(msg.envelope.id), { start: 0, end: msg.bodyLength - 1, highWaterMark: 64 * 1024 });
     const prepend = msg.envelope.prepend;
     if (!prepend) return msg.bodyLength > 0 ? file : Readable.from([]);
@@ -176,6 +236,7 @@ export class Spool {
     const prev = this.#stateWrites.get(id) ?? Promise.resolve();
     const next = prev.catch(() => {}).then(() => this.#writeState(id, snapshot));
     this.#stateWrites.set(id, next);
+    this.#withState.add(id);
     void next.finally(() => {
       if (this.#stateWrites.get(id) === next) this.#stateWrites.delete(id);
     }).catch(() => {});
@@ -198,15 +259,30 @@ export class Spool {
 
   /** Remove a finished message: the queue file first, so a crash never leaves a message without its state. */
   async remove(id: string): Promise<void> {
-    await fs.promises.rm(this.queuePath(id), { force: true });
-    await this.#queueSync.sync();
-    await fs.promises.rm(path.join(this.stateDir, `${id}.json`), { force: true });
+    const loc = this.#journaled.get(id);
+    if (loc) {
+      this.#journaled.delete(id);
+      const cached = this.#cache.get(id);
+      if (cached) this.#dropCache(id, cached);
+      this.journal.release(id, loc);
+    } else {
+      await unlinkQuiet(this.queuePath(id));
+      await this.#queueSync.sync();
+    }
+    if (this.#withState.delete(id)) {
+      await this.#stateWrites.get(id)?.catch(() => {});
+      await unlinkQuiet(path.join(this.stateDir, `${id}.json`));
+    }
   }
 
-  /** Ids of committed messages currently in the queue directory. */
+  /** Ids of committed messages: queue files and journal records. */
   list(): string[] {
-    return fs.readdirSync(this.queueDir);
+    return [...fs.readdirSync(this.queueDir), ...this.#journaled.keys()];
   }
+}
+
+function unlinkQuiet(file: string): Promise<void> {
+  return new Promise((res, rej) => fs.unlink(file, (e) => (!e || e.code === 'ENOENT' ? res() : rej(e))));
 }
 
 export function initialState(envelope: Envelope): DeliveryState {
@@ -301,6 +377,13 @@ export class SpoolWriter {
     this.#finished = true;
     if (prepend) this.envelope.prepend = prepend;
     try {
+      if (this.#fd < 0 && !this.#opening && !this.#inflight) {
+        // Never reached the disk: small enough for the journal.
+        const chunks = this.#chunks;
+        this.#chunks = [];
+        await this.#spool.appendToJournal(this.envelope, Buffer.from(JSON.stringify(this.envelope), 'utf8'), chunks, this.#size);
+        return this.#committed(prepend);
+      }
       while (this.#inflight) await this.#inflight;
       if (this.#error) throw this.#error;
       await this.#ensureOpen();
@@ -317,6 +400,10 @@ export class SpoolWriter {
       await this.abort();
       throw e;
     }
+    return this.#committed(prepend);
+  }
+
+  #committed(prepend: string | undefined): QueuedMessage {
     return {
       envelope: this.envelope,
       state: initialState(this.envelope),
@@ -336,6 +423,6 @@ export class SpoolWriter {
       await p.close(this.#fd).catch(() => {});
       this.#fd = -1;
     }
-    if (this.#opening) await fs.promises.rm(this.#tmpPath, { force: true }).catch(() => {});
+    if (this.#opening) await unlinkQuiet(this.#tmpPath).catch(() => {});
   }
 }

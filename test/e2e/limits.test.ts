@@ -9,7 +9,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startServer, waitFor, RawClient, type TestServer } from '../helpers/server.ts';
 import {
-  open, connectFrom, expectCmd, expectReplies, expectSilence, queuedAs, expectMailbox, mailboxContents, waitQueueEmpty,
+  open, connectFrom, expectCmd, expectReplies, expectSilence, queuedAs, expectMailbox, mailboxContents, waitQueueEmpty, queuedIds,
 } from './smtp-kit.ts';
 
 const LINE_OF = (n: number): string => 'x'.repeat(n);
@@ -378,7 +378,7 @@ it('mail loop: more Received fields than limits.maxReceived → 554 5.4.6 after 
     await c.cmd('DATA');
     assert.match(await c.cmd(`${hops(5)}Subject: loop\r\n\r\nbody\r\n.`), /^554 5\.4\.6 /);
     assert.match(await c.cmd('NOOP'), /^250/);
-    await waitFor(() => fs.readdirSync(path.join(srv.dataDir, 'spool', 'queue')).length === 0, 5000, 'queue empty');
+    await waitFor(() => queuedIds(srv.dataDir).length === 0, 5000, 'queue empty');
     const files = (await import('../helpers/server.ts')).mailbox(srv.dataDir, 'tern.test', 'alice');
     assert.equal(files.length, 1);
     assert.match(fs.readFileSync(files[0]!, 'utf8'), /Subject: ok/);

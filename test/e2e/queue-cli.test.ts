@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parse } from 'yaml';
+import { queuedIds } from './smtp-kit.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { ScriptedPeer } from '../helpers/scripted-peer.ts';
 import { ROOT, RawClient, freePort, spawnServer, waitFor, writeConfig } from '../helpers/server.ts';
@@ -86,7 +87,7 @@ test('tern queue list/show/hold/release/retry/delete, and deferred mail survives
     assert.match(tern(file, 'queue', 'delete', id2).stdout, /deleted/);
     assert.deepEqual(JSON.parse(tern(file, 'queue', 'list', '--json').stdout), []);
     const dataDir = (parse(fs.readFileSync(file, 'utf8')) as { dataDir: string }).dataDir;
-    assert.deepEqual(fs.readdirSync(path.join(dataDir, 'spool', 'queue')), []);
+    await waitFor(() => queuedIds(dataDir).length === 0, 2000, 'nothing left on disk');
   } finally {
     server.child.kill('SIGTERM');
     await new Promise((r) => (server.child.exitCode !== null ? r(null) : server.child.once('exit', r)));

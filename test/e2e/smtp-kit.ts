@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { RawClient, mailbox, waitFor } from '../helpers/server.ts';
+import { readJournal } from '../../src/spool/journal.ts';
 import type { Envelope } from '../../src/spool/types.ts';
 
 export type Role = 'smtp' | 'submission' | 'submissions';
@@ -77,16 +78,24 @@ export function queueDir(dataDir: string): string {
   return path.join(dataDir, 'spool', 'queue');
 }
 
+/** Ids of queued messages: queue files (large messages) and journal records not yet done (small ones). */
 export function queuedIds(dataDir: string): string[] {
+  let files: string[] = [];
   try {
-    return fs.readdirSync(queueDir(dataDir));
+    files = fs.readdirSync(queueDir(dataDir));
   } catch {
-    return [];
+    /* no spool yet */
   }
+  return [...files, ...readJournal(path.join(dataDir, 'spool', 'journal')).map((r) => r.id)];
 }
 
-/** The envelope JSON of a queue file: the trailer "\nTERN2 <message length> <JSON length>\n" says where it is. */
+/**
+ * The envelope of a queued message as stored on disk: from the journal, or
+ * from a queue file's trailer "\nTERN2 <message length> <JSON length>\n".
+ */
 export function readEnvelope(dataDir: string, id: string): Envelope {
+  const record = readJournal(path.join(dataDir, 'spool', 'journal')).find((r) => r.id === id);
+  if (record) return JSON.parse(record.envelopeJson.toString('utf8')) as Envelope;
   const data = fs.readFileSync(path.join(queueDir(dataDir), id));
   const text = data.toString('latin1');
   const at = text.lastIndexOf('\nTERN2 ');
