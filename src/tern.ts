@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TernConfig } from './config/types.ts';
 import { Spool } from './spool/spool.ts';
+import { IdleSweeper } from './server/idle-sweeper.ts';
 import { Scheduler } from './queue/scheduler.ts';
 import { MaildirTransport } from './delivery/maildir.ts';
 import { Intake } from './intake/intake.ts';
@@ -125,6 +126,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     maxPerIp: config.limits.connectionsPerIp,
     proxyFrom: ipMatcher(config.edge.proxyFrom),
     proxyTimeout: config.edge.proxyTimeout,
+    sweeper: new IdleSweeper(Math.min(config.limits.timeouts.command, config.limits.timeouts.data)),
   };
   const listeners = config.listeners.map((l) => new Listener(l, deps));
   try {

@@ -103,7 +103,7 @@ export class Intake {
     const verification = inbound?.verifier.begin({ ip: m.trace.ip, helo: m.trace.helo, sender: m.sender }, seal);
     const incoming = new IncomingMessage(writer, this.#opts, m.submission, inbound && verification ? { policy: inbound.policy, verification } : undefined);
     // Our Received field is not part of what the verifier checks (see authenticate.ts).
-    incoming.writeTrace(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
+    incoming.writeOwnField(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
     return incoming;
   }
 
@@ -183,7 +183,16 @@ export class IncomingMessage {
     return more;
   }
 
-  /** Bytes that are ours (our Received field): stored, not verified. */
+  /**
+   * A whole header field of ours (the Received field, first): stored, not
+   * verified, and not run through the Authentication-Results filter, which
+   * only has client fields to look at.
+   */
+  writeOwnField(field: Buffer): boolean {
+    return this.#store(field);
+  }
+
+  /** Client bytes past the A-R filter into the store (not the verifier). */
   writeTrace(chunk: Buffer): boolean {
     let more = true;
     for (const part of this.#filter.push(chunk)) more = this.#store(part);
@@ -377,7 +386,13 @@ function sanitize(s: string): string {
   return s.replace(/[\r\n()\\]/g, '?').slice(0, 255);
 }
 
+let lastDate = { second: NaN, text: '' };
+
 export function rfc5322Date(d: Date): string {
+  // One format per second however many messages arrive in it.
+  const second = Math.floor(d.getTime() / 1000);
+  if (second === lastDate.second) return lastDate.text;
   // toUTCString is RFC 7231 IMF-fixdate: same as RFC 5322 but with "GMT".
-  return d.toUTCString().replace(/GMT$/, '+0000');
+  lastDate = { second, text: d.toUTCString().replace(/GMT$/, '+0000') };
+  return lastDate.text;
 }

@@ -25,6 +25,7 @@ import { createMechanism, MECHANISMS, type SaslMechanism, type SaslStep } from '
 import type { Account, Authenticator } from '../policy/auth.ts';
 import type { SendRate } from '../policy/rate-limit.ts';
 import { mayUseAddress } from '../policy/senders.ts';
+import type { IdleSweeper, Timed } from './idle-sweeper.ts';
 
 export interface SessionDeps {
   hostname: string;
@@ -38,6 +39,8 @@ export interface SessionDeps {
   auth?: Authenticator | undefined;
   sendRate?: SendRate | undefined;
   submission?: SubmissionConfig | undefined;
+  /** Enforces the command/data timeouts of every session (one interval, not a timer per socket). */
+  sweeper: IdleSweeper;
 }
 
 /** RFC 4954 §4: an AUTH command line (and each SASL response) may be up to 12288 octets. */
@@ -77,8 +80,11 @@ const FOREIGN_PROTOCOL = /^(GET|POST|HEAD|PUT|CONNECT|USER) /i;
 
 let sessionCounter = 0;
 
-export class Session {
+export class Session implements Timed {
   readonly info: SessionInfo;
+  /** When the current timeout (command or data) expires; refreshed by every read. */
+  deadline = Infinity;
+  #timeoutMs = 0;
   #socket: net.Socket;
   readonly #deps: SessionDeps;
   readonly #reader: CommandReader;
@@ -184,7 +190,10 @@ export class Session {
       this.#deps.log.debug('socket error', { conn: this.info.id, error: e });
       this.#close('error');
     });
-    socket.on('close', () => this.#close(this.#closeReason));
+    socket.on('close', () => {
+      this.#deps.sweeper.delete(this);
+      this.#close(this.#closeReason);
+    });
     socket.on('end', () => {
       // The client half-closed its side. Commands it sent before that still
       // run and get their replies (a script may send everything, then
@@ -192,15 +201,30 @@ export class Session {
       this.#peerEnded = true;
       if (!this.#busy && this.#mode !== 'tls') this.#close('client closed');
     });
-    socket.setTimeout(this.#deps.limits.timeouts.command, () => {
-      // RFC 5321 §4.5.3.2: the server may close after its timeout, with 421.
-      this.#reply(421, '4.4.2', `${this.#deps.hostname} Timeout, closing connection`);
-      this.#flush();
-      this.#close('timeout');
-    });
+    this.#deps.sweeper.add(this);
+    this.#setTimeout(this.#deps.limits.timeouts.command);
+  }
+
+  /** The timeout that applies from now on (0 = none), counted from the last input. */
+  #setTimeout(ms: number): void {
+    this.#timeoutMs = ms;
+    this.deadline = this.#deps.sweeper.deadline(ms);
+  }
+
+  onIdleTimeout(): void {
+    if (this.#mode === 'closed') {
+      // The lingering close below ran out: the peer never read our last reply.
+      this.#socket.destroy();
+      return;
+    }
+    // RFC 5321 §4.5.3.2: the server may close after its timeout, with 421.
+    this.#reply(421, '4.4.2', `${this.#deps.hostname} Timeout, closing connection`);
+    this.#flush();
+    this.#close('timeout');
   }
 
   #onData(chunk: Buffer): void {
+    if (this.#timeoutMs) this.deadline = this.#deps.sweeper.deadline(this.#timeoutMs);
     switch (this.#mode) {
       case 'command':
         this.#reader.push(chunk);
@@ -305,7 +329,11 @@ export class Session {
     void txn?.incoming?.abort();
     this.#socket.end();
     this.#socket.destroySoon?.();
-    setTimeout(() => this.#socket.destroy(), 5000).unref();
+    // A peer that never reads could hold the socket open: destroy it after 5 s.
+    if (!this.#socket.destroyed) {
+      this.deadline = this.#deps.sweeper.deadline(5000);
+      this.#deps.sweeper.add(this);
+    } else this.#deps.sweeper.delete(this);
     this.#deps.log.info('connection', {
       conn: this.info.id,
       ip: this.info.remoteAddress,
@@ -538,7 +566,7 @@ export class Session {
     txn.incoming = this.#beginMessage(txn);
     txn.reader = this.#newReader(true);
     this.#mode = 'data';
-    this.#socket.setTimeout(this.#deps.limits.timeouts.data);
+    this.#setTimeout(this.#deps.limits.timeouts.data);
     this.#reply(354, undefined, 'End data with <CR><LF>.<CR><LF>');
   }
 
@@ -565,7 +593,7 @@ export class Session {
     const used = reader.push(chunk, this.#emit);
     if (!reader.done) return;
     this.#mode = 'command';
-    this.#socket.setTimeout(this.#deps.limits.timeouts.command);
+    this.#setTimeout(this.#deps.limits.timeouts.command);
     if (used < chunk.length) this.#reader.push(chunk.subarray(used));
     this.#finishMessage(txn, reader.error ? DATA_ERRORS[reader.error] : null, true);
   }
@@ -576,7 +604,7 @@ export class Session {
     this.#committing = true;
     // The client is waiting on us now: a slow disk must not time it out into
     // a 421 for a message that was in fact queued (and would be sent twice).
-    this.#socket.setTimeout(0);
+    this.#setTimeout(0);
     const incoming = txn.incoming!;
     const done = async (): Promise<void> => {
       if (error) {
@@ -613,7 +641,7 @@ export class Session {
       this.#committing = false;
       this.#busy = false;
       if (this.#mode === 'closed') return;
-      this.#socket.setTimeout(this.#deps.limits.timeouts.command);
+      this.#setTimeout(this.#deps.limits.timeouts.command);
       this.#flush();
       if (this.#closing) return this.#goodbye();
       this.#process();
@@ -646,7 +674,7 @@ export class Session {
       }
     }
     this.#mode = 'bdat';
-    this.#socket.setTimeout(this.#deps.limits.timeouts.data);
+    this.#setTimeout(this.#deps.limits.timeouts.data);
     if (this.#bdatRemaining === 0) this.#endBdatChunk();
   }
 
@@ -663,7 +691,7 @@ export class Session {
 
   #endBdatChunk(): void {
     this.#mode = 'command';
-    this.#socket.setTimeout(this.#deps.limits.timeouts.command);
+    this.#setTimeout(this.#deps.limits.timeouts.command);
     const txn = this.#txn;
     if (this.#bdatError || !txn) {
       this.#clientError(this.#bdatError ?? new SmtpError(503, '5.5.1', 'Need MAIL before BDAT'));
@@ -759,7 +787,7 @@ export class Session {
     raw.removeAllListeners('end');
     raw.removeAllListeners('close');
     raw.removeAllListeners('error');
-    raw.setTimeout(0);
+    this.#setTimeout(0); // the handshake has its own timer below
     raw.on('error', () => this.#close('error'));
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
     this.#socket = secure;

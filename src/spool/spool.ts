@@ -46,6 +46,19 @@ export interface SpoolOptions {
 
 let idCounter = 0;
 
+/** Random bytes fetched 4 KiB at a time: one call per 1024 ids instead of one each. */
+let randomPool = Buffer.alloc(0);
+let randomAt = 0;
+function randomUint32(): number {
+  if (randomAt + 4 > randomPool.length) {
+    randomPool = crypto.randomBytes(4096);
+    randomAt = 0;
+  }
+  const v = randomPool.readUInt32BE(randomAt);
+  randomAt += 4;
+  return v;
+}
+
 export class Spool {
   readonly dir: string;
   readonly tmpDir: string;
@@ -104,7 +117,7 @@ export class Spool {
   newId(): string {
     const t = Date.now().toString(36).toUpperCase().padStart(9, '0');
     const c = (idCounter = (idCounter + 1) % 1296).toString(36).toUpperCase().padStart(2, '0');
-    const r = crypto.randomBytes(4).readUInt32BE(0).toString(36).toUpperCase().padStart(7, '0').slice(0, 5);
+    const r = randomUint32().toString(36).toUpperCase().padStart(7, '0').slice(0, 5);
     return t + c + r;
   }
 
