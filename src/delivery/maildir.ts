@@ -13,6 +13,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeliveryResult } from './types.ts';
 import { DirSync } from '../util/fsio.ts';
+import { noteExternalGarbage } from '../util/memory.ts';
 
 export interface MaildirMessage {
   id: string;
@@ -63,7 +64,10 @@ export class MaildirTransport {
         // RFC 5321 §4.4: the delivering MTA adds Return-Path; Delivered-To is
         // what Postfix and Dovecot use to spot forwarding loops.
         await fh.write(`Return-Path: <${msg.sender}>\r\nDelivered-To: ${to.address}\r\n`);
-        for await (const chunk of msg.open()) await fh.write(chunk as Buffer);
+        for await (const chunk of msg.open()) {
+          await fh.write(chunk as Buffer);
+          noteExternalGarbage((chunk as Buffer).length);
+        }
         if (this.#opts.fsync) await fh.sync();
       } finally {
         await fh.close();

@@ -28,6 +28,7 @@ import { Readable } from 'node:stream';
 import type { DeliveryState, Envelope, QueuedMessage } from './types.ts';
 import { DirSync, p } from '../util/fsio.ts';
 import { Journal, type JournalLocation } from './journal.ts';
+import { noteExternalGarbage } from '../util/memory.ts';
 
 const MAGIC = 'TERN2 ';
 /** The trailer is at most this long: two 16-digit numbers and the magic. */
@@ -360,6 +361,7 @@ export class SpoolWriter {
     this.#buffered = 0;
     this.#inflight = this.#ensureOpen()
       .then(() => p.writev(this.#fd, chunks))
+      .then(() => noteExternalGarbage(chunks.reduce((n, c) => n + c.length, 0)))
       .catch((e: unknown) => {
         this.#error ??= e;
       })
