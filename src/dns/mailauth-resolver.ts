@@ -7,7 +7,7 @@
 // (temperror). Going through our Resolver keeps one set of servers,
 // timeouts and one cache for all of Tern's lookups.
 
-import { DnsError, type Resolver } from './resolver.ts';
+import { DnsError, stackless, type Resolver } from './resolver.ts';
 
 /** The `dns.promises.resolve(name, rrtype)` shape mailauth expects for its `resolver` option. */
 export type DnsResolve = (name: string, rrtype: string) => Promise<unknown[]>;
@@ -25,7 +25,7 @@ const NODE_CODES: Record<string, string> = {
 
 /** A node-style DNS error: an Error with `code`, `hostname` and `syscall`, as `dns.promises` throws. */
 export function nodeDnsError(code: string, name: string, rrtype: string): Error {
-  return Object.assign(new Error(`query${rrtype} ${code} ${name}`), { code, hostname: name, syscall: `query${rrtype}` });
+  return Object.assign(stackless(() => new Error(`query${rrtype} ${code} ${name}`)), { code, hostname: name, syscall: `query${rrtype}` });
 }
 
 export function mailauthResolver(resolver: Resolver): DnsResolve {

@@ -21,6 +21,21 @@ export class DnsError extends Error {
   }
 }
 
+/**
+ * An error without a stack trace. Lookups fail all the time (every cached
+ * NXDOMAIN answers with a fresh error), the stack of an async DNS answer
+ * says nothing useful, and capturing it is most of an Error's cost.
+ */
+export function stackless<T>(make: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return make();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 export interface Resolver {
   /** MX records; [] when the name exists but has no MX (NODATA). Throws DnsError: NXDOMAIN permanent, SERVFAIL/timeout/refused temporary. */
   mx(name: string): Promise<{ exchange: string; priority: number }[]>;
@@ -70,7 +85,7 @@ const ERRORS: Record<string, { code: string; temporary: boolean }> = {
 function toDnsError(err: unknown, type: string, name: string): DnsError {
   const nodeCode = (err as { code?: string }).code ?? 'UNKNOWN';
   const known = ERRORS[nodeCode] ?? { code: nodeCode.replace(/^E/, ''), temporary: true };
-  return new DnsError(known.code, known.temporary, `DNS ${type} lookup for ${name} failed: ${known.code}`);
+  return stackless(() => new DnsError(known.code, known.temporary, `DNS ${type} lookup for ${name} failed: ${known.code}`));
 }
 
 /** How long NXDOMAIN and NODATA answers are kept (RFC 2308 §5 allows up to the SOA minimum; we do not see it). */
@@ -79,8 +94,8 @@ const EMPTY = Symbol('nodata as empty');
 
 /** The error a cached negative answer stands for, as a fresh lookup would have thrown it. */
 function negativeError(kind: 'NODATA' | 'NXDOMAIN', type: string, name: string, nodata: 'empty' | 'error'): unknown {
-  if (kind === 'NODATA') return nodata === 'empty' ? EMPTY : new DnsError('NODATA', false, `DNS ${type} lookup for ${name} failed: NODATA`);
-  return new DnsError('NXDOMAIN', false, `DNS ${type} lookup for ${name} failed: NXDOMAIN`);
+  if (kind === 'NODATA') return nodata === 'empty' ? EMPTY : stackless(() => new DnsError('NODATA', false, `DNS ${type} lookup for ${name} failed: NODATA`));
+  return stackless(() => new DnsError('NXDOMAIN', false, `DNS ${type} lookup for ${name} failed: NXDOMAIN`));
 }
 
 export function createResolver(config: { servers: string[]; timeout: number }, options: ResolverOptions = {}): Resolver {
