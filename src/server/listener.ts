@@ -10,7 +10,7 @@
 
 import net from 'node:net';
 import tls from 'node:tls';
-import { Session, type SessionDeps } from './session.ts';
+import { Session, ignoreSocketError, type SessionDeps } from './session.ts';
 import { ProxyHeaderParser } from './proxy-protocol.ts';
 import { normalizeIp } from '../policy/policy.ts';
 import type { ListenerConfig } from '../config/types.ts';
@@ -102,7 +102,7 @@ export class Listener {
 
   #onConnection(socket: net.Socket): void {
     const ip = normalizeIp(socket.remoteAddress ?? '');
-    socket.on('error', () => {}); // errors before the session attaches its own handler
+    socket.on('error', ignoreSocketError); // errors before the session attaches its own handler
     if (this.config.proxyProtocol) this.#readProxyHeader(socket, ip);
     else this.#admit(socket, ip, socket.remotePort ?? 0, undefined, false);
   }

@@ -80,6 +80,34 @@ const FOREIGN_PROTOCOL = /^(GET|POST|HEAD|PUT|CONNECT|USER) /i;
 
 let sessionCounter = 0;
 
+/** For sockets not yet owned by a session (the listener's): one shared function, not a closure each. */
+export function ignoreSocketError(): void {}
+
+const SESSION = Symbol('tern.session');
+type SessionSocket = net.Socket & { [SESSION]?: Session };
+let sessionHandlers: {
+  data: (s: Session, chunk: Buffer) => void;
+  error: (s: Session, e: Error) => void;
+  close: (s: Session) => void;
+  end: (s: Session) => void;
+};
+function onSocketData(this: SessionSocket, chunk: Buffer): void {
+  const s = this[SESSION];
+  if (s) sessionHandlers.data(s, chunk);
+}
+function onSocketError(this: SessionSocket, e: Error): void {
+  const s = this[SESSION];
+  if (s) sessionHandlers.error(s, e);
+}
+function onSocketClose(this: SessionSocket): void {
+  const s = this[SESSION];
+  if (s) sessionHandlers.close(s);
+}
+function onSocketEnd(this: SessionSocket): void {
+  const s = this[SESSION];
+  if (s) sessionHandlers.end(s);
+}
+
 export class Session implements Timed {
   readonly info: SessionInfo;
   /** When the current timeout (command or data) expires; refreshed by every read. */
@@ -185,22 +213,14 @@ export class Session implements Timed {
   }
 
   #attach(socket: net.Socket): void {
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (e) => {
-      this.#deps.log.debug('socket error', { conn: this.info.id, error: e });
-      this.#close('error');
-    });
-    socket.on('close', () => {
-      this.#deps.sweeper.delete(this);
-      this.#close(this.#closeReason);
-    });
-    socket.on('end', () => {
-      // The client half-closed its side. Commands it sent before that still
-      // run and get their replies (a script may send everything, then
-      // shut down writing); the session ends once nothing is left to do.
-      this.#peerEnded = true;
-      if (!this.#busy && this.#mode !== 'tls') this.#close('client closed');
-    });
+    // Listeners are shared functions that find their session on the socket:
+    // an idle connection holds no closures of its own (memory per connection).
+    (socket as SessionSocket)[SESSION] = this;
+    socket.removeListener('error', ignoreSocketError);
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
+    socket.on('end', onSocketEnd);
     this.#deps.sweeper.add(this);
     this.#setTimeout(this.#deps.limits.timeouts.command);
   }
@@ -221,6 +241,28 @@ export class Session implements Timed {
     this.#reply(421, '4.4.2', `${this.#deps.hostname} Timeout, closing connection`);
     this.#flush();
     this.#close('timeout');
+  }
+
+  static {
+    // Static blocks see private members: the shared socket listeners call in here.
+    sessionHandlers = {
+      data: (s, chunk) => s.#onData(chunk),
+      error: (s, e) => {
+        s.#deps.log.debug('socket error', { conn: s.info.id, error: e });
+        s.#close('error');
+      },
+      close: (s) => {
+        s.#deps.sweeper.delete(s);
+        s.#close(s.#closeReason);
+      },
+      end: (s) => {
+        // The client half-closed its side. Commands it sent before that still
+        // run and get their replies (a script may send everything, then
+        // shut down writing); the session ends once nothing is left to do.
+        s.#peerEnded = true;
+        if (!s.#busy && s.#mode !== 'tls') s.#close('client closed');
+      },
+    };
   }
 
   #onData(chunk: Buffer): void {
