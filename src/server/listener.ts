@@ -227,27 +227,31 @@ export class Listener {
       });
       return;
     }
-    let released = false;
-    this.#startSession(socket, ip, port, proxy, false, () => {
-      if (!released) {
-        released = true;
-        d.counter.remove(ip);
-      }
-    });
+    this.#startSession(socket, ip, port, proxy, false, null);
     // The session's 'data' handler is attached now; an explicit pause needs an explicit resume.
     if (paused) socket.resume();
   }
 
-  #startSession(socket: net.Socket, ip: string, port: number, proxy: string | undefined, implicitTls: boolean, release: () => void): void {
+  /**
+   * `release` frees the connection slot (implicit TLS: shared with the
+   * handshake's own cleanup); null: the session's close frees it, through
+   * one function shared by all sessions (no closure per connection).
+   */
+  #startSession(socket: net.Socket, ip: string, port: number, proxy: string | undefined, implicitTls: boolean, release: (() => void) | null): void {
     const session = new Session(socket, this.config.role, this.#deps, implicitTls);
     session.info.remoteAddress = ip;
     session.info.remotePort = port;
     if (proxy !== undefined) session.info.proxy = proxy;
     this.#deps.counter.sessions.add(session);
-    session.onClose = () => {
-      this.#deps.counter.sessions.delete(session);
+    session.onClose = release ? (s) => {
+      this.#deps.counter.sessions.delete(s);
       release();
-    };
+    } : this.#sessionClosed;
     void session.start();
   }
+
+  readonly #sessionClosed = (s: Session): void => {
+    this.#deps.counter.sessions.delete(s);
+    this.#deps.counter.remove(s.info.remoteAddress);
+  };
 }

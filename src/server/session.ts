@@ -144,7 +144,7 @@ export class Session implements Timed {
   /** A SASL exchange in progress: the next line is a response, not a command. */
   #sasl: SaslMechanism | null = null;
   /** Called once when the connection is gone. */
-  onClose: (() => void) | null = null;
+  onClose: ((session: Session) => void) | null = null;
 
   constructor(socket: net.Socket, role: SessionInfo['role'], deps: SessionDeps, implicitTls = false) {
     this.#socket = socket;
@@ -388,7 +388,7 @@ export class Session implements Timed {
       duration: (Date.now() - this.#started) / 1000,
       end: reason,
     });
-    this.onClose?.();
+    this.onClose?.(this);
     this.onClose = null;
   }
 
@@ -616,8 +616,14 @@ export class Session implements Timed {
     return new DataReader({ maxSize: this.#deps.limits.messageSize, maxLineLength: this.#deps.limits.lineLength, dotStuffed });
   }
 
+  /** Made on the first message: an idle session holds no closure for it. */
+  #emitFn: ((part: Buffer) => void) | null = null;
+  get #emit(): (part: Buffer) => void {
+    return (this.#emitFn ??= (part) => this.#emitPart(part));
+  }
+
   /** Content bytes go to the spool as they arrive; the socket pauses while the disk catches up. */
-  #emit = (part: Buffer): void => {
+  #emitPart(part: Buffer): void {
     const incoming = this.#txn?.incoming;
     if (incoming && !incoming.write(part) && !this.#pausedDisk) {
       this.#pausedDisk = true;
@@ -627,7 +633,7 @@ export class Session implements Timed {
         this.#resume();
       });
     }
-  };
+  }
 
   #feedData(chunk: Buffer): void {
     const txn = this.#txn!;

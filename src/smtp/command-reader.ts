@@ -51,6 +51,12 @@ export class CommandReader {
       return null;
     }
     this.#pos = lf + 1;
+    if (this.#pos === buf.length) {
+      // All consumed: drop the chunk now, not at the next push (an idle
+      // session then holds no input buffer at all).
+      this.#buf = EMPTY;
+      this.#pos = 0;
+    }
     if (this.#discarding) {
       this.#discarding = false;
       return { kind: 'error', error: 'too-long' };
