@@ -1,206 +1,331 @@
-// Accept throughput, side by side: smtp-source sends N messages over 20
-// sessions to each peer in turn, and the clock is smtp-source's wall time
-// (every message has had its 250 after DATA). Peers, each pinned to CPU 0
-// (taskset) with the load generator and this driver on CPU 1:
+// Accepting mail, side by side (peers in bench/peers.ts: tern, tern-checks,
+// tern-maildir, postfix, haraka, sink), each pinned to CPU 0, with the load
+// generator and this driver on CPU 1.
 //
-//   tern     as a user runs it: durable spool, local delivery to Maildir for
-//            the recipient's domain, every default kept (inbound SPF/DKIM/
-//            DMARC checks on, info logs to a file). Its `dns.servers` points at
-//            a loopback DNS server with empty zones (test/helpers/dns-server.ts)
-//            so that its lookups (SPF, DMARC, iprev for 127.0.0.1) get a quick
-//            NXDOMAIN from this machine rather than the Internet.
-//   postfix  a private instance (test/helpers/postfix.ts): smtpd into its real
-//            queue (fsynced), then qmgr hands each message to discard(8).
-//   sink     Postfix's smtp-sink: SMTP with no disk, the upper bound.
+// Throughput: for each scenario (message size × concurrent sessions × a new
+// connection per message or many per connection, `smtp-source -d`),
+// smtp-source sends N messages to each peer in turn, interleaved (tern,
+// postfix, haraka, sink, tern, …), R rounds. Per run:
+//   messages/s       N / smtp-source's wall time (every message has had its
+//                    250 after DATA);
+//   CPU ms/message   user+system time of the server's processes
+//                    (/proc/<pid>/stat, reaped children included) from the
+//                    start until the server has handled all N (discarded,
+//                    queued, delivered, sunk), so delivery after the 250 is in;
+//   peak RSS / PSS   the highest sum of VmRSS / Pss over the server's
+//                    processes, sampled every 200 ms over the same span.
+// Medians and min–max over the rounds; Tern/peer ratios pair by pair (round
+// by round), then their median.
 //
-// Figures: messages/s (N / smtp-source wall time); server CPU ms per message,
-// measured from /proc/<pid>/stat over the run *including* the delivery that
-// follows acceptance (we wait until Tern's Maildir / Postfix's log has all N
-// before reading the CPU counters); medians and min-max over interleaved runs
-// (tern, postfix, sink, tern, ...); Tern/peer ratios pair by pair, median.
+// Latency: our own client (bench/latency.ts) sends 1 KB messages over 20
+// sessions to tern, postfix and haraka, a new connection per message and
+// then many per connection, R interleaved rounds; p50 / p99 of end of DATA
+// → 250, medians over the rounds.
 //
-//   node bench/accept.ts [--quick] [--runs R] [--messages N] [--json FILE]
+// Every peer first gets an unmeasured warm-up (1 KB, 20 sessions): JIT for
+// the Node servers (Haraka's CPU per message settles only after a few
+// thousand), process pools for Postfix.
+//
+//   node bench/accept.ts [--quick] [--runs R] [--scale F | --messages N] [--only REGEX] [--json FILE]
+//
+// --scale multiplies every message count (--messages N: the 1 KB count
+// becomes N, the others in proportion); --only runs the scenarios whose id
+// matches (e.g. '^1k-s20-').
 
 import fs from 'node:fs';
-import path from 'node:path';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
-import { postfixAvailable, postfixProcesses, startPostfix } from '../test/helpers/postfix.ts';
-import { freePort } from '../test/helpers/server.ts';
+import { HARAKA_VERSION } from './haraka.ts';
+import { measureLatency } from './latency.ts';
 import {
-  cli, cpuMeter, haveTaskset, machine, median, pinPids, pinSelf, runSource, SERVER_CPU, spread, startSink, startTern, tempDir, waitUntil,
+  cachedPids, cli, cpuMeter, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
 } from './lib.ts';
 import type { Spread } from './lib.ts';
+import { startHarakaPeer, startPostfixPeer, startSinkPeer, startTernPeer, TERN_LIMITS } from './peers.ts';
+import type { Peer, PeerName } from './peers.ts';
 
 const args = cli();
 const QUICK = args.flag('quick');
 const RUNS = args.num('runs', QUICK ? 1 : 3);
-const SESSIONS = args.num('sessions', 20);
-const RUN_TIMEOUT_MS = args.num('timeout', 120) * 1000;
+const SCALE = args.str('messages') !== undefined ? args.num('messages', 5000) / 5000 : args.num('scale', 1);
+const WARMUP = args.num('warmup', QUICK ? 2000 : 3000);
+const ONLY = args.str('only');
+const RUN_TIMEOUT_MS = args.num('timeout', 180) * 1000;
 const jsonOut = args.str('json');
 
-interface Scenario { name: string; size: number; messages: number; reuse: boolean }
+const KB = 1024;
+const MB = 1024 * KB;
 
-const scale = args.num('messages', 0);
-const SCENARIOS: Scenario[] = QUICK
-  ? [
-      { name: '1 KB, new connection per message', size: 1024, messages: scale || 1000, reuse: false },
-      { name: '1 KB, many messages per connection', size: 1024, messages: scale || 1000, reuse: true },
-    ]
-  : [
-      { name: '1 KB, new connection per message', size: 1024, messages: scale || 5000, reuse: false },
-      { name: '1 KB, many messages per connection', size: 1024, messages: scale || 5000, reuse: true },
-      { name: '100 KB, new connection per message', size: 100 * 1024, messages: scale ? Math.ceil(scale / 5) : 1000, reuse: false },
-    ];
-
-type Peer = 'tern' | 'postfix' | 'sink';
-const PEERS: Peer[] = ['tern', 'postfix', 'sink'];
-
-interface Run { peer: Peer; seconds: number; rate: number; drainSeconds: number; cpuMsPerMsg: number }
-
-interface Target {
-  port: number;
-  to: string;
-  pids: () => number[];
-  /** Messages fully handled (delivered / discarded / sunk) so far. */
-  done: () => number;
+export interface Scenario {
+  id: string;
+  name: string;
+  size: number;
+  /** Concurrent sessions asked for, and run (fewer when there are few messages: at most one per two messages). */
+  sessions: number;
+  requestedSessions: number;
+  reuse: boolean;
+  messages: number;
+  peers: PeerName[];
 }
 
-/** Count "status=sent" lines in a growing log, reading only what is new. */
-function logCounter(file: string): () => number {
-  let offset = 0;
-  let count = 0;
-  let rest = '';
-  return () => {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch {
-      return count;
-    }
-    try {
-      const buf = Buffer.alloc(1 << 20);
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, offset);
-        if (n <= 0) break;
-        offset += n;
-        const text = rest + buf.subarray(0, n).toString('latin1');
-        const lines = text.split('\n');
-        rest = lines.pop()!;
-        for (const l of lines) if (l.includes(' status=sent ')) count++;
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-    return count;
+const PEERS: PeerName[] = ['tern', 'postfix', 'haraka', 'sink'];
+/** Peers compared with Tern (Tern/peer) and Tern variants (variant/Tern). */
+export const OTHERS = ['postfix', 'haraka', 'sink'] as const;
+export const VARIANTS = ['tern-checks', 'tern-maildir'] as const;
+
+/**
+ * The scenarios, with message counts chosen so that one run of the slowest
+ * peer takes a few seconds. 10 MB: 1 and 20 sessions only (with 40
+ * messages, 100 sessions would be fewer than one message each at a time).
+ * Many messages per connection: 1 KB at 1, 20 and 100 sessions and 100 KB
+ * at 20 (larger messages spend next to nothing on the connection).
+ */
+function scenarios(): Scenario[] {
+  const sizes = [
+    { label: '1 KB', id: '1k', bytes: KB, messages: { 1: 1000, 20: 5000, 100: 5000 } },
+    { label: '100 KB', id: '100k', bytes: 100 * KB, messages: { 1: 300, 20: 1000, 100: 1000 } },
+    { label: '1 MB', id: '1m', bytes: MB, messages: { 1: 100, 20: 200, 100: 200 } },
+    { label: '10 MB', id: '10m', bytes: 10 * MB, messages: { 1: 20, 20: 40 } },
+  ];
+  const out: Scenario[] = [];
+  const add = (sz: (typeof sizes)[number], sessions: 1 | 20 | 100, reuse: boolean) => {
+    const base = QUICK ? 2000 : (sz.messages as Record<number, number>)[sessions]!;
+    const messages = Math.max(2, Math.round(base * SCALE));
+    const extra: PeerName[] = [];
+    if (sz.bytes === KB && sessions === 20) extra.push('tern-checks');
+    if (sz.bytes === KB && sessions === 20 && !reuse) extra.push('tern-maildir');
+    out.push({
+      id: `${sz.id}-s${sessions}-${reuse ? 'reuse' : 'new'}`,
+      name: `${sz.label}, ${sessions} session${sessions > 1 ? 's' : ''}, ${reuse ? 'many messages per connection' : 'new connection per message'}`,
+      size: sz.bytes,
+      requestedSessions: sessions,
+      sessions: Math.max(1, Math.min(sessions, Math.floor(messages / 2))),
+      reuse,
+      messages,
+      peers: [PEERS[0]!, ...extra, ...PEERS.slice(1)],
+    });
+  };
+  if (QUICK) {
+    add(sizes[0]!, 20, false);
+    add(sizes[0]!, 20, true);
+  } else {
+    for (const sz of sizes) for (const s of sz.bytes >= 10 * MB ? ([1, 20] as const) : ([1, 20, 100] as const)) add(sz, s, false);
+    for (const s of [1, 20, 100] as const) add(sizes[0]!, s, true);
+    add(sizes[1]!, 20, true);
+  }
+  return ONLY ? out.filter((s) => new RegExp(ONLY).test(s.id)) : out;
+}
+
+export interface Run {
+  peer: PeerName;
+  round: number;
+  ok: boolean;
+  error?: string;
+  seconds: number;
+  rate: number;
+  drainSeconds: number;
+  cpuMsPerMsg: number;
+  peakRssKiB: number;
+  peakPssKiB: number;
+}
+
+async function measure(p: Peer, s: { size: number; sessions: number; reuse: boolean; messages: number }, round: number): Promise<Run> {
+  p.clean();
+  const done0 = p.done();
+  const mem = memorySampler(cachedPids(p.pids));
+  const cpu = cpuMeter(p.pids);
+  const r = await runSource({
+    host: '127.0.0.1', port: p.port, messages: s.messages, sessions: s.sessions, size: s.size, reuse: s.reuse,
+    from: 'load@load.test', to: p.to, timeoutMs: RUN_TIMEOUT_MS,
+  });
+  const t0 = Date.now();
+  const ok = r.status === 0 && (await waitUntil(() => p.done() - done0 >= s.messages, RUN_TIMEOUT_MS, 20));
+  const drainSeconds = r.seconds + (Date.now() - t0) / 1000;
+  const cpuMs = cpu();
+  const peak = mem.stop();
+  const said = r.stderr.trim().split('\n').slice(0, 3).join(' | ');
+  if (!ok) {
+    const error = r.status !== 0
+      ? `smtp-source exited ${r.status} after ${r.seconds.toFixed(1)} s: ${said}`
+      : `only ${p.done() - done0} of ${s.messages} handled${said ? `; smtp-source: ${said}` : ''}`;
+    return { peer: p.name, round, ok: false, error, seconds: r.seconds, rate: NaN, drainSeconds: NaN, cpuMsPerMsg: NaN, peakRssKiB: NaN, peakPssKiB: NaN };
+  }
+  if (said) console.warn(`  ${p.name}: smtp-source said: ${said}`);
+  return {
+    peer: p.name, round, ok: true, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, cpuMsPerMsg: cpuMs / s.messages,
+    peakRssKiB: peak.rssKiB, peakPssKiB: peak.pssKiB,
   };
 }
 
-async function measure(peer: Peer, t: Target, s: Scenario): Promise<Run> {
-  const done0 = t.done();
-  const cpu = cpuMeter(t.pids);
-  const r = await runSource({
-    host: '127.0.0.1', port: t.port, messages: s.messages, sessions: SESSIONS, size: s.size, reuse: s.reuse,
-    from: 'load@load.test', to: t.to, timeoutMs: RUN_TIMEOUT_MS,
-  });
-  if (r.status !== 0) throw new Error(`${peer}: smtp-source exited ${r.status} after ${r.seconds.toFixed(1)}s\n${r.stderr}`);
-  const t0 = Date.now();
-  const ok = await waitUntil(() => t.done() - done0 >= s.messages, RUN_TIMEOUT_MS, 20);
-  const drainSeconds = r.seconds + (Date.now() - t0) / 1000;
-  if (!ok) throw new Error(`${peer}: only ${t.done() - done0} of ${s.messages} handled${r.stderr ? `\nsmtp-source: ${r.stderr}` : ''}`);
-  if (r.stderr.trim()) console.warn(`  ${peer}: smtp-source said: ${r.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
-  return { peer, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, cpuMsPerMsg: cpu() / s.messages };
+export interface PeerSummary { runs: number; failed: number; rate: Spread; cpuMsPerMsg: Spread; drainSeconds: Spread; peakRssKiB: Spread; peakPssKiB: Spread }
+export interface Ratio { rate: number; cpuMsPerMsg: number; pairs: number }
+export interface ScenarioResult extends Scenario {
+  runs: Run[];
+  summary: Partial<Record<PeerName, PeerSummary>>;
+  /** Tern/peer, median of round-by-round ratios (rate: >1 = Tern faster; CPU: <1 = Tern cheaper). */
+  ratios: Partial<Record<(typeof OTHERS)[number], Ratio>>;
+  /** Variant/Tern (what the checks or the Maildir write cost), the same way. */
+  variants: Partial<Record<(typeof VARIANTS)[number], Ratio>>;
 }
 
-export interface PeerSummary { rate: Spread; cpuMsPerMsg: Spread; drainSeconds: Spread }
-export interface ScenarioResult extends Scenario {
-  sessions: number;
-  runs: Run[];
-  summary: Record<Peer, PeerSummary>;
-  /** Tern/peer, median of run-by-run ratios (rate: >1 = Tern faster; CPU: <1 = Tern cheaper). */
-  ratios: Record<'postfix' | 'sink', { rate: number; cpuMsPerMsg: number }>;
+function summarize(s: Scenario, runs: Run[]): ScenarioResult {
+  const okRuns = (p: PeerName) => runs.filter((r) => r.peer === p && r.ok);
+  const summary: Partial<Record<PeerName, PeerSummary>> = {};
+  for (const p of s.peers) {
+    const rs = okRuns(p);
+    const all = runs.filter((r) => r.peer === p);
+    if (!rs.length) {
+      summary[p] = { runs: all.length, failed: all.length, rate: nan(), cpuMsPerMsg: nan(), drainSeconds: nan(), peakRssKiB: nan(), peakPssKiB: nan() };
+      continue;
+    }
+    summary[p] = {
+      runs: all.length,
+      failed: all.length - rs.length,
+      rate: spread(rs.map((r) => r.rate)),
+      cpuMsPerMsg: spread(rs.map((r) => r.cpuMsPerMsg)),
+      drainSeconds: spread(rs.map((r) => r.drainSeconds)),
+      peakRssKiB: spread(rs.map((r) => r.peakRssKiB)),
+      peakPssKiB: spread(rs.map((r) => r.peakPssKiB)),
+    };
+  }
+  /** a/b round by round over the rounds where both succeeded, median. */
+  const ratio = (a: PeerName, b: PeerName): Ratio | undefined => {
+    const pairs = okRuns(a).flatMap((x) => {
+      const y = okRuns(b).find((r) => r.round === x.round);
+      return y ? [{ rate: x.rate / y.rate, cpu: x.cpuMsPerMsg / y.cpuMsPerMsg }] : [];
+    });
+    if (!pairs.length) return undefined;
+    return { rate: median(pairs.map((q) => q.rate)), cpuMsPerMsg: median(pairs.map((q) => q.cpu)), pairs: pairs.length };
+  };
+  const ratios: ScenarioResult['ratios'] = {};
+  for (const p of OTHERS) if (s.peers.includes(p)) {
+    const r = ratio('tern', p);
+    if (r) ratios[p] = r;
+  }
+  const variants: ScenarioResult['variants'] = {};
+  for (const p of VARIANTS) if (s.peers.includes(p)) {
+    const r = ratio(p, 'tern');
+    if (r) variants[p] = r;
+  }
+  return { ...s, runs, summary, ratios, variants };
 }
-export interface AcceptResult { kind: 'accept'; quick: boolean; runsEach: number; sessions: number; machine: ReturnType<typeof machine>; scenarios: ScenarioResult[] }
+
+function nan(): Spread {
+  return { median: NaN, min: NaN, max: NaN };
+}
+
+export interface LatencyRow {
+  peer: PeerName;
+  reuse: boolean;
+  messages: number;
+  sessions: number;
+  rounds: { p50: number; p99: number; max: number; rate: number; errors: number; errorSamples: string[] }[];
+  p50: Spread;
+  p99: Spread;
+  rate: Spread;
+  errors: number;
+}
+
+const LATENCY_PEERS: PeerName[] = ['tern', 'postfix', 'haraka'];
+
+async function latency(peers: Map<PeerName, Peer>): Promise<LatencyRow[]> {
+  const messages = Math.max(40, Math.round((QUICK ? 500 : 2000) * SCALE));
+  const sessions = 20;
+  const rows: LatencyRow[] = [];
+  for (const reuse of [false, true]) {
+    console.log(`latency: ${messages} x 1 KB, ${sessions} sessions, ${reuse ? 'many messages per connection' : 'new connection per message'}, ${RUNS} run(s) each (our client, end of DATA -> 250)`);
+    const byPeer = new Map<PeerName, LatencyRow['rounds']>();
+    for (let round = 0; round < RUNS; round++) {
+      for (const name of LATENCY_PEERS) {
+        const p = peers.get(name)!;
+        p.clean();
+        const done0 = p.done();
+        const r = await measureLatency({ host: '127.0.0.1', port: p.port, sessions, messages, size: 1024, reuse, from: 'load@load.test', to: p.to, timeoutMs: RUN_TIMEOUT_MS });
+        // Let delivery after the 250 finish, so that it does not run under the next peer's measurement.
+        if (!(await waitUntil(() => p.done() - done0 >= messages - r.errors, RUN_TIMEOUT_MS, 20))) console.warn(`  ${name}: only ${p.done() - done0} of ${messages - r.errors} handled`);
+        console.log(`  ${name.padEnd(12)} p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  ${r.rate.toFixed(0)} msg/s${r.errors ? `  ${r.errors} errors (${r.errorSamples.join('; ')})` : ''}`);
+        const list = byPeer.get(name) ?? [];
+        list.push({ p50: r.p50, p99: r.p99, max: r.max, rate: r.rate, errors: r.errors, errorSamples: r.errorSamples });
+        byPeer.set(name, list);
+      }
+    }
+    for (const [peer, rounds] of byPeer) {
+      rows.push({
+        peer, reuse, messages, sessions, rounds,
+        p50: spread(rounds.map((x) => x.p50)), p99: spread(rounds.map((x) => x.p99)), rate: spread(rounds.map((x) => x.rate)),
+        errors: rounds.reduce((a, x) => a + x.errors, 0),
+      });
+    }
+  }
+  return rows;
+}
+
+export interface AcceptResult {
+  kind: 'accept';
+  quick: boolean;
+  runsEach: number;
+  scale: number;
+  warmupMessages: number;
+  haraka: string;
+  ternLimits: typeof TERN_LIMITS;
+  /** Each peer's configuration as run (Peer.config). */
+  peerConfigs: Partial<Record<PeerName, Record<string, unknown>>>;
+  machine: ReturnType<typeof machine>;
+  scenarios: ScenarioResult[];
+  latency: LatencyRow[];
+  seconds: number;
+}
+
+const fmtRatio = (r: Ratio | undefined) => (r ? `${r.rate.toFixed(2)}x msg/s, ${r.cpuMsPerMsg.toFixed(2)}x CPU/msg` : 'n/a');
 
 async function main(): Promise<void> {
-  if (!postfixAvailable()) throw new Error('needs root and Debian postfix (scripts/install-test-deps.sh)');
+  const t0 = Date.now();
   pinSelf();
-  const dir = tempDir('tern-bench-accept-');
   const dns = await startDnsServer({});
-  const ternPort = await freePort('127.0.0.1');
-  const dataDir = path.join(dir, 'data');
-  const tern = await startTern({
-    hostname: 'bench.tern.test',
-    dataDir,
-    listeners: [{ role: 'smtp', address: '127.0.0.1', port: ternPort }],
-    domains: [{ name: 'tern.test', mailboxes: ['user'] }],
-    dns: { servers: [dns.address] },
-  }, dir, SERVER_CPU);
-  const maildir = path.join(dataDir, 'mailboxes', 'tern.test', 'user', 'new');
-  const ternDone = () => {
-    try {
-      return fs.readdirSync(maildir).length;
-    } catch {
-      return 0;
-    }
-  };
-
-  const postfix = await startPostfix({
-    address: '127.0.0.1',
-    domain: 'pf.test',
-    mainCf: { virtual_transport: 'discard', default_process_limit: '100' },
-  });
-  const pfPids = () => postfixProcesses(postfix);
-  pinPids(SERVER_CPU, pfPids());
-  const pfDone = logCounter(path.join(postfix.dir, 'maillog'));
-
-  const sinkPort = await freePort('127.0.0.1');
-  const sink = startSink('127.0.0.1', sinkPort, SERVER_CPU);
-  await waitUntil(() => sink.child.pid !== undefined, 1000);
-  await new Promise((r) => setTimeout(r, 200));
-
-  const targets: Record<Peer, Target> = {
-    tern: { port: ternPort, to: 'user@tern.test', pids: () => [tern.pid], done: ternDone },
-    postfix: { port: postfix.port, to: 'user@pf.test', pids: pfPids, done: pfDone },
-    // smtp-sink is one process; taskset is its parent, which exec()s it (same pid).
-    sink: { port: sinkPort, to: 'user@sink.test', pids: () => [sink.child.pid!], done: sink.count },
-  };
-
-  const scenarios: ScenarioResult[] = [];
+  const list = scenarios();
+  const needed = new Set<PeerName>([...list.flatMap((s) => s.peers), ...LATENCY_PEERS]);
+  const peers = new Map<PeerName, Peer>();
+  const results: ScenarioResult[] = [];
+  let lat: LatencyRow[] = [];
   try {
-    // Warm-up, not measured: JIT for Tern, process pools for Postfix.
-    for (const peer of PEERS) await measure(peer, targets[peer], { name: 'warm-up', size: 1024, messages: 200, reuse: false });
-    for (const s of SCENARIOS) {
-      console.log(`accept: ${s.name}: ${s.messages} x ${s.size} B, ${SESSIONS} sessions, ${RUNS} run(s) each`);
+    for (const name of ['tern', 'tern-checks', 'tern-maildir', 'postfix', 'haraka', 'sink'] as const) {
+      if (!needed.has(name)) continue;
+      const p = name === 'postfix' ? await startPostfixPeer()
+        : name === 'haraka' ? await startHarakaPeer()
+        : name === 'sink' ? await startSinkPeer()
+        : await startTernPeer(name, dns.address);
+      peers.set(name, p);
+    }
+    console.log(`accept: warm-up, ${WARMUP} x 1 KB over 20 sessions per peer (not measured)`);
+    for (const p of peers.values()) {
+      const w = await measure(p, { size: 1024, sessions: 20, reuse: false, messages: WARMUP }, -1);
+      if (!w.ok) throw new Error(`${p.name}: warm-up failed: ${w.error}`);
+    }
+    for (const s of list) {
+      console.log(`accept ${s.id}: ${s.messages} x ${s.size} B, ${s.sessions} session(s)${s.reuse ? ', many per connection' : ''}, ${RUNS} run(s) each`);
       const runs: Run[] = [];
-      for (let i = 0; i < RUNS; i++) {
-        for (const peer of PEERS) {
-          const run = await measure(peer, targets[peer], s);
-          console.log(`  ${peer.padEnd(8)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  (all handled after ${run.drainSeconds.toFixed(2)} s)`);
+      for (let round = 0; round < RUNS; round++) {
+        for (const name of s.peers) {
+          const run = await measure(peers.get(name)!, s, round);
           runs.push(run);
+          if (run.ok) {
+            console.log(`  ${name.padEnd(12)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s)`);
+          } else console.log(`  ${name.padEnd(12)} FAILED: ${run.error}`);
         }
       }
-      const of = (p: Peer) => runs.filter((r) => r.peer === p);
-      const summary = Object.fromEntries(PEERS.map((p) => [p, {
-        rate: spread(of(p).map((r) => r.rate)),
-        cpuMsPerMsg: spread(of(p).map((r) => r.cpuMsPerMsg)),
-        drainSeconds: spread(of(p).map((r) => r.drainSeconds)),
-      }])) as Record<Peer, PeerSummary>;
-      const ratio = (p: 'postfix' | 'sink') => ({
-        rate: median(of('tern').map((t, i) => t.rate / of(p)[i]!.rate)),
-        cpuMsPerMsg: median(of('tern').map((t, i) => t.cpuMsPerMsg / of(p)[i]!.cpuMsPerMsg)),
-      });
-      const result: ScenarioResult = { ...s, sessions: SESSIONS, runs, summary, ratios: { postfix: ratio('postfix'), sink: ratio('sink') } };
-      console.log(`  tern/postfix: ${result.ratios.postfix.rate.toFixed(2)}x msg/s, ${result.ratios.postfix.cpuMsPerMsg.toFixed(2)}x CPU/msg; tern/sink: ${result.ratios.sink.rate.toFixed(2)}x msg/s, ${result.ratios.sink.cpuMsPerMsg.toFixed(2)}x CPU/msg`);
-      scenarios.push(result);
+      const r = summarize(s, runs);
+      console.log(`  tern/postfix ${fmtRatio(r.ratios.postfix)}; tern/haraka ${fmtRatio(r.ratios.haraka)}; tern/sink ${fmtRatio(r.ratios.sink)}`);
+      results.push(r);
     }
+    lat = await latency(peers);
   } finally {
-    await tern.stop();
-    await postfix.stop();
-    sink.stop();
+    for (const p of peers.values()) await p.stop().catch((e: unknown) => console.warn(`${p.name}: stop: ${(e as Error).message}`));
     await dns.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  const out: AcceptResult = { kind: 'accept', quick: QUICK, runsEach: RUNS, sessions: SESSIONS, machine: machine(), scenarios };
+  const out: AcceptResult = {
+    kind: 'accept', quick: QUICK, runsEach: RUNS, scale: SCALE, warmupMessages: WARMUP, haraka: HARAKA_VERSION, ternLimits: TERN_LIMITS,
+    peerConfigs: Object.fromEntries([...peers].map(([n, p]) => [n, p.config])),
+    machine: machine(), scenarios: results, latency: lat, seconds: (Date.now() - t0) / 1000,
+  };
   if (!haveTaskset) console.log('  (not pinned: taskset missing or fewer than 2 CPUs)');
   if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(out, null, 2));
 }

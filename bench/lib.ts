@@ -1,6 +1,7 @@
-// Shared pieces of the benchmarks (bench/relay.ts, bench/accept.ts): CPU
-// pinning, smtp-source / smtp-sink, Tern as a child process, CPU time from
-// /proc, medians, and a description of the machine.
+// Shared pieces of the benchmarks (bench/accept.ts, bench/memory.ts,
+// bench/relay.ts, bench/peers.ts): CPU pinning, smtp-source / smtp-sink, Tern
+// as a child process, CPU time and memory from /proc, counting what a server
+// has handled (log lines, files), medians, and a description of the machine.
 //
 // Pinning (on a 2-core machine): the server under test on CPU 0, the load
 // generator (and this driver process) on CPU 1. Without taskset nothing is
@@ -105,6 +106,159 @@ export function median(xs: number[]): number {
 }
 
 export interface Spread { median: number; min: number; max: number }
+
+/** Sum of VmRSS (KiB) over these processes; processes that are gone count 0. */
+export function rssKiB(pids: number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+      if (m) total += Number(m[1]);
+    } catch {
+      /* gone */
+    }
+  }
+  return total;
+}
+
+/**
+ * Sum of Pss (KiB, /proc/<pid>/smaps_rollup) over these processes: shared
+ * pages split between the processes sharing them, so that a server made of
+ * many processes (Postfix) is not charged its shared libraries once per
+ * process as the VmRSS sum does.
+ */
+export function pssKiB(pids: number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const m = /^Pss:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'latin1'));
+      if (m) total += Number(m[1]);
+    } catch {
+      /* gone */
+    }
+  }
+  return total;
+}
+
+export interface MemoryPeak { rssKiB: number; pssKiB: number; samples: number }
+
+/**
+ * Samples RSS and PSS (each summed over `pids()`) every `everyMs` until
+ * stop(), which returns the highest of each. Runs in this (driver) process,
+ * on the load generator's CPU.
+ */
+export function memorySampler(pids: () => number[], everyMs = 200): { stop: () => MemoryPeak } {
+  const peak: MemoryPeak = { rssKiB: 0, pssKiB: 0, samples: 0 };
+  const sample = () => {
+    const p = pids();
+    peak.rssKiB = Math.max(peak.rssKiB, rssKiB(p));
+    peak.pssKiB = Math.max(peak.pssKiB, pssKiB(p));
+    peak.samples++;
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return { ...peak };
+    },
+  };
+}
+
+/**
+ * `pids` re-evaluated at most every `ms` (scanning /proc for a server's
+ * processes is too slow to do at every memory sample).
+ */
+export function cachedPids(pids: () => number[], ms = 500): () => number[] {
+  let at = 0;
+  let last: number[] = [];
+  return () => {
+    const now = Date.now();
+    if (now - at >= ms) {
+      last = pids();
+      at = now;
+    }
+    return last;
+  };
+}
+
+/** pid and all its descendants, from /proc. */
+export function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(e));
+      children.set(ppid, list);
+    } catch {
+      /* gone */
+    }
+  }
+  const out: number[] = [];
+  const todo = [root];
+  while (todo.length) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/** Entries in a directory (0 if it does not exist yet). */
+export function countFiles(dir: string): number {
+  try {
+    return fs.readdirSync(dir).length;
+  } catch {
+    return 0;
+  }
+}
+
+/** Remove every entry of a directory (not the directory). */
+export function emptyDir(dir: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) fs.rmSync(path.join(dir, n), { force: true, recursive: true });
+}
+
+/**
+ * Count the lines of a growing log file that contain `needle`, reading only
+ * what was appended since the last call.
+ */
+export function logCounter(file: string, needle: string): () => number {
+  let offset = 0;
+  let count = 0;
+  let rest = '';
+  const buf = Buffer.alloc(1 << 20);
+  return () => {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      return count;
+    }
+    try {
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, offset);
+        if (n <= 0) break;
+        offset += n;
+        const lines = (rest + buf.subarray(0, n).toString('latin1')).split('\n');
+        rest = lines.pop()!;
+        for (const l of lines) if (l.includes(needle)) count++;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    return count;
+  };
+}
 
 export function spread(xs: number[]): Spread {
   return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
@@ -216,7 +370,18 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-export interface Machine { nproc: number; cpu: string; kernel: string; node: string; postfix: string; date: string; pinned: boolean }
+export interface Machine {
+  nproc: number;
+  cpu: string;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  postfix: string;
+  date: string;
+  pinned: boolean;
+  /** 1, 5 and 15 minute load averages when this was taken (other work on the machine shows here). */
+  loadavg: number[];
+}
 
 export function machine(): Machine {
   const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
@@ -225,10 +390,12 @@ export function machine(): Machine {
   return {
     nproc: os.availableParallelism(),
     cpu: model.trim(),
+    memoryGiB: os.totalmem() / 1024 ** 3,
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
     postfix: pf.status === 0 ? pf.stdout.trim() : 'unknown',
     date: new Date().toISOString(),
     pinned: haveTaskset,
+    loadavg: os.loadavg(),
   };
 }

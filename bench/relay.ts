@@ -11,7 +11,7 @@
 // file; Postfix its queue file), both log.
 //
 // Shared helpers are in bench/lib.ts; `npm run bench` (bench/run.ts) runs
-// this after bench/accept.ts.
+// this after bench/accept.ts and bench/memory.ts.
 //
 //   node bench/relay.ts [--messages N] [--sessions S] [--runs R] [--json FILE]
 
@@ -32,6 +32,19 @@ const SIZE = 1024;
 const jsonOut = args.str('json');
 
 interface Run { mta: string; seconds: number; acceptSeconds: number; rate: number; cpuMsPerMsg: number }
+interface RelaySummary { mta: string; median: number; min: number; max: number; cpuMsPerMsg: number }
+export interface RelayResult {
+  messages: number;
+  sessions: number;
+  size: number;
+  runs: Run[];
+  tern: RelaySummary;
+  postfix: RelaySummary;
+  /** Tern/Postfix messages/s, median of run-by-run ratios. */
+  ratioMedian: number;
+  pinned: boolean;
+  machine: ReturnType<typeof machine>;
+}
 
 async function load(port: number, sink: Sink, cpuPids: () => number[], mta: string): Promise<Run> {
   sink.reset();
@@ -103,7 +116,7 @@ async function main(): Promise<void> {
     return { mta, median: median(rs.map((r) => r.rate)), min: Math.min(...rs.map((r) => r.rate)), max: Math.max(...rs.map((r) => r.rate)), cpuMsPerMsg: median(rs.map((r) => r.cpuMsPerMsg)) };
   };
   const ratios = runs.filter((r) => r.mta === 'tern').map((t, i) => t.rate / runs.filter((r) => r.mta === 'postfix')[i]!.rate);
-  const result = { messages: MESSAGES, sessions: SESSIONS, size: SIZE, runs, tern: summary('tern'), postfix: summary('postfix'), ratioMedian: median(ratios), pinned: haveTaskset, machine: machine() };
+  const result: RelayResult = { messages: MESSAGES, sessions: SESSIONS, size: SIZE, runs, tern: summary('tern'), postfix: summary('postfix'), ratioMedian: median(ratios), pinned: haveTaskset, machine: machine() };
   console.log(`relay ${MESSAGES} x ${SIZE} B, ${SESSIONS} sessions, ${RUNS} runs each (pinned: ${haveTaskset})`);
   for (const s of [result.tern, result.postfix]) console.log(`  ${s.mta.padEnd(8)} ${s.median.toFixed(0)} msg/s (min ${s.min.toFixed(0)}, max ${s.max.toFixed(0)}), ${s.cpuMsPerMsg.toFixed(2)} ms CPU/msg`);
   console.log(`  tern/postfix (median of pairwise ratios): ${result.ratioMedian.toFixed(2)}x`);

@@ -1,20 +1,42 @@
-// `npm run bench [-- --quick]`: the side-by-side benchmark. Runs
-// bench/accept.ts (Tern vs Postfix vs smtp-sink, accepting) and then
-// bench/relay.ts (Tern vs Postfix, relaying to smtp-sink), each as its own
-// process, and writes docs/benchmarks.md (tables, the machine, the command)
-// and docs/benchmarks.json (every run). --quick: 1 KB only, one run each,
-// fewer messages (about a minute and a half in all).
+// `npm run bench [-- --quick]`: the side-by-side benchmark of Tern, Postfix,
+// Haraka and smtp-sink. Runs, each as its own process:
+//
+//   bench/accept.ts   accepting: throughput, CPU and memory under load over
+//                     sizes × sessions × connection reuse, then latency p50/p99
+//   bench/memory.ts   memory per idle connection, RSS while one 100 MB message
+//                     comes in (skipped with --quick)
+//   bench/relay.ts    relaying end to end, Tern vs Postfix
+//
+// then writes docs/benchmarks.json (every run) and docs/benchmarks.md
+// (bench/report.ts: headline ratios, targets, machine, method, tables) and
+// prints the headline ratios and the targets.
+//
+//   --quick        1 KB at 20 sessions only (new connection, many per
+//                  connection), one run each, fewer messages, plus a short
+//                  relay run: about a minute
+//   --runs R       rounds per scenario (default 3; quick 1)
+//   --scale F      multiply every message count (e.g. 0.1 for a fast check
+//                  of every scenario); --messages N: the 1 KB count becomes N
+//   --only REGEX   accept scenarios whose id matches (e.g. '^1k-s20-')
+//   --no-memory    skip bench/memory.ts
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { cli, machine, ROOT } from './lib.ts';
-import type { AcceptResult, ScenarioResult } from './accept.ts';
+import type { AcceptResult } from './accept.ts';
+import type { MemoryResult } from './memory.ts';
+import type { RelayResult } from './relay.ts';
+import { renderMarkdown, targets } from './report.ts';
+import type { BenchResults } from './report.ts';
 
 const argv = process.argv.slice(2);
 const args = cli(argv);
 const QUICK = args.flag('quick');
+const RUNS = args.str('runs');
+const SCALE = args.str('messages') !== undefined ? args.num('messages', 5000) / 5000 : args.num('scale', 1);
+const ONLY = args.str('only');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-bench-run-'));
 
 function run(script: string, extra: string[]): unknown {
@@ -24,88 +46,66 @@ function run(script: string, extra: string[]): unknown {
   return JSON.parse(fs.readFileSync(out, 'utf8'));
 }
 
+/** The Tern that was measured: this checkout's commit and any uncommitted changes under src/. */
+function ternVersion(): { commit: string; uncommittedSrc: string[] } {
+  const git = (a: string[]) => spawnSync('git', a, { cwd: ROOT, encoding: 'utf8' });
+  const head = git(['rev-parse', '--short', 'HEAD']);
+  const st = git(['status', '--porcelain', '--', 'src']);
+  return {
+    commit: head.status === 0 ? head.stdout.trim() : 'unknown',
+    uncommittedSrc: st.status === 0 ? st.stdout.split('\n').filter(Boolean).map((l) => l.slice(3)) : [],
+  };
+}
+
 const t0 = Date.now();
-const accept = run('accept', QUICK ? ['--quick'] : []) as AcceptResult;
-interface RelaySummary { mta: string; median: number; min: number; max: number; cpuMsPerMsg: number }
-interface RelayResult { messages: number; sessions: number; size: number; runs: { mta: string; rate: number; cpuMsPerMsg: number }[]; tern: RelaySummary; postfix: RelaySummary; ratioMedian: number; pinned: boolean }
-const relay = run('relay', QUICK ? ['--runs', '1', '--messages', '500'] : []) as RelayResult;
-fs.rmSync(tmp, { recursive: true, force: true });
-const elapsed = (Date.now() - t0) / 1000;
-
-const m = machine();
-const command = `npm run bench${argv.length ? ' -- ' + argv.join(' ') : ''}`;
-const f0 = (x: number) => x.toFixed(0);
-const f2 = (x: number) => x.toFixed(2);
-const f3 = (x: number) => x.toFixed(3);
-const range = (s: { median: number; min: number; max: number }, f: (x: number) => string) =>
-  accept.runsEach > 1 ? `${f(s.median)} (${f(s.min)}–${f(s.max)})` : f(s.median);
-
-function scenarioTable(s: ScenarioResult): string {
-  const rows = (['tern', 'postfix', 'sink'] as const).map((p) => {
-    const x = s.summary[p];
-    return `| ${p} | ${range(x.rate, f0)} | ${range(x.cpuMsPerMsg, f3)} | ${range(x.drainSeconds, f2)} |`;
-  });
-  return [
-    `### ${s.name}: ${s.messages} × ${s.size} B, ${s.sessions} sessions`,
-    '',
-    '| peer | messages/s | server CPU ms/message | s until all handled |',
-    '| --- | ---: | ---: | ---: |',
-    ...rows,
-    '',
-    `Tern/Postfix: **${f2(s.ratios.postfix.rate)}×** messages/s, ${f2(s.ratios.postfix.cpuMsPerMsg)}× CPU per message. ` +
-      `Tern/smtp-sink: ${f2(s.ratios.sink.rate)}× messages/s, ${f2(s.ratios.sink.cpuMsPerMsg)}× CPU per message.`,
-    '',
-  ].join('\n');
+const before = machine();
+const tern = ternVersion();
+let data: BenchResults;
+try {
+  const acceptArgs = [
+    ...(QUICK ? ['--quick'] : []),
+    ...(RUNS ? ['--runs', RUNS] : []),
+    ...(SCALE !== 1 ? ['--scale', String(SCALE)] : []),
+    ...(ONLY ? ['--only', ONLY] : []),
+  ];
+  const accept = run('accept', acceptArgs) as AcceptResult;
+  const memory = QUICK || args.flag('no-memory') ? undefined : (run('memory', []) as MemoryResult);
+  const relayArgs = QUICK
+    ? ['--runs', '1', '--messages', '500']
+    : ['--runs', RUNS ?? '3', '--messages', String(Math.max(100, Math.round(2000 * SCALE)))];
+  const relay = run('relay', relayArgs) as RelayResult;
+  data = {
+    command: `npm run bench${argv.length ? ' -- ' + argv.join(' ') : ''}`,
+    quick: QUICK,
+    machine: before,
+    tern,
+    loadavgAfter: machine().loadavg,
+    elapsedSeconds: (Date.now() - t0) / 1000,
+    accept,
+    memory,
+    relay,
+  };
+} finally {
+  fs.rmSync(tmp, { recursive: true, force: true });
 }
 
-const md = [
-  '# Benchmarks',
-  '',
-  `Generated by \`${command}\` (bench/run.ts) on ${m.date}; ${f0(elapsed)} s in all.`,
-  QUICK ? '\n**Quick mode**: 1 KB only, one run per peer, few messages: a smoke test, not a result to quote.\n' : '',
-  '## Machine',
-  '',
-  `- CPUs (nproc): ${m.nproc}; model: ${m.cpu}`,
-  `- Kernel: ${m.kernel}`,
-  `- Node ${m.node}; Postfix ${m.postfix} (Debian package; smtp-source and smtp-sink from it)`,
-  `- Pinned: ${m.pinned ? 'yes: server under test on CPU 0, smtp-source and the driver on CPU 1 (taskset)' : 'no (taskset missing or one CPU)'}`,
-  '',
-  '## Accepting (bench/accept.ts)',
-  '',
-  'smtp-source sends N messages over 20 concurrent sessions; messages/s is N over its wall time (every message has had its 250 after DATA). ' +
-    'Server CPU is user+system time from /proc/<pid>/stat of the server\'s processes (Tern\'s one process; every process of the Postfix instance, reaped children included), ' +
-    'read once all N messages were handled (Tern: in the Maildir; Postfix: discarded, per its log; sink: counted), so it includes delivery after acceptance. ' +
-    `Runs interleave tern, postfix, sink, …; ${accept.runsEach} run(s) each after an unmeasured warm-up; median (min–max). Ratios are Tern/peer run by run, then the median.`,
-  '',
-  '- **tern**: `tern serve` with every default (durable spool with fsync, inbound SPF/DKIM/DMARC checks, info logs to a file), local delivery to Maildir for the recipient\'s domain. ' +
-    '`dns.servers` points at a loopback DNS server (test/helpers/dns-server.ts) with empty zones, so its lookups are answered (NXDOMAIN) on this machine instead of going to the Internet.',
-  '- **postfix**: a private instance (test/helpers/postfix.ts): smtpd into its real queue, then `virtual_transport = discard` (no mailbox write).',
-  '- **sink**: `smtp-sink`, SMTP without disk: the upper bound.',
-  '',
-  ...accept.scenarios.map(scenarioTable),
-  '## Relaying (bench/relay.ts)',
-  '',
-  `${relay.messages} × ${relay.size} B over ${relay.sessions} sessions, relayed to smtp-sink (Tern by MX lookup on a loopback DNS server, Postfix by relayhost); the clock stops when the sink has all of them. ` +
-    `${relay.runs.length / 2} run(s) each, interleaved.`,
-  '',
-  '| MTA | messages/s | server CPU ms/message |',
-  '| --- | ---: | ---: |',
-  ...[relay.tern, relay.postfix].map((s) => `| ${s.mta} | ${relay.runs.length > 2 ? `${f0(s.median)} (${f0(s.min)}–${f0(s.max)})` : f0(s.median)} | ${f3(s.cpuMsPerMsg)} |`),
-  '',
-  `Tern/Postfix: **${f2(relay.ratioMedian)}×** messages/s (median of run-by-run ratios).`,
-  '',
-  '## Not yet measured',
-  '',
-  'Haraka; more sizes (10 KB, 1 MB); 100 concurrent sessions; latency percentiles; memory per idle connection; throughput in 100 MB RSS.',
-  '',
-].join('\n');
+fs.writeFileSync(path.join(ROOT, 'docs/benchmarks.json'), JSON.stringify(data, null, 2) + '\n');
+fs.writeFileSync(path.join(ROOT, 'docs/benchmarks.md'), renderMarkdown(data));
 
-fs.writeFileSync(path.join(ROOT, 'docs/benchmarks.md'), md);
-fs.writeFileSync(path.join(ROOT, 'docs/benchmarks.json'), JSON.stringify({ command, quick: QUICK, machine: m, elapsedSeconds: elapsed, accept, relay }, null, 2) + '\n');
-
-console.log(`\nheadline (${QUICK ? 'quick' : 'full'}), Tern/peer, median of run-by-run ratios:`);
-for (const s of accept.scenarios) {
-  console.log(`  accept ${s.name}: ${f2(s.ratios.postfix.rate)}x Postfix msg/s (${f2(s.ratios.postfix.cpuMsPerMsg)}x CPU/msg), ${f2(s.ratios.sink.rate)}x smtp-sink`);
+const f2 = (x: number | null) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+console.log(`\nheadline (${QUICK ? 'quick' : 'full'}): Tern/peer messages/s, median of run-by-run ratios (CPU per message ratio in brackets)`);
+for (const s of data.accept.scenarios) {
+  const r = (p: 'postfix' | 'haraka' | 'sink') => (s.ratios[p] ? `${f2(s.ratios[p].rate)}x (${f2(s.ratios[p].cpuMsPerMsg)}x)` : 'n/a');
+  const v = Object.entries(s.variants).map(([k, x]) => `; ${k}/tern ${f2(x.rate)}x`).join('');
+  console.log(`  ${s.id.padEnd(14)} Postfix ${r('postfix')}, Haraka ${r('haraka')}, smtp-sink ${r('sink')}; Tern ${f2(s.summary.tern?.cpuMsPerMsg.median ?? null)} ms CPU/msg${v}`);
 }
-console.log(`  relay: ${f2(relay.ratioMedian)}x Postfix msg/s`);
-console.log(`wrote docs/benchmarks.md and docs/benchmarks.json (${f0(elapsed)} s)`);
+console.log(`  relay          Postfix ${f2(data.relay.ratioMedian)}x`);
+for (const l of data.accept.latency) {
+  console.log(`  latency ${l.reuse ? 'reuse' : 'new  '} ${l.peer.padEnd(8)} p50 ${f2(l.p50.median)} ms, p99 ${f2(l.p99.median)} ms`);
+}
+console.log('targets (issue 6):');
+const tgt = targets(data);
+for (const t of tgt) if (t.met !== undefined) console.log(`  ${t.met ? 'met    ' : 'NOT met'}  ${t.target} — ${t.where}: ${t.measured}`);
+const unmeasured = tgt.filter((t) => t.met === undefined).length;
+if (unmeasured) console.log(`  (${unmeasured} more not measured in this run)`);
+console.log(`wrote docs/benchmarks.md and docs/benchmarks.json (${(data.elapsedSeconds).toFixed(0)} s)`);

@@ -80,14 +80,14 @@ function loadOrReport(file: string | undefined): TernConfig | null {
 /**
  * V8 flags for the server, set by replacing this process with itself
  * (process.execve: same PID, so service managers see no difference):
- * a young generation of 2 MB per semi-space instead of up to 16. Under a
+ * a young generation of 4 MB per semi-space instead of up to 16. Under a
  * flood of connections V8 otherwise grows it to 48 MB of RSS that it keeps;
  * measured with 5,000 idle connections (bench/idle.ts) that was most of
  * the memory "per connection". CPU per message did not change measurably
  * (bench/accept.ts). A flag given by the user (command line or
  * NODE_OPTIONS) wins; TERN_NO_REEXEC=1 turns this off.
  */
-export const SERVER_V8_FLAGS = ['--max-semi-space-size=2'];
+export const SERVER_V8_FLAGS = ['--max-semi-space-size=4'];
 
 function reexecWithServerFlags(): void {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
