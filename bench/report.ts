@@ -1,0 +1,331 @@
+// docs/benchmarks.md from the results of bench/run.ts (the object it writes
+// to docs/benchmarks.json): the headline ratios, the targets of issue 6 with
+// the measured value and met / not met (computed here from the data), the
+// machine, how it was run, and every table.
+//
+//   node bench/report.ts [docs/benchmarks.json]   rewrites docs/benchmarks.md from that file
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import type { AcceptResult, Ratio, ScenarioResult } from './accept.ts';
+import type { Machine, Spread } from './lib.ts';
+import type { MemoryResult } from './memory.ts';
+import type { PeerName } from './peers.ts';
+import type { RelayResult } from './relay.ts';
+
+export interface BenchResults {
+  command: string;
+  quick: boolean;
+  /** Taken at the start. */
+  machine: Machine;
+  loadavgAfter?: number[] | undefined;
+  /** The checkout measured. */
+  tern?: { commit: string; uncommittedSrc: string[] } | undefined;
+  elapsedSeconds: number;
+  accept: AcceptResult;
+  memory?: MemoryResult | undefined;
+  relay: RelayResult;
+}
+
+// JSON turns NaN into null: every number read back goes through num().
+const num = (x: number | null | undefined): number => (typeof x === 'number' ? x : NaN);
+const fx = (d: number) => (x: number | null | undefined) => (Number.isFinite(num(x)) ? num(x).toFixed(d) : 'n/a');
+const f0 = fx(0);
+const f1 = fx(1);
+const f2 = fx(2);
+const f3 = fx(3);
+const mib = (kib: number | null | undefined) => f0(num(kib) / 1024);
+const mib1 = (kib: number | null | undefined) => f1(num(kib) / 1024);
+const size = (b: number) => (b >= 1 << 20 ? `${b / (1 << 20)} MB` : `${b / 1024} KB`);
+const xr = (r: Ratio | undefined, what: 'rate' | 'cpuMsPerMsg' = 'rate') => (r ? `${f2(r[what])}×` : 'n/a');
+
+// ---------------------------------------------------------------- targets
+
+export interface TargetRow { target: string; where: string; measured: string; met: boolean | undefined }
+
+const MB = 1e6;
+
+/** "1k-s100-reuse" → "1 KB, 100 sessions, many messages per connection" (for scenarios that were not run). */
+function describeId(id: string): string {
+  const m = /^(\d+)([km])-s(\d+)-(new|reuse)$/.exec(id);
+  if (!m) return id;
+  return `${m[1]} ${m[2] === 'k' ? 'KB' : 'MB'}, ${m[3]} session${m[3] === '1' ? '' : 's'}, ${m[4] === 'reuse' ? 'many messages per connection' : 'new connection per message'}`;
+}
+
+export function targets(d: BenchResults): TargetRow[] {
+  const rows: TargetRow[] = [];
+  const sc = (id: string) => d.accept.scenarios.find((s) => s.id === id);
+  const vsPostfix = (target: string, min: number, ids: string[]) => {
+    for (const id of ids) {
+      const s = sc(id);
+      const r = s?.ratios.postfix;
+      rows.push({
+        target, where: s ? s.name : describeId(id),
+        measured: r ? `${f2(r.rate)}× (Tern ${f0(s!.summary.tern?.rate.median)}, Postfix ${f0(s!.summary.postfix?.rate.median)} msg/s)` : 'not measured',
+        met: r && Number.isFinite(num(r.rate)) ? r.rate >= min : undefined,
+      });
+    }
+  };
+  vsPostfix('durable acceptance ≥ 3× Postfix at 1 KB', 3, ['1k-s20-new', '1k-s100-new']);
+  vsPostfix('≥ 2× Postfix at 100 KB and 1 MB', 2, ['100k-s20-new', '100k-s100-new', '1m-s20-new', '1m-s100-new']);
+  vsPostfix('≥ 4× Postfix with many messages per connection', 4, ['1k-s20-reuse', '1k-s100-reuse', '100k-s20-reuse']);
+  for (const id of ['1k-s20-new', '1k-s100-new', '1k-s20-reuse', '1k-s100-reuse']) {
+    const s = sc(id);
+    const v = num(s?.summary.tern?.cpuMsPerMsg.median);
+    rows.push({ target: 'server CPU ≤ 0.3 ms per 1 KB message', where: s ? s.name : describeId(id), measured: s ? `${f3(v)} ms` : 'not measured', met: Number.isFinite(v) ? v <= 0.3 : undefined });
+  }
+  const idle = d.memory?.idle.find((r) => r.peer === 'tern');
+  const perConn = num(idle?.bytesPerConnection);
+  rows.push({
+    target: '≤ 4 KB (4,096 bytes) per idle connection', where: idle ? `${idle.opened.toLocaleString('en')} idle connections` : '5,000 idle connections',
+    measured: idle ? `${f1(perConn / 1024)} KiB ((RSS after − before) / connections; slope past the first fifth ${f1(num(idle.marginalBytesPerConnection) / 1024)} KiB)` : 'not measured', met: Number.isFinite(perConn) ? perConn <= 4096 : undefined,
+  });
+  const big = d.memory?.big.find((r) => r.peer === 'tern');
+  const growth = num(big?.rssGrowthKiB) * 1024;
+  rows.push({
+    target: 'RSS flat (± 20 MB, 20·10⁶ bytes) while receiving a 100 MB message', where: big ? `one ${f0(big.sizeBytes / MB)} MB message` : 'one 100 MB message',
+    measured: big && !big.error ? `+${f1(growth / MB)} MB (peak − before)` : big?.error ? `failed: ${big.error}` : 'not measured',
+    met: big && !big.error && Number.isFinite(growth) ? Math.abs(growth) <= 20 * MB : undefined,
+  });
+  const relay = num(d.relay.ratioMedian);
+  rows.push({ target: 'relay ≥ 2× Postfix', where: `${d.relay.messages} × 1 KB, ${d.relay.sessions} sessions`, measured: `${f2(relay)}×`, met: Number.isFinite(relay) ? relay >= 2 : undefined });
+  return rows;
+}
+
+const metText = (m: boolean | undefined) => (m === undefined ? 'not measured' : m ? '**met**' : 'not met');
+
+// ---------------------------------------------------------------- tables
+
+const range = (s: Spread | undefined, f: (x: number) => string, runs: number) =>
+  !s || !Number.isFinite(num(s.median)) ? 'n/a' : runs > 1 ? `${f(s.median)} (${f(s.min)}–${f(s.max)})` : f(s.median);
+
+function headline(d: BenchResults): string[] {
+  const out = [
+    '| scenario | messages | Tern msg/s | Tern/Postfix | Tern/Haraka | Tern/smtp-sink | Tern CPU ms/msg | Postfix CPU ms/msg | Haraka CPU ms/msg |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const s of d.accept.scenarios) {
+    const sessions = s.sessions !== s.requestedSessions ? ` (${s.sessions} run)` : '';
+    out.push(`| ${s.name}${sessions} | ${s.messages} × ${size(s.size)} | ${f0(s.summary.tern?.rate.median)} | **${xr(s.ratios.postfix)}** | ${xr(s.ratios.haraka)} | ${xr(s.ratios.sink)} | ${f3(s.summary.tern?.cpuMsPerMsg.median)} | ${f3(s.summary.postfix?.cpuMsPerMsg.median)} | ${f3(s.summary.haraka?.cpuMsPerMsg.median)} |`);
+  }
+  out.push(`| relay to smtp-sink, 20 sessions | ${d.relay.messages} × 1 KB | ${f0(d.relay.tern.median)} | **${f2(d.relay.ratioMedian)}×** | – | – | ${f3(d.relay.tern.cpuMsPerMsg)} | ${f3(d.relay.postfix.cpuMsPerMsg)} | – |`);
+  return out;
+}
+
+function scenarioTable(s: ScenarioResult, runs: number): string[] {
+  const rows = s.peers.map((p: PeerName) => {
+    const x = s.summary[p];
+    const failed = x && x.failed ? ` (${x.failed} of ${x.runs} failed: ${s.runs.find((r) => r.peer === p && !r.ok)?.error ?? ''})` : '';
+    return `| ${p}${failed} | ${range(x?.rate, f0, runs)} | ${range(x?.cpuMsPerMsg, f3, runs)} | ${range(x?.peakRssKiB, mib, runs)} | ${range(x?.peakPssKiB, mib, runs)} | ${range(x?.drainSeconds, f2, runs)} |`;
+  });
+  const ratioText = (['postfix', 'haraka', 'sink'] as const)
+    .filter((p) => s.ratios[p])
+    .map((p) => `Tern/${p === 'sink' ? 'smtp-sink' : p[0]!.toUpperCase() + p.slice(1)}: **${xr(s.ratios[p])}** messages/s, ${xr(s.ratios[p], 'cpuMsPerMsg')} CPU per message`)
+    .join('; ');
+  const variantText = (['tern-checks', 'tern-maildir'] as const)
+    .filter((p) => s.variants[p])
+    .map((p) => `${p}/tern: ${xr(s.variants[p])} messages/s, ${xr(s.variants[p], 'cpuMsPerMsg')} CPU per message`)
+    .join('; ');
+  return [
+    `### ${s.name}`,
+    '',
+    `${s.messages} messages of ${s.size} B over ${s.sessions} concurrent session${s.sessions > 1 ? 's' : ''}${s.sessions !== s.requestedSessions ? ` (${s.requestedSessions} asked for; at most one per two messages)` : ''}${s.reuse ? ' (`smtp-source -d`)' : ''}.`,
+    '',
+    '| peer | messages/s | server CPU ms/message | peak RSS MiB | peak PSS MiB | s until all handled |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    '',
+    `${ratioText}.${variantText ? ` ${variantText}.` : ''}`,
+    '',
+  ];
+}
+
+function latencyTable(d: BenchResults): string[] {
+  const rows = d.accept.latency;
+  if (!rows.length) return ['Not measured in this run.', ''];
+  const peers = [...new Set(rows.map((r) => r.peer))];
+  const runs = d.accept.runsEach;
+  const cell = (p: PeerName, reuse: boolean) => {
+    const r = rows.find((x) => x.peer === p && x.reuse === reuse);
+    if (!r) return 'n/a | n/a | n/a';
+    return `${range(r.p50, f2, runs)} | ${range(r.p99, f2, runs)} | ${range(r.rate, f0, runs)}${r.errors ? ` (${r.errors} errors)` : ''}`;
+  };
+  const first = rows[0]!;
+  return [
+    `${first.messages} messages of 1 KB over ${first.sessions} sessions per run, ${runs} run(s) per peer and mode, interleaved; our client (bench/latency.ts), no pipelining. ` +
+      'Latency: from writing the end of data ("\\r\\n.\\r\\n", in one write with the content) to reading the reply.',
+    '',
+    '| peer | new conn. p50 ms | p99 ms | msg/s | many per conn. p50 ms | p99 ms | msg/s |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...peers.map((p) => `| ${p} | ${cell(p, false)} | ${cell(p, true)} |`),
+    '',
+  ];
+}
+
+function memoryTables(m: MemoryResult | undefined): string[] {
+  if (!m) return ['Not measured in this run (quick mode skips it).', ''];
+  return [
+    `### ${m.connections.toLocaleString('en')} idle connections`,
+    '',
+    'Each connection has read the greeting, sent EHLO and read the reply, then stays silent. ' +
+      'Per connection: (RSS after − RSS before) / connections open; the slope is the least-squares slope of RSS over connections past the first fifth (fixed costs paid once left out).',
+    '',
+    '| server | open | RSS before MiB | RSS after MiB | KiB per connection | slope KiB per connection | s to open |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...m.idle.map((r) => `| ${r.peer} | ${r.opened}${Object.keys(r.refused).length ? ` (refused: ${Object.entries(r.refused).map(([k, v]) => `${v} ${k}`).join(', ')})` : ''} | ${mib1(r.rssBeforeKiB)} | ${mib1(r.rssAfterKiB)} | ${f1(num(r.bytesPerConnection) / 1024)} | ${f1(num(r.marginalBytesPerConnection) / 1024)} | ${f1(r.openSeconds)} |`),
+    '',
+    'Postfix: not measured. Its smtpd is one process per connection; 5,000 idle connections would need default_process_limit (and the system\'s process and file limits) far above how Postfix is run, and the figure would be mostly per-process overhead.',
+    '',
+    `### One ${f0(m.bigBytes / MB)} MB message`,
+    '',
+    'One session; the client generates the content as it sends it. VmRSS summed over the server\'s processes, sampled every 20 ms from DATA to the reply after the end of data.',
+    '',
+    '| server | seconds | RSS before MiB | peak MiB | growth MiB | RSS after delivery MiB | reply |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...m.big.map((r) => `| ${r.peer} | ${f2(r.seconds)} | ${mib1(r.rssBeforeKiB)} | ${mib1(r.rssPeakKiB)} | ${mib1(r.rssGrowthKiB)} | ${mib1(r.rssAfterDeliveryKiB)} | ${(r.error ?? r.reply.split('\n').pop() ?? '').replace(/\|/g, '\\|').slice(0, 60)} |`),
+    '',
+  ];
+}
+
+function relayTable(r: RelayResult): string[] {
+  const runs = r.runs.length / 2;
+  return [
+    `${r.messages} × ${r.size} B over ${r.sessions} sessions, relayed to smtp-sink (Tern by MX lookup on a loopback DNS server, Postfix by relayhost); the clock stops when the sink has all of them. ${runs} run(s) each, interleaved.`,
+    '',
+    '| MTA | messages/s | server CPU ms/message |',
+    '| --- | ---: | ---: |',
+    ...[r.tern, r.postfix].map((s) => `| ${s.mta} | ${runs > 1 ? `${f0(s.median)} (${f0(s.min)}–${f0(s.max)})` : f0(s.median)} | ${f3(s.cpuMsPerMsg)} |`),
+    '',
+    `Tern/Postfix: **${f2(r.ratioMedian)}×** messages/s (median of run-by-run ratios).`,
+    '',
+  ];
+}
+
+// ---------------------------------------------------------------- document
+
+function yamlBlock(x: unknown): string[] {
+  return ['```yaml', stringify(x).trimEnd(), '```'];
+}
+
+export function renderMarkdown(d: BenchResults): string {
+  const a = d.accept;
+  const m = d.machine;
+  const cfg = a.peerConfigs;
+  const tgt = targets(d);
+  const peersIn = (p: PeerName) => a.scenarios.filter((s) => s.peers.includes(p)).map((s) => s.name);
+  return [
+    '# Benchmarks',
+    '',
+    `Generated by \`${d.command}\` (bench/run.ts) on ${m.date}; ${f0(d.elapsedSeconds)} s in all. Every number below comes from docs/benchmarks.json, written by the same run.`,
+    d.quick ? '\n**Quick mode**: 1 KB at 20 sessions only, one run per peer, few messages, no memory tests: a smoke test, not a result to quote.\n' : '',
+    '## Headline: Tern / peer',
+    '',
+    'Messages/s ratios are Tern/peer, computed run by run (Tern and the peer in the same round) and then the median. ' +
+      'CPU is the server\'s user+system time per message, including the work after the 250 (discarding, queueing, delivery).',
+    '',
+    ...headline(d),
+    '',
+    '## Targets',
+    '',
+    'The targets of issue 6, next to what this run measured; met / not met is computed from the data by bench/report.ts. ' +
+      'The acceptance targets are read at 20 and 100 concurrent sessions, a new connection per message (many per connection for the third).',
+    '',
+    '| target | where | measured | |',
+    '| --- | --- | --- | --- |',
+    ...tgt.map((t) => `| ${t.target} | ${t.where} | ${t.measured} | ${metText(t.met)} |`),
+    '',
+    `${tgt.filter((t) => t.met === true).length} of ${tgt.length} met, ${tgt.filter((t) => t.met === false).length} not met, ${tgt.filter((t) => t.met === undefined).length} not measured.`,
+    '',
+    '## Machine and versions',
+    '',
+    `- CPUs (nproc): ${m.nproc}; model: ${m.cpu}; memory: ${f1(num(m.memoryGiB))} GiB`,
+    `- Kernel: ${m.kernel}`,
+    `- Load average (1, 5, 15 min) at the start: ${(m.loadavg ?? []).map((x) => x.toFixed(2)).join(', ') || 'n/a'}; at the end: ${(d.loadavgAfter ?? []).map((x) => x.toFixed(2)).join(', ') || 'n/a'} (the benchmark itself adds about 2)`,
+    `- Tern: this checkout at ${d.tern?.commit ?? 'unknown'}${d.tern?.uncommittedSrc.length ? `, with uncommitted changes in ${d.tern.uncommittedSrc.map((f) => `\`${f}\``).join(', ')}` : ''}`,
+    `- Node ${m.node} (Tern and Haraka); Postfix ${m.postfix} (Debian package; smtp-source and smtp-sink from it); Haraka ${a.haraka} (npm)`,
+    `- Pinned: ${m.pinned ? 'yes: server under test on CPU 0, the load generator (smtp-source or our client) and the driver on CPU 1 (taskset)' : 'no (taskset missing or one CPU)'}`,
+    `- Command: \`${d.command}\` (the full run: \`npm run bench\`; the smoke test: \`npm run bench -- --quick\`; \`node bench/report.ts\` rewrites this file from docs/benchmarks.json)`,
+    '',
+    '## How it was run',
+    '',
+    'bench/run.ts runs three scripts, each its own process: bench/accept.ts (throughput, CPU, memory under load, latency), ' +
+      (d.memory ? 'bench/memory.ts (idle connections, one big message), ' : '') + 'bench/relay.ts (relaying end to end). ' +
+      'All servers listen on 127.0.0.1 only.',
+    '',
+    '### Peers',
+    '',
+    '- **tern**: `tern serve --config tern.yaml` from this checkout, as a user runs it, like for like with Postfix: durable spool (fsync before the 250), Received header, info logs to a file (one JSON line per event), ' +
+      '`delivery: discard` for the recipient\'s domain (the message is durably queued, then dropped by the scheduler, like Postfix\'s discard(8)), and the inbound SPF/DKIM/DMARC/iprev checks off, as Postfix and Haraka run none. ' +
+      '`dns.servers` points at a loopback DNS server with empty zones (test/helpers/dns-server.ts), so that any lookup is answered (NXDOMAIN) on this machine. ' +
+      'Handled = its log\'s delivery lines with `"relay":"discard"`. Its tern.yaml, complete (ports and directories are chosen afresh for each run; everything not in it is Tern\'s default):',
+    '',
+    ...(cfg.tern ? yamlBlock(cfg.tern) : []),
+    '',
+    `- **tern-checks**: the same with the inbound checks on (Tern's default: no \`inbound\` key), to show what they cost; in: ${peersIn('tern-checks').join('; ') || 'none'}.`,
+    `- **tern-maildir**: the same (checks off) delivering to a Maildir instead (\`mailboxes: [user]\`, no \`delivery\` key); handled = files in the Maildir's new/; in: ${peersIn('tern-maildir').join('; ') || 'none'}.`,
+    '- **postfix**: a private instance (test/helpers/postfix.ts, its own main.cf, master.cf and queue in a temp dir): smtpd into its real queue (fsynced by cleanup before the 250), then qmgr hands each message to discard(8); ' +
+      'no peer-name lookups (`smtpd_peername_lookup = no`). Handled = `status=sent` lines in its log. main.cf settings over the helper\'s: ' +
+      (cfg.postfix ? Object.entries(cfg.postfix).map(([k, v]) => `\`${k} = ${String(v)}\``).join(', ') : 'n/a') + '.',
+    `- **haraka**: Haraka ${a.haraka} from npm (bench/haraka.ts installs it into bench/.peers/haraka), one process (\`nodes=0\`), log level notice to a file, plugins \`rcpt_to.in_host_list\` and \`queue-fsync\` ` +
+      '(bench/peers/haraka/queue-fsync.js: each message streamed to a file, fsynced, renamed into a queue directory and the directory fsynced before the 250). Its reverse DNS lookup of the client is answered "unknown" by the plugin (as Postfix\'s `smtpd_peername_lookup = no`). ' +
+      '`[max] bytes` raised to the same 128 MiB limit; Haraka\'s default `spool_after` (hold the message in memory while it arrives) is kept. Handled = files queued.',
+    '- **sink**: Postfix\'s `smtp-sink` (SMTP without disk): the upper bound, and a measure of what the load generator can do.',
+    '',
+    '### Accepting (bench/accept.ts)',
+    '',
+    `Every peer runs at once (idle while another is measured), each pinned to CPU 0. Each first gets an unmeasured warm-up of ${a.warmupMessages} × 1 KB over 20 sessions (JIT for the Node servers — Haraka's CPU per message settles only after a few thousand messages — and process pools for Postfix). ` +
+      `Then for each scenario, ${a.runsEach} round(s), each running every peer of the scenario in turn (${a.scenarios[0]?.peers.join(', ') ?? ''}, then again): ` +
+      '`smtp-source -s SESSIONS -m N -l SIZE [-d] -f load@load.test -t user@DOMAIN 127.0.0.1:PORT` on CPU 1. For every run:',
+    '',
+    '- **messages/s**: N / smtp-source\'s wall time (every message has had its 250 after DATA);',
+    '- **server CPU ms/message**: user+system time of the server\'s processes (/proc/PID/stat, children reaped by them included: Postfix\'s master reaps its daemons) from the start of the run until the server has handled all N (discarded, queued, delivered, sunk), over N;',
+    '- **peak RSS / PSS**: the highest sum of VmRSS / Pss (/proc/PID/smaps_rollup) over the server\'s processes, sampled every 200 ms over the same span. For Postfix (100+ processes sharing their libraries) the VmRSS sum counts shared pages once per process; PSS divides them between the sharers and is the fairer figure.',
+    '- **s until all handled**: wall time until the server has handled all N.',
+    '',
+    'Median (min–max) over the rounds. Scenarios: 1 KB / 100 KB / 1 MB / 10 MB × 1, 20 and 100 sessions, a new connection per message; ' +
+      'many messages per connection (`smtp-source -d`) at 1 KB × 1, 20, 100 sessions and at 100 KB × 20 sessions. ' +
+      'Not run: 10 MB at 100 sessions (40 messages: fewer than one message per session at a time). Message counts are chosen so that one run of the slowest peer takes a few seconds (they are in each table).',
+    '',
+    'After the throughput scenarios, latency: our own client (bench/latency.ts) against tern, postfix and haraka, 1 KB over 20 sessions, a new connection per message and then many per connection; ' +
+      'each run waits until the peer has handled every message before the next starts.',
+    '',
+    ...(d.memory ? [
+      '### Memory (bench/memory.ts)',
+      '',
+      `A fresh server for each measurement (so that a heap grown by earlier load does not hide the figure), pinned to CPU 0, configured as above; Tern's limits for the idle test: ${Object.entries(d.memory.idleTernLimits).map(([k, v]) => `\`${k}: ${v}\``).join(', ')} (the only difference). ` +
+        `Idle: ${d.memory.connections.toLocaleString('en')} connections after an unmeasured warm-up of 200, Tern and Haraka. Big message: one ${f0(d.memory.bigBytes / MB)} MB message after 20 small ones, Tern, Haraka and Postfix.`,
+      '',
+    ] : []),
+    '### Relaying (bench/relay.ts)',
+    '',
+    'Tern (`trustedNetworks: [127.0.0.0/8]`, durable spool, MX lookup on the loopback DNS server, `outbound.port` = the sink\'s) and Postfix (`relayhost` = the sink, `mynetworks = 127.0.0.0/8`) relay 1 KB messages from smtp-source to smtp-sink on 127.0.0.3 (the sink on CPU 1); interleaved runs.',
+    '',
+    '## Accepting: every scenario',
+    '',
+    ...a.scenarios.flatMap((s) => scenarioTable(s, a.runsEach)),
+    '## Latency: end of DATA → 250',
+    '',
+    ...latencyTable(d),
+    '## Memory',
+    '',
+    ...memoryTables(d.memory),
+    '## Relaying',
+    '',
+    ...relayTable(d.relay),
+    '## Reading these numbers',
+    '',
+    '- Two cores: the server gets one, the load generator the other. When a peer comes close to smtp-sink\'s rate, the load generator (smtp-source, one process for all sessions) is the limit, not the server; the ratio to smtp-sink shows how close.',
+    '- Everything is on loopback: no network latency, so the per-message fsync and the server\'s CPU are what separates the peers.',
+    '- Message counts are small enough for a run in minutes; run-to-run spread is in the min–max.',
+    '',
+  ].join('\n');
+}
+
+if (import.meta.filename === path.resolve(process.argv[1] ?? '')) {
+  const root = path.resolve(import.meta.dirname, '..');
+  const file = process.argv[2] ?? path.join(root, 'docs/benchmarks.json');
+  const data = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
+  fs.writeFileSync(path.join(root, 'docs/benchmarks.md'), renderMarkdown(data));
+  console.log(`wrote docs/benchmarks.md from ${path.relative(process.cwd(), file)}`);
+}
