@@ -22,6 +22,9 @@ test('concurrent appends share batches: one segment, records in order, each read
     const bodies = Array.from({ length: 50 }, (_, i) => [Buffer.from(`Subject: ${i}\r\n\r\n`), Buffer.from(`body ${i}\r\n`)]);
     const locs = await Promise.all(bodies.map((b, i) => j.append(json(`M${i}`), b, b[0]!.length + b[1]!.length)));
     assert.equal(segments(dir).length, 1);
+    // Group commit: the first append is written alone; the 49 that queued
+    // meanwhile share the next batch (one writev, one fdatasync).
+    assert.deepEqual(j.stats, { batches: 2, records: 50 });
     for (let i = 0; i < locs.length; i++) {
       const got = await j.read(locs[i]!, bodies[i]![0]!.length + bodies[i]![1]!.length);
       assert.equal(got.toString(), `Subject: ${i}\r\n\r\nbody ${i}\r\n`);
