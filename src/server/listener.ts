@@ -63,7 +63,10 @@ export class Listener {
   /** Connections whose PROXY header has not arrived yet. */
   readonly #awaitingHeader = new Set<net.Socket>();
 
+  #boundPort: number;
+
   constructor(config: ListenerConfig, deps: ListenerDeps) {
+    this.#boundPort = config.port;
     this.config = config;
     this.#deps = deps;
     this.#server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.#onConnection(s));
@@ -75,15 +78,16 @@ export class Listener {
       this.#server.once('error', reject);
       this.#server.listen({ host: this.config.address, port: this.config.port, backlog: 1024 }, () => {
         this.#server.off('error', reject);
-        resolve(this.port);
+        const a = this.#server.address();
+        this.#boundPort = typeof a === 'object' && a ? a.port : this.config.port;
+        resolve(this.#boundPort);
       });
     });
   }
 
   /** The bound port (useful when configured as 0). */
   get port(): number {
-    const a = this.#server.address();
-    return typeof a === 'object' && a ? a.port : this.config.port;
+    return this.#boundPort;
   }
 
   /**
@@ -238,7 +242,7 @@ export class Listener {
    * one function shared by all sessions (no closure per connection).
    */
   #startSession(socket: net.Socket, ip: string, port: number, proxy: string | undefined, implicitTls: boolean, release: (() => void) | null): void {
-    const session = new Session(socket, this.config.role, this.#deps, implicitTls);
+    const session = new Session(socket, this.config.role, this.#deps, implicitTls, this.port);
     session.info.remoteAddress = ip;
     session.info.remotePort = port;
     if (proxy !== undefined) session.info.proxy = proxy;

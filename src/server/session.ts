@@ -146,7 +146,8 @@ export class Session implements Timed {
   /** Called once when the connection is gone. */
   onClose: ((session: Session) => void) | null = null;
 
-  constructor(socket: net.Socket, role: SessionInfo['role'], deps: SessionDeps, implicitTls = false) {
+  /** `localPort`: the listener's port, when known (saves a getsockname per connection). */
+  constructor(socket: net.Socket, role: SessionInfo['role'], deps: SessionDeps, implicitTls = false, localPort?: number) {
     this.#socket = socket;
     this.#deps = deps;
     // The reader takes AUTH-sized lines; other commands are held to the §4.5.3.1.4 limit in #handle.
@@ -155,7 +156,7 @@ export class Session implements Timed {
       id: `${process.pid.toString(36)}${(++sessionCounter).toString(36)}`,
       remoteAddress: socket.remoteAddress ?? '',
       remotePort: socket.remotePort ?? 0,
-      localPort: socket.localPort ?? 0,
+      localPort: localPort ?? socket.localPort ?? 0,
       role,
       tls: implicitTls,
     };
