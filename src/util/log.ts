@@ -38,13 +38,40 @@ function batchedStdout(): (line: string) => void {
   };
 }
 
+let lastMs = 0;
+let lastIso = '';
+/** Date#toISOString, made once per millisecond. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 export function createLogger(level: Level = 'info', write: (line: string) => void = batchedStdout()): Logger {
   const min = ORDER[level];
   const emit = (lvl: Level, msg: string, fields?: Record<string, unknown>): void => {
     if (ORDER[lvl] < min) return;
-    const rec: Record<string, unknown> = { t: new Date().toISOString(), level: lvl, msg, ...fields };
-    for (const [k, v] of Object.entries(rec)) if (v instanceof Error) rec[k] = v.message;
-    write(JSON.stringify(rec) + '\n');
+    // The three fixed keys are written by hand and the fields appended: no
+    // copy of the record per line (this runs several times per message).
+    let line = `{"t":"${isoNow()}","level":"${lvl}","msg":${JSON.stringify(msg)}`;
+    if (fields) {
+      let rec = fields;
+      for (const k in fields) {
+        if (fields[k] instanceof Error || k === 't' || k === 'level' || k === 'msg') {
+          rec = {};
+          for (const [key, v] of Object.entries(fields)) {
+            if (key !== 't' && key !== 'level' && key !== 'msg') rec[key] = v instanceof Error ? v.message : v;
+          }
+          break;
+        }
+      }
+      const body = JSON.stringify(rec);
+      if (body.length > 2) line += ',' + body.slice(1, -1);
+    }
+    write(line + '}\n');
   };
   return {
     debug: (m, f) => emit('debug', m, f),
