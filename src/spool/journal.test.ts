@@ -20,7 +20,7 @@ test('concurrent appends share batches: one segment, records in order, each read
     const j = new Journal(dir, true);
     j.init();
     const bodies = Array.from({ length: 50 }, (_, i) => [Buffer.from(`Subject: ${i}\r\n\r\n`), Buffer.from(`body ${i}\r\n`)]);
-    const locs = await Promise.all(bodies.map((b, i) => j.append(json(`M${i}`), b, b[0]!.length + b[1]!.length)));
+    const locs = await Promise.all(bodies.map((b, i) => j.append(`M${i}`, json(`M${i}`), b, b[0]!.length + b[1]!.length)));
     assert.equal(segments(dir).length, 1);
     // Group commit: the first append is written alone; the 49 that queued
     // meanwhile share the next batch (one writev, one fdatasync).
@@ -41,8 +41,8 @@ test('recovery returns every record not marked done, and a sealed segment goes o
   try {
     const j = new Journal(dir, true);
     j.init();
-    const a = await j.append(json('A'), [Buffer.from('aaa')], 3);
-    await j.append(json('B'), [Buffer.from('bbbb')], 4);
+    const a = await j.append('A', json('A'), [Buffer.from('aaa')], 3);
+    await j.append('B', json('B'), [Buffer.from('bbbb')], 4);
     j.release('A', a);
     await new Promise((r) => setTimeout(r, 50)); // the .done append happens on the next turn
     await j.close();
@@ -66,9 +66,9 @@ test('a torn tail (never acknowledged) is ignored; a record failing its CRC is s
   try {
     const j = new Journal(dir, true);
     j.init();
-    await j.append(json('A'), [Buffer.from('first')], 5);
-    await j.append(json('B'), [Buffer.from('second')], 6);
-    await j.append(json('C'), [Buffer.from('third')], 5);
+    await j.append('A', json('A'), [Buffer.from('first')], 5);
+    await j.append('B', json('B'), [Buffer.from('second')], 6);
+    await j.append('C', json('C'), [Buffer.from('third')], 5);
     await j.close();
     const seg = path.join(dir, segments(dir)[0]!);
     // Torn tail: half a record header and some bytes.
@@ -99,8 +99,8 @@ test('segments roll over past their size limit and full ones are deleted when th
     const j = new Journal(dir, false, 1000);
     j.init();
     const body = Buffer.alloc(1200, 0x61);
-    const a = await j.append(json('A'), [body], 1200);
-    const b = await j.append(json('B'), [body], 1200);
+    const a = await j.append('A', json('A'), [body], 1200);
+    const b = await j.append('B', json('B'), [body], 1200);
     assert.equal(segments(dir).length, 2, 'a second segment after the first passed 1000 bytes');
     j.release('A', a);
     await new Promise((r) => setTimeout(r, 50));
@@ -108,7 +108,7 @@ test('segments roll over past their size limit and full ones are deleted when th
     j.release('B', b);
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(segments(dir).length, 0, "B's segment was full too");
-    const c = await j.append(json('C'), [Buffer.from('small')], 5);
+    const c = await j.append('C', json('C'), [Buffer.from('small')], 5);
     j.release('C', c);
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(segments(dir).length, 1, 'the active segment stays for the next appends');
@@ -151,6 +151,26 @@ test('spool: small messages go to the journal, large ones to their own file; bot
     for (const m of messages) await again.remove(m.envelope.id);
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(again.list(), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a failed write rejects its batch, seals the segment and the next append goes to a new one', async () => {
+  const dir = tmp();
+  try {
+    const j = new Journal(dir, true);
+    j.init();
+    const a = await j.append('A', json('A'), [Buffer.from('aaa')], 3);
+    // Pull the file out from under it: the next writev fails with EBADF.
+    fs.closeSync(a.segment.fd);
+    await assert.rejects(j.append('B', json('B'), [Buffer.from('bbb')], 3), /EBADF/);
+    a.segment.fd = fs.openSync(a.segment.path, 'r'); // so that reads and close still work
+    const c = await j.append('C', json('C'), [Buffer.from('ccc')], 3);
+    assert.notEqual(c.segment, a.segment, 'a fresh segment after the failure');
+    assert.equal(segments(dir).length, 2);
+    const { records } = new Journal(dir, true).recover(path.join(dir, 'corrupt'));
+    assert.deepEqual(records.map((r) => JSON.parse(r.envelopeJson.toString()).id), ['A', 'C'], 'B was refused: never recovered');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -64,6 +64,7 @@ export interface JournalRecord {
 }
 
 interface Pending {
+  id: string;
   header: Buffer;
   json: Buffer;
   chunks: Buffer[];
@@ -101,12 +102,12 @@ export class Journal {
    * Append one message; resolves once it is on disk and synced. `chunks`
    * are written as they are (never copied) and must not change afterwards.
    */
-  append(json: Buffer, chunks: Buffer[], size: number): Promise<JournalLocation> {
+  append(id: string, json: Buffer, chunks: Buffer[], size: number): Promise<JournalLocation> {
     let crc = zlib.crc32(json);
     for (const c of chunks) crc = zlib.crc32(c, crc);
     const header = Buffer.from(`${MAGIC}${json.length} ${size} ${crc.toString(16).padStart(8, '0')}\n`, 'latin1');
     return new Promise((resolve, reject) => {
-      this.#queue.push({ header, json, chunks, size, resolve, reject });
+      this.#queue.push({ id, header, json, chunks, size, resolve, reject });
       if (!this.#running) {
         this.#running = true;
         void this.#loop();
@@ -141,7 +142,14 @@ export class Journal {
         if (seg.size >= this.#segmentMax) this.#seal(seg);
       } catch (e) {
         // The segment's tail is now unknown: append to a fresh one from here on.
-        if (seg) this.#seal(seg);
+        if (seg) {
+          // Records that did reach the file were refused to their clients:
+          // mark them done, so a restart does not deliver them after all.
+          for (const r of batch) seg.doneQueue.push(r.id);
+          this.#doneSegments.add(seg);
+          this.#seal(seg);
+          this.#flushDone();
+        }
         for (const r of batch) r.reject(e);
       }
     }

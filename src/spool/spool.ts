@@ -96,7 +96,7 @@ export class Spool {
 
   /** Called by SpoolWriter: a small message goes into the journal. */
   async appendToJournal(envelope: Envelope, json: Buffer, chunks: Buffer[], size: number): Promise<void> {
-    const loc = await this.journal.append(json, chunks, size);
+    const loc = await this.journal.append(envelope.id, json, chunks, size);
     this.#journaled.set(envelope.id, loc);
     this.#cache.set(envelope.id, chunks);
     this.#cacheBytes += size;
