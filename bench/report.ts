@@ -14,6 +14,19 @@ import type { MemoryResult } from './memory.ts';
 import type { PeerName } from './peers.ts';
 import type { RelayResult } from './relay.ts';
 
+export interface TernVersion { commit: string; uncommittedSrc: string[] }
+
+const versionText = (v: TernVersion | undefined) =>
+  `${v?.commit ?? 'unknown'}${v?.uncommittedSrc.length ? `, with uncommitted changes in ${v.uncommittedSrc.map((f) => `\`${f}\``).join(', ')}` : ''}`;
+
+/** "this checkout at …", per stage when the checkout changed while the benchmark ran. */
+function ternVersionText(d: BenchResults): string {
+  const stages = Object.entries(d.ternByStage ?? {});
+  const texts = new Set(stages.map(([, v]) => versionText(v)));
+  if (texts.size <= 1) return `this checkout at ${versionText(d.tern)}`;
+  return `this checkout, which changed while the benchmark ran: ${stages.map(([k, v]) => `${k} at ${versionText(v)}`).join('; ')}`;
+}
+
 export interface BenchResults {
   command: string;
   quick: boolean;
@@ -21,7 +34,9 @@ export interface BenchResults {
   machine: Machine;
   loadavgAfter?: number[] | undefined;
   /** The checkout measured. */
-  tern?: { commit: string; uncommittedSrc: string[] } | undefined;
+  tern?: TernVersion | undefined;
+  /** The checkout when each stage (accept, memory, relay) started its servers. */
+  ternByStage?: Record<string, TernVersion> | undefined;
   elapsedSeconds: number;
   accept: AcceptResult;
   memory?: MemoryResult | undefined;
@@ -39,6 +54,27 @@ const mib = (kib: number | null | undefined) => f0(num(kib) / 1024);
 const mib1 = (kib: number | null | undefined) => f1(num(kib) / 1024);
 const size = (b: number) => (b >= 1 << 20 ? `${b / (1 << 20)} MB` : `${b / 1024} KB`);
 const xr = (r: Ratio | undefined, what: 'rate' | 'cpuMsPerMsg' = 'rate') => (r ? `${f2(r[what])}×` : 'n/a');
+
+// ---------------------------------------------------------------- noise
+
+/** Rounds whose messages/s differ by more than this (max/min) make a ratio suspect. */
+const NOISY = 1.5;
+const wide = (x: Spread | undefined) => !!x && num(x.max) / num(x.min) > NOISY;
+/** Tern's or the peer's rounds spread wider than NOISY: the ratio is marked †. */
+const noisy = (s: ScenarioResult, p: PeerName) => wide(s.summary.tern?.rate) || wide(s.summary[p]?.rate);
+const relayNoisy = (r: RelayResult) => wide(r.tern) || wide(r.postfix);
+const dagger = (b: boolean) => (b ? ' †' : '');
+const DAGGER_NOTE = `† Tern's or the peer's rounds differ by more than ${NOISY}× in messages/s (max/min): other work on the machine or the peer's own variance disturbed them, and the ratio is less certain; the scenario's table has the min–max.`;
+
+/** A warning when the machine was busy with other work (load average above what the benchmark itself makes). */
+function busyWarning(d: BenchResults): string {
+  const n = d.machine.nproc;
+  const loads = [d.machine.loadavg?.[0], d.loadavgAfter?.[0]].map(num).filter(Number.isFinite);
+  const worst = Math.max(...loads);
+  if (!loads.length || worst <= n + 1) return '';
+  return `\n**The machine was busy with other work during this run**: 1-minute load average up to ${worst.toFixed(1)} on ${n} CPUs (the benchmark itself accounts for about ${n}). ` +
+    'Runs were interleaved and ratios taken round by round to soften this, but the figures marked † are disturbed; rerun on a quiet machine before quoting them.';
+}
 
 // ---------------------------------------------------------------- targets
 
@@ -62,7 +98,7 @@ export function targets(d: BenchResults): TargetRow[] {
       const r = s?.ratios.postfix;
       rows.push({
         target, where: s ? s.name : describeId(id),
-        measured: r ? `${f2(r.rate)}× (Tern ${f0(s!.summary.tern?.rate.median)}, Postfix ${f0(s!.summary.postfix?.rate.median)} msg/s)` : 'not measured',
+        measured: r ? `${f2(r.rate)}× (Tern ${f0(s!.summary.tern?.rate.median)}, Postfix ${f0(s!.summary.postfix?.rate.median)} msg/s)${dagger(noisy(s!, 'postfix'))}` : 'not measured',
         met: r && Number.isFinite(num(r.rate)) ? r.rate >= min : undefined,
       });
     }
@@ -89,7 +125,7 @@ export function targets(d: BenchResults): TargetRow[] {
     met: big && !big.error && Number.isFinite(growth) ? Math.abs(growth) <= 20 * MB : undefined,
   });
   const relay = num(d.relay.ratioMedian);
-  rows.push({ target: 'relay ≥ 2× Postfix', where: `${d.relay.messages} × 1 KB, ${d.relay.sessions} sessions`, measured: `${f2(relay)}×`, met: Number.isFinite(relay) ? relay >= 2 : undefined });
+  rows.push({ target: 'relay ≥ 2× Postfix', where: `${d.relay.messages} × 1 KB, ${d.relay.sessions} sessions`, measured: `${f2(relay)}×${dagger(relayNoisy(d.relay))}`, met: Number.isFinite(relay) ? relay >= 2 : undefined });
   return rows;
 }
 
@@ -107,9 +143,9 @@ function headline(d: BenchResults): string[] {
   ];
   for (const s of d.accept.scenarios) {
     const sessions = s.sessions !== s.requestedSessions ? ` (${s.sessions} run)` : '';
-    out.push(`| ${s.name}${sessions} | ${s.messages} × ${size(s.size)} | ${f0(s.summary.tern?.rate.median)} | **${xr(s.ratios.postfix)}** | ${xr(s.ratios.haraka)} | ${xr(s.ratios.sink)} | ${f3(s.summary.tern?.cpuMsPerMsg.median)} | ${f3(s.summary.postfix?.cpuMsPerMsg.median)} | ${f3(s.summary.haraka?.cpuMsPerMsg.median)} |`);
+    out.push(`| ${s.name}${sessions} | ${s.messages} × ${size(s.size)} | ${f0(s.summary.tern?.rate.median)} | **${xr(s.ratios.postfix)}**${dagger(noisy(s, 'postfix'))} | ${xr(s.ratios.haraka)}${dagger(noisy(s, 'haraka'))} | ${xr(s.ratios.sink)}${dagger(noisy(s, 'sink'))} | ${f3(s.summary.tern?.cpuMsPerMsg.median)} | ${f3(s.summary.postfix?.cpuMsPerMsg.median)} | ${f3(s.summary.haraka?.cpuMsPerMsg.median)} |`);
   }
-  out.push(`| relay to smtp-sink, 20 sessions | ${d.relay.messages} × 1 KB | ${f0(d.relay.tern.median)} | **${f2(d.relay.ratioMedian)}×** | – | – | ${f3(d.relay.tern.cpuMsPerMsg)} | ${f3(d.relay.postfix.cpuMsPerMsg)} | – |`);
+  out.push(`| relay to smtp-sink, 20 sessions | ${d.relay.messages} × 1 KB | ${f0(d.relay.tern.median)} | **${f2(d.relay.ratioMedian)}×**${dagger(relayNoisy(d.relay))} | – | – | ${f3(d.relay.tern.cpuMsPerMsg)} | ${f3(d.relay.postfix.cpuMsPerMsg)} | – |`);
   return out;
 }
 
@@ -218,6 +254,7 @@ export function renderMarkdown(d: BenchResults): string {
     '# Benchmarks',
     '',
     `Generated by \`${d.command}\` (bench/run.ts) on ${m.date}; ${f0(d.elapsedSeconds)} s in all. Every number below comes from docs/benchmarks.json, written by the same run.`,
+    busyWarning(d),
     d.quick ? '\n**Quick mode**: 1 KB at 20 sessions only, one run per peer, few messages, no memory tests: a smoke test, not a result to quote.\n' : '',
     '## Headline: Tern / peer',
     '',
@@ -225,6 +262,8 @@ export function renderMarkdown(d: BenchResults): string {
       'CPU is the server\'s user+system time per message, including the work after the 250 (discarding, queueing, delivery).',
     '',
     ...headline(d),
+    '',
+    DAGGER_NOTE,
     '',
     '## Targets',
     '',
@@ -235,6 +274,8 @@ export function renderMarkdown(d: BenchResults): string {
     '| --- | --- | --- | --- |',
     ...tgt.map((t) => `| ${t.target} | ${t.where} | ${t.measured} | ${metText(t.met)} |`),
     '',
+    DAGGER_NOTE,
+    '',
     `${tgt.filter((t) => t.met === true).length} of ${tgt.length} met, ${tgt.filter((t) => t.met === false).length} not met, ${tgt.filter((t) => t.met === undefined).length} not measured.`,
     '',
     '## Machine and versions',
@@ -242,7 +283,7 @@ export function renderMarkdown(d: BenchResults): string {
     `- CPUs (nproc): ${m.nproc}; model: ${m.cpu}; memory: ${f1(num(m.memoryGiB))} GiB`,
     `- Kernel: ${m.kernel}`,
     `- Load average (1, 5, 15 min) at the start: ${(m.loadavg ?? []).map((x) => x.toFixed(2)).join(', ') || 'n/a'}; at the end: ${(d.loadavgAfter ?? []).map((x) => x.toFixed(2)).join(', ') || 'n/a'} (the benchmark itself adds about 2)`,
-    `- Tern: this checkout at ${d.tern?.commit ?? 'unknown'}${d.tern?.uncommittedSrc.length ? `, with uncommitted changes in ${d.tern.uncommittedSrc.map((f) => `\`${f}\``).join(', ')}` : ''}`,
+    `- Tern: ${ternVersionText(d)}`,
     `- Node ${m.node} (Tern and Haraka); Postfix ${m.postfix} (Debian package; smtp-source and smtp-sink from it); Haraka ${a.haraka} (npm)`,
     `- Pinned: ${m.pinned ? 'yes: server under test on CPU 0, the load generator (smtp-source or our client) and the driver on CPU 1 (taskset)' : 'no (taskset missing or one CPU)'}`,
     `- Command: \`${d.command}\` (the full run: \`npm run bench\`; the smoke test: \`npm run bench -- --quick\`; \`node bench/report.ts\` rewrites this file from docs/benchmarks.json)`,

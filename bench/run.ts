@@ -68,8 +68,12 @@ try {
     ...(SCALE !== 1 ? ['--scale', String(SCALE)] : []),
     ...(ONLY ? ['--only', ONLY] : []),
   ];
+  // The checkout is read again before each stage: a Tern started later runs what is on disk then.
+  const stages: Record<string, ReturnType<typeof ternVersion>> = { accept: tern };
   const accept = run('accept', acceptArgs) as AcceptResult;
-  const memory = QUICK || args.flag('no-memory') ? undefined : (run('memory', []) as MemoryResult);
+  if (!(QUICK || args.flag('no-memory'))) stages.memory = ternVersion();
+  const memory = stages.memory ? (run('memory', []) as MemoryResult) : undefined;
+  stages.relay = ternVersion();
   const relayArgs = QUICK
     ? ['--runs', '1', '--messages', '500']
     : ['--runs', RUNS ?? '3', '--messages', String(Math.max(100, Math.round(2000 * SCALE)))];
@@ -79,6 +83,7 @@ try {
     quick: QUICK,
     machine: before,
     tern,
+    ternByStage: stages,
     loadavgAfter: machine().loadavg,
     elapsedSeconds: (Date.now() - t0) / 1000,
     accept,
