@@ -40,7 +40,7 @@ import {
   cachedPids, cli, cpuMeter, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
 } from './lib.ts';
 import type { Spread } from './lib.ts';
-import { startHarakaPeer, startPostfixPeer, startSinkPeer, startTernPeer, TERN_LIMITS } from './peers.ts';
+import { startHarakaPeer, startPostfixPeer, startSinkPeer, startTernPeer, ternJournal, TERN_LIMITS } from './peers.ts';
 import type { Peer, PeerName } from './peers.ts';
 
 const args = cli();
@@ -272,6 +272,8 @@ export interface AcceptResult {
   machine: ReturnType<typeof machine>;
   scenarios: ScenarioResult[];
   latency: LatencyRow[];
+  /** Group commit over the whole run, per Tern variant: journal batches (one fdatasync each) and records. */
+  ternJournal?: Partial<Record<string, { batches: number; records: number }>> | undefined;
   seconds: number;
 }
 
@@ -325,6 +327,7 @@ async function main(): Promise<void> {
     kind: 'accept', quick: QUICK, runsEach: RUNS, scale: SCALE, warmupMessages: WARMUP, haraka: HARAKA_VERSION, ternLimits: TERN_LIMITS,
     peerConfigs: Object.fromEntries([...peers].map(([n, p]) => [n, p.config])),
     machine: machine(), scenarios: results, latency: lat, seconds: (Date.now() - t0) / 1000,
+    ternJournal,
   };
   if (!haveTaskset) console.log('  (not pinned: taskset missing or fewer than 2 CPUs)');
   if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(out, null, 2));

@@ -97,9 +97,20 @@ export async function startTernPeer(variant: 'tern' | 'tern-checks' | 'tern-mail
     },
     stop: async () => {
       await tern.stop();
+      ternJournal[variant] = journalStats(tern.logFile);
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Per Tern variant, from its "tern stopped" log line: journal batches (one fdatasync each) and the records in them. */
+export const ternJournal: Partial<Record<string, { batches: number; records: number }>> = {};
+
+function journalStats(logFile: string): { batches: number; records: number } | undefined {
+  const text = fs.readFileSync(logFile, 'utf8');
+  const line = text.split('\n').reverse().find((l) => l.includes('"tern stopped"'));
+  const j = line ? (JSON.parse(line) as { journal?: { batches: number; records: number } }).journal : undefined;
+  return j && j.batches > 0 ? j : undefined;
 }
 
 /** Postfix as a receiving MTA that discards: `mainCf` adds or overrides main.cf settings. */

@@ -12,6 +12,7 @@ import type { AcceptResult, Ratio, ScenarioResult } from './accept.ts';
 import type { Machine, Spread } from './lib.ts';
 import type { MemoryResult } from './memory.ts';
 import type { PeerName } from './peers.ts';
+import type { DiskResult } from './disk.ts';
 import type { RelayResult } from './relay.ts';
 
 export interface TernVersion { commit: string; uncommittedSrc: string[] }
@@ -41,6 +42,8 @@ export interface BenchResults {
   accept: AcceptResult;
   memory?: MemoryResult | undefined;
   relay: RelayResult;
+  /** bench/disk.ts at the start: the disk's fdatasync rate with one writer. */
+  disk?: DiskResult | undefined;
 }
 
 // JSON turns NaN into null: every number read back goes through num().
@@ -135,6 +138,32 @@ const metText = (m: boolean | undefined) => (m === undefined ? 'not measured' : 
 
 const range = (s: Spread | undefined, f: (x: number) => string, runs: number) =>
   !s || !Number.isFinite(num(s.median)) ? 'n/a' : runs > 1 ? `${f(s.median)} (${f(s.min)}–${f(s.max)})` : f(s.median);
+
+/** The disk's sync rate, what Tern got out of it (group commit), and smtp-sink, the no-disk bound. */
+function diskSection(d: BenchResults): string[] {
+  const out: string[] = ['## The disk and the no-disk bound', ''];
+  const disk = d.disk;
+  if (disk) {
+    out.push(`- This disk (${disk.dir}): ${f0(disk.syncsPerSecond)} fdatasync/s for one writer appending 1 KiB before each (median ${disk.medianMs.toFixed(2)} ms; bench/disk.ts). ` +
+      'A server that paid one sync per message could not accept more messages per second than that.');
+  }
+  const j = d.accept.ternJournal?.tern;
+  if (j) {
+    out.push(`- Tern's journal over the whole accept run (the \`tern\` peer): ${j.records} messages in ${j.batches} batches, ` +
+      `${(j.records / j.batches).toFixed(1)} messages per fdatasync on average (group commit: every commit that arrives while a batch is being written and synced joins the next one).`);
+  }
+  for (const id of ['1k-s20-new', '1k-s100-new', '1k-s100-reuse']) {
+    const s = d.accept.scenarios.find((x) => x.id === id);
+    const tern = s?.summary.tern?.rate.median;
+    if (!s || tern === undefined) continue;
+    const parts = [`${describeId(id)}: Tern ${f0(tern)} msg/s`];
+    if (disk) parts.push(`${(tern / disk.syncsPerSecond).toFixed(2)}× the disk's serial sync rate`);
+    if (s.ratios.sink) parts.push(`${f2(s.ratios.sink.rate)}× smtp-sink's messages/s at ${f2(s.ratios.sink.cpuMsPerMsg)}× its CPU per message`);
+    out.push(`- ${parts.join('; ')}.`);
+  }
+  out.push('');
+  return out;
+}
 
 function headline(d: BenchResults): string[] {
   const out = [
@@ -278,6 +307,7 @@ export function renderMarkdown(d: BenchResults): string {
     '',
     `${tgt.filter((t) => t.met === true).length} of ${tgt.length} met, ${tgt.filter((t) => t.met === false).length} not met, ${tgt.filter((t) => t.met === undefined).length} not measured.`,
     '',
+    ...diskSection(d),
     '## Machine and versions',
     '',
     `- CPUs (nproc): ${m.nproc}; model: ${m.cpu}; memory: ${f1(num(m.memoryGiB))} GiB`,

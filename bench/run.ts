@@ -29,6 +29,7 @@ import type { AcceptResult } from './accept.ts';
 import type { MemoryResult } from './memory.ts';
 import type { RelayResult } from './relay.ts';
 import { renderMarkdown, targets } from './report.ts';
+import { measureDisk } from './disk.ts';
 import type { BenchResults } from './report.ts';
 
 const argv = process.argv.slice(2);
@@ -59,6 +60,9 @@ function ternVersion(): { commit: string; uncommittedSrc: string[] } {
 
 const t0 = Date.now();
 const before = machine();
+// The disk's own rate of durable commits, before anything else runs.
+const disk = measureDisk(QUICK ? 1 : 3);
+console.log(`disk: ${disk.syncsPerSecond.toFixed(0)} fdatasync/s after 1 KiB appends (median ${disk.medianMs.toFixed(2)} ms)`);
 const tern = ternVersion();
 let data: BenchResults;
 try {
@@ -85,6 +89,7 @@ try {
     tern,
     ternByStage: stages,
     loadavgAfter: machine().loadavg,
+    disk,
     elapsedSeconds: (Date.now() - t0) / 1000,
     accept,
     memory,
