@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Journal } from './journal.ts';
+import { Journal, readJournal } from './journal.ts';
 import { Spool } from './spool.ts';
 import type { Envelope } from './types.ts';
 
@@ -175,3 +175,58 @@ test('a failed write rejects its batch, seals the segment and the next append go
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('spool: a journaled message that gets delivery state moves to a queue file of its own, and its journal record is released', async () => {
+  const dir = tmp();
+  try {
+    const spool = new Spool({ dir });
+    spool.init();
+    const id = spool.newId();
+    const w = spool.create({ id, sender: 's@x.test', receivedAt: Date.now(), smtputf8: false, recipients: [{ address: 'a@b.test', original: 'a@b.test' }] });
+    w.write(Buffer.from('Subject: deferred\r\n\r\nbody\r\n'));
+    const msg = await w.commit('X-Top: 1\r\n');
+    assert.deepEqual(fs.readdirSync(spool.queueDir), []);
+    await spool.writeState(id, { ...msg.state, attempts: 1, lastError: ['451 4.4.1 try later'] });
+    assert.deepEqual(fs.readdirSync(spool.queueDir), [id], 'now a queue file');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(readJournalIds(path.join(dir, 'journal')).includes(id), false, 'journal record marked done');
+    const chunks: Buffer[] = [];
+    for await (const c of spool.openMessage(msg)) chunks.push(c as Buffer);
+    assert.equal(Buffer.concat(chunks).toString(), 'X-Top: 1\r\nSubject: deferred\r\n\r\nbody\r\n', 'read from the file now');
+    const again = new Spool({ dir });
+    again.init();
+    const { messages } = await again.recover();
+    assert.deepEqual(messages.map((m) => m.envelope.id), [id], 'recovered once');
+    assert.equal(messages[0]!.state.attempts, 1);
+    assert.equal(messages[0]!.envelope.prepend, 'X-Top: 1\r\n');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('spool: after a crash between the move and the done mark, the queue file wins and the record is dropped', async () => {
+  const dir = tmp();
+  try {
+    const spool = new Spool({ dir });
+    spool.init();
+    const id = spool.newId();
+    const w = spool.create({ id, sender: 's@x.test', receivedAt: Date.now(), smtputf8: false, recipients: [{ address: 'a@b.test', original: 'a@b.test' }] });
+    w.write(Buffer.from('Subject: twice\r\n\r\nbody\r\n'));
+    await w.commit();
+    // What #moveToFile writes, without the done mark that follows it.
+    const rec = readJournal(path.join(dir, 'journal')).find((r) => r.id === id)!;
+    fs.writeFileSync(path.join(spool.queueDir, id), Buffer.concat([rec.message, rec.envelopeJson, Buffer.from(`\nTERN2 ${rec.message.length} ${rec.envelopeJson.length}\n`)]));
+    const again = new Spool({ dir });
+    again.init();
+    const { messages } = await again.recover();
+    assert.deepEqual(messages.map((m) => m.envelope.id), [id], 'one copy, not two');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(readJournalIds(path.join(dir, 'journal')).includes(id), false);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function readJournalIds(dir: string): string[] {
+  return readJournal(dir).map((r) => r.id);
+}

@@ -71,7 +71,7 @@ export class Spool {
   readonly #stateWrites = new Map<string, Promise<void>>();
   readonly journal: Journal;
   /** Where each journaled message lives. */
-  readonly #journaled = new Map<string, JournalLocation>();
+  readonly #journaled = new Map<string, Journaled>();
   /** Message bytes of recent journal commits, oldest first (Map order). */
   readonly #cache = new Map<string, Buffer[]>();
   #cacheBytes = 0;
@@ -97,7 +97,7 @@ export class Spool {
   /** Called by SpoolWriter: a small message goes into the journal. */
   async appendToJournal(envelope: Envelope, json: Buffer, chunks: Buffer[], size: number): Promise<void> {
     const loc = await this.journal.append(envelope.id, json, chunks, size);
-    this.#journaled.set(envelope.id, loc);
+    this.#journaled.set(envelope.id, { loc, jsonLength: json.length, bodyLength: size });
     this.#cache.set(envelope.id, chunks);
     this.#cacheBytes += size;
     for (const [id, c] of this.#cache) {
@@ -150,9 +150,15 @@ export class Spool {
     const corrupt: string[] = [];
     const journal = this.journal.recover(path.join(this.dir, 'corrupt'));
     corrupt.push(...journal.corrupt);
+    const files = new Set(fs.readdirSync(this.queueDir));
     for (const r of journal.records) {
       const envelope = JSON.parse(r.envelopeJson.toString('utf8')) as Envelope;
-      this.#journaled.set(envelope.id, r.location);
+      if (files.has(envelope.id)) {
+        // Moved to a queue file, and the crash came before the journal heard: the file wins.
+        this.journal.release(envelope.id, r.location);
+        continue;
+      }
+      this.#journaled.set(envelope.id, { loc: r.location, jsonLength: r.envelopeJson.length, bodyLength: r.bodyLength });
       const state = this.readState(envelope.id);
       if (state) this.#withState.add(envelope.id);
       messages.push({ envelope, state: state ?? initialState(envelope), bodyLength: r.bodyLength, size: r.bodyLength + Buffer.byteLength(envelope.prepend ?? ''), recovered: true });
@@ -209,8 +215,9 @@ export class Spool {
   /** The message as delivered: the envelope's prepended fields, then the stored bytes (our Received header first). */
   openMessage(msg: QueuedMessage): Readable {
     const id = msg.envelope.id;
-    const loc = this.#journaled.get(id);
-    if (loc) {
+    const j = this.#journaled.get(id);
+    if (j) {
+      const loc = j.loc;
       const prepend = msg.envelope.prepend;
       const cached = this.#cache.get(id);
       const head: Buffer[] = prepend ? [Buffer.from(prepend, 'utf8')] : [];
@@ -248,13 +255,47 @@ export class Spool {
   writeState(id: string, state: DeliveryState): Promise<void> {
     const snapshot = JSON.stringify(state);
     const prev = this.#stateWrites.get(id) ?? Promise.resolve();
-    const next = prev.catch(() => {}).then(() => this.#writeState(id, snapshot));
+    const next = prev.catch(() => {}).then(async () => {
+      await this.#moveToFile(id);
+      await this.#writeState(id, snapshot);
+    });
     this.#stateWrites.set(id, next);
     this.#withState.add(id);
     void next.finally(() => {
       if (this.#stateWrites.get(id) === next) this.#stateWrites.delete(id);
     }).catch(() => {});
     return next;
+  }
+
+  /**
+   * A journaled message that needs state (it was deferred, partly delivered
+   * or held) moves to a queue file of its own before its state is written:
+   * a message retried for days would otherwise keep its whole 32 MiB
+   * segment on disk. Deferred mail is the exception, so the copy is cheap in
+   * total, and the journal only ever holds mail in its first attempt.
+   * Crash-safe in either order: the file is durable before the journal
+   * record is marked done, and recovery finding both keeps one (the file).
+   */
+  async #moveToFile(id: string): Promise<void> {
+    const j = this.#journaled.get(id);
+    if (!j) return;
+    const record = await this.journal.read({ segment: j.loc.segment, offset: j.loc.offset - j.jsonLength }, j.jsonLength + j.bodyLength);
+    const json = record.subarray(0, j.jsonLength);
+    const message = record.subarray(j.jsonLength);
+    const tmp = path.join(this.tmpDir, id);
+    const fd = await p.open(tmp, 'w');
+    try {
+      await p.writev(fd, [message, json, Buffer.from(`\n${MAGIC}${message.length} ${json.length}\n`, 'latin1')]);
+      if (this.fsync) await p.fsync(fd);
+    } finally {
+      await p.close(fd);
+    }
+    await p.rename(tmp, this.queuePath(id));
+    await this.#queueSync.sync();
+    this.#journaled.delete(id);
+    const cached = this.#cache.get(id);
+    if (cached) this.#dropCache(id, cached);
+    this.journal.release(id, j.loc);
   }
 
   async #writeState(id: string, snapshot: string): Promise<void> {
@@ -273,18 +314,19 @@ export class Spool {
 
   /** Remove a finished message: the queue file first, so a crash never leaves a message without its state. */
   async remove(id: string): Promise<void> {
-    const loc = this.#journaled.get(id);
-    if (loc) {
+    // A state write in flight may be moving the message to a file: let it finish.
+    await this.#stateWrites.get(id)?.catch(() => {});
+    const j = this.#journaled.get(id);
+    if (j) {
       this.#journaled.delete(id);
       const cached = this.#cache.get(id);
       if (cached) this.#dropCache(id, cached);
-      this.journal.release(id, loc);
+      this.journal.release(id, j.loc);
     } else {
       await unlinkQuiet(this.queuePath(id));
       await this.#queueSync.sync();
     }
     if (this.#withState.delete(id)) {
-      await this.#stateWrites.get(id)?.catch(() => {});
       await unlinkQuiet(path.join(this.stateDir, `${id}.json`));
     }
   }
@@ -293,6 +335,13 @@ export class Spool {
   list(): string[] {
     return [...fs.readdirSync(this.queueDir), ...this.#journaled.keys()];
   }
+}
+
+/** Where a journaled message is: its record's message bytes, and the JSON right before them. */
+interface Journaled {
+  loc: JournalLocation;
+  jsonLength: number;
+  bodyLength: number;
 }
 
 function unlinkQuiet(file: string): Promise<void> {
