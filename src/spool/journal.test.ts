@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Journal, readJournal } from './journal.ts';
 import { Spool } from './spool.ts';
-import type { Envelope } from './types.ts';
+import type { Envelope, QueuedMessage } from './types.ts';
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'tern-journal-'));
@@ -179,12 +179,9 @@ test('a failed write rejects its batch, seals the segment and the next append go
 test('spool: a journaled message that gets delivery state moves to a queue file of its own, and its journal record is released', async () => {
   const dir = tmp();
   try {
-    const spool = new Spool({ dir });
-    spool.init();
-    const id = spool.newId();
-    const w = spool.create({ id, sender: 's@x.test', receivedAt: Date.now(), smtputf8: false, recipients: [{ address: 'a@b.test', original: 'a@b.test' }] });
-    w.write(Buffer.from('Subject: deferred\r\n\r\nbody\r\n'));
-    const msg = await w.commit('X-Top: 1\r\n');
+    const spool = openSpool(dir);
+    const msg = await commitSmall(spool, 'Subject: deferred\r\n\r\nbody\r\n', 'X-Top: 1\r\n');
+    const id = msg.envelope.id;
     assert.deepEqual(fs.readdirSync(spool.queueDir), []);
     await spool.writeState(id, { ...msg.state, attempts: 1, lastError: ['451 4.4.1 try later'] });
     assert.deepEqual(fs.readdirSync(spool.queueDir), [id], 'now a queue file');
@@ -193,9 +190,7 @@ test('spool: a journaled message that gets delivery state moves to a queue file 
     const chunks: Buffer[] = [];
     for await (const c of spool.openMessage(msg)) chunks.push(c as Buffer);
     assert.equal(Buffer.concat(chunks).toString(), 'X-Top: 1\r\nSubject: deferred\r\n\r\nbody\r\n', 'read from the file now');
-    const again = new Spool({ dir });
-    again.init();
-    const { messages } = await again.recover();
+    const { messages } = await openSpool(dir).recover();
     assert.deepEqual(messages.map((m) => m.envelope.id), [id], 'recovered once');
     assert.equal(messages[0]!.state.attempts, 1);
     assert.equal(messages[0]!.envelope.prepend, 'X-Top: 1\r\n');
@@ -207,18 +202,12 @@ test('spool: a journaled message that gets delivery state moves to a queue file 
 test('spool: after a crash between the move and the done mark, the queue file wins and the record is dropped', async () => {
   const dir = tmp();
   try {
-    const spool = new Spool({ dir });
-    spool.init();
-    const id = spool.newId();
-    const w = spool.create({ id, sender: 's@x.test', receivedAt: Date.now(), smtputf8: false, recipients: [{ address: 'a@b.test', original: 'a@b.test' }] });
-    w.write(Buffer.from('Subject: twice\r\n\r\nbody\r\n'));
-    await w.commit();
+    const spool = openSpool(dir);
+    const id = (await commitSmall(spool, 'Subject: twice\r\n\r\nbody\r\n')).envelope.id;
     // What #moveToFile writes, without the done mark that follows it.
     const rec = readJournal(path.join(dir, 'journal')).find((r) => r.id === id)!;
     fs.writeFileSync(path.join(spool.queueDir, id), Buffer.concat([rec.message, rec.envelopeJson, Buffer.from(`\nTERN2 ${rec.message.length} ${rec.envelopeJson.length}\n`)]));
-    const again = new Spool({ dir });
-    again.init();
-    const { messages } = await again.recover();
+    const { messages } = await openSpool(dir).recover();
     assert.deepEqual(messages.map((m) => m.envelope.id), [id], 'one copy, not two');
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(readJournalIds(path.join(dir, 'journal')).includes(id), false);
@@ -229,4 +218,17 @@ test('spool: after a crash between the move and the done mark, the queue file wi
 
 function readJournalIds(dir: string): string[] {
   return readJournal(dir).map((r) => r.id);
+}
+
+function openSpool(dir: string): Spool {
+  const spool = new Spool({ dir });
+  spool.init();
+  return spool;
+}
+
+/** A small (journaled) message with one recipient. */
+function commitSmall(spool: Spool, text: string, prepend?: string): Promise<QueuedMessage> {
+  const w = spool.create({ id: spool.newId(), sender: 's@x.test', receivedAt: Date.now(), smtputf8: false, recipients: [{ address: 'a@b.test', original: 'a@b.test' }] });
+  w.write(Buffer.from(text));
+  return w.commit(prepend);
 }
