@@ -88,8 +88,49 @@ export interface ArcSealKey {
 /** RFC 5322 §2.1.1 recommends lines of at most 78 characters; mailauth folds its rows at 160, so do we. */
 const FOLD_AT = 160;
 
+/**
+ * Answers that depend only on the client (iprev: its IP; SPF of HELO: its IP
+ * and HELO name, RFC 7208 §2.3), kept for a minute: a client sending many
+ * messages, over one connection or many, is checked once. Temporary errors
+ * are not kept. A minute is well inside the TTLs these records have; the
+ * DNS answers themselves are cached by the resolver under their own TTLs.
+ */
+export class ClientCheckCache<T> {
+  readonly #entries = new Map<string, { expires: number; value: Promise<T> }>();
+  readonly #ttlMs: number;
+  readonly #max: number;
+  readonly #now: () => number;
+  constructor(ttlMs = 60_000, max = 10_000, now: () => number = Date.now) {
+    this.#ttlMs = ttlMs;
+    this.#max = max;
+    this.#now = now;
+  }
+
+  get(key: string, make: () => Promise<T>, keep: (v: T) => boolean): Promise<T> {
+    const now = this.#now();
+    const hit = this.#entries.get(key);
+    if (hit && hit.expires > now) return hit.value;
+    const entry = { expires: now + this.#ttlMs, value: make() };
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    // Map order is insertion order: the oldest goes first.
+    if (this.#entries.size > this.#max) this.#entries.delete(this.#entries.keys().next().value!);
+    const drop = (): void => {
+      if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    };
+    entry.value.then((v) => (keep(v) ? undefined : drop()), drop);
+    return entry.value;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+}
+
 export class InboundVerifier {
   readonly #opts: VerifierOptions;
+  readonly #heloSpf = new ClientCheckCache<SPFResult | undefined>();
+  readonly #iprev = new ClientCheckCache<Iprev>();
   constructor(opts: VerifierOptions) {
     this.#opts = opts;
   }
@@ -98,7 +139,7 @@ export class InboundVerifier {
   }
   /** `seal`: also ARC-seal the message (RFC 8617) with this key, for a forwarded copy. */
   begin(client: ClientFacts, seal?: ArcSealKey): Verification {
-    return new Verification(this.#opts, client, seal);
+    return new Verification(this.#opts, client, seal, { heloSpf: this.#heloSpf, iprev: this.#iprev });
   }
 }
 
@@ -115,7 +156,7 @@ export class Verification {
   readonly #iprev: Promise<Iprev>;
   readonly #sealing: boolean;
 
-  constructor(opts: VerifierOptions, client: ClientFacts, seal?: ArcSealKey) {
+  constructor(opts: VerifierOptions, client: ClientFacts, seal?: ArcSealKey, caches?: { heloSpf: ClientCheckCache<SPFResult | undefined>; iprev: ClientCheckCache<Iprev> }) {
     this.#opts = opts;
     this.#client = client;
     const query = { ip: client.ip, helo: client.helo, sender: client.sender, authservId: opts.authservId, resolve: opts.resolve, timeout: opts.timeout };
@@ -134,11 +175,13 @@ export class Verification {
     this.#auth.catch(() => {}); // awaited in finish(); never an unhandled rejection after abort()
     // With a null MAIL FROM, authenticate() already checks HELO (RFC 7208 §2.4); an address literal has no SPF.
     const heloName = client.helo && !client.helo.startsWith('[') ? client.helo : undefined;
+    const heloSpf = (name: string) => checkSpf({ ...query, helo: name, sender: '' });
+    const iprev = () => checkIprev(client.ip, opts.resolve);
     this.#helo = client.sender && heloName
-      ? checkSpf({ ...query, helo: heloName, sender: '' })
+      ? (caches ? caches.heloSpf.get(`${client.ip} ${heloName.toLowerCase()}`, () => heloSpf(heloName), (r) => r?.status.result !== 'temperror') : heloSpf(heloName))
       : Promise.resolve(undefined);
     this.#helo.catch(() => {});
-    this.#iprev = checkIprev(client.ip, opts.resolve);
+    this.#iprev = caches ? caches.iprev.get(client.ip, iprev, (r) => r.result !== 'temperror') : iprev();
     this.#iprev.catch(() => {});
   }
 
