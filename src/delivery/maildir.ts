@@ -62,12 +62,7 @@ export class MaildirTransport {
       this.#ensure(dir);
       if (msg.recovered && alreadyInCur(dir, name)) return { kind: 'ok', reply: `250 2.0.0 already delivered as ${name}` };
       const tmp = path.join(dir, 'tmp', name);
-      // open, write, close and rename go to the page cache and the directory
-      // cache and take microseconds: done right here they cost less than the
-      // two thread switches each would take through libuv's pool (measured:
-      // each of them cost as much CPU as the fsync). Only the fsyncs, which
-      // wait for the disk, go to the pool.
-      const fd = fs.openSync(tmp, 'w', 0o600);
+      const fd = await p.open(tmp, 'w');
       try {
         // RFC 5321 §4.4: the delivering MTA adds Return-Path; Delivered-To is
         // what Postfix and Dovecot use to spot forwarding loops.
@@ -78,18 +73,18 @@ export class MaildirTransport {
           batch.push(chunk as Buffer);
           batched += (chunk as Buffer).length;
           if (batched >= WRITE_BATCH) {
-            writevAllSync(fd, batch, batched);
+            await p.writev(fd, batch);
             noteExternalGarbage(batched);
             batch = [];
             batched = 0;
           }
         }
-        if (batch.length > 0) writevAllSync(fd, batch, batched);
+        if (batch.length > 0) await p.writev(fd, batch);
         if (this.#opts.fsync) await p.fsync(fd);
       } finally {
-        fs.closeSync(fd);
+        await p.close(fd);
       }
-      fs.renameSync(tmp, path.join(dir, 'new', name));
+      await p.rename(tmp, path.join(dir, 'new', name));
       await this.#dirSync(path.join(dir, 'new')).sync();
       return { kind: 'ok', reply: `250 2.0.0 delivered to ${path.join(path.basename(dir), 'new', name)}` };
     } catch (e) {
@@ -115,14 +110,6 @@ export class MaildirTransport {
     for (const sub of ['tmp', 'new', 'cur']) fs.mkdirSync(path.join(dir, sub), { recursive: true, mode: 0o700 });
     this.#made.add(dir);
   }
-}
-
-function writevAllSync(fd: number, bufs: Buffer[], total: number): void {
-  let n = fs.writevSync(fd, bufs);
-  if (n === total) return;
-  // Short write (rare: a signal, a full disk): the rest with plain writes.
-  const rest = Buffer.concat(bufs);
-  while (n < total) n += fs.writeSync(fd, rest, n, total - n);
 }
 
 function alreadyInCur(dir: string, name: string): boolean {
