@@ -20,7 +20,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { DirSync } from '../util/fsio.ts';
+import { DirSync, p } from '../util/fsio.ts';
 
 /** Start a new segment past this size, so finished ones can be deleted. */
 const SEGMENT_MAX = 32 * 1024 * 1024;
@@ -132,9 +132,9 @@ export class Journal {
           locs.push({ segment: seg, offset: off });
           off += r.size;
         }
-        await writeAll(seg.fd, bufs, off - seg.size);
+        await p.writev(seg.fd, bufs);
         seg.size = off;
-        if (this.#fsync) await fdatasync(seg.fd);
+        if (this.#fsync) await p.fdatasync(seg.fd);
         seg.live += batch.length;
         this.stats.batches++;
         this.stats.records += batch.length;
@@ -161,7 +161,7 @@ export class Journal {
     // Names sort in creation order: time, then a counter within the process.
     const name = `${Date.now().toString(36).padStart(9, '0')}-${(this.#seq++).toString(36).padStart(4, '0')}`;
     const file = path.join(this.dir, `${name}.seg`);
-    const fd = await new Promise<number>((res, rej) => fs.open(file, 'wx+', 0o600, (e, f) => (e ? rej(e) : res(f))));
+    const fd = await p.open(file, 'wx+');
     // The new name must survive a crash before any record in it is acknowledged.
     await this.#dirSync.sync();
     this.#active = new Segment(name, file, fd, 0);
@@ -233,11 +233,11 @@ export class Journal {
       if (seg.fd < 0) return;
       const fd = seg.fd;
       seg.fd = -1;
-      await closeQuiet(fd);
-      if (seg.doneFd >= 0) await closeQuiet(seg.doneFd);
+      await p.close(fd).catch(() => {});
+      if (seg.doneFd >= 0) await p.close(seg.doneFd).catch(() => {});
       seg.doneFd = -1;
-      await unlinkQuiet(seg.path);
-      await unlinkQuiet(seg.path.replace(/\.seg$/, '.done'));
+      await p.unlink(seg.path).catch(() => {});
+      await p.unlink(seg.path.replace(/\.seg$/, '.done')).catch(() => {});
     });
   }
 
@@ -370,37 +370,4 @@ export function readJournal(dir: string): { id: string; envelopeJson: Buffer; me
     }
   }
   return out;
-}
-
-function writeAll(fd: number, bufs: Buffer[], total: number): Promise<void> {
-  return new Promise((res, rej) => {
-    fs.writev(fd, bufs, (e, n) => {
-      if (e) return rej(e);
-      if (n === total) return res();
-      // Short write (rare: signals, disk full): finish the rest with plain writes.
-      const rest = Buffer.concat(bufs).subarray(n);
-      let off = 0;
-      const step = (): void => {
-        if (off === rest.length) return res();
-        fs.write(fd, rest, off, rest.length - off, null, (e2, k) => {
-          if (e2) return rej(e2);
-          off += k;
-          step();
-        });
-      };
-      step();
-    });
-  });
-}
-
-function fdatasync(fd: number): Promise<void> {
-  return new Promise((res, rej) => fs.fdatasync(fd, (e) => (e ? rej(e) : res())));
-}
-
-function closeQuiet(fd: number): Promise<void> {
-  return new Promise((res) => fs.close(fd, () => res()));
-}
-
-function unlinkQuiet(file: string): Promise<void> {
-  return new Promise((res) => fs.unlink(file, () => res()));
 }

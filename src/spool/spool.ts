@@ -323,11 +323,11 @@ export class Spool {
       if (cached) this.#dropCache(id, cached);
       this.journal.release(id, j.loc);
     } else {
-      await unlinkQuiet(this.queuePath(id));
+      await p.unlink(this.queuePath(id));
       await this.#queueSync.sync();
     }
     if (this.#withState.delete(id)) {
-      await unlinkQuiet(path.join(this.stateDir, `${id}.json`));
+      await p.unlink(path.join(this.stateDir, `${id}.json`));
     }
   }
 
@@ -342,10 +342,6 @@ interface Journaled {
   loc: JournalLocation;
   jsonLength: number;
   bodyLength: number;
-}
-
-function unlinkQuiet(file: string): Promise<void> {
-  return new Promise((res, rej) => fs.unlink(file, (e) => (!e || e.code === 'ENOENT' ? res() : rej(e))));
 }
 
 export function initialState(envelope: Envelope): DeliveryState {
@@ -487,6 +483,6 @@ export class SpoolWriter {
       await p.close(this.#fd).catch(() => {});
       this.#fd = -1;
     }
-    if (this.#opening) await unlinkQuiet(this.#tmpPath).catch(() => {});
+    if (this.#opening) await p.unlink(this.#tmpPath).catch(() => {});
   }
 }

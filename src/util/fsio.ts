@@ -11,8 +11,12 @@ export const p = {
       fs.writev(fd, bufs, (e, n) => (e ? rej(e) : n === total ? res() : writeRest(fd, bufs, n).then(res, rej)));
     }),
   fsync: (fd: number) => new Promise<void>((res, rej) => fs.fsync(fd, (e) => (e ? rej(e) : res()))),
+  /** Data and the size that reaches it (enough for an appended file), not other metadata. */
+  fdatasync: (fd: number) => new Promise<void>((res, rej) => fs.fdatasync(fd, (e) => (e ? rej(e) : res()))),
   close: (fd: number) => new Promise<void>((res, rej) => fs.close(fd, (e) => (e ? rej(e) : res()))),
   rename: (a: string, b: string) => new Promise<void>((res, rej) => fs.rename(a, b, (e) => (e ? rej(e) : res()))),
+  /** Remove a file; one that is already gone is not an error. */
+  unlink: (f: string) => new Promise<void>((res, rej) => fs.unlink(f, (e) => (!e || e.code === 'ENOENT' ? res() : rej(e)))),
 };
 
 async function writeRest(fd: number, bufs: Buffer[], written: number): Promise<void> {
