@@ -170,6 +170,13 @@ trustedNetworks: [10.0.0.0/8, 192.168.1.7, "fd00::/8", "::1"]
     assert.equal(c.listeners.length, 2, 'port 0 never counts as a duplicate');
   });
 
+  it('domains[].delivery: discard is kept; maildir (the default) leaves the key out', () => {
+    const c = loadConfig(write('domains:\n  - { name: sink.test, delivery: discard }\n  - { name: a.test, delivery: maildir }\n  - { name: b.test }\n'));
+    assert.deepEqual(c.domains.map((d) => d.delivery), ['discard', undefined, undefined]);
+    const p = problemAt(problemsOf('domains:\n  - name: a.test\n    delivery: lmtp\n'), 'domains[0].delivery');
+    assert.equal(p.line, 3);
+  });
+
   it('treats an empty file as all defaults', () => {
     assert.deepEqual(checkConfig(write('')).problems, []);
     assert.deepEqual(loadConfig(write('# nothing\n')).limits, DEFAULT_LIMITS);

@@ -204,3 +204,36 @@ test('fresh mail is not stuck behind a backlog of retries to the same destinatio
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('discard domains: recipients there count as delivered without a Maildir write, logged as relay "discard"', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-sched-'));
+  try {
+    const spool = new Spool({ dir, fsync: false });
+    spool.init();
+    const written: string[] = [];
+    const lines: Record<string, unknown>[] = [];
+    const log = { ...silentLogger, info: (m: string, f?: Record<string, unknown>) => void (m === 'delivery' && lines.push(f!)) };
+    const scheduler = new Scheduler({
+      spool,
+      maildir: { deliver: async (_m, _i, to) => (written.push(to.localPart), { kind: 'ok', reply: '250 ok' }) },
+      discard: (domain) => domain === 'sink.test',
+      retrySchedule: [MIN], maxLifetime: 60 * MIN, log,
+    });
+    const env: Envelope = {
+      id: spool.newId(), sender: 's@x.test', receivedAt: Date.now(), smtputf8: false,
+      recipients: [
+        { address: 'a@sink.test', original: 'a@sink.test', mailbox: { domain: 'sink.test', localPart: 'a' } },
+        { address: 'b@tern.test', original: 'b@tern.test', mailbox: { domain: 'tern.test', localPart: 'b' } },
+      ],
+    };
+    const w = spool.create(env);
+    w.write(Buffer.from('Subject: t\r\n\r\nbody\r\n'));
+    scheduler.add(await w.commit());
+    await scheduler.idle();
+    assert.deepEqual(written, ['b'], 'only the Maildir domain was written');
+    assert.deepEqual(lines.map((l) => [l.to, l.result, l.relay]), [['a@sink.test', 'ok', 'discard'], ['b@tern.test', 'ok', 'maildir']]);
+    assert.deepEqual(spool.list(), [], 'finished and removed');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -57,8 +57,6 @@ export const RETRY_JITTER = 0.2;
 /** Maildir writes in flight at once: the disk, not the network, is the limit. */
 export const LOCAL_CONCURRENCY = 20;
 const LOCAL = 'local';
-/** The result of a local recipient in a `delivery: discard` domain. */
-const DISCARDED = '250 2.0.0 discarded';
 
 interface Job {
   id: string;
@@ -223,6 +221,8 @@ export class Scheduler {
     const { msg } = entry;
     const { envelope, state } = msg;
     let results: DeliveryResult[];
+    /** Local jobs: how each recipient was delivered, for the log. */
+    const localVia: ('maildir' | 'discard')[] = [];
     if (entry.deleted || state.held) {
       results = [];
     } else if (job.local) {
@@ -230,9 +230,11 @@ export class Scheduler {
       for (const i of job.indices) {
         const r = envelope.recipients[i]!;
         if (this.#o.discard?.(r.mailbox!.domain)) {
-          results.push({ kind: 'ok', reply: DISCARDED });
+          localVia.push('discard');
+          results.push({ kind: 'ok', reply: '250 2.0.0 discarded' });
           continue;
         }
+        localVia.push('maildir');
         results.push(
           await this.#o.maildir.deliver(
             { id: envelope.id, receivedAt: envelope.receivedAt, sender: envelope.sender, recovered: msg.recovered, open: () => this.#o.spool.openMessage(msg) },
@@ -262,7 +264,7 @@ export class Scheduler {
         orig: rcpt.original !== rcpt.address ? rcpt.original : undefined,
         result: result.kind,
         reply: result.reply,
-        relay: result.remoteMta ?? (job.local ? (result.reply === DISCARDED ? 'discard' : 'maildir') : undefined),
+        relay: result.remoteMta ?? localVia[k],
         tls: result.kind === 'ok' ? result.tls : undefined,
         delay: (this.#o.now() - envelope.receivedAt) / 1000,
         attempt: state.attempts + 1,
