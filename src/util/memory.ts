@@ -13,7 +13,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 
 /** Bytes of streamed message data between two scavenges. */
-const EXTERNAL_CHURN = 8 * 1024 * 1024;
+export const EXTERNAL_CHURN = 8 * 1024 * 1024;
 
 type GcFn = (opts: { type: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
 
