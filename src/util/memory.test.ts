@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf_hooks';
 import { EXTERNAL_CHURN, noteExternalGarbage } from './memory.ts';
 
 test('a minor GC runs once EXTERNAL_CHURN bytes of streamed data have been noted, not before', async () => {
