@@ -107,18 +107,24 @@ export function median(xs: number[]): number {
 
 export interface Spread { median: number; min: number; max: number }
 
-/** Sum of VmRSS (KiB) over these processes; processes that are gone count 0. */
-export function rssKiB(pids: number[]): number {
+/** Sum over these processes of one "Name:  N kB" field of a /proc file; processes that are gone count 0. */
+function sumProcKiB(pids: number[], file: string, field: string): number {
+  const re = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm');
   let total = 0;
   for (const pid of pids) {
     try {
-      const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+      const m = re.exec(fs.readFileSync(`/proc/${pid}/${file}`, 'latin1'));
       if (m) total += Number(m[1]);
     } catch {
       /* gone */
     }
   }
   return total;
+}
+
+/** Sum of VmRSS (KiB) over these processes. */
+export function rssKiB(pids: number[]): number {
+  return sumProcKiB(pids, 'status', 'VmRSS');
 }
 
 /**
@@ -128,16 +134,7 @@ export function rssKiB(pids: number[]): number {
  * process as the VmRSS sum does.
  */
 export function pssKiB(pids: number[]): number {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      const m = /^Pss:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'latin1'));
-      if (m) total += Number(m[1]);
-    } catch {
-      /* gone */
-    }
-  }
-  return total;
+  return sumProcKiB(pids, 'smaps_rollup', 'Pss');
 }
 
 export interface MemoryPeak { rssKiB: number; pssKiB: number; samples: number }
