@@ -80,7 +80,8 @@ export class Journal {
   readonly #dirSync: DirSync;
   #active: Segment | null = null;
   #queue: Pending[] = [];
-  #running = false;
+  /** The append loop while it runs (it stops when the queue is empty). */
+  #running: Promise<void> | null = null;
   #seq = 0;
   #doneScheduled = false;
   /** Since start: batches written (one fdatasync each) and the records in them. */
@@ -108,10 +109,7 @@ export class Journal {
     const header = Buffer.from(`${MAGIC}${json.length} ${size} ${crc.toString(16).padStart(8, '0')}\n`, 'latin1');
     return new Promise((resolve, reject) => {
       this.#queue.push({ id, header, json, chunks, size, resolve, reject });
-      if (!this.#running) {
-        this.#running = true;
-        void this.#loop();
-      }
+      this.#running ??= this.#loop();
     });
   }
 
@@ -153,7 +151,7 @@ export class Journal {
         for (const r of batch) r.reject(e);
       }
     }
-    this.#running = false;
+    this.#running = null;
   }
 
   async #segment(): Promise<Segment> {
@@ -296,7 +294,7 @@ export class Journal {
 
   /** Waits for appends in flight and closes every file (tests, shutdown). */
   async close(): Promise<void> {
-    while (this.#running) await new Promise((r) => setTimeout(r, 5));
+    while (this.#running) await this.#running;
     this.#flushDone();
     if (this.#active) this.#seal(this.#active);
   }
