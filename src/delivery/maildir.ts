@@ -13,7 +13,6 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeliveryResult } from './types.ts';
 import { DirSync, p } from '../util/fsio.ts';
-import { noteExternalGarbage } from '../util/memory.ts';
 
 /** Bytes gathered before each write of a delivered copy. */
 const WRITE_BATCH = 256 * 1024;
@@ -74,7 +73,6 @@ export class MaildirTransport {
           batched += (chunk as Buffer).length;
           if (batched >= WRITE_BATCH) {
             await p.writev(fd, batch);
-            noteExternalGarbage(batched);
             batch = [];
             batched = 0;
           }

@@ -228,14 +228,18 @@ export class Spool {
         if (msg.bodyLength > 0) yield await journal.read(loc, msg.bodyLength);
       })(), { objectMode: false });
     }
-    const file = fs.createReadStream(this.queuePath(msg.envelope.id), { start: 0, end: msg.bodyLength - 1, highWaterMark: 64 * 1024 });
     const prepend = msg.envelope.prepend;
-    if (!prepend) return msg.bodyLength > 0 ? file : Readable.from([]);
+    if (msg.bodyLength === 0) return Readable.from(prepend ? [Buffer.from(prepend, 'utf8')] : [], { objectMode: false });
+    const file = fs.createReadStream(this.queuePath(msg.envelope.id), { start: 0, end: msg.bodyLength - 1, highWaterMark: 64 * 1024 });
     return Readable.from((async function* () {
-      yield Buffer.from(prepend, 'utf8');
-      if (msg.bodyLength > 0) yield* file;
-      else file.destroy();
-    })());
+      if (prepend) yield Buffer.from(prepend, 'utf8');
+      // Every consumer (Maildir, remote SMTP, a DSN) is done with a chunk
+      // when it asks for the next: those reads are garbage for util/memory.ts.
+      for await (const chunk of file) {
+        yield chunk as Buffer;
+        noteExternalGarbage((chunk as Buffer).length);
+      }
+    })(), { objectMode: false });
   }
 
   readState(id: string): DeliveryState | null {
