@@ -11,10 +11,14 @@ if (major < 24) {
   const local = fileURLToPath(new URL('../node_modules/node/bin/node', import.meta.url));
   if (!existsSync(local)) {
     process.stderr.write(`tern: needs Node.js 24 or later (this is ${process.version}); run npm install\n`);
-    process.exit(1);
+    process.exitCode = 1;
+  } else {
+    // The child writes straight to our stdout/stderr (inherited), so nothing is buffered here to lose.
+    const r = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+    process.exitCode = r.status ?? 1;
   }
-  const r = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
+} else {
+  // run() ends the process once stdout and stderr are flushed.
+  const { run } = await import('../src/cli/main.ts');
+  await run(process.argv.slice(2));
 }
-const { main } = await import('../src/cli/main.ts');
-process.exit(await main(process.argv.slice(2)));

@@ -111,12 +111,39 @@ async function serve(file: string | undefined): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      process.stderr.write(`tern: ${e instanceof Error ? e.stack : String(e)}\n`);
+/**
+ * Runs a command and ends the process only once everything written to
+ * stdout and stderr has left it. process.exit() right after a write drops
+ * whatever the pipe did not take at once (64 KiB on Linux: a `queue list
+ * --json | jq` cut mid-JSON), so the exit waits for both streams to flush.
+ * It still exits explicitly afterwards: a command must not hang on a
+ * forgotten handle once its answer is out.
+ */
+export async function run(argv: string[]): Promise<never> {
+  // A reader that stops early (`| head`) closes the pipe: nothing more to say, and no stack for it.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      if (stream === process.stdout) process.stderr.write(`tern: cannot write the output: ${e.message}\n`);
       process.exit(1);
-    },
-  );
+    });
+  }
+  let code: number;
+  try {
+    code = await main(argv);
+  } catch (e) {
+    process.stderr.write(`tern: ${e instanceof Error ? e.message : String(e)}\n`);
+    code = 1;
+  }
+  process.exitCode = code;
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
 }
+
+/** Resolves once every earlier write to `stream` has been handed to the OS (writes complete in order). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.destroyed || !stream.writable) return Promise.resolve();
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
+if (import.meta.main) await run(process.argv.slice(2));

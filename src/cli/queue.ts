@@ -3,12 +3,12 @@
 
 import path from 'node:path';
 import { controlRequest } from '../server/control.ts';
-import type { QueueSummary } from '../queue/scheduler.ts';
+import type { QueueSummary, RetryOutcome } from '../queue/scheduler.ts';
 import type { TernConfig } from '../config/types.ts';
 
 export const QUEUE_USAGE = `  tern queue list [--json]          queued messages: id, age, sender, recipients, next attempt, last error
   tern queue show ID [--json]       one message: envelope and per-recipient state
-  tern queue retry ID|--all         try now
+  tern queue retry ID|--all         try now (held messages stay held: release them)
   tern queue hold ID                stop trying until released
   tern queue release ID             try again now
   tern queue delete ID              remove, without a bounce
@@ -44,10 +44,17 @@ export async function runQueue(config: TernConfig, args: string[], flags: Set<st
         return 0;
       }
       case 'retry': {
-        if (!flags.has('--all') && !need('retry')) return 2;
-        const n = (await controlRequest(sock, { cmd: 'queue.retry', id: flags.has('--all') ? undefined : id })) as number;
-        if (n === 0 && !flags.has('--all')) return notFound(err, id!);
-        out.write(json ? JSON.stringify({ scheduled: n }) + '\n' : `${n} message${n === 1 ? '' : 's'} scheduled for delivery now\n`);
+        const all = flags.has('--all');
+        if (!all && !need('retry')) return 2;
+        const r = (await controlRequest(sock, { cmd: 'queue.retry', id: all ? undefined : id })) as RetryOutcome | null;
+        if (r === null) return notFound(err, id!);
+        if (!all && r.held > 0) {
+          // Issue 18: a retry does not lift a hold, so say so rather than claim it was scheduled.
+          err.write(`tern queue retry: ${id} is held, so it was not retried; \`tern queue release ${id}\` lifts the hold and tries it now\n`);
+          return 1;
+        }
+        const held = r.held > 0 ? ` (${r.held} held message${r.held === 1 ? '' : 's'} left alone: \`tern queue release ID\` tries one)` : '';
+        out.write(json ? JSON.stringify(r) + '\n' : `${r.scheduled} message${r.scheduled === 1 ? '' : 's'} scheduled for delivery now${held}\n`);
         return 0;
       }
       case 'hold':

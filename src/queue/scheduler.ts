@@ -54,6 +54,12 @@ export interface SchedulerOptions {
 
 /** Jitter spreads retries after a restart or an outage (±20%), so they do not all fire at once. */
 export const RETRY_JITTER = 0.2;
+/**
+ * Messages a retry of everything moves per event-loop turn: starting a
+ * round costs microseconds, 20,000 of them in one turn would stall every
+ * session (and the control answer) for a noticeable time.
+ */
+export const RETRY_BATCH = 500;
 /** Maildir writes in flight at once: the disk, not the network, is the limit. */
 export const LOCAL_CONCURRENCY = 20;
 const LOCAL = 'local';
@@ -98,6 +104,12 @@ export interface QueueSummary {
   active: boolean;
 }
 
+/** What `retry` did: messages now due, and held ones it left alone (a release lifts a hold). */
+export interface RetryOutcome {
+  scheduled: number;
+  held: number;
+}
+
 export class Scheduler {
   readonly #o: SchedulerOptions & { concurrency: number; perDestination: number; now: () => number; random: () => number; delayWarning: number };
   readonly #entries = new Map<string, Entry>();
@@ -110,6 +122,8 @@ export class Scheduler {
   #timerAt = Infinity;
   #stopping = false;
   #idleWaiters: (() => void)[] = [];
+  /** Batches of a retry of everything still to run. */
+  #retrying = 0;
   #pending = new Set<Promise<unknown>>();
 
   constructor(opts: SchedulerOptions) {
@@ -208,7 +222,7 @@ export class Scheduler {
           this.#pending.delete(p);
           dest.active--;
           this.#active--;
-          if (this.#active === 0 && this.#ring.length === 0) for (const w of this.#idleWaiters.splice(0)) w();
+          this.#wakeIdle();
           this.#pump();
         });
       this.#pending.add(p);
@@ -379,15 +393,53 @@ export class Scheduler {
     return e ? { ...summarize(e), envelope: e.msg.envelope } : null;
   }
 
-  /** Try now (one message, or all). Returns how many were scheduled. */
-  async retry(id?: string): Promise<number> {
-    const entries = id ? [this.#entries.get(id)].filter((e): e is Entry => !!e) : [...this.#entries.values()];
-    for (const e of entries) {
-      e.msg.state.nextAttempt = this.#o.now();
-      if (e.msg.state.attempts > 0) await this.#o.spool.writeState(e.msg.envelope.id, e.msg.state);
-      this.#schedule(e);
+  /**
+   * Try now: one message (null when there is none by that id), or all.
+   * Answers at once with what will happen; "all" then works through the
+   * queue in batches between turns of the event loop, so a queue of 100k
+   * neither delays the answer to `tern queue retry --all` nor starves the
+   * SMTP sessions. Held messages stay held: only a release lifts that. The
+   * earlier time is not written to disk: the attempt records its own
+   * outcome, and a crash before it merely leaves the old retry time.
+   */
+  retry(id?: string): RetryOutcome | null {
+    if (id !== undefined) {
+      const e = this.#entries.get(id);
+      if (!e) return null;
+      if (e.msg.state.held) return { scheduled: 0, held: 1 };
+      this.#retryNow(e);
+      return { scheduled: 1, held: 0 };
     }
-    return entries.length;
+    const due: Entry[] = [];
+    let held = 0;
+    for (const e of this.#entries.values()) {
+      if (e.msg.state.held) held++;
+      else due.push(e);
+    }
+    this.#retrying++;
+    setImmediate(() => this.#retryBatch(due, 0));
+    return { scheduled: due.length, held };
+  }
+
+  #retryNow(e: Entry): void {
+    e.msg.state.nextAttempt = this.#o.now();
+    this.#schedule(e);
+  }
+
+  #retryBatch(entries: Entry[], from: number): void {
+    this.#retrying--;
+    const end = Math.min(entries.length, from + RETRY_BATCH);
+    for (let i = from; i < end && !this.#stopping; i++) {
+      const e = entries[i]!;
+      // Deleted or held since the answer: leave it.
+      if (this.#entries.get(e.msg.envelope.id) === e && !e.msg.state.held) this.#retryNow(e);
+    }
+    if (end < entries.length && !this.#stopping) {
+      this.#retrying++;
+      setImmediate(() => this.#retryBatch(entries, end));
+    } else {
+      this.#wakeIdle();
+    }
   }
 
   async hold(id: string): Promise<boolean> {
@@ -422,8 +474,16 @@ export class Scheduler {
 
   /** Resolves when nothing is running or waiting (tests, shutdown). */
   idle(): Promise<void> {
-    if (this.#active === 0 && this.#ring.length === 0) return Promise.resolve();
+    if (this.#isIdle()) return Promise.resolve();
     return new Promise((res) => this.#idleWaiters.push(res));
+  }
+
+  #isIdle(): boolean {
+    return this.#active === 0 && this.#ring.length === 0 && this.#retrying === 0;
+  }
+
+  #wakeIdle(): void {
+    if (this.#isIdle()) for (const w of this.#idleWaiters.splice(0)) w();
   }
 
   /** Stop starting jobs; wait for the ones in flight (their outcome is then on disk). */
