@@ -1,6 +1,7 @@
 // TLS material: the configured certificate, or a self-signed one made on
 // first start and kept in <dataDir>/tls/ so restarts present the same key.
 
+import { constants } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -16,6 +17,19 @@ export interface TlsMaterial {
 
 /** Mail servers talk to old peers too; TLS 1.2 is the floor (RFC 8996 retired 1.0/1.1). */
 const MIN_VERSION = 'TLSv1.2';
+
+/**
+ * No client-initiated renegotiation (TLS 1.2; TLS 1.3 has none, RFC 8446
+ * §4.1.2). Each one costs us a full handshake for a few bytes from the
+ * client, so unlimited renegotiation is a CPU amplifier; RFC 5746 lets a
+ * server decline, and OpenSSL then answers with a no_renegotiation alert.
+ * Node's own limit (tls.CLIENT_RENEG_LIMIT) only guards sockets made by
+ * tls.Server, not the TLSSocket we wrap around an accepted or STARTTLS socket;
+ * this option is in the one context both listeners and STARTTLS use, and
+ * OpenSSL refuses before any handshake work is done (socket.disableRenegotiation()
+ * would only act after the renegotiation completed).
+ */
+export const SERVER_SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
 
 export async function loadTls(config: TernConfig): Promise<TlsMaterial> {
   let cert: string;
@@ -40,7 +54,7 @@ export async function loadTls(config: TernConfig): Promise<TlsMaterial> {
       fs.writeFileSync(certFile, cert, { mode: 0o644 });
     }
   }
-  const context = tls.createSecureContext({ cert, key, minVersion: MIN_VERSION });
+  const context = tls.createSecureContext({ cert, key, minVersion: MIN_VERSION, secureOptions: SERVER_SECURE_OPTIONS });
   return { cert, key, context, selfSigned };
 }
 
