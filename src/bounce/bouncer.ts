@@ -1,6 +1,8 @@
 // Turns the scheduler's notices into DSNs and queues them through intake
 // (DESIGN.md: bounces are new mail, from the null sender, so they get the
-// same durability and delivery as everything else).
+// same durability and delivery as everything else). Mail from outside whose
+// sender was not verified gets no DSN at all (backscatter.ts): the notice is
+// logged and recorded on the message's state instead.
 
 import type { Notice } from '../queue/scheduler.ts';
 import type { Intake } from '../intake/intake.ts';
@@ -9,6 +11,7 @@ import type { Spool } from '../spool/spool.ts';
 import type { Recipient } from '../spool/types.ts';
 import type { Logger } from '../util/log.ts';
 import { buildDsn, wantsNotice, type DsnAction, type DsnRecipient } from './dsn.ts';
+import { dsnPermission } from './backscatter.ts';
 
 export interface BouncerOptions {
   hostname: string;
@@ -47,8 +50,22 @@ export class Bouncer {
         lastAttempt: new Date(),
         willRetryUntil: n.kind === 'delayed' && n.willRetryUntil ? new Date(n.willRetryUntil) : undefined,
       }));
-    if (recipients.length === 0) return;
-    const dsn = await buildDsn({ reportingMta: this.#o.hostname, envelope, recipients, original: () => this.#o.spool.openMessage(n.msg) });
+    if (recipients.length === 0 || envelope.sender === '') return;
+    const may = dsnPermission(envelope);
+    if (!may.send) {
+      // The scheduler writes the state after notifying whenever the message stays queued.
+      const record = { kind: n.kind, at: Date.now(), recipients: recipients.map((r) => r.recipient.address), reason: may.reason };
+      (n.msg.state.dsnSuppressed ??= []).push(record);
+      this.#o.log.info('dsn suppressed', { id: envelope.id, kind: n.kind, sender: envelope.sender, recipients: record.recipients.length, reason: may.reason });
+      return;
+    }
+    const dsn = await buildDsn({
+      reportingMta: this.#o.hostname,
+      envelope,
+      recipients,
+      original: () => this.#o.spool.openMessage(n.msg),
+      returnFull: may.returnFull,
+    });
     if (!dsn) return; // null sender: never bounce a bounce (RFC 5321 §6.1)
     const to = this.#route(dsn.to);
     if (!to) {

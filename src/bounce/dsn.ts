@@ -50,6 +50,12 @@ export interface DsnInput {
   original: () => NodeJS.ReadableStream;
   /** Octets of the original to return at most; beyond it (or with RET=HDRS) only the header section goes back. */
   maxOriginal?: number;
+  /**
+   * Whether a failure DSN may return the whole original. Default: unless
+   * RET=HDRS (RFC 3461 §4.3 leaves RET absent to us). The bouncer narrows it
+   * for mail from outside (backscatter.ts).
+   */
+  returnFull?: boolean;
   now?: Date;
   /** From: address, default `MAILER-DAEMON@<reportingMta>`. */
   postmaster?: string;
@@ -101,12 +107,13 @@ export async function buildDsn(input: DsnInput): Promise<Dsn | null> {
 
   // RFC 6533: go global when any reported text needs UTF-8.
   const texts = [env.sender, env.envid ?? '', ...rcpts.flatMap((r) => [r.recipient.address, r.recipient.original, r.recipient.orcpt?.address ?? '', r.diagnostic ?? ''])];
+  const diagnostic = (r: DsnRecipient) => (r.diagnostic ? t(withoutPaths(r.diagnostic), MAX_DIAGNOSTIC) : undefined);
   const global = texts.some(nonAscii);
   const t = (s: string, max = MAX_TEXT) => clean(s, max, global);
 
   // RFC 3461 §4.3: RET applies only to failure DSNs; others carry the header section.
   const maxOriginal = input.maxOriginal ?? DEFAULT_MAX_ORIGINAL;
-  const wantFull = failed && env.ret !== 'HDRS';
+  const wantFull = failed && (input.returnFull ?? env.ret !== 'HDRS');
   const orig = await readOriginal(input.original, maxOriginal, !wantFull);
 
   // Part 1: for humans.
@@ -122,7 +129,8 @@ export async function buildDsn(input: DsnInput): Promise<Dsn | null> {
     const expanded = rc.original !== rc.address ? ` (expanded from <${t(rc.original)}>)` : '';
     text.push(`<${t(rc.address)}>${expanded}: ${r.action}, status ${status(r)}`);
     if (r.remoteMta) text.push(...wrap(`remote server ${t(r.remoteMta)} said:`, LINE, '    '));
-    if (r.diagnostic) text.push(...wrap(t(r.diagnostic, MAX_DIAGNOSTIC), LINE, '    '));
+    const d = diagnostic(r);
+    if (d) text.push(...wrap(d, LINE, '    '));
     if (r.action === 'delayed' && r.willRetryUntil) text.push(`    will retry until ${rfc5322Date(r.willRetryUntil)}`);
     text.push('');
   }
@@ -147,8 +155,8 @@ export async function buildDsn(input: DsnInput): Promise<Dsn | null> {
     status2.push(field('Final-Recipient', `${addrType}; ${t(rc.address)}`));
     status2.push(`Action: ${r.action}`, `Status: ${status(r)}`);
     if (r.remoteMta) status2.push(field('Remote-MTA', `dns; ${t(r.remoteMta)}`));
-    if (r.diagnostic) {
-      const d = t(r.diagnostic, MAX_DIAGNOSTIC);
+    const d = diagnostic(r);
+    if (d) {
       // §2.3.6: "smtp" only for SMTP replies; anything else (our own errors) gets a private type.
       status2.push(field('Diagnostic-Code', `${/^[245]\d\d(?:[ -]|$)/.test(d) ? 'smtp' : 'X-Tern'}; ${d}`));
     }
@@ -204,6 +212,17 @@ export async function buildDsn(input: DsnInput): Promise<Dsn | null> {
   parts.push(Buffer.from(`\r\n--${boundary}--\r\n`));
   const message = Buffer.concat(parts);
   return { to: env.sender, message, body: hasHigh(message) ? '8BITMIME' : '7BIT', smtputf8: nonAscii(env.sender) };
+}
+
+/**
+ * A DSN goes to someone outside: our file system is none of their business.
+ * Transports do not put paths into replies (maildir.ts, remote.ts); this
+ * catches any that slip in from an error message (e.g. "ENOENT: no such
+ * file or directory, open '/var/lib/tern/…'"): an absolute path of two or
+ * more segments becomes "[path]". URLs survive (their slashes follow ':' or '/').
+ */
+export function withoutPaths(s: string): string {
+  return s.replace(/(?<![\w.:/~-])\/(?:[^\s/'"`()<>\[\],;]+\/)+[^\s/'"`()<>\[\],;]*/g, '[path]');
 }
 
 /** RFC 3463 syntax, or the generic code of the action's class. */

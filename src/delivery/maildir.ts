@@ -59,7 +59,8 @@ export class MaildirTransport {
     const name = this.fileName(msg, index);
     try {
       this.#ensure(dir);
-      if (msg.recovered && alreadyInCur(dir, name)) return { kind: 'ok', reply: `250 2.0.0 already delivered as ${name}` };
+      // Reply texts never name files: they reach logs and, in a DSN, the sender (backscatter.ts).
+      if (msg.recovered && alreadyInCur(dir, name)) return { kind: 'ok', reply: '250 2.0.0 delivered (found in the mailbox after a restart)' };
       const tmp = path.join(dir, 'tmp', name);
       const fd = await p.open(tmp, 'w');
       try {
@@ -84,10 +85,11 @@ export class MaildirTransport {
       }
       await p.rename(tmp, path.join(dir, 'new', name));
       await this.#dirSync(path.join(dir, 'new')).sync();
-      return { kind: 'ok', reply: `250 2.0.0 delivered to ${path.join(path.basename(dir), 'new', name)}` };
+      return { kind: 'ok', reply: '250 2.0.0 delivered to the mailbox' };
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       // Disk full, permissions, I/O: all worth retrying; the admin can fix them.
+      // The errno code, never a system error's message: that names the file.
       return { kind: 'tempfail', reply: `451 4.3.0 Maildir delivery failed: ${err.code ?? err.message}` };
     }
   }

@@ -35,6 +35,21 @@ export function formatClientReply(r: ClientReply): string {
   return `${r.code}${r.enhanced ? ' ' + r.enhanced : ''} ${r.lines.join(' ')}`.trim();
 }
 
+/**
+ * Our own error as reply text. Replies reach logs and, in a DSN, the sender:
+ * a system error's message names a local file (e.g. the queue file that
+ * could not be read, wrapped as "reading the message failed: ENOENT: …,
+ * open '/…'"), so any path it or its causes carry is left out.
+ */
+function errorText(e: unknown): string {
+  let text = e instanceof Error ? e.message : String(e);
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) {
+    const { path, dest } = c as NodeJS.ErrnoException & { dest?: unknown };
+    for (const p of [path, dest]) if (typeof p === 'string' && p !== '') text = text.split(p).join('[local file]');
+  }
+  return text;
+}
+
 function resultFor(reply: ClientReply, remoteMta: string, dsnPassed: boolean, tls: string | undefined): DeliveryResult {
   const text = formatClientReply(reply);
   if (reply.code >= 200 && reply.code < 300) return { kind: 'ok', reply: text, remoteMta, dsnPassed, tls };
@@ -76,7 +91,7 @@ export class RemoteDelivery implements RemoteTransport {
       if ('fail' in routed) return all(routed.fail);
       targets = routed.targets;
     } catch (e) {
-      return all({ kind: 'tempfail', reply: `451 4.4.3 routing failed: ${(e as Error).message}` });
+      return all({ kind: 'tempfail', reply: `451 4.4.3 routing failed: ${errorText(e)}` });
     }
     const env = job.msg.envelope;
     const rcpts = job.indices.map((i) => env.recipients[i]!);
@@ -125,11 +140,11 @@ export class RemoteDelivery implements RemoteTransport {
 
   #failure(e: unknown, mta: string): DeliveryResult {
     if (e instanceof ClientError) {
-      const reply = e.reply ? formatClientReply(e.reply) : `451 4.4.1 ${e.message}`;
+      const reply = e.reply ? formatClientReply(e.reply) : `451 4.4.1 ${errorText(e)}`;
       // A 5xx greeting or AUTH refusal is that host's final answer.
       return { kind: e.temporary ? 'tempfail' : 'permfail', reply, remoteMta: mta };
     }
-    return { kind: 'tempfail', reply: `451 4.4.1 ${(e as Error).message}`, remoteMta: mta };
+    return { kind: 'tempfail', reply: `451 4.4.1 ${errorText(e)}`, remoteMta: mta };
   }
 
   async #route(domain: string): Promise<{ targets: Target[] } | { fail: DeliveryResult }> {

@@ -20,6 +20,7 @@ import { mayUseAddress } from '../policy/senders.ts';
 import { AuthResultsFilter } from './ar-filter.ts';
 import type { ArcSealKey, InboundVerifier, Verification } from './authenticate.ts';
 import { JUNK_FOLDER, type InboundPolicy } from '../policy/inbound.ts';
+import { CHECKS_DISABLED, checkSender } from '../bounce/backscatter.ts';
 
 export interface Trace {
   /** Client IP address. */
@@ -95,6 +96,8 @@ export class Intake {
       smtputf8: m.params.smtputf8,
       ret: m.params.ret,
       envid: m.params.envid,
+      // Mail from outside: no DSN to its sender unless verified (backscatter.ts); #checkInbound records the result when the checks run.
+      outside: m.authenticate ? CHECKS_DISABLED : undefined,
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
     };
     const writer = this.#opts.spool.create(envelope);
@@ -310,6 +313,8 @@ export class IncomingMessage {
     const { policy, verification } = this.#inbound!;
     const env = this.envelope;
     const outcome = await verification.finish();
+    // Whether DSNs may go to the reverse-path (backscatter.ts); persisted with the envelope at commit.
+    env.outside = checkSender(env.sender, outcome);
     const decision = policy.decide(env.client?.ip ?? '', outcome, env.recipients);
     this.#opts.log.info('inbound', {
       id: this.id,
@@ -320,6 +325,7 @@ export class IncomingMessage {
       dkim: outcome.dkim.map((d) => `${d.result}:${d.domain ?? '?'}`).join(' ') || 'none',
       dmarc: outcome.dmarc ? `${outcome.dmarc.result}:${outcome.dmarc.domain}${outcome.dmarc.policy ? ` p=${outcome.dmarc.policy}` : ''}` : 'none',
       arc: outcome.arc,
+      senderVerified: env.outside.verified ?? 'no',
       incomplete: outcome.incomplete,
       action: decision.action,
       reasons: decision.reasons.length ? decision.reasons.join(', ') : undefined,

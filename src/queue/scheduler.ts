@@ -11,7 +11,7 @@
 // jitter), expiry, delay warnings and bounces are decided here.
 
 import type { Spool } from '../spool/spool.ts';
-import type { QueuedMessage } from '../spool/types.ts';
+import type { QueuedMessage, SuppressedDsn } from '../spool/types.ts';
 import type { DeliveryResult, RemoteTransport } from '../delivery/types.ts';
 import type { MaildirTransport } from '../delivery/maildir.ts';
 import type { Logger } from '../util/log.ts';
@@ -19,7 +19,11 @@ import type { Logger } from '../util/log.ts';
 /** The part of a local transport the scheduler uses (a fake in unit tests). */
 export type LocalTransport = Pick<MaildirTransport, 'deliver'>;
 
-/** What the scheduler reports for DSNs (the bouncer builds and queues them). */
+/**
+ * What the scheduler reports for DSNs (the bouncer builds and queues them).
+ * The handler may record on msg.state (a DSN it suppressed): the state is
+ * written after notifying whenever the message stays queued.
+ */
 export interface Notice {
   kind: 'failed' | 'delayed' | 'delivered' | 'relayed';
   msg: QueuedMessage;
@@ -388,9 +392,9 @@ export class Scheduler {
     return [...this.#entries.values()].map((e) => summarize(e));
   }
 
-  show(id: string): (QueueSummary & { envelope: QueuedMessage['envelope'] }) | null {
+  show(id: string): (QueueSummary & { envelope: QueuedMessage['envelope']; dsnSuppressed: SuppressedDsn[] }) | null {
     const e = this.#entries.get(id);
-    return e ? { ...summarize(e), envelope: e.msg.envelope } : null;
+    return e ? { ...summarize(e), envelope: e.msg.envelope, dsnSuppressed: e.msg.state.dsnSuppressed ?? [] } : null;
   }
 
   /**

@@ -36,6 +36,40 @@ export interface Envelope {
   prepend?: string | undefined;
   /** Who handed it to us, for logs and Received. */
   client?: { ip: string; helo?: string | undefined; role?: string | undefined; tls?: string | undefined } | undefined;
+  /**
+   * Set only on mail from outside (port 25, not authenticated, not from a
+   * trusted network): whether its reverse-path was verified, which decides
+   * whether DSNs may go to it (src/bounce/backscatter.ts). Absent: our own
+   * users' or locally generated mail, or a queue file written before this
+   * field existed; those get DSNs as the sender asked.
+   */
+  outside?: SenderCheck | undefined;
+}
+
+/** How the reverse-path of mail from outside was verified, as recorded at acceptance. */
+export interface SenderCheck {
+  /**
+   * 'spf': SPF pass for the MAIL FROM domain itself (RFC 7208 §2.4);
+   * 'dkim': a DKIM pass whose d= shares the MAIL FROM domain's
+   * organizational domain (relaxed alignment, RFC 7489 §3.1.1);
+   * null: not verified, so no DSN goes to it.
+   */
+  verified: 'spf' | 'dkim' | null;
+  /** The domain that passed: the MAIL FROM domain (spf) or the signature's d= (dkim). */
+  domain?: string | undefined;
+  /** For logs and `tern queue show`, e.g. "spf=pass example.org", "spf=fail, no aligned dkim pass", "inbound checks disabled". */
+  detail: string;
+}
+
+/** A DSN that was asked for (or due by default) but not sent. */
+export interface SuppressedDsn {
+  kind: 'failed' | 'delayed' | 'delivered' | 'relayed';
+  /** Ms since the epoch. */
+  at: number;
+  /** The recipients it would have reported on. */
+  recipients: string[];
+  /** e.g. "sender not verified (spf=fail, no aligned dkim pass)". */
+  reason: string;
 }
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -50,6 +84,8 @@ export interface DeliveryState {
   held?: boolean | undefined;
   /** A delay DSN was sent (only one per message). */
   warned?: boolean | undefined;
+  /** DSNs not sent to an unverified sender (backscatter, RFC 5321 §6.2), for `tern queue show`. */
+  dsnSuppressed?: SuppressedDsn[] | undefined;
 }
 
 /** A committed message as the scheduler sees it. */
