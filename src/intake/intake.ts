@@ -379,17 +379,27 @@ function fromDomain(value: string): string | undefined {
 export function receivedHeader(hostname: string, id: string, m: NewMessage, date: Date): string {
   const t = m.trace;
   // RFC 5321 §4.1.3 address literal: IPv6 carries its tag.
-  const literal = t.ip.includes(':') ? `IPv6:${t.ip}` : t.ip;
+  const literal = sanitize(t.ip.includes(':') ? `IPv6:${t.ip}` : t.ip);
   const from = `from ${sanitize(t.helo ?? 'unknown')} ([${literal}])`;
   const tls = t.tls ? `\r\n\t(using ${sanitize(t.tls)})` : '';
   const auth = t.user ? `\r\n\t(authenticated as ${sanitize(t.user)})` : '';
   const forClause = m.recipients.length === 1 ? `\r\n\tfor <${sanitize(m.recipients[0]!.original)}>` : '';
-  return `Received: ${from}\r\n\tby ${hostname} (Tern) with ${t.protocol} id ${id}${tls}${auth}${forClause};\r\n\t${rfc5322Date(date)}\r\n`;
+  return `Received: ${from}\r\n\tby ${hostname} (Tern) with ${sanitize(t.protocol)} id ${id}${tls}${auth}${forClause};\r\n\t${rfc5322Date(date)}\r\n`;
 }
 
-/** Keep client-supplied text from breaking the header (no CR/LF, no comment nesting games). */
+/**
+ * Keep client-supplied text from breaking the header: no control character
+ * at all (C0 incl. NUL, CR, LF, HT, VT, ESC; DEL; C1; U+2028/2029, which some
+ * readers take as line breaks), no comment nesting games with ( ) \. Each
+ * becomes "?". Callers validate first (EHLO syntax, addresses); this is the
+ * last line, whatever a future caller passes. Cut at 255 characters without
+ * splitting a surrogate pair.
+ */
 function sanitize(s: string): string {
-  return s.replace(/[\r\n()\\]/g, '?').slice(0, 255);
+  const clean = s.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029()\\]/g, '?');
+  if (clean.length <= 255) return clean;
+  const cut = clean.slice(0, 255);
+  return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
 }
 
 let lastDate = { second: NaN, text: '' };

@@ -15,6 +15,7 @@ import { DataReader, type DataError } from '../smtp/data-reader.ts';
 import { SmtpError, formatReply } from '../smtp/reply.ts';
 import { parsePath, formatAddress, type Address } from '../smtp/address.ts';
 import { parseMailParams, parseRcptParams, type MailParams } from '../smtp/params.ts';
+import { isHeloArgument } from '../smtp/helo.ts';
 import type { Policy, SessionInfo } from '../policy/policy.ts';
 import type { Intake, IncomingMessage } from '../intake/intake.ts';
 import type { Recipient } from '../spool/types.ts';
@@ -427,7 +428,7 @@ export class Session implements Timed {
       switch (verb) {
         case 'EHLO':
         case 'HELO':
-          return await this.#helo(verb, arg.trim());
+          return await this.#helo(verb, arg);
         case 'MAIL':
           return await this.#mail(arg);
         case 'RCPT':
@@ -476,8 +477,12 @@ export class Session implements Timed {
     }
   }
 
-  async #helo(verb: 'EHLO' | 'HELO', name: string): Promise<void> {
-    if (!name || name.includes(' ')) throw new SmtpError(501, '5.5.4', `Syntax: ${verb} hostname`);
+  async #helo(verb: 'EHLO' | 'HELO', arg: string): Promise<void> {
+    // Only SP/HTAB around the name are forgiven; String#trim would also eat
+    // \v, \f and other controls. The name itself must be a domain or an
+    // address literal (§4.1.1.1): it is echoed below and goes into Received:.
+    const name = arg.replace(/^[ \t]+|[ \t]+$/g, '');
+    if (!isHeloArgument(name)) throw new SmtpError(501, '5.5.4', `Syntax: ${verb} domain (or address literal)`);
     await this.#deps.policy.helo(this.info, name);
     // §4.1.4: EHLO/HELO resets any transaction and state from before.
     this.#resetTransaction();
