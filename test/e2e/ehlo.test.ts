@@ -67,11 +67,11 @@ describe('EHLO/HELO argument', () => {
     } finally {
       c.close();
     }
-    const text = await waitFor(
+    const text = (await waitFor(
       () => mailbox(srv.dataDir, 'tern.test', 'alice').map((f) => fs.readFileSync(f, 'latin1')).find((t) => t.includes(id)),
       10_000,
       'local delivery',
-    );
+    ))!;
     const header = text.slice(0, text.indexOf('\r\n\r\n'));
     assert.match(header, /^Received: from my_pc\.client\.test \(\[127\.0\.0\.1\]\)\r\n/m);
     assert.doesNotMatch(header.replace(/\r\n[\t ]/g, ' ').replace(/\r\n/g, '\n'), CONTROL);
