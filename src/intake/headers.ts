@@ -1,89 +1,162 @@
 // Reads the header section of a message as it streams past, without
 // holding it: counts Received fields (loop detection, RFC 5321 §6.3), notes
 // which fields are present (submission fix-ups, RFC 6409 §8) and keeps the
-// value of the few fields policy needs (From, for sender rules), each
-// bounded, so memory stays small whatever the message.
+// whole value of the originator fields (RFC 5322 §3.6.2, §3.6.6: From,
+// Sender, Resent-From, Resent-Sender) for the sender check and the DKIM
+// signing domain. What is kept is bounded per message
+// (MAX_ORIGINATOR_BYTES); past it the scanner says so (`truncated`), and a
+// check that needs every address refuses the message rather than read part
+// of a field (issue 11: a From: padded past a per-field cut hid a second
+// mailbox).
 
 const LF = 0x0a;
+const CR = 0x0d;
+const SP = 0x20;
+const HTAB = 0x09;
+const COLON = 0x3a;
 /** Field names longer than this are not ones we look for; the rest of the line is skipped. */
 const NAME_BYTES = 64;
-/** The longest captured value (RFC 5322 §2.1.1 line limit, folded lines joined). */
-const VALUE_BYTES = 4096;
-/** Fields whose values are kept. */
-const CAPTURE = new Set(['from', 'sender']);
+/**
+ * Octets of originator field values kept per message, all fields together.
+ * 64 KiB is some 1,500 mailboxes in From:, far beyond real mail (Postfix's
+ * header_size_limit for a whole header section is 100 KiB), and small
+ * next to the 256 KiB the DKIM signer and the verifier may hold.
+ */
+export const MAX_ORIGINATOR_BYTES = 64 * 1024;
+/** Fields whose values are kept: who wrote and who sent the message, also when resent. */
+export const ORIGINATOR_FIELDS: readonly string[] = ['from', 'sender', 'resent-from', 'resent-sender'];
+const CAPTURE = new Set(ORIGINATOR_FIELDS);
+
+/** Where the scanner is in the current line. */
+const State = {
+  /** Nothing of the line seen yet. */
+  START: 0,
+  /** Only a CR so far: the blank line that ends the header section, if LF follows. */
+  START_CR: 1,
+  /** Reading the field name. */
+  NAME: 2,
+  /** White space after the name, before the colon (obs-optional, RFC 5322 §4.5). */
+  NAME_WSP: 3,
+  /** In the value of a captured field. */
+  VALUE: 4,
+  /** Not interesting: wait for the end of the line. */
+  SKIP: 5,
+} as const;
+type State = (typeof State)[keyof typeof State];
 
 export class HeaderScanner {
   /** Number of Received fields in the header section. */
   received = 0;
   /** Lower-cased names of the fields seen. */
   readonly fields = new Set<string>();
-  /** Unfolded values of captured fields, in order (a message may carry several From fields). */
+  /** Values of captured fields as received (latin1, folds kept), in order: a message may carry several From fields. */
   readonly values = new Map<string, string[]>();
   /** The blank line ending the header section has been seen. */
   done = false;
-  #carry = '';
-  #skipRest = false;
+  /** Captured values went over MAX_ORIGINATOR_BYTES and were cut: they cannot be checked whole. */
+  truncated = false;
+  #state: State = State.START;
+  #name = '';
   /** The captured field the current line (or its continuation) belongs to. */
-  #capturing: string | null = null;
+  #capturing: string[] | null = null;
+  #capturedBytes = 0;
 
   push(chunk: Buffer): void {
     let pos = 0;
     while (!this.done && pos < chunk.length) {
       const lf = chunk.indexOf(LF, pos);
       const end = lf === -1 ? chunk.length : lf;
-      let from = pos;
-      if (!this.#skipRest) {
-        // Collect the start of the line until the field name is surely in it.
-        const take = Math.min(end - pos, NAME_BYTES - this.#carry.length);
-        this.#carry += chunk.toString('latin1', pos, pos + take);
-        from = pos + take;
-        if (this.#carry.length >= NAME_BYTES) this.#lineStart();
-      }
-      if (this.#skipRest && this.#capturing && from < end) this.#append(chunk.toString('latin1', from, end));
+      // Only the start of a line is looked at byte by byte; a value is taken (or skipped) whole.
+      while (pos < end && this.#state < State.VALUE) this.#lineByte(chunk[pos++]!);
+      if (this.#state === State.VALUE && pos < end) this.#append(chunk, pos, end);
       if (lf === -1) return;
-      if (!this.#skipRest) {
-        if (this.#carry === '\r' || this.#carry === '') this.done = true;
-        else this.#lineStart();
-      }
-      this.#carry = '';
-      this.#skipRest = false;
+      if (this.#state <= State.START_CR) this.done = true;
+      this.#state = State.START;
       pos = lf + 1;
     }
   }
 
-  #append(s: string): void {
-    const list = this.values.get(this.#capturing!)!;
-    const last = list.length - 1;
-    if (list[last]!.length < VALUE_BYTES) list[last] = (list[last]! + s).slice(0, VALUE_BYTES);
+  #lineByte(c: number): void {
+    switch (this.#state) {
+      case State.START:
+        if (c === SP || c === HTAB) {
+          // Folded continuation (RFC 5322 §2.2.3): part of the previous field, leading white space included.
+          this.#state = this.#capturing ? State.VALUE : State.SKIP;
+          if (this.#capturing) this.#appendText(String.fromCharCode(c));
+          return;
+        }
+        this.#capturing = null;
+        if (c === CR) {
+          this.#state = State.START_CR;
+          return;
+        }
+        this.#name = '';
+        this.#state = State.NAME;
+        this.#nameByte(c);
+        return;
+      case State.START_CR:
+        this.#state = State.SKIP; // a line starting with a lone CR: not a field
+        return;
+      case State.NAME:
+        this.#nameByte(c);
+        return;
+      case State.NAME_WSP:
+        if (c === COLON) this.#fieldStart();
+        else if (c !== SP && c !== HTAB) this.#state = State.SKIP;
+        return;
+    }
   }
 
-  /** Enough of the line is known to classify it; remember the field name and skip the rest. */
-  #lineStart(): void {
-    const line = this.#carry;
-    if (line === '' || line === '\r') return; // the blank line; handled by the caller
-    this.#skipRest = true;
-    const c = line.charCodeAt(0);
-    if (c === 0x20 || c === 0x09) {
-      // Folded continuation (RFC 5322 §2.2.3): part of the previous field.
-      if (this.#capturing) this.#append(line);
-      return;
+  /** ftext = %d33-57 / %d59-126 (RFC 5322 §3.6.8). */
+  #nameByte(c: number): void {
+    if (c === COLON) {
+      this.#fieldStart();
+    } else if (c === SP || c === HTAB) {
+      this.#state = this.#name ? State.NAME_WSP : State.SKIP;
+    } else if (c > 32 && c < 127 && this.#name.length < NAME_BYTES) {
+      this.#name += String.fromCharCode(c);
+    } else {
+      // Not ftext, or a name longer than any we look for.
+      this.#state = State.SKIP;
     }
-    this.#capturing = null;
-    const colon = line.indexOf(':');
-    if (colon <= 0) return;
-    const name = line.slice(0, colon).trimEnd().toLowerCase();
+  }
+
+  #fieldStart(): void {
+    const name = this.#name.toLowerCase();
+    this.#state = State.SKIP;
+    if (name === '') return;
     this.fields.add(name);
     if (name === 'received') this.received++;
     if (CAPTURE.has(name)) {
-      this.#capturing = name;
       const list = this.values.get(name) ?? [];
-      list.push(line.slice(colon + 1));
+      list.push('');
       this.values.set(name, list);
+      this.#capturing = list;
+      this.#state = State.VALUE;
     }
   }
 
-  /** A captured field's values, unfolded and trimmed. */
+  #append(chunk: Buffer, from: number, end: number): void {
+    const room = MAX_ORIGINATOR_BYTES - this.#capturedBytes;
+    if (end - from > room) {
+      this.truncated = true;
+      end = from + room;
+    }
+    if (end > from) this.#appendText(chunk.toString('latin1', from, end));
+  }
+
+  #appendText(s: string): void {
+    if (this.#capturedBytes + s.length > MAX_ORIGINATOR_BYTES) {
+      this.truncated = true;
+      return;
+    }
+    this.#capturedBytes += s.length;
+    const list = this.#capturing!;
+    list[list.length - 1] += s;
+  }
+
+  /** A captured field's values: unfolded (RFC 5322 §2.2.3), read as UTF-8 (RFC 6532), trimmed. */
   get(name: string): string[] {
-    return (this.values.get(name) ?? []).map((v) => v.replace(/\r/g, '').trim());
+    return (this.values.get(name) ?? []).map((v) => Buffer.from(v.replace(/\r/g, ''), 'latin1').toString('utf8').trim());
   }
 }
