@@ -13,10 +13,11 @@ import type { Spool, SpoolWriter } from '../spool/spool.ts';
 import type { Envelope, QueuedMessage, Recipient } from '../spool/types.ts';
 import type { MailParams } from '../smtp/params.ts';
 import type { Logger } from '../util/log.ts';
-import { HeaderScanner } from './headers.ts';
+import { HeaderScanner, MAX_ORIGINATOR_BYTES } from './headers.ts';
+import { parseAddressList } from '../smtp/address-list.ts';
 import { SmtpError } from '../smtp/reply.ts';
 import { DkimSigner, type DkimKeys } from './dkim.ts';
-import { mayUseAddress } from '../policy/senders.ts';
+import { originatorError } from '../policy/senders.ts';
 import { AuthResultsFilter } from './ar-filter.ts';
 import type { ArcSealKey, InboundVerifier, Verification } from './authenticate.ts';
 import { JUNK_FOLDER, type InboundPolicy } from '../policy/inbound.ts';
@@ -275,11 +276,13 @@ export class IncomingMessage {
       }
       const sendAs = this.#submission?.sendAs;
       if (sendAs) {
-        // RFC 6409 §8.1 / §6.1: the MSA may refuse a From: the user may not use.
-        const froms = this.#headers.get('from').flatMap(addressesIn);
-        const bad = froms.find((a) => !mayUseAddress(a, sendAs));
-        if (froms.length === 0) throw new SmtpError(550, '5.7.1', 'Message has no From: address');
-        if (bad) throw new SmtpError(550, '5.7.1', `Sender address <${bad}> in From: is not yours to use`);
+        // RFC 6409 §8.1 / §6.1: the MSA may refuse originator fields the user may not use.
+        // Every address is checked, so fields cut at the capture limit cannot be checked: refused.
+        if (this.#headers.truncated) {
+          throw new SmtpError(552, '5.3.4', `From:, Sender: and Resent- fields too long (limit ${MAX_ORIGINATOR_BYTES} octets together)`);
+        }
+        const refused = originatorError((field) => this.#headers.get(field), sendAs);
+        if (refused) throw refused;
       }
     } catch (e) {
       await this.abort();
@@ -348,27 +351,13 @@ export class IncomingMessage {
 }
 
 /**
- * The addr-specs in an address-list field value (RFC 5322 §3.4): every
- * mailbox of the list, whether "Name <addr>" or a bare addr; display names,
- * quoted strings, comments and group labels are not addresses.
+ * The DKIM signing domain of a submitted message: its (first) From: field's
+ * first mailbox's domain, so the signature aligns for DMARC (RFC 7489 §3.1.1).
+ * Undefined when there is none or the field does not parse.
  */
-export function addressesIn(value: string): string[] {
-  const clean = value
-    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
-    .replace(/\((?:[^()\\]|\\.)*\)/g, ' ');
-  const out: string[] = [];
-  for (let part of clean.split(/[,;]/)) {
-    part = part.replace(/^[^<@]*:/, ''); // "group-name:" opens a group
-    const angle = /<([^<>]*)>/.exec(part);
-    const addr = (angle ? angle[1]! : part).trim();
-    if (addr) out.push(addr.toLowerCase());
-  }
-  return out;
-}
-
 function fromDomain(value: string): string | undefined {
-  const a = addressesIn(value)[0];
-  return a ? a.slice(a.lastIndexOf('@') + 1) : undefined;
+  const list = parseAddressList(value);
+  return list.ok ? list.mailboxes[0]?.domain : undefined;
 }
 
 /**
