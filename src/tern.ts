@@ -31,6 +31,7 @@ import { openStore } from './store/store.ts';
 import { Authenticator } from './policy/auth.ts';
 import { AuthThrottle } from './policy/auth-throttle.ts';
 import { SendRate } from './policy/rate-limit.ts';
+import { listenError } from './util/startup-error.ts';
 
 export interface TernOptions {
   log?: Logger;
@@ -130,7 +131,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   };
   const listeners = config.listeners.map((l) => new Listener(l, deps));
   try {
-    for (const l of listeners) await l.listen();
+    for (const [i, l] of listeners.entries()) await l.listen().catch((e: unknown) => Promise.reject(listenError(l.config, i, e)));
   } catch (e) {
     await Promise.all(listeners.map((l) => l.close().catch(() => {})));
     throw e;

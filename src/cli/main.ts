@@ -5,6 +5,7 @@ import { loadConfig, ConfigError } from '../config/load.ts';
 import type { TernConfig } from '../config/types.ts';
 import { runConfigCheck } from './config-check.ts';
 import { startTern } from '../tern.ts';
+import { describeStartupError } from '../util/startup-error.ts';
 import { QUEUE_USAGE, runQueue } from './queue.ts';
 import { USER_USAGE, runUser } from './user.ts';
 import { DKIM_USAGE, runDkim } from './dkim.ts';
@@ -97,9 +98,16 @@ function reexecWithServerFlags(): void {
 }
 
 async function serve(file: string | undefined): Promise<number> {
+  // The same validation as `tern config check` (certificate and key, alias loops, dataDir): one function, loadConfig.
   const config = loadOrReport(file);
   if (!config) return 1;
-  const tern = await startTern(config);
+  let tern: Awaited<ReturnType<typeof startTern>>;
+  try {
+    tern = await startTern(config);
+  } catch (e) {
+    process.stderr.write(`tern: ${describeStartupError(e)}\n`);
+    return 1;
+  }
   await new Promise<void>((resolve) => {
     const onSignal = (sig: string): void => {
       process.stderr.write(`tern: ${sig}, stopping\n`);

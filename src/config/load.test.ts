@@ -1,11 +1,18 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, checkConfig, loadConfig, parseDuration, parseSize, type ConfigProblem } from './load.ts';
 import { DEFAULT_LIMITS, DEFAULT_QUEUE, defaultConfig } from './defaults.ts';
 import { runConfigCheck } from '../cli/config-check.ts';
+import { makeSelfSigned } from '../server/tls.ts';
+import { Directory, MAX_ALIAS_DEPTH } from '../policy/directory.ts';
+
+// Two real pairs: the loader parses the certificate and key and checks that they belong together.
+const PAIR = await makeSelfSigned('mx.tern.test');
+const OTHER = await makeSelfSigned('other.tern.test');
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-config-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -47,8 +54,8 @@ queue:
 
 describe('loadConfig', () => {
   it('loads the documented example exactly as written', () => {
-    const cert = write('cert', 'cert.pem');
-    const key = write('key', 'key.pem');
+    const cert = write(PAIR.cert, 'cert.pem');
+    const key = write(PAIR.key, 'key.pem');
     const file = write(EXAMPLE.replace('CERT', cert).replace('KEY', key));
     const c = loadConfig(file);
     assert.deepEqual(c, {
@@ -126,8 +133,8 @@ describe('loadConfig', () => {
   it('resolves relative paths against the file\'s directory', () => {
     const sub = path.join(dir, 'sub');
     fs.mkdirSync(sub);
-    fs.writeFileSync(path.join(sub, 'c.pem'), 'x');
-    fs.writeFileSync(path.join(sub, 'k.pem'), 'x');
+    fs.writeFileSync(path.join(sub, 'c.pem'), PAIR.cert);
+    fs.writeFileSync(path.join(sub, 'k.pem'), PAIR.key);
     const file = path.join(sub, 'tern.yaml');
     fs.writeFileSync(file, 'dataDir: ./spool\ntls: { cert: c.pem, key: k.pem }\n');
     const c = loadConfig(path.relative(process.cwd(), file));
@@ -440,5 +447,119 @@ plugins: [./nowhere.ts]
     assert.match(problemAt(problems, 'edge.grey').message, /unknown key/);
     assert.match(problemAt(problems, 'plugins[0]').message, /cannot read .*nowhere\.ts/);
     assert.equal(problemAt(problems, 'plugins[0]').line, 11);
+  });
+});
+
+describe('what would stop the server is found by config check (issue 11, break 8)', () => {
+  const tlsConfig = (cert: string, key: string): ConfigProblem[] => problemsOf(`dataDir: ${path.join(dir, 'data-tls')}\ntls:\n  cert: ${cert}\n  key: ${key}\n`);
+
+  it('a certificate that is not PEM', () => {
+    const key = write(PAIR.key, 'good-key.pem');
+    const text = write('this is not a certificate\n', 'text-cert.pem');
+    const der = path.join(dir, 'cert.der');
+    fs.writeFileSync(der, new crypto.X509Certificate(PAIR.cert).raw);
+    for (const cert of [text, der]) {
+      const p = problemAt(tlsConfig(cert, key), 'tls.cert');
+      assert.equal(p.line, 3);
+      assert.match(p.message, /is not a PEM certificate/);
+      assert.ok(p.message.includes(cert), 'names the file');
+    }
+    // A PEM frame around garbage is caught by the parser.
+    const broken = write('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', 'broken-cert.pem');
+    assert.match(problemAt(tlsConfig(broken, key), 'tls.cert').message, /is not a valid certificate/);
+  });
+
+  it('a key that is not a key, one with a passphrase, and one that belongs to another certificate', () => {
+    const cert = write(PAIR.cert, 'good-cert.pem');
+    assert.match(problemAt(tlsConfig(cert, cert), 'tls.key').message, /is not a PEM private key/);
+    const encrypted = crypto.createPrivateKey(PAIR.key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'secret' });
+    assert.match(problemAt(tlsConfig(cert, write(String(encrypted), 'encrypted-key.pem')), 'tls.key').message, /passphrase/);
+    const other = write(OTHER.key, 'other-key.pem');
+    const p = problemAt(tlsConfig(cert, other), 'tls.key');
+    assert.equal(p.line, 4);
+    assert.match(p.message, /is not the private key of the certificate in .*good-cert\.pem \(subject CN=mx\.tern\.test\)/);
+    assert.deepEqual(tlsConfig(cert, write(PAIR.key, 'matching-key.pem')), [], 'the matching pair is fine');
+  });
+
+  it('an alias loop is refused at load, with the cycle', () => {
+    const file = write(`domains:
+  - name: tern.test
+    mailboxes: [alice]
+    aliases: { a: b, b: a, ok: alice }
+`);
+    const { problems } = checkConfig(file);
+    assert.deepEqual(problems, [{ path: 'domains[0].aliases', line: 4, message: 'a -> b -> a is a loop: mail to it could never be delivered; point one of them at a mailbox' }]);
+    assert.throws(() => loadConfig(file), ConfigError, 'serve loads with the same check, so no RCPT ever meets the loop');
+  });
+
+  it('a loop across domains and through plus-addressing; a catch-all into a loop', () => {
+    const problems = problemsOf(`domains:
+  - name: one.test
+    mailboxes: [m]
+    aliases: { x: y@two.test }
+  - name: two.test
+    mailboxes: '*'
+    aliases: { y: z+tag, z: x@one.test }
+  - name: three.test
+    mailboxes: [p]
+    catchAll: x@one.test
+`);
+    assert.deepEqual(problems.map((p) => [p.path, p.message]), [
+      ['domains[0].aliases', 'x -> y@two.test -> z@two.test -> x is a loop: mail to it could never be delivered; point one of them at a mailbox'],
+    ], 'one loop, reported once; the catch-all that leads into it adds no second report');
+  });
+
+  it('a catch-all at the end of a chain counts one level more', () => {
+    const names = Array.from({ length: MAX_ALIAS_DEPTH }, (_, i) => `a${i}`);
+    const aliases = names.map((a, i) => `${a}: ${names[i + 1] ?? 'alice'}`).join(', ');
+    const problems = problemsOf(`domains:\n  - name: tern.test\n    mailboxes: [alice]\n    aliases: { ${aliases} }\n    catchAll: a0\n`);
+    const p = problemAt(problems, 'domains[0].catchAll');
+    assert.equal(p.line, 5);
+    assert.match(p.message, new RegExp(`^catchAll of tern\\.test -> a0 -> .* expands ${MAX_ALIAS_DEPTH + 1} levels deep`));
+  });
+
+  it('a chain deeper than the expansion limit, reported once at its head; the limit itself is fine', () => {
+    // aliases a0 -> a1 -> … -> a{n-1} -> alice: the Directory reaches alice at level n.
+    const chain = (n: number): string => {
+      const names = Array.from({ length: n }, (_, i) => `a${i}`);
+      return names.map((a, i) => `${a}: ${names[i + 1] ?? 'alice'}`).join(', ');
+    };
+    const config = (n: number): string => `domains:\n  - name: tern.test\n    mailboxes: [alice]\n    aliases: { ${chain(n)} }\n`;
+    const atLimit = checkConfig(write(config(MAX_ALIAS_DEPTH)));
+    assert.deepEqual(atLimit.problems, []);
+    const directory = new Directory(atLimit.config!.domains);
+    assert.deepEqual(directory.resolve('a0', 'tern.test')!.map((t) => t.address), ['alice@tern.test'], 'what the loader accepts, the Directory resolves');
+
+    const tooDeep = checkConfig(write(config(MAX_ALIAS_DEPTH + 1)));
+    assert.equal(tooDeep.problems.length, 1, JSON.stringify(tooDeep.problems));
+    const p = problemAt(tooDeep.problems, 'domains[0].aliases');
+    assert.match(p.message, new RegExp(`^a0 -> a1 -> .* -> a${MAX_ALIAS_DEPTH} expands ${MAX_ALIAS_DEPTH + 1} levels deep, more than the ${MAX_ALIAS_DEPTH} allowed`));
+    // The Directory would have refused it at RCPT time: that is what the check spares.
+    const unchecked = checkConfig(write(config(MAX_ALIAS_DEPTH))).config!;
+    unchecked.domains[0]!.aliases = Object.fromEntries(Array.from({ length: MAX_ALIAS_DEPTH + 1 }, (_, i) => [`a${i}`, [i === MAX_ALIAS_DEPTH ? 'alice' : `a${i + 1}`]]));
+    assert.throws(() => new Directory(unchecked.domains).resolve('a0', 'tern.test'), /alias loop/);
+  });
+
+  it('a dataDir that cannot be created or written', () => {
+    const file = write('x', 'a-regular-file');
+    // Under a regular file: ENOTDIR, which stops root as well.
+    const p = problemAt(problemsOf(`dataDir: ${file}/data\n`), 'dataDir');
+    assert.equal(p.line, 1);
+    assert.equal(p.message, `cannot create ${file}/data: ${file} is not a directory`);
+    assert.equal(problemAt(problemsOf(`dataDir: ${file}\n`), 'dataDir').message, `${file} is not a directory`);
+    // Missing but creatable: fine, and not created by the check.
+    const later = path.join(dir, 'not-yet', 'data');
+    assert.deepEqual(problemsOf(`dataDir: ${later}\n`), []);
+    assert.equal(fs.existsSync(path.join(dir, 'not-yet')), false, 'config check creates nothing');
+  });
+
+  it('a dataDir without write permission (as a user permissions apply to)', { skip: process.getuid?.() === 0 ? 'root may write anywhere; covered by the ENOTDIR case' : false }, () => {
+    const locked = path.join(dir, 'locked');
+    fs.mkdirSync(locked, { mode: 0o500 });
+    try {
+      assert.match(problemAt(problemsOf(`dataDir: ${locked}/data\n`), 'dataDir').message, /is not writable: EACCES/);
+    } finally {
+      fs.chmodSync(locked, 0o700);
+    }
   });
 });

@@ -13,12 +13,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isIP } from 'node:net';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import {
   DEFAULT_DNS, DEFAULT_LIMITS, DEFAULT_LISTENERS, DEFAULT_LOG, DEFAULT_QUEUE, MIN_COMMAND_LINE_LENGTH, MIN_LINE_LENGTH,
   DEFAULT_SUBMISSION, DEFAULT_EDGE, defaultConfig, defaultDomains, defaultInbound, defaultOutbound,
 } from './defaults.ts';
+import { MAX_ALIAS_DEPTH, RECIPIENT_DELIMITER } from '../policy/directory.ts';
 import type { ConfigUser, DomainConfig, EdgeConfig, InboundConfig, InboundDomainPolicy, ListenerConfig, ListenerRole, LogLevel, OutboundConfig, TernConfig } from './types.ts';
 
 export interface ConfigProblem {
@@ -374,6 +377,94 @@ function fileProblem(p: string): string | undefined {
   }
 }
 
+/**
+ * The configured certificate and key, read and parsed as the server will
+ * use them: PEM (what tls.createSecureContext takes), a key without a
+ * passphrase, and the key belonging to the certificate. Caught here, none
+ * of these can stop a start or fail the first STARTTLS instead.
+ */
+function tlsPairProblems(certFile: string, keyFile: string): { key: 'cert' | 'key'; message: string }[] {
+  const problems: { key: 'cert' | 'key'; message: string }[] = [];
+  let certText: string;
+  let keyText: string;
+  try {
+    certText = fs.readFileSync(certFile, 'utf8');
+    keyText = fs.readFileSync(keyFile, 'utf8');
+  } catch (e) {
+    return [{ key: 'cert', message: `cannot read the TLS files: ${(e as Error).message}` }];
+  }
+  let cert: X509Certificate | undefined;
+  if (!certText.includes('-----BEGIN CERTIFICATE-----')) {
+    problems.push({ key: 'cert', message: `${certFile} is not a PEM certificate (no "-----BEGIN CERTIFICATE-----" line); a DER file converts with: openssl x509 -inform der -in ${certFile} -out cert.pem` });
+  } else {
+    try {
+      cert = new X509Certificate(certText);
+    } catch (e) {
+      problems.push({ key: 'cert', message: `${certFile} is not a valid certificate: ${(e as Error).message}` });
+    }
+  }
+  let key: KeyObject | undefined;
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyText)) {
+    problems.push({ key: 'key', message: `${keyFile} is not a PEM private key (no "-----BEGIN … PRIVATE KEY-----" line)` });
+  } else if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(keyText)) {
+    problems.push({ key: 'key', message: `${keyFile} is protected by a passphrase, which Tern cannot enter; remove it with: openssl pkey -in ${keyFile} -out key.pem` });
+  } else {
+    try {
+      key = createPrivateKey(keyText);
+    } catch (e) {
+      problems.push({ key: 'key', message: `${keyFile} is not a valid private key: ${(e as Error).message}` });
+    }
+  }
+  if (cert === undefined || key === undefined) return problems;
+  if (!cert.checkPrivateKey(key)) {
+    problems.push({ key: 'key', message: `${keyFile} is not the private key of the certificate in ${certFile} (subject ${cert.subject.replace(/\n/g, ', ')})` });
+    return problems;
+  }
+  try {
+    // What the listeners will do with the pair; anything the parsers above let through shows here.
+    createSecureContext({ cert: certText, key: keyText });
+  } catch (e) {
+    problems.push({ key: 'cert', message: `${certFile} and ${keyFile} are not usable for TLS: ${(e as Error).message}` });
+  }
+  return problems;
+}
+
+/**
+ * The data directory must exist or be creatable, and be writable, by the
+ * user running this. Nothing is created here (`config check` must not
+ * change the system): a missing directory is judged by its nearest
+ * existing parent, where the server would create it.
+ */
+function dataDirProblem(dataDir: string): string | undefined {
+  const uid = typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : '';
+  let at = dataDir;
+  for (;;) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const parent = path.dirname(at);
+      // ENOTDIR: something on the way is a file; the walk up finds and names it.
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && parent !== at) {
+        at = parent;
+        continue;
+      }
+      return `cannot use ${dataDir}: ${code ?? (e as Error).message} on ${at}`;
+    }
+    const which = at === dataDir ? '' : `cannot create ${dataDir}: `;
+    if (!st.isDirectory()) return `${which}${at} is not a directory`;
+    try {
+      fs.accessSync(at, fs.constants.W_OK | fs.constants.X_OK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const fix = code === 'EROFS' ? 'it is on a read-only file system' : `give this user${uid} write access (chown or chmod), or choose another dataDir`;
+      return `${which}${at} is not writable: ${code}; ${fix}`;
+    }
+    return undefined;
+  }
+}
+
 type Report = (segs: Seg[], message: string) => void;
 
 function resolve(raw: Record<string, unknown>, dir: string, report: Report): TernConfig {
@@ -400,6 +491,8 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
     if (p !== undefined) report(['hostname'], p);
   }
   const dataDir = typeof raw.dataDir === 'string' ? path.resolve(dir, raw.dataDir) : path.resolve('data');
+  const dataDirError = dataDirProblem(dataDir);
+  if (dataDirError !== undefined) report(['dataDir'], dataDirError);
 
   let listeners: ListenerConfig[] = DEFAULT_LISTENERS.map((l) => ({ ...l }));
   if (raw.listeners !== undefined) {
@@ -423,10 +516,13 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
     const t = raw.tls;
     const cert = typeof t.cert === 'string' ? path.resolve(dir, t.cert) : '';
     const key = typeof t.key === 'string' ? path.resolve(dir, t.key) : '';
+    let readable = cert !== '' && key !== '';
     for (const [name, p] of [['cert', cert], ['key', key]] as const) {
       const problem = p === '' ? undefined : fileProblem(p);
       if (problem !== undefined) report(['tls', name], problem);
+      readable &&= problem === undefined;
     }
+    if (readable) for (const p of tlsPairProblems(cert, key)) report(['tls', p.key], p.message);
     tls = { cert, key };
   }
 
@@ -709,7 +805,7 @@ function resolveDomains(raw: unknown[], report: Report): DomainConfig[] {
     return at < 0 ? lp : `${lp}@${domain}`;
   };
 
-  return pending.map(({ at, d, name, mailboxes }) => {
+  const resolved = pending.map(({ at, d, name, mailboxes }) => {
     // fromEntries defines own properties, so even an alias named "__proto__" is safe.
     const aliases = Object.fromEntries(Object.entries(isObject(d.aliases) ? d.aliases : {}).map(([k, v]) => {
       const segs: Seg[] = [...at, 'aliases', k];
@@ -720,4 +816,97 @@ function resolveDomains(raw: unknown[], report: Report): DomainConfig[] {
     const catchAll = typeof d.catchAll === 'string' ? target(d.catchAll, name, [...at, 'catchAll']) : undefined;
     return { name, mailboxes, aliases, ...(catchAll === undefined ? {} : { catchAll }), ...(d.delivery === 'discard' ? { delivery: 'discard' as const } : {}) };
   });
+  for (const p of aliasChainProblems(resolved)) report([...pending[p.domain]!.at, p.key], p.message);
+  return resolved;
+}
+
+/**
+ * Alias loops and chains too deep to expand, found here so that no RCPT
+ * ever meets them (the Directory would answer 451 to every one). The walk
+ * follows targets as Directory#resolve does: an alias name first (also
+ * "name+tag", then "name"), then a mailbox; an address outside our domains
+ * ends a chain. A target that names nobody (and so would fall to the
+ * catch-all) is reported above already, so it ends the walk too; a
+ * catch-all is walked as a chain of its own, one level deeper. Depth is counted as the
+ * Directory counts it, against the same MAX_ALIAS_DEPTH: the RCPT's own
+ * name is level 0, each alias or catch-all target one level further, and
+ * only local names are checked.
+ */
+function aliasChainProblems(domains: DomainConfig[]): { domain: number; key: 'aliases' | 'catchAll'; message: string }[] {
+  const byName = new Map(domains.map((d, i) => [d.name, { d, i }]));
+  // A node is "local@domain" for an alias, "*@domain" for a catch-all.
+  const targetsOf = (node: string): string[] => {
+    const at = node.lastIndexOf('@');
+    const d = byName.get(node.slice(at + 1))!.d;
+    const local = node.slice(0, at);
+    const targets = local === '*' ? [d.catchAll!] : Object.hasOwn(d.aliases, local) ? d.aliases[local]! : [];
+    return targets.map((t) => (t.includes('@') ? t : `${t}@${d.name}`));
+  };
+  /** Where an address leads: an alias or catch-all (expansion goes on), a local mailbox, or a remote address. */
+  const nodeOf = (address: string): string | 'local' | 'remote' => {
+    const at = address.lastIndexOf('@');
+    const domain = byName.get(address.slice(at + 1).toLowerCase())?.d;
+    if (domain === undefined) return 'remote';
+    const local = address.slice(0, at).toLowerCase();
+    const plus = local.indexOf(RECIPIENT_DELIMITER);
+    for (const candidate of plus > 0 ? [local, local.slice(0, plus)] : [local]) {
+      if (Object.hasOwn(domain.aliases, candidate)) return `${candidate}@${domain.name}`;
+      if (domain.mailboxes !== '*' && domain.mailboxes.includes(candidate)) return 'local';
+    }
+    return 'local';
+  };
+
+  const problems: { domain: number; key: 'aliases' | 'catchAll'; message: string }[] = [];
+  /** The deepest level a node's expansion reaches, the node being level 0; Infinity on a loop. */
+  const levels = new Map<string, number>();
+  const stack: string[] = [];
+  const show = (node: string, own: string): string => {
+    const at = node.lastIndexOf('@');
+    const [local, domain] = [node.slice(0, at), node.slice(at + 1)];
+    const name = local === '*' ? `catchAll of ${domain}` : local;
+    return domain === own ? name : `${name}@${domain}`;
+  };
+  const levelOf = (next: string): number => (next === 'remote' ? 0 : next === 'local' ? 1 : 1 + visit(next));
+  const visit = (node: string): number => {
+    const known = levels.get(node);
+    if (known !== undefined) return known;
+    const onStack = stack.indexOf(node);
+    if (onStack >= 0) {
+      const cycle = [...stack.slice(onStack), node];
+      const own = node.slice(node.lastIndexOf('@') + 1);
+      problems.push({
+        domain: byName.get(own)!.i,
+        key: 'aliases',
+        message: `${cycle.map((n) => show(n, own)).join(' -> ')} is a loop: mail to it could never be delivered; point one of them at a mailbox`,
+      });
+      return Infinity;
+    }
+    stack.push(node);
+    const deepest = Math.max(0, ...targetsOf(node).map((t) => levelOf(nodeOf(t))));
+    stack.pop();
+    // Settled even when on a loop (Infinity), so each loop is reported once.
+    levels.set(node, deepest);
+    return deepest;
+  };
+  const nodes = domains.flatMap(({ name, aliases, catchAll }) => [...Object.keys(aliases).map((a) => `${a}@${name}`), ...(catchAll === undefined ? [] : [`*@${name}`])]);
+  for (const node of nodes) visit(node);
+  const tooDeep = nodes.filter((n) => levels.get(n)! !== Infinity && levels.get(n)! > MAX_ALIAS_DEPTH);
+  // One report per chain, at its head: a node another too-deep node leads to is part of that one's chain.
+  const inner = new Set(tooDeep.flatMap((n) => targetsOf(n).map(nodeOf)));
+  for (const node of tooDeep.filter((n) => !inner.has(n))) {
+    const chain = [node];
+    for (let at = node; ;) {
+      const next = targetsOf(at).map(nodeOf).find((n) => n !== 'local' && n !== 'remote' && levels.get(n) === levels.get(at)! - 1);
+      if (next === undefined) break;
+      chain.push(next);
+      at = next;
+    }
+    const own = node.slice(node.lastIndexOf('@') + 1);
+    problems.push({
+      domain: byName.get(own)!.i,
+      key: node.startsWith('*@') ? 'catchAll' : 'aliases',
+      message: `${chain.map((n) => show(n, own)).join(' -> ')} expands ${levels.get(node)} levels deep, more than the ${MAX_ALIAS_DEPTH} allowed; point the first of them nearer the mailbox`,
+    });
+  }
+  return problems;
 }
