@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { controlRequest } from '../server/control.ts';
 import type { QueueSummary, RetryOutcome } from '../queue/scheduler.ts';
+import type { Envelope, SuppressedDsn } from '../spool/types.ts';
 import type { TernConfig } from '../config/types.ts';
 
 export const QUEUE_USAGE = `  tern queue list [--json]          queued messages: id, age, sender, recipients, next attempt, last error
@@ -106,7 +107,8 @@ function formatList(list: QueueSummary[]): string {
   return [fmt(head), ...rows.map(fmt)].join('\n') + `\n${list.length} message${list.length === 1 ? '' : 's'}\n`;
 }
 
-function formatShow(m: QueueSummary): string {
+function formatShow(m: QueueSummary & { envelope?: Envelope; dsnSuppressed?: SuppressedDsn[] }): string {
+  const outside = m.envelope?.outside;
   const lines = [
     `id:           ${m.id}`,
     `received:     ${new Date(m.receivedAt).toISOString()}`,
@@ -116,6 +118,9 @@ function formatShow(m: QueueSummary): string {
     `next attempt: ${m.held ? 'held' : new Date(m.nextAttempt).toISOString()}`,
     'recipients:',
     ...m.recipients.map((r) => `  ${r.address}  ${r.status}${r.lastError ? `  (${r.lastError})` : ''}`),
+    // Mail from outside: whether DSNs may go to its sender (src/bounce/backscatter.ts), and the ones that did not.
+    ...(outside ? [`sender check: ${outside.verified ? `verified by ${outside.verified}` : 'not verified'} (${outside.detail})`] : []),
+    ...(m.dsnSuppressed ?? []).map((d) => `dsn suppressed: ${d.kind} for ${d.recipients.join(', ')} at ${new Date(d.at).toISOString()}: ${d.reason}`),
   ];
   return lines.join('\n') + '\n';
 }

@@ -12,9 +12,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { startDnsServer, type DnsServer, type Zone } from '../helpers/dns-server.ts';
 import { ScriptedPeer, type PeerCommand } from '../helpers/scripted-peer.ts';
-import { mailbox, startServer, waitFor, type TestServer } from '../helpers/server.ts';
+import { ROOT, mailbox, startServer, waitFor, type TestServer } from '../helpers/server.ts';
 import { open, expectCmd, queuedAs } from './smtp-kit.ts';
 import { DkimSigner, dnsRecordFor, type DkimKey } from '../../src/intake/dkim.ts';
 import { createLogger } from '../../src/util/log.ts';
@@ -163,6 +166,10 @@ describe('backscatter: DSNs only to verified senders of mail from outside', () =
     assert.deepEqual(shown.envelope.outside, { verified: null, detail: 'spf=fail, no aligned dkim pass' });
     assert.deepEqual(shown.dsnSuppressed.map((d) => [d.kind, d.recipients, d.reason]), [['failed', ['gone@reject.test'], 'sender not verified (spf=fail, no aligned dkim pass)']]);
     assert.deepEqual(shown.recipients.map((r) => r.status), ['failed', 'pending']);
+    // The same through the CLI (asynchronously: this process is the server).
+    const cli = await promisify(execFile)(process.execPath, [path.join(ROOT, 'bin/tern.js'), 'queue', 'show', kept, '--config', path.join(srv.dir, 'tern.yaml')], { encoding: 'utf8' });
+    assert.match(cli.stdout, /^sender check: not verified \(spf=fail, no aligned dkim pass\)$/m);
+    assert.match(cli.stdout, /^dsn suppressed: failed for gone@reject\.test at \S+: sender not verified \(spf=fail, no aligned dkim pass\)$/m);
     await srv.tern.scheduler.delete(kept);
     await srv.tern.scheduler.idle();
     assert.deepEqual(dsnsTo(peer, 'victim@forged.test'), []);
