@@ -23,6 +23,10 @@ export const DEFAULT_TIMEOUTS: Readonly<TimeoutsConfig> = Object.freeze({
   command: 5 * MINUTE,
   data: 5 * MINUTE,
   greeting: 0,
+  // A client waits for our reply, then answers in one packet: five seconds of
+  // silence (or of a trickle) is far beyond any working client, and only
+  // costs a session anything while the table is full.
+  evictAfter: 5 * SECOND,
 });
 
 export const DEFAULT_LIMITS: Readonly<LimitsConfig> = Object.freeze({
@@ -37,6 +41,10 @@ export const DEFAULT_LIMITS: Readonly<LimitsConfig> = Object.freeze({
   errors: 10,
   // RFC 5321 §6.3: count Received fields to find loops, with a large threshold such as 100.
   maxReceived: 100,
+  // Postfix's smtpd_min_data_rate: 500 octets/s, a 4 kbit/s link, lets a
+  // real slow client through and holds a trickle of a byte a second to the
+  // data timeout.
+  minDataRate: 500,
   timeouts: DEFAULT_TIMEOUTS,
 });
 

@@ -76,8 +76,8 @@ describe('loadConfig', () => {
       trustedNetworks: [],
       limits: {
         messageSize: 26214400, recipients: 100, connections: 1000, connectionsPerIp: 50,
-        lineLength: 1000, commandLineLength: 512, errors: 10, maxReceived: 100,
-        timeouts: { command: 300_000, data: 300_000, greeting: 0 },
+        lineLength: 1000, commandLineLength: 512, errors: 10, maxReceived: 100, minDataRate: 500,
+        timeouts: { command: 300_000, data: 300_000, greeting: 0, evictAfter: 5000 },
       },
       queue: { retrySchedule: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], maxLifetime: 432_000_000, delayWarning: 14_400_000 },
       dns: { servers: ['127.0.0.1:5353'], timeout: 5000 },
@@ -156,7 +156,8 @@ limits:
   lineLength: 2000
   commandLineLength: 1024
   errors: 3
-  timeouts: { command: 30s, data: 1m, greeting: 500ms }
+  minDataRate: 2000
+  timeouts: { command: 30s, data: 1m, greeting: 500ms, evictAfter: 2s }
 log: { level: debug }
 listeners: [{ role: smtp, address: "::1", port: 0 }, { role: submission, address: "::1", port: 0 }]
 trustedNetworks: [10.0.0.0/8, 192.168.1.7, "fd00::/8", "::1"]
@@ -171,7 +172,8 @@ trustedNetworks: [10.0.0.0/8, 192.168.1.7, "fd00::/8", "::1"]
     ]);
     assert.equal(c.limits.messageSize, 10 * 1024 * 1024);
     assert.deepEqual([c.limits.lineLength, c.limits.commandLineLength, c.limits.errors], [2000, 1024, 3]);
-    assert.deepEqual(c.limits.timeouts, { command: 30_000, data: 60_000, greeting: 500 });
+    assert.deepEqual(c.limits.timeouts, { command: 30_000, data: 60_000, greeting: 500, evictAfter: 2000 });
+    assert.equal(c.limits.minDataRate, 2000);
     assert.equal(c.log.level, 'debug');
     assert.deepEqual(c.trustedNetworks, ['10.0.0.0/8', '192.168.1.7', 'fd00::/8', '::1']);
     assert.equal(c.listeners.length, 2, 'port 0 never counts as a duplicate');
@@ -381,7 +383,7 @@ describe('runConfigCheck', () => {
     assert.deepEqual(out.chunks, []);
     const lines = err.chunks.join('').trimEnd().split('\n');
     assert.equal(lines.length, 2);
-    assert.ok(lines.includes(`${file}:2: limits.extra: unknown key (expected one of: messageSize, recipients, connections, connectionsPerIp, lineLength, commandLineLength, errors, maxReceived, timeouts)`), lines.join('\n'));
+    assert.ok(lines.includes(`${file}:2: limits.extra: unknown key (expected one of: messageSize, recipients, connections, connectionsPerIp, lineLength, commandLineLength, errors, maxReceived, minDataRate, timeouts)`), lines.join('\n'));
     assert.ok(lines.some((l) => l.startsWith(`${file}:2: limits.messageSize: invalid size "huge"`)), lines.join('\n'));
   });
 

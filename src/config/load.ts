@@ -186,7 +186,8 @@ const schema = object({
     commandLineLength: count(MIN_COMMAND_LINE_LENGTH),
     errors: count(),
     maxReceived: count(),
-    timeouts: object({ command: durationSchema, data: durationSchema, greeting: durationSchema }),
+    minDataRate: count(),
+    timeouts: object({ command: durationSchema, data: durationSchema, greeting: durationSchema, evictAfter: durationSchema }),
   }),
   queue: object({ retrySchedule: { type: 'array', items: durationSchema, minItems: 1 }, maxLifetime: durationSchema, delayWarning: durationSchema }),
   dns: object({ servers: { type: 'array', items: str }, timeout: durationSchema }),
@@ -556,10 +557,12 @@ function resolve(raw: Record<string, unknown>, dir: string, report: Report): Ter
     commandLineLength: int(l.commandLineLength, DEFAULT_LIMITS.commandLineLength),
     errors: int(l.errors, DEFAULT_LIMITS.errors),
     maxReceived: int(l.maxReceived, DEFAULT_LIMITS.maxReceived),
+    minDataRate: int(l.minDataRate, DEFAULT_LIMITS.minDataRate),
     timeouts: {
       command: duration(t.command, ['limits', 'timeouts', 'command'], dt.command),
       data: duration(t.data, ['limits', 'timeouts', 'data'], dt.data),
       greeting: duration(t.greeting, ['limits', 'timeouts', 'greeting'], dt.greeting, 0),
+      evictAfter: duration(t.evictAfter, ['limits', 'timeouts', 'evictAfter'], dt.evictAfter),
     },
   };
 

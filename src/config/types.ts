@@ -30,12 +30,28 @@ export interface DomainConfig {
 }
 
 export interface TimeoutsConfig {
-  /** Awaiting the next command (RFC 5321 §4.5.3.2.7 says at least 5 minutes). */
+  /**
+   * Deadline for the next command line to arrive whole, counted from our
+   * previous reply (RFC 5321 §4.5.3.2.7 says at least 5 minutes). Bytes of
+   * an unfinished line do not extend it: a trickle cannot hold a session.
+   */
   command: number;
-  /** Awaiting more DATA/BDAT input; the same §4.5.3.2.7 server timeout applies. */
+  /**
+   * DATA/BDAT content: the longest the transfer may fall behind
+   * `limits.minDataRate` (counted from the 354 / the BDAT command, each
+   * octet earning 1/minDataRate s); the whole transfer is also capped at
+   * data + messageSize / minDataRate.
+   */
   data: number;
   /** Delay before the greeting; 0 = none. */
   greeting: number;
+  /**
+   * When the connection table (limits.connections, or connectionsPerIp for
+   * the new client's IP) is full, a session that has made no progress for
+   * this long is closed (421 4.4.2), least recent progress first, to make
+   * room before a new client is refused.
+   */
+  evictAfter: number;
 }
 
 export interface LimitsConfig {
@@ -51,6 +67,8 @@ export interface LimitsConfig {
   errors: number;
   /** Received headers allowed in a message before it is refused as a loop (554 5.4.6). */
   maxReceived: number;
+  /** Octets per second that DATA/BDAT content must average to keep its deadline moving (see timeouts.data); at least 1. */
+  minDataRate: number;
   timeouts: TimeoutsConfig;
 }
 

@@ -8,9 +8,13 @@
 // sessions and closes the late ones. Its tick is a quarter of the shortest
 // timeout (at most a second), so a session is closed between its timeout and
 // its timeout plus a quarter: far inside what §4.5.3.2 cares about (minutes).
+//
+// A deadline is what the session makes it: a session does not push it back
+// on every byte (a slowloris client would hold the connection for ever with
+// a byte a minute); see Session.deadline for what moves it.
 
 export interface Timed {
-  /** Milliseconds since the epoch after which the session is idle too long; Infinity = no timeout. */
+  /** Milliseconds since the epoch after which the session has run out of time; Infinity = no timeout. */
   deadline: number;
   onIdleTimeout(): void;
 }

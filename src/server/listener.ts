@@ -1,5 +1,7 @@
 // Listeners: one TCP server per configured address/port and role.
-// Connection limits are enforced here, before any session state exists;
+// Connection limits are enforced here, before any session state exists
+// (when the table is full, a stalled session is evicted first: see
+// ConnectionCounter.evictStalled);
 // implicit TLS (port 465, RFC 8314 §3.3) is a TLS socket wrapped around the
 // accepted TCP socket, so the same limits apply before the handshake.
 //
@@ -36,10 +38,19 @@ export interface ListenerDeps extends SessionDeps {
 /** When proxyTimeout is not given. */
 const DEFAULT_PROXY_TIMEOUT_MS = 5000;
 
+/** An implicit-TLS connection still in its handshake: it holds a slot but has no session yet. */
+interface Handshake {
+  ip: string;
+  since: number;
+  /** Destroys the socket and frees its slot now (not at its 'close' event). */
+  drop: () => void;
+}
+
 export class ConnectionCounter {
   total = 0;
   readonly perIp = new Map<string, number>();
   readonly sessions = new Set<Session>();
+  readonly handshakes = new Set<Handshake>();
   add(ip: string): void {
     this.total++;
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1);
@@ -49,6 +60,46 @@ export class ConnectionCounter {
     const n = (this.perIp.get(ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(ip);
     else this.perIp.set(ip, n);
+  }
+
+  /**
+   * Make room for a new client from `ip` (undefined: not known yet, behind
+   * a PROXY header): close the connection that has gone longest without
+   * progress, if that is at least `idleMs` ago and its client holds more
+   * connections than the new one does. True when one was closed; its slot
+   * is free on return.
+   *
+   * A slowloris attack fills the table with connections that each send a
+   * byte now and then and never finish anything: those are the ones without
+   * progress, and a working client (every command of it is progress) keeps
+   * its place. The "more connections" rule stops the attack from evicting
+   * itself: its new connections, from addresses that already hold many,
+   * cannot push out its old ones, which would keep all of them younger than
+   * `idleMs` and so safe from eviction; a client with few connections (a
+   * legitimate one) can. A linear scan, only while the table is full: at
+   * most limits.connections sessions, and nothing kept per connection.
+   */
+  evictStalled(idleMs: number, ip: string | undefined): boolean {
+    const mine = ip === undefined ? 0 : (this.perIp.get(ip) ?? 0);
+    let oldest = Date.now() - idleMs;
+    let victim: Session | Handshake | null = null;
+    for (const s of this.sessions) {
+      const since = s.stalledSince();
+      if (since <= oldest && (this.perIp.get(s.info.remoteAddress) ?? 0) > mine) {
+        oldest = since;
+        victim = s;
+      }
+    }
+    for (const h of this.handshakes) {
+      if (h.since <= oldest && (this.perIp.get(h.ip) ?? 0) > mine) {
+        oldest = h.since;
+        victim = h;
+      }
+    }
+    if (!victim) return false;
+    if (victim instanceof Session) victim.evict();
+    else victim.drop();
+    return true;
   }
 }
 
@@ -128,7 +179,7 @@ export class Listener {
     }
     // Waiting connections count toward the total limit, so a flood of silent
     // ones cannot pile up; the per-IP limit applies to the client, once known.
-    if (d.counter.total >= d.maxConnections) {
+    if (d.counter.total >= d.maxConnections && !d.counter.evictStalled(d.limits.timeouts.evictAfter, undefined)) {
       d.log.warn('connection refused', { ip: peer, role, reason: 'connection limit' });
       socket.destroy();
       return;
@@ -179,11 +230,14 @@ export class Listener {
    */
   #admit(socket: net.Socket, ip: string, port: number, proxy: string | undefined, paused: boolean): void {
     const d = this.#deps;
-    const perIp = d.counter.perIp.get(ip) ?? 0;
-    if (d.counter.total >= d.maxConnections || perIp >= d.maxPerIp) {
+    // A full table first sheds a stalled connection before it turns a new
+    // client away (ConnectionCounter.evictStalled). The per-IP limit does
+    // not: its connections are the client's own.
+    const perIpFull = (d.counter.perIp.get(ip) ?? 0) >= d.maxPerIp;
+    if (perIpFull || (d.counter.total >= d.maxConnections && !d.counter.evictStalled(d.limits.timeouts.evictAfter, ip))) {
       // RFC 5321 §3.8: 421 and close. On an implicit-TLS port the peer
       // expects a handshake, so there we just close.
-      d.log.warn('connection refused', { ip, role: this.config.role, reason: perIp >= d.maxPerIp ? 'per-ip limit' : 'connection limit' });
+      d.log.warn('connection refused', { ip, role: this.config.role, reason: perIpFull ? 'per-ip limit' : 'connection limit' });
       if (this.config.role !== 'submissions') {
         socket.end(`421 4.7.0 ${d.hostname} Too many connections, try again later\r\n`);
         this.#refused.add(socket);
@@ -208,13 +262,25 @@ export class Listener {
       const release = (): void => {
         if (!released) {
           released = true;
+          d.counter.handshakes.delete(handshake);
           d.counter.remove(ip);
         }
       };
+      const handshake: Handshake = {
+        ip,
+        since: Date.now(),
+        drop: () => {
+          d.log.info('connection evicted', { ip, role: this.config.role, reason: 'tls handshake stalled' });
+          secure.destroy();
+          release();
+        },
+      };
+      d.counter.handshakes.add(handshake);
       this.#handshaking.add(secure);
       secure.once('secure', () => {
         clearTimeout(timer);
         this.#handshaking.delete(secure);
+        d.counter.handshakes.delete(handshake);
         this.#startSession(secure, ip, port, proxy, true, release);
       });
       secure.once('error', () => secure.destroy());

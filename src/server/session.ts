@@ -111,9 +111,24 @@ function onSocketEnd(this: SessionSocket): void {
 
 export class Session implements Timed {
   readonly info: SessionInfo;
-  /** When the current timeout (command or data) expires; refreshed by every read. */
+  /**
+   * When the current deadline (command or data) expires. A command line must
+   * arrive whole by it; bytes of an unfinished line do not move it (slowloris).
+   * During DATA/BDAT content it moves only as fast as the content earns
+   * (limits.minDataRate), up to a cap for the whole transfer (#dataCap).
+   */
   deadline = Infinity;
-  #timeoutMs = 0;
+  /**
+   * Time (ms) of the session's last progress: connect, a command that moved
+   * the dialogue on (EHLO/HELO, AUTH, STARTTLS, MAIL, RCPT, DATA, BDAT, a
+   * queued message; not NOOP, RSET, VRFY, HELP or errors), and during
+   * content the time its octets have paid for at limits.minDataRate (never
+   * ahead of now). When the connection table is full, the session longest
+   * without progress is evicted first (see stalledSince).
+   */
+  #progress = Date.now();
+  /** DATA/BDAT: the latest the current transfer may end, however fast its content came. */
+  #dataCap = Infinity;
   #socket: net.Socket;
   readonly #deps: SessionDeps;
   readonly #reader: CommandReader;
@@ -227,10 +242,61 @@ export class Session implements Timed {
     this.#setTimeout(this.#deps.limits.timeouts.command);
   }
 
-  /** The timeout that applies from now on (0 = none), counted from the last input. */
+  /** A deadline `ms` from now (0 = none); input does not move it. */
   #setTimeout(ms: number): void {
-    this.#timeoutMs = ms;
     this.deadline = this.#deps.sweeper.deadline(ms);
+  }
+
+  /**
+   * DATA/BDAT content starts (after the 354, or with a BDAT command).
+   * RFC 5321 §4.5.3.2 times each data block (3 minutes) and the whole
+   * dialogue is open-ended; a trickle of one byte per block would hold the
+   * session for ever. So, like Postfix's smtpd_per_request_deadline with
+   * smtpd_min_data_rate: the deadline starts `timeouts.data` away and moves
+   * on only by what the content earns at `limits.minDataRate` (and never
+   * further than `timeouts.data` past now); the whole transfer is capped at
+   * timeouts.data + messageSize / minDataRate, so a message of the largest
+   * size on the slowest allowed link still fits.
+   */
+  #startTransfer(): void {
+    const l = this.#deps.limits;
+    const now = Date.now();
+    this.#progress = now;
+    this.#dataCap = l.timeouts.data > 0 ? now + l.timeouts.data + (l.messageSize * 1000) / l.minDataRate : Infinity;
+    this.#setTimeout(l.timeouts.data);
+  }
+
+  /** `n` content octets arrived: they move progress (and the deadline) on by n / minDataRate seconds. */
+  #transferred(n: number): void {
+    const l = this.#deps.limits;
+    this.#progress = Math.min(Date.now(), this.#progress + (n * 1000) / l.minDataRate);
+    if (l.timeouts.data > 0) this.deadline = Math.min(this.#progress + l.timeouts.data, this.#dataCap);
+  }
+
+  /** The dialogue moved on (see #progress). */
+  #progressed(): void {
+    this.#progress = Date.now();
+  }
+
+  /**
+   * For eviction when the connection table is full: the time of this
+   * session's last progress, or Infinity while it may not be evicted (we are
+   * working for it: a policy check, a commit, a disk that is catching up).
+   */
+  stalledSince(): number {
+    if (this.#busy || this.#committing || this.#pausedDisk || this.#mode === 'closed') return Infinity;
+    return this.#progress;
+  }
+
+  /** Close a stalled session to make room for a new client (RFC 5321 §3.8: 421 any time). */
+  evict(): void {
+    if (this.#mode === 'closed') return;
+    // Mid-handshake (STARTTLS) there is no channel to write a reply on.
+    if (this.#mode !== 'tls') {
+      this.#reply(421, '4.4.2', `${this.#deps.hostname} Server busy and this connection idle; closing, try again later`);
+      this.#flush();
+    }
+    this.#close('evicted');
   }
 
   onIdleTimeout(): void {
@@ -268,7 +334,7 @@ export class Session implements Timed {
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#timeoutMs) this.deadline = this.#deps.sweeper.deadline(this.#timeoutMs);
+    // No deadline is refreshed here: see `deadline` (a byte is not progress).
     switch (this.#mode) {
       case 'command':
         this.#reader.push(chunk);
@@ -304,10 +370,15 @@ export class Session implements Timed {
     try {
       // Stop at a commit (BDAT … LAST handled inside this loop): #finishMessage
       // resumes processing once the message's reply is known.
+      const commandTimeout = this.#deps.limits.timeouts.command;
       while (this.#mode === 'command' && !this.#committing) {
         const line = this.#reader.next();
         if (!line) break;
+        // A fresh deadline for our work on the line, and another for the
+        // client's next line once this one is answered.
+        this.#setTimeout(commandTimeout);
         await this.#handle(line);
+        if (this.#mode === 'command' && !this.#committing) this.#setTimeout(commandTimeout);
       }
     } catch (e) {
       this.#deps.log.error('session failure', { conn: this.info.id, error: e });
@@ -486,6 +557,8 @@ export class Session implements Timed {
     await this.#deps.policy.helo(this.info, name);
     // §4.1.4: EHLO/HELO resets any transaction and state from before.
     this.#resetTransaction();
+    // Only the first greeting is progress: an EHLO loop is not.
+    if (this.info.helo === undefined) this.#progressed();
     this.info.helo = name;
     this.#esmtp = verb === 'EHLO';
     const host = this.#deps.hostname;
@@ -537,6 +610,7 @@ export class Session implements Timed {
     }
     await this.#deps.policy.mail(this.info, address, params);
     this.#txn = { from: address, params, recipients: [], rcptCount: 0 };
+    this.#progressed();
     if (account && this.#deps.sendRate) {
       // Counted now, not at the end: sessions in parallel must not all pass the check.
       this.#deps.sendRate.record(account.address);
@@ -575,6 +649,7 @@ export class Session implements Timed {
       });
     }
     txn.rcptCount++;
+    this.#progressed();
     this.#reply(250, '2.1.5', 'Recipient OK');
   }
 
@@ -614,7 +689,7 @@ export class Session implements Timed {
     txn.incoming = this.#beginMessage(txn);
     txn.reader = this.#newReader(true);
     this.#mode = 'data';
-    this.#setTimeout(this.#deps.limits.timeouts.data);
+    this.#startTransfer();
     this.#reply(354, undefined, 'End data with <CR><LF>.<CR><LF>');
   }
 
@@ -636,6 +711,11 @@ export class Session implements Timed {
       this.#socket.pause();
       incoming.onDrain(() => {
         this.#pausedDisk = false;
+        if (this.#mode === 'data' || this.#mode === 'bdat') {
+          // The wait was ours, not the client's: its content clock restarts now.
+          this.#progress = Date.now();
+          this.#transferred(0);
+        }
         this.#resume();
       });
     }
@@ -645,6 +725,7 @@ export class Session implements Timed {
     const txn = this.#txn!;
     const reader = txn.reader!;
     const used = reader.push(chunk, this.#emit);
+    this.#transferred(used);
     if (!reader.done) return;
     this.#mode = 'command';
     this.#setTimeout(this.#deps.limits.timeouts.command);
@@ -669,6 +750,7 @@ export class Session implements Timed {
       try {
         const msg = await incoming.commit(endsWithLineBreak);
         this.#messages++;
+        this.#progressed();
         txn.counted = undefined; // the message is queued: it keeps its place in the hourly count
         this.#deps.log.info('message', {
           conn: this.info.id,
@@ -728,7 +810,7 @@ export class Session implements Timed {
       }
     }
     this.#mode = 'bdat';
-    this.#setTimeout(this.#deps.limits.timeouts.data);
+    this.#startTransfer();
     if (this.#bdatRemaining === 0) this.#endBdatChunk();
   }
 
@@ -738,6 +820,7 @@ export class Session implements Timed {
     const take = Math.min(this.#bdatRemaining, chunk.length);
     const part = take === chunk.length ? chunk : chunk.subarray(0, take);
     this.#bdatRemaining -= take;
+    this.#transferred(take);
     if (!this.#bdatError) this.#txn!.reader!.push(part, this.#emit);
     if (take < chunk.length) this.#reader.push(chunk.subarray(take));
     if (this.#bdatRemaining === 0) this.#endBdatChunk();
@@ -815,6 +898,7 @@ export class Session implements Timed {
         try {
           this.#account = await this.#deps.auth!.authenticate(this.info.remoteAddress, step.user, step.password, this.info.id);
           this.info.user = this.#account.address;
+          this.#progressed();
           this.#reply(235, '2.7.0', 'Authentication successful');
         } catch (e) {
           const err = SmtpError.from(e);
@@ -832,6 +916,7 @@ export class Session implements Timed {
     if (this.#txn) throw new SmtpError(503, '5.5.1', 'STARTTLS not allowed during a mail transaction');
     this.#reply(220, '2.0.0', 'Ready to start TLS');
     this.#flush();
+    this.#progressed(); // the handshake has its own timer; eviction may still take a stalled one
     // RFC 3207 §4.2 and CVE-2011-0411: anything the client pipelined after
     // STARTTLS arrived in plaintext and is thrown away, never executed.
     this.#reader.takeRest();
@@ -867,6 +952,7 @@ export class Session implements Timed {
       this.#txn = null;
       this.#tlsInfo = describeTls(secure);
       this.#mode = 'command';
+      this.#progressed();
       this.#attach(secure);
       this.#process();
     });
