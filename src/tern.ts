@@ -59,6 +59,8 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const log = opts.log ?? createLogger(config.log.level);
   const fsync = opts.fsync ?? true;
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  // Before the spool is touched: recovery would delete a running server's half-received messages.
+  await ControlServer.refuseIfRunning(path.join(config.dataDir, 'control.sock'));
 
   const spool = new Spool({ dir: path.join(config.dataDir, 'spool'), fsync });
   spool.init();
@@ -108,8 +110,6 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const directory = new Directory(config.domains);
   const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks, checks: [...edgeChecks(config, { resolver, store, directory, log }), ...plugins] });
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log });
-  // Only now, with the bouncer in place, may recovered mail start moving.
-  for (const msg of recovered.messages) scheduler.add(msg);
   const tlsMaterial = await loadTls(config);
   const counter = new ConnectionCounter();
   const deps = {
@@ -150,6 +150,9 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     await Promise.all(listeners.map((l) => l.close().catch(() => {})));
     throw e;
   }
+  // Only now, with the bouncer in place and everything bound, may recovered
+  // mail start moving: a start that fails (a port in use) delivers nothing.
+  for (const msg of recovered.messages) scheduler.add(msg);
   const ports = listeners.map((l) => ({ role: l.config.role, address: l.config.address, port: l.port }));
   log.info('tern started', { hostname: config.hostname, dataDir: config.dataDir, listeners: ports, selfSignedTls: tlsMaterial.selfSigned, queued: scheduler.size });
 

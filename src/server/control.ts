@@ -25,12 +25,17 @@ export class ControlServer {
     this.#server = net.createServer((s) => this.#onConnection(s));
   }
 
-  async listen(): Promise<void> {
-    if (fs.existsSync(this.path)) {
-      // A socket left by a crash is stale; a live one means another server owns this data directory.
-      if (await isLive(this.path)) throw new Error(`another Tern is running on ${this.path}`);
-      fs.rmSync(this.path, { force: true });
+  /** Throws when a live server answers on `path`: another Tern owns this data directory. */
+  static async refuseIfRunning(path: string): Promise<void> {
+    if (fs.existsSync(path) && (await isLive(path))) {
+      throw new Error(`another Tern is running with this data directory (${path} answers): stop it first, or give this one another dataDir`);
     }
+  }
+
+  async listen(): Promise<void> {
+    await ControlServer.refuseIfRunning(this.path);
+    // What is left is a socket from a crash: stale.
+    fs.rmSync(this.path, { force: true });
     await new Promise<void>((res, rej) => {
       this.#server.once('error', rej);
       this.#server.listen(this.path, () => res());

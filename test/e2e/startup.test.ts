@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { ROOT, writeConfig } from '../helpers/server.ts';
+import { ROOT, spawnServer, writeConfig } from '../helpers/server.ts';
 
 const dirs: string[] = [];
 after(() => {
@@ -99,4 +99,20 @@ test('a dataDir that passes the check but not the start (its spool is a file): t
 test('an alias loop: refused at start, so no RCPT ever meets it', { timeout: 30_000 }, async () => {
   const { file } = config({ domains: [{ name: 'tern.test', mailboxes: ['alice'], aliases: { a: 'b', b: 'a' } }] });
   assertOneLine(await serve(file), /: domains\[0\]\.aliases: a -> b -> a is a loop/);
+});
+
+test('a second server on a running one\'s data directory: refused before it touches the spool', { timeout: 60_000 }, async () => {
+  const first = config();
+  const running = await spawnServer(first.file);
+  try {
+    // A partly received message of the running server: a second one's recovery would delete it.
+    const partial = path.join(first.dataDir, 'spool', 'tmp', 'PARTIAL');
+    fs.writeFileSync(partial, 'Subject: still arriving\r\n');
+    const { file } = config({ dataDir: first.dataDir });
+    assertOneLine(await serve(file), new RegExp(`^tern: could not start: another Tern is running with this data directory \\(${first.dataDir}/control\\.sock answers\\): stop it first, or give this one another dataDir$`));
+    assert.ok(fs.existsSync(partial), 'the running server\'s files are untouched');
+  } finally {
+    running.child.kill('SIGTERM');
+    await new Promise((r) => (running.child.exitCode !== null ? r(null) : running.child.once('exit', r)));
+  }
 });
