@@ -451,3 +451,261 @@ function randomCuts(rand: () => number, length: number): number[] {
   for (let i = 1; i < length; i++) if (rand() < 0.3) cuts.push(i);
   return cuts;
 }
+
+// ---------------------------------------------------------------------------
+// Hostile content (issue 11, break 2): the same outcome as the plain
+// per-octet reader, and work linear in the input.
+
+const IN_LINE = 0;
+const LINE_START = 1;
+const AFTER_CR = 2;
+const AFTER_DOT = 3;
+const AFTER_DOT_CR = 4;
+
+/**
+ * The reader's contract as a per-octet state machine over the whole input:
+ * DataReader as it was before its native-search fast paths (commit 20a540d^),
+ * without chunks or views. Slow and obviously linear: the oracle for the
+ * fast paths (skipping after an error, short-line walks, copies).
+ */
+function reference(opts: DataReaderOptions, input: Buffer, finish = false): Outcome {
+  const out: number[] = [];
+  let error: DataError | null = null;
+  let size = 0;
+  let state = LINE_START;
+  let line = 0;
+  const fail = (e: DataError): void => void (error ??= e);
+  const content = (b: number): void => {
+    if (error === null) {
+      if (size < opts.maxSize) out.push(b);
+      else error = 'too-big';
+    }
+    size++;
+  };
+  const result = (done: boolean, consumed: number): Outcome => {
+    if (finish && state === AFTER_CR) fail('bare-cr');
+    return { out: Buffer.from(out).toString('latin1'), done, consumed, error, size, endsWithLineBreak: done || state === LINE_START };
+  };
+  for (let i = 0; i < input.length; i++) {
+    const b = input[i]!;
+    switch (state) {
+      case IN_LINE:
+        if (b === 0x0d) {
+          content(b);
+          state = AFTER_CR;
+        } else if (b === 0x0a) {
+          fail('bare-lf');
+          content(b);
+        } else if (b === 0x00) {
+          fail('nul');
+          content(b);
+        } else {
+          if (++line > opts.maxLineLength - 2) fail('line-too-long');
+          content(b);
+        }
+        break;
+      case AFTER_CR:
+        if (b === 0x0a) {
+          content(b);
+          state = LINE_START;
+          line = 0;
+        } else {
+          fail('bare-cr');
+          state = IN_LINE;
+          i--;
+        }
+        break;
+      case LINE_START:
+        if (opts.dotStuffed && b === 0x2e) state = AFTER_DOT;
+        else {
+          state = IN_LINE;
+          i--;
+        }
+        break;
+      case AFTER_DOT:
+        if (b === 0x0d) state = AFTER_DOT_CR;
+        else {
+          line = 0;
+          state = IN_LINE;
+          i--;
+        }
+        break;
+      case AFTER_DOT_CR:
+        if (b === 0x0a) {
+          state = LINE_START;
+          return result(true, i + 1);
+        }
+        fail('bare-cr'); // placed at the held CR, which is never emitted
+        content(0x0d);
+        state = IN_LINE;
+        line = 1;
+        i--;
+        break;
+    }
+  }
+  return result(false, input.length);
+}
+
+/** Native searches (String and Buffer indexOf) while `fn` runs: how many, and the octets they examined. */
+function countSearches(fn: () => void): { calls: number; octets: number } {
+  const stringIndexOf = String.prototype.indexOf;
+  const bufferIndexOf = Buffer.prototype.indexOf;
+  let calls = 0;
+  let octets = 0;
+  String.prototype.indexOf = function (this: string, search: string, position?: number): number {
+    const at = stringIndexOf.call(this, search, position);
+    calls++;
+    octets += (at < 0 ? this.length : at + search.length) - Math.max(0, position ?? 0);
+    return at;
+  };
+  Buffer.prototype.indexOf = function (this: Buffer, value: string | number | Uint8Array, byteOffset?: number | string, encoding?: BufferEncoding): number {
+    const at = bufferIndexOf.call(this, value, byteOffset as number, encoding);
+    calls++;
+    const needle = typeof value === 'number' ? 1 : typeof value === 'string' ? Buffer.byteLength(value) : value.length;
+    octets += (at < 0 ? this.length : at + needle) - (typeof byteOffset === 'number' ? Math.max(0, byteOffset) : 0);
+    return at;
+  } as typeof bufferIndexOf;
+  try {
+    fn();
+  } finally {
+    String.prototype.indexOf = stringIndexOf;
+    Buffer.prototype.indexOf = bufferIndexOf;
+  }
+  return { calls, octets };
+}
+
+/** Hostile shapes, `n` octets of each (before the end of data). */
+function hostile(n: number): Record<string, string> {
+  const fill = (unit: string): string => unit.repeat(Math.ceil(n / unit.length)).slice(0, n);
+  return {
+    'bare LF': fill('\n'),
+    'bare CR': fill('\r'),
+    NUL: fill('\x00'),
+    'one long line': fill('a'),
+    'long lines': fill('a'.repeat(1500) + '\r\n'),
+    'bare LF, then stuffed lines': '\n' + fill('\r\n.x'),
+    'bare LF, then dots': '\n' + fill('.'),
+    'bare CR, then CR LF runs': '\r\rx' + fill('\r\r\n'),
+    'too big, then text': fill('y'.repeat(76) + '\r\n'),
+    'empty lines': fill('\r\n'),
+    'one-octet lines': fill('a\r\n'),
+    'stuffed one-dot lines': fill('..\r\n'),
+    'plain text': fill('y'.repeat(76) + '\r\n'),
+  };
+}
+
+describe('DataReader on hostile content', () => {
+  it('matches the per-octet reference on random hostile input, DATA and BDAT, any split (seeded)', () => {
+    const rand = mulberry32(0xbad1f);
+    const alphabet = ['\r', '\n', '.', '\x00', 'a', 'bcdefgh', '\r\n', '\r\n.', '\r\n..', '\r\n.\r\n', '.\r', 'x'.repeat(20), '\r\n\r\n'];
+    for (let iter = 0; iter < 3000; iter++) {
+      let s = '';
+      const n = 1 + Math.floor(rand() * 40);
+      for (let j = 0; j < n; j++) s += alphabet[Math.floor(rand() * alphabet.length)];
+      const input = bytes(s);
+      const opts: DataReaderOptions = {
+        // Small limits hit the limit paths; 1000 takes the short-line walks.
+        maxSize: rand() < 0.5 ? 1 + Math.floor(rand() * 60) : 10_000,
+        maxLineLength: rand() < 0.5 ? 3 + Math.floor(rand() * 20) : 1000,
+        dotStuffed: rand() < 0.7,
+      };
+      const finish = !opts.dotStuffed;
+      const want = reference(opts, input, finish);
+      const what = JSON.stringify({ s, opts });
+      assert.deepEqual(run(opts, input, [], finish), want, what);
+      assert.deepEqual(run(opts, input, randomCuts(rand, input.length), finish), want, what);
+    }
+  });
+
+  it('matches the reference on each hostile shape split at every offset, and byte by byte', () => {
+    for (const [name, body] of Object.entries(hostile(700))) {
+      for (const dotStuffed of [true, false]) {
+        const input = bytes(body + '\r\n.\r\nQUIT\r\n');
+        const opts: DataReaderOptions = { maxSize: name.startsWith('too big') ? 300 : 100_000, maxLineLength: 1000, dotStuffed };
+        const finish = !dotStuffed;
+        const want = reference(opts, input, finish);
+        if (dotStuffed) assert.equal(want.done, true, name);
+        for (let k = 0; k <= input.length; k++) {
+          assert.deepEqual(run(opts, input, [k], finish), want, `${name} (${dotStuffed ? 'DATA' : 'BDAT'}): split at ${k}`);
+        }
+        const cuts = Array.from({ length: input.length - 1 }, (_, i) => i + 1);
+        assert.deepEqual(run(opts, input, cuts, finish), want, `${name}: byte by byte`);
+      }
+    }
+  });
+
+  it('reports the first error and finds the end at the same offset as the reference', () => {
+    const firstErrors: Record<string, DataError | null> = {
+      'bare LF': 'bare-lf', 'bare CR': 'bare-cr', NUL: 'nul', 'one long line': 'line-too-long', 'long lines': 'line-too-long',
+      'bare LF, then stuffed lines': 'bare-lf', 'bare LF, then dots': 'bare-lf', 'bare CR, then CR LF runs': 'bare-cr',
+      'too big, then text': 'too-big', 'empty lines': null, 'one-octet lines': null, 'stuffed one-dot lines': null, 'plain text': null,
+    };
+    for (const [name, body] of Object.entries(hostile(64 * 1024))) {
+      const input = bytes(body + '\r\n.\r\nQUIT\r\n');
+      const opts: DataReaderOptions = { maxSize: name.startsWith('too big') ? 1000 : 1 << 20, maxLineLength: 1000, dotStuffed: true };
+      const got = run(opts, input, [8192, 8193, 30_000, 65_536]);
+      assert.equal(got.error, firstErrors[name], name);
+      assert.equal(got.done, true, name);
+      assert.equal(got.consumed, input.length - 'QUIT\r\n'.length, name);
+      assert.deepEqual(got, reference(opts, input), name);
+    }
+  });
+
+  it('examines each octet a bounded number of times with native searches, whatever the content', () => {
+    // The old reader searched for the next CR from every bare LF or NUL to
+    // the end of the chunk: 64 KiB of LF cost 2^31 octets examined.
+    const n = 64 * 1024;
+    for (const [name, body] of Object.entries(hostile(n))) {
+      for (const dotStuffed of [true, false]) {
+        const input = bytes(body + '\r\n.\r\n');
+        const opts: DataReaderOptions = { maxSize: name.startsWith('too big') ? 1000 : 1 << 20, maxLineLength: 1000, dotStuffed };
+        for (const chunkSize of [input.length, 4096]) {
+          const reader = new DataReader(opts);
+          const work = countSearches(() => {
+            for (let at = 0; at < input.length && !reader.done; at += chunkSize) reader.push(input.subarray(at, at + chunkSize), () => {});
+          });
+          // Valid text: one search each for CR, LF and NUL over each octet at most.
+          assert.ok(work.octets <= 3 * input.length + 64, `${name}, ${chunkSize}-octet chunks: ${work.octets} octets searched for ${input.length}`);
+        }
+      }
+    }
+  });
+
+  it('once the message is known bad, only looks for the end of data', () => {
+    const chunk = 4096;
+    for (const [name, body] of Object.entries(hostile(256 * 1024))) {
+      if (!/bare|NUL|long/.test(name)) continue;
+      const input = bytes(body + '\r\n.\r\n');
+      const reader = new DataReader({ maxSize: 1 << 20, maxLineLength: 1000, dotStuffed: true });
+      reader.push(input.subarray(0, chunk), () => {});
+      assert.notEqual(reader.error, null, name);
+      let rest = 0;
+      const work = countSearches(() => {
+        for (let at = chunk; at < input.length && !reader.done; at += chunk) rest += reader.push(input.subarray(at, at + chunk), () => {});
+      });
+      assert.equal(reader.done, true, name);
+      assert.equal(rest, input.length - chunk, name);
+      // At most a memchr for "." per chunk, plus one per line-start dot far
+      // apart; dense dots are walked to instead. The old reader made three
+      // searches per line and one per bare LF, CR or NUL.
+      assert.ok(work.calls <= (input.length / chunk) * 4, `${name}: ${work.calls} searches over ${input.length / chunk} chunks`);
+      assert.ok(work.octets <= input.length, `${name}: ${work.octets} octets searched`);
+    }
+  });
+
+  it('hands a chunk dense with stuffing dots on as a few parts, in order', () => {
+    const lines = Array.from({ length: 200 }, (_, i) => (i % 3 === 0 ? '..' : '.x') + i + '\r\n').join('');
+    const input = bytes(lines + '.\r\n');
+    const want = reference(DATA_BIG, input);
+    const chunk = own(input);
+    const parts: Buffer[] = [];
+    const used = new DataReader(DATA_BIG).push(chunk, (p) => parts.push(p));
+    assert.equal(used, input.length);
+    assert.equal(Buffer.concat(parts).toString('latin1'), want.out);
+    assert.ok(parts.length <= 17, `${parts.length} parts`);
+    // The first parts are still views of the chunk.
+    assert.equal(parts[0]!.buffer, chunk.buffer);
+  });
+});
+
+const DATA_BIG: DataReaderOptions = { maxSize: 1 << 20, maxLineLength: 1000, dotStuffed: true };
