@@ -38,9 +38,14 @@ export function parseArgs(argv: string[]): Parsed {
 export async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   const [cmd, sub, arg] = args.positional;
-  if (!cmd || args.flags.has('--help') || args.flags.has('-h')) {
+  // Asked for (issue 18): stdout and success. Not asked for (no command): stderr and usage error.
+  if (cmd === 'help' || args.flags.has('--help') || args.flags.has('-h')) {
     process.stdout.write(USAGE);
-    return cmd ? 0 : 2;
+    return 0;
+  }
+  if (!cmd) {
+    process.stderr.write(USAGE);
+    return 2;
   }
   switch (cmd) {
     case 'serve':
