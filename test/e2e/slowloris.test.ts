@@ -106,7 +106,7 @@ describe('slowloris: a full table of trickling connections', () => {
     await srv.stop();
   });
 
-  it('a legitimate client still gets its 250 within a second or two, and sends its message', async () => {
+  it('a legitimate client still gets its 250 within a second or two, and sends its message', async (t) => {
     // 4 addresses × 40 = 160 attempts for 120 places: the table stays full.
     attack = new Trickle(srv.port('smtp'), ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'], 40, 1000);
     await until('the table to fill', () => attack!.greeted >= CONNECTIONS, 10_000);
@@ -122,6 +122,7 @@ describe('slowloris: a full table of trickling connections', () => {
         await expectCmd(c, 'EHLO client.test', /^250 /m);
         const latency = Date.now() - t0;
         assert.ok(latency < 2000, `EHLO answered ${latency} ms after connect`);
+        t.diagnostic(`legitimate client ${i + 1}: 250 to EHLO ${latency} ms after connect, ${attack.greeted} trickling connections open`);
         await sendMail(c, 'someone@client.test', ['alice@tern.test'], `Subject: through the attack ${i}\r\n\r\nhi\r\n`);
         await expectCmd(c, 'QUIT', /^221 /);
       } finally {
@@ -130,6 +131,49 @@ describe('slowloris: a full table of trickling connections', () => {
       await sleep(300);
     }
     assert.ok(attack.count('421 4.4.2') >= 3, `stalled connections were told why (421 4.4.2: ${attack.count('421 4.4.2')})`);
+  });
+});
+
+describe('slowloris: implicit-TLS handshakes that never finish', () => {
+  let srv: TestServer;
+  const sockets: net.Socket[] = [];
+  before(async () => {
+    srv = await startServer({ limits: { connections: 20, connectionsPerIp: 20, timeouts: { command: '60s', data: '60s' } } });
+  });
+  after(async () => {
+    for (const s of sockets) s.destroy();
+    await srv.stop();
+  });
+
+  it('are evicted for a new client once stalled', async () => {
+    // Silent connections to port 465: each holds a place in its TLS handshake.
+    let closedByServer = 0;
+    for (let i = 0; i < 20; i++) {
+      const s = net.connect({ port: srv.port('submissions'), host: '127.0.0.1', localAddress: '127.0.0.7' });
+      s.on('error', () => {});
+      s.on('close', () => closedByServer++);
+      sockets.push(s);
+    }
+    await Promise.all(sockets.map((s) => new Promise((r) => (s.readyState === 'open' ? r(null) : s.once('connect', r)))));
+    await sleep(300);
+    // Full now: a client from elsewhere is refused while the handshakes are young…
+    const early = await connectFrom(srv.port('smtp'), '127.0.0.1');
+    try {
+      assert.match(await early.reply(), /^421 4\.7\.0 /);
+    } finally {
+      early.close();
+    }
+    // …and let in once they have made no progress for limits.timeouts.evictAfter (5 s).
+    await sleep(5200);
+    const t0 = Date.now();
+    const c = await open(srv.port('smtp'));
+    try {
+      const latency = Date.now() - t0;
+      assert.ok(latency < 1000, `greeted and EHLO answered in ${latency} ms`);
+    } finally {
+      c.close();
+    }
+    await until('the evicted handshake to be closed', () => closedByServer >= 1, 2000);
   });
 });
 
