@@ -169,4 +169,113 @@ describe('CommandReader', () => {
   it('honours a smaller limit', () => {
     assert.deepEqual(feed(bytes('abcd\r\nabcde\r\nab\r\n'), [], 6).lines, [line('abcd'), error('too-long'), line('ab')]);
   });
+
+  it('gives the same lines and rest when chunks pile up before they are read (a busy session), any split (seeded)', () => {
+    const rand = mulberry32(0xc0de);
+    const alphabet = ['NOOP\r\n', 'RSET\r\n', '\r\n', '\n', '\r', 'A'.repeat(40), 'B'.repeat(300), '\xc3\xa9', '\xff', 'MAIL FROM:<a@b.example>\r\n'];
+    for (let iter = 0; iter < 1500; iter++) {
+      let s = '';
+      const n = 1 + Math.floor(rand() * 12);
+      for (let j = 0; j < n; j++) s += alphabet[Math.floor(rand() * alphabet.length)];
+      const input = bytes(s);
+      const max = 6 + Math.floor(rand() * 600);
+      const whole = feed(input, [], max);
+      const reader = new CommandReader(max);
+      const lines: CommandLine[] = [];
+      let at = 0;
+      while (at < input.length) {
+        const size = 1 + Math.floor(rand() * 20);
+        reader.push(Buffer.from(input.subarray(at, at + size)));
+        at += size;
+        if (rand() < 0.3) lines.push(...drain(reader)); // otherwise the session is busy
+      }
+      lines.push(...drain(reader));
+      assert.deepEqual(lines, whole.lines, JSON.stringify({ s, max }));
+      assert.equal(reader.takeRest().toString('latin1'), whole.rest.toString('latin1'), JSON.stringify({ s, max }));
+    }
+  });
+
+  it('takeRest hands over queued chunks and a partial line, in order', () => {
+    const reader = new CommandReader(MAX);
+    reader.push(bytes('NOOP\r\nDA'));
+    assert.deepEqual(reader.next(), line('NOOP'));
+    assert.equal(reader.next(), null); // "DA" is now a partial line
+    reader.push(bytes('TA\r\nSubj'));
+    reader.push(bytes('ect: x\r\n'));
+    assert.equal(reader.buffered, 'DATA\r\nSubject: x\r\n'.length);
+    assert.deepEqual(reader.next(), line('DATA'));
+    assert.equal(reader.takeRest().toString('latin1'), 'Subject: x\r\n');
+    assert.equal(reader.buffered, 0);
+  });
+
+  it('searches and copies each octet a bounded number of times, however the input is cut', () => {
+    // A line trickled one octet per packet, read after each (the old reader
+    // re-copied and re-searched the whole partial line every time), and
+    // pipelined commands one octet per packet while the session is busy (the
+    // old reader appended each packet to everything buffered).
+    const trickled = bytes('A'.repeat(MAX - 2) + '\r\n');
+    const piled = bytes('NOOP\r\n'.repeat(16 * 1024 / 6));
+    for (const [name, input, readEach] of [['trickled line', trickled, true], ['piled-up commands', piled, false]] as const) {
+      const reader = new CommandReader(MAX);
+      const lines: CommandLine[] = [];
+      const chunks = Array.from(input, (b) => Buffer.from([b]));
+      const work = countWork(() => {
+        for (const c of chunks) {
+          reader.push(c);
+          if (readEach) lines.push(...drain(reader));
+        }
+        lines.push(...drain(reader));
+      });
+      assert.equal(lines.length, name === 'trickled line' ? 1 : piled.length / 6, name);
+      assert.ok(lines.every((l) => l.kind === 'line'), name);
+      // Searched for LF once; a whole line once more for a bare CR.
+      assert.ok(work.searched <= 2 * input.length + 64, `${name}: ${work.searched} octets searched for ${input.length}`);
+      assert.ok(work.copied <= 2 * input.length + 64, `${name}: ${work.copied} octets copied for ${input.length}`);
+    }
+  });
 });
+
+/** Octets examined by Buffer#indexOf and copied by Buffer.concat / Buffer.from(buffer) while `fn` runs. */
+function countWork(fn: () => void): { searched: number; copied: number } {
+  const indexOf = Buffer.prototype.indexOf;
+  const concat = Buffer.concat;
+  const from = Buffer.from;
+  let searched = 0;
+  let copied = 0;
+  Buffer.prototype.indexOf = function (this: Buffer, value: string | number | Uint8Array, byteOffset?: number | string, encoding?: BufferEncoding): number {
+    const at = indexOf.call(this, value, byteOffset as number, encoding);
+    const needle = typeof value === 'number' ? 1 : typeof value === 'string' ? Buffer.byteLength(value) : value.length;
+    searched += (at < 0 ? this.length : at + needle) - (typeof byteOffset === 'number' ? Math.max(0, byteOffset) : 0);
+    return at;
+  } as typeof indexOf;
+  Buffer.concat = function (list: readonly Uint8Array[], totalLength?: number): Buffer {
+    const out = concat.call(Buffer, list, totalLength);
+    copied += out.length;
+    return out;
+  } as typeof concat;
+  Buffer.from = function (this: typeof Buffer, ...args: unknown[]): Buffer {
+    const out = (from as (...a: unknown[]) => Buffer).apply(Buffer, args);
+    if (args[0] instanceof Uint8Array) copied += out.length;
+    return out;
+  } as typeof from;
+  try {
+    fn();
+  } finally {
+    Buffer.prototype.indexOf = indexOf;
+    Buffer.concat = concat;
+    Buffer.from = from;
+  }
+  return { searched, copied };
+}
+
+/** Small seeded PRNG (mulberry32) so failures reproduce. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
