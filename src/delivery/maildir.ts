@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeliveryResult } from './types.ts';
-import { DirSync, p } from '../util/fsio.ts';
+import { DirSync, OpenFile, p, type FsIo } from '../util/fsio.ts';
 
 /** Bytes gathered before each write of a delivered copy. */
 const WRITE_BATCH = 256 * 1024;
@@ -31,6 +31,8 @@ export interface MaildirOptions {
   root: string;
   hostname: string;
   fsync: boolean;
+  /** The file system calls (tests inject failures); default: the real ones. */
+  io?: FsIo;
 }
 
 export class MaildirTransport {
@@ -57,12 +59,13 @@ export class MaildirTransport {
   async deliver(msg: MaildirMessage, index: number, to: { domain: string; localPart: string; address: string }, folder?: string): Promise<DeliveryResult> {
     const dir = this.mailboxPath(to.domain, to.localPart, folder);
     const name = this.fileName(msg, index);
+    const io = this.#opts.io ?? p;
     try {
       this.#ensure(dir);
       // Reply texts never name files: they reach logs and, in a DSN, the sender (backscatter.ts).
       if (msg.recovered && alreadyInCur(dir, name)) return { kind: 'ok', reply: '250 2.0.0 delivered (found in the mailbox after a restart)' };
       const tmp = path.join(dir, 'tmp', name);
-      const fd = await p.open(tmp, 'w');
+      const file = await OpenFile.open(tmp, 'w', io);
       try {
         // RFC 5321 §4.4: the delivering MTA adds Return-Path; Delivered-To is
         // what Postfix and Dovecot use to spot forwarding loops.
@@ -73,17 +76,22 @@ export class MaildirTransport {
           batch.push(chunk as Buffer);
           batched += (chunk as Buffer).length;
           if (batched >= WRITE_BATCH) {
-            await p.writev(fd, batch);
+            await file.writev(batch);
             batch = [];
             batched = 0;
           }
         }
-        if (batch.length > 0) await p.writev(fd, batch);
-        if (this.#opts.fsync) await p.fsync(fd);
-      } finally {
-        await p.close(fd);
+        if (batch.length > 0) await file.writev(batch);
+        if (this.#opts.fsync) await file.fsync();
+        await file.close();
+      } catch (e) {
+        // A partial copy (disk full, a message that could not be read) goes
+        // now, not when a retry succeeds: nobody reads Maildir tmp/.
+        await file.close().catch(() => {});
+        await io.unlink(tmp).catch(() => {});
+        throw e;
       }
-      await p.rename(tmp, path.join(dir, 'new', name));
+      await io.rename(tmp, path.join(dir, 'new', name));
       await this.#dirSync(path.join(dir, 'new')).sync();
       return { kind: 'ok', reply: '250 2.0.0 delivered to the mailbox' };
     } catch (e) {
@@ -99,7 +107,7 @@ export class MaildirTransport {
     if (!s) {
       // Bounded: a busy server has at most a few thousand active mailboxes.
       if (this.#syncs.size > 10000) this.#syncs.clear();
-      s = new DirSync(dir, this.#opts.fsync);
+      s = new DirSync(dir, this.#opts.fsync, this.#opts.io);
       this.#syncs.set(dir, s);
     }
     return s;

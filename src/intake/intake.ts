@@ -165,6 +165,8 @@ export class IncomingMessage {
   /** Header section octets fed to the verifier so far; past MAX_VERIFIED_HEADER it is stopped. */
   #verifiedHeader = 0;
   #headerTooBig = false;
+  /** The commit, or the abort: set by whichever comes first. */
+  #ending: Promise<unknown> | null = null;
 
   constructor(writer: SpoolWriter, opts: IntakeOptions, submission?: NewMessage['submission'], inbound?: { policy: InboundPolicy; verification: Verification }) {
     this.#writer = writer;
@@ -262,7 +264,22 @@ export class IncomingMessage {
    * Make it durable, then queue it. `endsWithLineBreak` false (possible with
    * BDAT) adds the CRLF that RFC 5322 §2.1 requires at the end.
    */
-  async commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
+  commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
+    // One of commit() and abort() decides, as in SpoolWriter: an abort that
+    // comes during the commit (the client reset after its final dot) waits
+    // for it instead of pulling the message out from under it.
+    if (this.#ending) return Promise.reject(new Error('IncomingMessage: commit after commit or abort'));
+    // Whatever fails (a check, the inbound policy, signing, the spool), the
+    // spool writer is left aborted, never open.
+    const commit = this.#commit(endsWithLineBreak).catch(async (e: unknown) => {
+      await this.#discard();
+      throw e;
+    });
+    this.#ending = commit;
+    return commit;
+  }
+
+  async #commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
     // Whatever the filter still holds (a message that ended inside its header section).
     for (const part of this.#filter.end()) this.#store(part);
     try {
@@ -285,7 +302,7 @@ export class IncomingMessage {
         if (refused) throw refused;
       }
     } catch (e) {
-      await this.abort();
+      await this.#discard();
       throw e;
     }
     if (this.#submission) {
@@ -344,7 +361,13 @@ export class IncomingMessage {
     return (outcome.arcSet ?? '') + outcome.header;
   }
 
-  abort(): Promise<void> {
+  /** Forget the message; during a commit, wait for it and leave its outcome alone. */
+  async abort(): Promise<void> {
+    this.#ending ??= this.#discard();
+    await this.#ending.catch(() => {});
+  }
+
+  #discard(): Promise<void> {
     this.#inbound?.verification.abort();
     return this.#writer.abort();
   }

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Journal, readJournal } from './journal.ts';
+import { p, type FsIo } from '../util/fsio.ts';
 import { Spool } from './spool.ts';
 import type { Envelope, QueuedMessage } from './types.ts';
 
@@ -77,7 +78,7 @@ test('a torn tail (never acknowledged) is ignored; a record failing its CRC is s
     assert.deepEqual(r.records.map((x) => JSON.parse(x.envelopeJson.toString()).id), ['A', 'B', 'C']);
     assert.equal(r.torn, 1);
     assert.deepEqual(r.corrupt, []);
-    fs.closeSync(r.records[0]!.location.segment.fd);
+    await r.records[0]!.location.segment.file.close();
     // Flip a byte inside B's message: B fails its CRC, A and C still come back.
     const data = fs.readFileSync(seg);
     const at = data.indexOf('second');
@@ -87,7 +88,7 @@ test('a torn tail (never acknowledged) is ignored; a record failing its CRC is s
     assert.deepEqual(r.records.map((x) => JSON.parse(x.envelopeJson.toString()).id), ['A', 'C']);
     assert.equal(r.corrupt.length, 1);
     assert.ok(fs.existsSync(path.join(dir, 'corrupt', r.corrupt[0]!)), 'a copy kept for the admin');
-    fs.closeSync(r.records[0]!.location.segment.fd);
+    await r.records[0]!.location.segment.file.close();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -159,13 +160,16 @@ test('spool: small messages go to the journal, large ones to their own file; bot
 test('a failed write rejects its batch, seals the segment and the next append goes to a new one', async () => {
   const dir = tmp();
   try {
-    const j = new Journal(dir, true);
+    let failNext = false;
+    const io: FsIo = {
+      ...p,
+      writev: (fd, bufs) => (failNext ? ((failNext = false), Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }))) : p.writev(fd, bufs)),
+    };
+    const j = new Journal(dir, true, undefined, io);
     j.init();
     const a = await j.append('A', json('A'), [Buffer.from('aaa')], 3);
-    // Pull the file out from under it: the next writev fails with EBADF.
-    fs.closeSync(a.segment.fd);
-    await assert.rejects(j.append('B', json('B'), [Buffer.from('bbb')], 3), /EBADF/);
-    a.segment.fd = fs.openSync(a.segment.path, 'r'); // so that reads and close still work
+    failNext = true;
+    await assert.rejects(j.append('B', json('B'), [Buffer.from('bbb')], 3), /ENOSPC/);
     const c = await j.append('C', json('C'), [Buffer.from('ccc')], 3);
     assert.notEqual(c.segment, a.segment, 'a fresh segment after the failure');
     assert.equal(segments(dir).length, 2);

@@ -20,7 +20,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { DirSync, p } from '../util/fsio.ts';
+import { DirSync, OpenFile, p, type FsIo } from '../util/fsio.ts';
 
 /** Start a new segment past this size, so finished ones can be deleted. */
 const SEGMENT_MAX = 32 * 1024 * 1024;
@@ -31,22 +31,31 @@ const HEADER_MAX = 64;
 export class Segment {
   readonly name: string;
   readonly path: string;
-  fd: number;
+  /**
+   * The segment file, owned here. Reads of its records may still be in
+   * flight when it is deleted: OpenFile makes them finish first, and any
+   * read after that fails instead of reading whatever file reused the
+   * descriptor number.
+   */
+  readonly file: OpenFile;
   /** Bytes written (and, once a batch is synced, durable). */
   size: number;
   /** Records not yet finished. */
   live = 0;
   /** No more appends: deleted once live reaches 0. */
   sealed = false;
-  doneFd = -1;
+  /** <name>.done, opened on the first finished record. */
+  doneFile: OpenFile | null = null;
+  /** Set once deletion starts: nothing is appended or opened for it any more. */
+  deleting = false;
   /** Serializes appends to .done and the final deletion. */
   doneChain: Promise<void> = Promise.resolve();
   doneQueue: string[] = [];
 
-  constructor(name: string, file: string, fd: number, size: number) {
+  constructor(name: string, path: string, file: OpenFile, size: number) {
     this.name = name;
-    this.path = file;
-    this.fd = fd;
+    this.path = path;
+    this.file = file;
     this.size = size;
   }
 }
@@ -78,6 +87,7 @@ export class Journal {
   readonly #fsync: boolean;
   readonly #segmentMax: number;
   readonly #dirSync: DirSync;
+  readonly #io: FsIo;
   #active: Segment | null = null;
   #queue: Pending[] = [];
   /** The append loop while it runs (it stops when the queue is empty). */
@@ -88,11 +98,12 @@ export class Journal {
   readonly stats = { batches: 0, records: 0 };
   readonly #doneSegments = new Set<Segment>();
 
-  constructor(dir: string, fsync: boolean, segmentMax = SEGMENT_MAX) {
+  constructor(dir: string, fsync: boolean, segmentMax = SEGMENT_MAX, io: FsIo = p) {
     this.dir = dir;
     this.#fsync = fsync;
     this.#segmentMax = segmentMax;
-    this.#dirSync = new DirSync(dir, fsync);
+    this.#io = io;
+    this.#dirSync = new DirSync(dir, fsync, io);
   }
 
   init(): void {
@@ -130,9 +141,9 @@ export class Journal {
           locs.push({ segment: seg, offset: off });
           off += r.size;
         }
-        await p.writev(seg.fd, bufs);
+        await seg.file.writev(bufs);
         seg.size = off;
-        if (this.#fsync) await p.fdatasync(seg.fd);
+        if (this.#fsync) await seg.file.fdatasync();
         seg.live += batch.length;
         this.stats.batches++;
         this.stats.records += batch.length;
@@ -159,10 +170,17 @@ export class Journal {
     // Names sort in creation order: time, then a counter within the process.
     const name = `${Date.now().toString(36).padStart(9, '0')}-${(this.#seq++).toString(36).padStart(4, '0')}`;
     const file = path.join(this.dir, `${name}.seg`);
-    const fd = await p.open(file, 'wx+');
-    // The new name must survive a crash before any record in it is acknowledged.
-    await this.#dirSync.sync();
-    this.#active = new Segment(name, file, fd, 0);
+    const handle = await OpenFile.open(file, 'wx+', this.#io);
+    try {
+      // The new name must survive a crash before any record in it is acknowledged.
+      await this.#dirSync.sync();
+    } catch (e) {
+      // Never used: remove it now rather than leave an empty segment behind.
+      await handle.close().catch(() => {});
+      await this.#io.unlink(file).catch(() => {});
+      throw e;
+    }
+    this.#active = new Segment(name, file, handle, 0);
     return this.#active;
   }
 
@@ -179,12 +197,11 @@ export class Journal {
       let got = 0;
       const step = (): void => {
         if (got === length) return res(buf);
-        fs.read(loc.segment.fd, buf, got, length - got, loc.offset + got, (e, n) => {
-          if (e) return rej(e);
+        loc.segment.file.read(buf, got, length - got, loc.offset + got).then((n) => {
           if (n === 0) return rej(new Error(`journal ${loc.segment.name}: short read`));
           got += n;
           step();
-        });
+        }, rej);
       };
       step();
     });
@@ -212,12 +229,13 @@ export class Journal {
         this.#maybeDelete(seg);
         continue;
       }
+      if (seg.deleting) continue;
       // A small append to the page cache, done right here: handing it to the
       // thread pool cost more (two thread switches per write) than the write.
       // No fsync: see the top of the file.
       try {
-        if (seg.doneFd < 0) seg.doneFd = fs.openSync(seg.path.replace(/\.seg$/, '.done'), 'a', 0o600);
-        fs.writeSync(seg.doneFd, ids.join('\n') + '\n', null, 'latin1');
+        seg.doneFile ??= OpenFile.openSync(seg.path.replace(/\.seg$/, '.done'), 'a', this.#io);
+        seg.doneFile.writeSync(ids.join('\n') + '\n');
       } catch {
         // Losing a done mark repeats a delivery after a crash; it never loses mail.
       }
@@ -226,16 +244,15 @@ export class Journal {
   }
 
   #maybeDelete(seg: Segment): void {
-    if (!seg.sealed || seg.live > 0 || seg.fd < 0) return;
+    if (!seg.sealed || seg.live > 0 || seg.deleting) return;
+    // Decided once, synchronously: a second call (release and a failed
+    // batch can both get here) finds it deleting and does nothing.
+    seg.deleting = true;
     seg.doneChain = seg.doneChain.then(async () => {
-      if (seg.fd < 0) return;
-      const fd = seg.fd;
-      seg.fd = -1;
-      await p.close(fd).catch(() => {});
-      if (seg.doneFd >= 0) await p.close(seg.doneFd).catch(() => {});
-      seg.doneFd = -1;
-      await p.unlink(seg.path).catch(() => {});
-      await p.unlink(seg.path.replace(/\.seg$/, '.done')).catch(() => {});
+      await seg.file.close().catch(() => {});
+      await seg.doneFile?.close().catch(() => {});
+      await this.#io.unlink(seg.path).catch(() => {});
+      await this.#io.unlink(seg.path.replace(/\.seg$/, '.done')).catch(() => {});
     });
   }
 
@@ -264,8 +281,7 @@ export class Journal {
       } catch {
         /* none finished */
       }
-      const fd = fs.openSync(file, 'r');
-      const seg = new Segment(n.replace(/\.seg$/, ''), file, fd, data.length);
+      const seg = new Segment(n.replace(/\.seg$/, ''), file, OpenFile.openSync(file, 'r', this.#io), data.length);
       seg.sealed = true;
       const parsed = parseSegment(data);
       const bad = parsed.bad;
@@ -283,8 +299,8 @@ export class Journal {
         corrupt.push(n);
       }
       if (seg.live === 0) {
-        fs.closeSync(fd);
-        seg.fd = -1;
+        seg.deleting = true;
+        void seg.file.close().catch(() => {});
         fs.rmSync(file, { force: true });
         fs.rmSync(file.replace(/\.seg$/, '.done'), { force: true });
       }

@@ -26,7 +26,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { DeliveryState, Envelope, QueuedMessage } from './types.ts';
-import { DirSync, p } from '../util/fsio.ts';
+import { DirSync, OpenFile, p, type FsIo } from '../util/fsio.ts';
 import { Journal, type JournalLocation } from './journal.ts';
 import { noteExternalGarbage } from '../util/memory.ts';
 
@@ -43,6 +43,8 @@ export interface SpoolOptions {
   dir: string;
   /** Turn off only in tests that measure something else: every fsync is skipped. */
   fsync?: boolean;
+  /** The file system calls (tests inject failures); default: the real ones. */
+  io?: FsIo;
 }
 
 let idCounter = 0;
@@ -66,6 +68,7 @@ export class Spool {
   readonly queueDir: string;
   readonly stateDir: string;
   readonly fsync: boolean;
+  readonly io: FsIo;
   readonly #queueSync: DirSync;
   readonly #stateSync: DirSync;
   readonly #stateWrites = new Map<string, Promise<void>>();
@@ -81,12 +84,13 @@ export class Spool {
   constructor(options: SpoolOptions) {
     this.dir = options.dir;
     this.fsync = options.fsync ?? true;
+    this.io = options.io ?? p;
     this.tmpDir = path.join(this.dir, 'tmp');
     this.queueDir = path.join(this.dir, 'queue');
     this.stateDir = path.join(this.dir, 'state');
-    this.#queueSync = new DirSync(this.queueDir, this.fsync);
-    this.#stateSync = new DirSync(this.stateDir, this.fsync);
-    this.journal = new Journal(path.join(this.dir, 'journal'), this.fsync);
+    this.#queueSync = new DirSync(this.queueDir, this.fsync, this.io);
+    this.#stateSync = new DirSync(this.stateDir, this.fsync, this.io);
+    this.journal = new Journal(path.join(this.dir, 'journal'), this.fsync, undefined, this.io);
   }
 
   init(): void {
@@ -287,15 +291,10 @@ export class Spool {
     const json = record.subarray(0, j.jsonLength);
     const message = record.subarray(j.jsonLength);
     const tmp = path.join(this.tmpDir, id);
-    const fd = await p.open(tmp, 'w');
-    try {
-      await p.writev(fd, [message, json, Buffer.from(`\n${MAGIC}${message.length} ${json.length}\n`, 'latin1')]);
-      if (this.fsync) await p.fsync(fd);
-    } finally {
-      await p.close(fd);
-    }
-    await p.rename(tmp, this.queuePath(id));
-    await this.#queueSync.sync();
+    const file = this.queuePath(id);
+    // A copy that may not be durable is taken back: the journal record still
+    // holds the message, and a stray copy would be delivered again at restart.
+    await this.#writeDurably(tmp, [message, json, Buffer.from(`\n${MAGIC}${message.length} ${json.length}\n`, 'latin1')], file, this.#queueSync, true);
     this.#journaled.delete(id);
     const cached = this.#cache.get(id);
     if (cached) this.#dropCache(id, cached);
@@ -304,16 +303,36 @@ export class Spool {
 
   async #writeState(id: string, snapshot: string): Promise<void> {
     const final = path.join(this.stateDir, `${id}.json`);
-    const tmp = `${final}.tmp`;
-    const fd = await p.open(tmp, 'w');
+    // A renamed state file stays even if the directory fsync failed: the
+    // previous one is gone, and this is the newest state we know.
+    await this.#writeDurably(`${final}.tmp`, [Buffer.from(snapshot)], final, this.#stateSync, false);
+  }
+
+  /**
+   * tmp, fsync, rename to `final`, directory fsync. On any failure (ENOSPC
+   * most likely) nothing it made stays behind, so a full disk leaves no
+   * empty files in tmp/ or state/ until the next restart (issue 11, break
+   * 10): the tmp file goes, and so does `final` (if `undoRename`) when the
+   * rename happened but could not be made durable.
+   */
+  async #writeDurably(tmp: string, bufs: Buffer[], final: string, dirSync: DirSync, undoRename: boolean): Promise<void> {
+    const io = this.io;
+    let file: OpenFile | null = null;
+    let renamed = false;
     try {
-      await p.writev(fd, [Buffer.from(snapshot)]);
-      if (this.fsync) await p.fsync(fd);
-    } finally {
-      await p.close(fd);
+      file = await OpenFile.open(tmp, 'w', io);
+      await file.writev(bufs);
+      if (this.fsync) await file.fsync();
+      await file.close();
+      renamed = true;
+      await io.rename(tmp, final);
+      await dirSync.sync();
+    } catch (e) {
+      await file?.close().catch(() => {});
+      if (file) await io.unlink(tmp).catch(() => {});
+      if (renamed && undoRename) await io.unlink(final).catch(() => {});
+      throw e;
     }
-    await p.rename(tmp, final);
-    await this.#stateSync.sync();
   }
 
   /** Remove a finished message: the queue file first, so a crash never leaves a message without its state. */
@@ -327,11 +346,11 @@ export class Spool {
       if (cached) this.#dropCache(id, cached);
       this.journal.release(id, j.loc);
     } else {
-      await p.unlink(this.queuePath(id));
+      await this.io.unlink(this.queuePath(id));
       await this.#queueSync.sync();
     }
     if (this.#withState.delete(id)) {
-      await p.unlink(path.join(this.stateDir, `${id}.json`));
+      await this.io.unlink(path.join(this.stateDir, `${id}.json`));
     }
   }
 
@@ -358,24 +377,47 @@ export function initialState(envelope: Envelope): DeliveryState {
 }
 
 /**
+ * Where a SpoolWriter is in its life. Exactly one of commit() and abort()
+ * decides the message's fate; whichever comes second waits for the first:
+ *
+ *   writing ──commit()──► committing ──► committed
+ *      │                      └──(any step fails; all undone)──► aborted
+ *      └──abort()──► aborted
+ */
+type WriterState = 'writing' | 'committing' | 'committed' | 'aborted';
+
+/**
  * Writes one message into the spool. Contract: call write() for each chunk
  * in order (it never copies; the chunks must not be reused by the caller),
- * then exactly one of commit() or abort(). write() returns false when the
- * caller should pause its source until onDrain fires.
+ * then commit() or abort(). write() returns false when the caller should
+ * pause its source until onDrain fires.
+ *
+ * commit() and abort() may race (a client that resets the connection right
+ * after its final dot: the session aborts while the commit runs). They
+ * never both act: abort() during a commit waits for it and leaves a
+ * committed message alone. RFC 5321 §6.1 lets a message whose 250 never
+ * reached the client be delivered (a duplicate at worst, never a loss); a
+ * failed commit removes everything it made before it rejects, so a message
+ * answered with 4xx/5xx is never delivered.
  */
 export class SpoolWriter {
   readonly envelope: Envelope;
-  #spool: Spool;
-  #tmpPath: string;
-  #fd = -1;
-  #opening: Promise<void> | null = null;
+  readonly #spool: Spool;
+  readonly #tmpPath: string;
+  #state: WriterState = 'writing';
+  /** The commit, or the abort's clean-up: what a later abort() waits for. */
+  #ending: Promise<unknown> | null = null;
+  /** The tmp file once the message outgrew memory; this writer is its only owner. */
+  #file: Promise<OpenFile> | null = null;
   #chunks: Buffer[] = [];
   #buffered = 0;
   #size = 0;
   #inflight: Promise<void> | null = null;
   #error: unknown = null;
   #drain: (() => void) | null = null;
-  #finished = false;
+  /** Set just before the rename into queue/: undoing must remove the queue file too. */
+  #renaming = false;
+  #tmpRemoved: Promise<void> | null = null;
 
   constructor(spool: Spool, envelope: Envelope) {
     this.#spool = spool;
@@ -389,10 +431,13 @@ export class SpoolWriter {
   }
 
   write(chunk: Buffer): boolean {
-    if (this.#finished) throw new Error('SpoolWriter: write after finish');
+    if (this.#state !== 'writing') throw new Error(`SpoolWriter: write after ${this.#state === 'committing' ? 'commit' : this.#state}`);
+    this.#size += chunk.length;
+    // The file failed (disk full): the commit will refuse the message, so
+    // the rest of it is only counted, neither kept nor written.
+    if (this.#error) return true;
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
-    this.#size += chunk.length;
     if (this.#buffered >= WRITE_BATCH) {
       if (!this.#inflight) this.#flush();
       return this.#buffered < WRITE_BATCH * 2;
@@ -408,15 +453,15 @@ export class SpoolWriter {
     const chunks = this.#chunks;
     this.#chunks = [];
     this.#buffered = 0;
-    this.#inflight = this.#ensureOpen()
-      .then(() => p.writev(this.#fd, chunks))
-      .then(() => noteExternalGarbage(chunks.reduce((n, c) => n + c.length, 0)))
-      .catch((e: unknown) => {
-        this.#error ??= e;
-      })
+    this.#inflight = this.#open()
+      .then((file) => file.writev(chunks))
+      .then(
+        () => noteExternalGarbage(chunks.reduce((n, c) => n + c.length, 0)),
+        (e: unknown) => this.#writeFailed(e),
+      )
       .finally(() => {
         this.#inflight = null;
-        if (this.#buffered >= WRITE_BATCH && !this.#finished) this.#flush();
+        if (this.#buffered >= WRITE_BATCH && this.#state === 'writing') this.#flush();
         else {
           const d = this.#drain;
           this.#drain = null;
@@ -425,45 +470,81 @@ export class SpoolWriter {
       });
   }
 
-  #ensureOpen(): Promise<void> {
-    this.#opening ??= p.open(this.#tmpPath, 'wx').then((fd) => {
-      this.#fd = fd;
-    });
-    return this.#opening;
+  /**
+   * A write failed (ENOSPC, EIO): the message can no longer be committed.
+   * Its file goes now, not at commit or at the next restart (issue 11,
+   * break 10), and nothing more is buffered for it.
+   */
+  #writeFailed(e: unknown): void {
+    this.#error ??= e;
+    this.#chunks = [];
+    this.#buffered = 0;
+    void this.#removeTmp();
+  }
+
+  #open(): Promise<OpenFile> {
+    this.#file ??= OpenFile.open(this.#tmpPath, 'wx', this.#spool.io);
+    return this.#file;
+  }
+
+  /** Close and unlink the tmp file, once, if it was ever created. */
+  #removeTmp(): Promise<void> {
+    this.#tmpRemoved ??= (async () => {
+      // Only a file this writer created ('wx' succeeded) is unlinked.
+      const file = await this.#file?.catch(() => null);
+      if (!file) return;
+      await file.close().catch(() => {});
+      await this.#spool.io.unlink(this.#tmpPath).catch(() => {});
+    })();
+    return this.#tmpRemoved;
   }
 
   /**
    * Make the message durable in queue/. `prepend` is header fields (CRLF
    * terminated) to deliver before the stored bytes. Resolves only after
-   * fsyncs; throws on any I/O error (the file is then removed).
+   * fsyncs; rejects on any I/O error, after removing whatever it wrote.
+   * At most once, and never after abort().
    */
-  async commit(prepend?: string): Promise<QueuedMessage> {
-    this.#finished = true;
+  commit(prepend?: string): Promise<QueuedMessage> {
+    if (this.#state !== 'writing') return Promise.reject(new Error(`SpoolWriter: commit after ${this.#state === 'committing' ? 'commit' : this.#state}`));
+    this.#state = 'committing';
+    const commit = this.#commit(prepend).then(
+      (msg) => {
+        this.#state = 'committed';
+        return msg;
+      },
+      async (e: unknown) => {
+        await this.#undo();
+        this.#state = 'aborted';
+        throw e;
+      },
+    );
+    this.#ending = commit;
+    return commit;
+  }
+
+  async #commit(prepend: string | undefined): Promise<QueuedMessage> {
     if (prepend) this.envelope.prepend = prepend;
-    try {
-      if (this.#fd < 0 && !this.#opening && !this.#inflight) {
-        // Never reached the disk: small enough for the journal.
-        const chunks = this.#chunks;
-        this.#chunks = [];
-        await this.#spool.appendToJournal(this.envelope, Buffer.from(JSON.stringify(this.envelope), 'utf8'), chunks, this.#size);
-        return this.#committed(prepend);
-      }
-      while (this.#inflight) await this.#inflight;
-      if (this.#error) throw this.#error;
-      await this.#ensureOpen();
-      const json = Buffer.from(JSON.stringify(this.envelope), 'utf8');
-      this.#chunks.push(json, Buffer.from(`\n${MAGIC}${this.#size} ${json.length}\n`, 'latin1'));
-      await p.writev(this.#fd, this.#chunks);
+    if (!this.#file && !this.#inflight) {
+      // Never reached the disk: small enough for the journal.
+      const chunks = this.#chunks;
       this.#chunks = [];
-      if (this.#spool.fsync) await p.fsync(this.#fd);
-      await p.close(this.#fd);
-      this.#fd = -1;
-      await p.rename(this.#tmpPath, this.#spool.queuePath(this.envelope.id));
-      await this.#spool.syncQueueDir();
-    } catch (e) {
-      await this.abort();
-      throw e;
+      await this.#spool.appendToJournal(this.envelope, Buffer.from(JSON.stringify(this.envelope), 'utf8'), chunks, this.#size);
+      return this.#committed(prepend);
     }
+    while (this.#inflight) await this.#inflight;
+    if (this.#error) throw this.#error;
+    const file = await this.#open();
+    const json = Buffer.from(JSON.stringify(this.envelope), 'utf8');
+    this.#chunks.push(json, Buffer.from(`\n${MAGIC}${this.#size} ${json.length}\n`, 'latin1'));
+    await file.writev(this.#chunks);
+    this.#chunks = [];
+    if (this.#spool.fsync) await file.fsync();
+    // close() errors count (NFS reports write errors there): the commit fails.
+    await file.close();
+    this.#renaming = true;
+    await this.#spool.io.rename(this.#tmpPath, this.#spool.queuePath(this.envelope.id));
+    await this.#spool.syncQueueDir();
     return this.#committed(prepend);
   }
 
@@ -477,16 +558,33 @@ export class SpoolWriter {
     };
   }
 
-  /** Forget the message (client gave up, or it was rejected). */
-  async abort(): Promise<void> {
-    this.#finished = true;
+  /**
+   * Remove everything written for this message: the tmp file, and the queue
+   * file if the rename may have happened (with a directory fsync, so the
+   * removal survives a crash). A journal append that failed needs nothing
+   * here: the journal marks its own failed records done.
+   */
+  async #undo(): Promise<void> {
     this.#chunks = [];
-    while (this.#inflight) await this.#inflight.catch(() => {});
-    if (this.#opening) await this.#opening.catch(() => {});
-    if (this.#fd >= 0) {
-      await p.close(this.#fd).catch(() => {});
-      this.#fd = -1;
+    this.#buffered = 0;
+    while (this.#inflight) await this.#inflight;
+    await this.#removeTmp();
+    if (this.#renaming) {
+      await this.#spool.io.unlink(this.#spool.queuePath(this.envelope.id)).catch(() => {});
+      await this.#spool.syncQueueDir().catch(() => {});
     }
-    if (this.#opening) await p.unlink(this.#tmpPath).catch(() => {});
+  }
+
+  /**
+   * Forget the message (client gave up, or it was rejected). During a
+   * commit: wait for it, and leave its outcome alone (committed stays
+   * committed; a failed commit has already undone itself).
+   */
+  async abort(): Promise<void> {
+    if (this.#state === 'writing') {
+      this.#state = 'aborted';
+      this.#ending = this.#undo();
+    }
+    await this.#ending?.catch(() => {});
   }
 }
