@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Journal, readJournal } from './journal.ts';
-import { p, type FsIo } from '../util/fsio.ts';
+import { ClosedFileError, p, type FsIo } from '../util/fsio.ts';
+import { FaultIo } from '../../test/helpers/fault-io.ts';
 import { Spool } from './spool.ts';
 import type { Envelope, QueuedMessage } from './types.ts';
 
@@ -267,6 +268,34 @@ test('many concurrent appends over rolling segments: recovery returns exactly th
     }
     const live = new Set(r.records.map((x) => x.location.segment.name));
     assert.equal(segments(dir).length, live.size, 'segments with nothing left were deleted');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a segment deleted while a record is being read closes only after the read; a read after that fails without touching the old descriptor', async () => {
+  const dir = tmp();
+  try {
+    const fault = new FaultIo();
+    const j = new Journal(dir, true, undefined, fault.io);
+    j.init();
+    const a = await j.append('A', json('A'), [Buffer.from('aaaa')], 4);
+    let release: () => void = () => {};
+    fault.before = (c) => (c.op === 'read' ? new Promise<void>((r) => (release = r)) : undefined);
+    const reading = j.read(a, 4);
+    await j.close(); // seals the segment
+    j.release('A', a); // its last record is finished: the segment is deleted
+    await new Promise((r) => setTimeout(r, 50));
+    const segCloses = () => fault.calls.filter((c) => c.op === 'close' && c.path.endsWith('.seg')).length;
+    assert.equal(segCloses(), 0, 'not closed under the pending read');
+    release();
+    assert.equal((await reading).toString(), 'aaaa');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(segCloses(), 1, 'closed once, after the read');
+    assert.deepEqual(segments(dir), []);
+    await assert.rejects(j.read(a, 4), ClosedFileError);
+    assert.deepEqual(fault.violations, []);
+    assert.deepEqual([...fault.open.values()], [], 'the segment and its .done are closed');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
