@@ -245,6 +245,39 @@ export class DataReader {
           if (this.#dotStuffed && b === DOT) {
             // Drop the dot: either stuffing (§4.5.2) or the start of the end.
             flush(i);
+            const out = copy as Buffer | null;
+            if (out !== null && walk && this.error === null) {
+              // Already copying, amid short lines: copy a run of them at
+              // once, stuffing dots dropped, instead of a state per octet and
+              // a segment per dot. It stops before ".<CR>" (the end, or a bare
+              // CR) and anything not short and clean, and where maxSize would
+              // be passed: the states below judge those.
+              const limit = Math.min(WALK_LIMIT, this.#maxLine - 1);
+              let room = this.#maxSize - this.size;
+              const before = copied;
+              let at = i;
+              while (at < len) {
+                const first = chunk[at] === DOT ? at + 1 : at;
+                if (first > at && (first >= len || chunk[first] === CR)) break;
+                const stop = Math.min(len, first + limit);
+                let k = first;
+                while (k < stop) {
+                  const c = chunk[k]!;
+                  if (c <= CR && (c === CR || c === LF || c === NUL)) break;
+                  k++;
+                }
+                if (k >= stop || k + 1 >= len || chunk[k] !== CR || chunk[k + 1] !== LF || k + 2 - first > room) break;
+                room -= k + 2 - first;
+                for (let m = first; m < k + 2; m++) out[copied++] = chunk[m]!;
+                at = k + 2;
+              }
+              if (at > i) {
+                this.size += copied - before;
+                segStart = at;
+                i = at - 1; // the loop's i++ lands on the next line start
+                continue;
+              }
+            }
             segStart = i + 1;
             state = AFTER_DOT;
             continue;
