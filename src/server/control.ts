@@ -17,6 +17,9 @@ export class ControlServer {
   readonly #handlers: Record<string, ControlHandler>;
   readonly #log: Logger;
   readonly #server: net.Server;
+  /** Open connections, and whether each has sent its request (it is being answered). */
+  readonly #connections = new Map<net.Socket, { answering: boolean }>();
+  #closing: Promise<void> | null = null;
 
   constructor(path: string, handlers: Record<string, ControlHandler>, log: Logger) {
     this.path = path;
@@ -43,22 +46,42 @@ export class ControlServer {
     fs.chmodSync(this.path, 0o600);
   }
 
+  /**
+   * Stop listening; requests being answered get their answer, connections
+   * that have not sent one are dropped (else one idle CLI would hold the
+   * shutdown open). Once, however many callers.
+   */
   close(): Promise<void> {
-    return new Promise((res) => this.#server.close(() => res()));
+    this.#closing ??= new Promise<void>((res) => {
+      this.#server.close(() => res());
+      for (const [socket, c] of this.#connections) if (!c.answering) socket.destroy();
+    });
+    return this.#closing;
   }
 
   #onConnection(socket: net.Socket): void {
+    if (this.#closing) return void socket.destroy();
+    const conn = { answering: false };
+    this.#connections.set(socket, conn);
+    socket.once('close', () => this.#connections.delete(socket));
     let buf = '';
     socket.setEncoding('utf8');
     socket.on('error', () => {});
     socket.on('data', (d: string) => {
+      // One request per connection: whatever follows it is never run (it
+      // would run with no one to answer, on a socket already ended).
+      if (conn.answering) return;
       buf += d;
       if (buf.length > MAX_REQUEST) return void socket.destroy();
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
+      conn.answering = true;
       const line = buf.slice(0, nl);
       buf = '';
-      void this.#answer(line).then((out) => socket.end(JSON.stringify(out) + '\n'));
+      void this.#answer(line).then((out) => {
+        // The client may have gone while the handler ran.
+        if (!socket.destroyed) socket.end(JSON.stringify(out) + '\n');
+      });
     });
   }
 
