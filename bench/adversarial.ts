@@ -65,7 +65,7 @@ const KINDS: Kind[] = [
   { name: 'long', unit: 'a'.repeat(CHUNK - 2) + '\r\n', what: '64 KiB lines', valid: false },
   { name: 'empty', unit: '\r\n', what: 'empty lines', valid: true },
   { name: 'short', unit: 'a\r\n', what: 'one-octet lines', valid: true },
-  { name: 'dots', unit: '..\r\n', what: 'lines of one "." (sent as "..")', valid: true },
+  { name: 'dots', unit: '..\r\n', what: 'one-dot lines, sent as ".."', valid: true },
 ];
 
 const HEADER = 'From: <load@load.test>\r\nTo: <user@tern.test>\r\nSubject: adversarial content probe\r\n\r\n';
@@ -312,6 +312,7 @@ export interface AdversarialResult {
 
 async function main(): Promise<AdversarialResult> {
   const t0 = Date.now();
+  const host = machine(); // before pinning: the CPU count is this process's affinity
   pinSelf();
   const stopAll = new AbortController();
   const dns = await startDnsServer({});
@@ -363,7 +364,7 @@ async function main(): Promise<AdversarialResult> {
       runs: RUNS,
       cases,
       probes: { aloneMs, underPlainMs: plainLoad.ms, plainMessages: plainLoad.messages, underAttackMs: attack.ms, attackMessages: attack.messages },
-      machine: machine(),
+      machine: { ...host, loadavg: machine().loadavg },
       tern: gitHead(),
       seconds: (Date.now() - t0) / 1000,
     };
