@@ -942,6 +942,10 @@ export class Session implements Timed {
     secure.once('close', onEarlyClose);
     secure.once('secure', () => {
       clearTimeout(timer);
+      // A session closed meanwhile (evicted, or an error on the raw socket)
+      // has released its connection slot and aborted its work: a handshake
+      // finishing late must not bring it back to life on this socket.
+      if (this.#mode === 'closed') return void secure.destroy();
       // From now on #attach's handlers own the socket.
       secure.off('end', onEarlyClose);
       secure.off('close', onEarlyClose);
