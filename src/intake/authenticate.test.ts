@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { createHook } from 'node:async_hooks';
 import { InboundVerifier, dmarcPct, fold } from './authenticate.ts';
 import { DkimSigner, dnsRecordFor, type DkimKey } from './dkim.ts';
 import { nodeDnsError, type DnsResolve } from '../dns/mailauth-resolver.ts';
@@ -53,11 +54,65 @@ test('the same results however the message is split', async () => {
   }
 });
 
+// What a Verification can leave behind: mailauth's authenticate() waiting
+// forever for the rest of a message that will never come (its promises, the
+// stream it reads and the hashes it holds), DNS queries of the message's
+// checks (SPF of MAIL FROM, DKIM keys, DMARC) started after the message was
+// given up, timers, and a rejection nobody handles. abort() must end the
+// first, prevent the second, and leave none of the rest. The client checks
+// (iprev here) are shared per client through the cache, so they run to their
+// end; they must settle quietly too.
 test('abort leaves nothing behind', async () => {
-  const v = verifier.begin({ ip: '192.0.2.1', sender: '' });
-  v.write(Buffer.from('From: a@example.test\r\n'));
-  v.abort();
-  await new Promise((r) => setTimeout(r, 20)); // an unhandled rejection would fail the run
+  // DNS answers are held until after abort(), so the client checks are in flight when it runs.
+  const held: (() => void)[] = [];
+  const asked: string[] = [];
+  let outstanding = 0;
+  const heldResolve: DnsResolve = (name, type) => {
+    asked.push(`${type} ${name}`);
+    outstanding++;
+    return new Promise<unknown[]>((ok) => held.push(() => ok(resolve(name, type)))).finally(() => outstanding--);
+  };
+  const slow = new InboundVerifier({ authservId: 'mx.tern.test', resolve: heldResolve, timeout: 5000, log: silentLogger });
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  const resourcesBefore = process.getActiveResourcesInfo().sort();
+
+  // Every promise created by begin(), write() and abort() (mailauth's included), until it settles.
+  const unsettled = new Map<number, string>();
+  let recording = true;
+  const hook = createHook({
+    init(id, type) {
+      if (recording && type === 'PROMISE') unsettled.set(id, (new Error().stack ?? '').split('\n').filter((l) => !l.includes('node:internal')).slice(2, 5).join(' |'));
+    },
+    promiseResolve(id) {
+      unsettled.delete(id);
+    },
+  }).enable();
+  let askedAtAbort: string[];
+  try {
+    // A null MAIL FROM and no HELO: the only client check is iprev (no HELO SPF), so
+    // every query after abort() that is not iprev's belongs to the message's checks.
+    const v = slow.begin({ ip: '192.0.2.1', sender: '' });
+    v.write(Buffer.from('From: a@example.test\r\nDKIM-Signature: v=1; a=ed25519-sha256; d=example.test; s=ed; h=from; bh=x; b=y\r\n\r\nbody\r\n'));
+    v.abort();
+    recording = false;
+    askedAtAbort = [...asked];
+    for (let i = 0; i < 10 && held.length; i++) {
+      for (const answer of held.splice(0)) answer();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  } finally {
+    hook.disable();
+    process.off('unhandledRejection', onUnhandled);
+  }
+  assert.deepEqual(askedAtAbort, ['PTR 1.2.0.192.in-addr.arpa'], 'iprev was in flight when abort() ran');
+  assert.deepEqual(asked, ['PTR 1.2.0.192.in-addr.arpa', 'A mail.example.test'], 'no DNS query of the message\'s checks (SPF, DKIM key, DMARC) after abort()');
+  assert.equal(outstanding, 0, 'no DNS query left outstanding');
+  assert.deepEqual([...unsettled.values()], [], 'every promise of the verification settled (authenticate() is not left waiting for the rest of the message)');
+  assert.deepEqual(process.getActiveResourcesInfo().sort(), resourcesBefore, 'no timer or handle left');
+  assert.deepEqual(unhandled, [], 'no unhandled rejection');
 });
 
 test('dmarcPct and fold', () => {
