@@ -83,7 +83,8 @@ describe('loadConfig', () => {
       dns: { servers: ['127.0.0.1:5353'], timeout: 5000 },
       outbound: {
         port: 25, heloName: 'mx.tern.test', concurrency: 100, perDestination: 10, maxMxHosts: 10,
-        tls: 'opportunistic', plaintextFallback: true, connectionReuse: 5000, smarthost: undefined,
+        // An optional key that is absent is left out (no smarthost), like tls above.
+        tls: 'opportunistic', plaintextFallback: true, connectionReuse: 5000,
         timeouts: { connect: 30_000, command: 300_000, dataBlock: 180_000, dataEnd: 600_000 },
       },
       users: [],
@@ -391,7 +392,7 @@ describe('runConfigCheck', () => {
     const good = write('outbound:\n  port: 2526\n  smarthost: { host: relay.example, auth: { user: u, password: p } }\n');
     const { config } = checkConfig(good);
     assert.equal(config!.outbound.port, 2526);
-    assert.deepEqual(config!.outbound.smarthost, { host: 'relay.example', port: 587, tls: 'starttls', auth: { user: 'u', password: 'p' }, domains: undefined });
+    assert.deepEqual(config!.outbound.smarthost, { host: 'relay.example', port: 587, tls: 'starttls', auth: { user: 'u', password: 'p' } });
     const bad = write('outbound:\n  smarthost:\n    host: relay.example\n    tls: none\n    auth: { user: u, password: p }\n');
     const { problems } = checkConfig(bad);
     assert.equal(problems.length, 1);
