@@ -219,7 +219,7 @@ export const CONFIG = section({
     /** How long an idle connection is kept for reuse; 0 = no reuse. */
     connectionReuse: duration('5s', { min: 0 }),
     smarthost: optional(section({
-      host: str({ required: true }),
+      host: str({ required: true, shown: 'none' }),
       port: int({ ...ipPort, default: computed('587', (_ctx, smarthost) => (smarthost.tls === 'implicit' ? 465 : 587)) }),
       tls: oneOf(SMARTHOST_TLS_MODES, 'starttls'),
       auth: optional(section({ user: str({ required: true }), password: str({ required: true }) })),
