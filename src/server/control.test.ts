@@ -4,12 +4,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { ControlServer, controlRequest } from './control.ts';
+import { ControlServer, controlRequest, KEEPALIVE_MS, STREAM_SLICE } from './control.ts';
 import { silentLogger } from '../util/log.ts';
 
-async function setup(handlers: ConstructorParameters<typeof ControlServer>[1]) {
+async function setup(handlers: ConstructorParameters<typeof ControlServer>[1], options?: ConstructorParameters<typeof ControlServer>[3]) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-control-'));
-  const server = new ControlServer(path.join(dir, 'control.sock'), handlers, silentLogger);
+  const server = new ControlServer(path.join(dir, 'control.sock'), handlers, silentLogger, options);
   await server.listen();
   return { server, sock: server.path, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
@@ -59,6 +59,65 @@ test('close() does not wait for a client that never sends its request, lets one 
     assert.equal(timedOut, false, 'close() finished although the idle client never sent anything');
   } finally {
     idle.destroy();
+    t.cleanup();
+  }
+});
+
+test('a 100,000-item list arrives whole and byte for byte as JSON.stringify writes it, serialized only as fast as the reader takes it', { timeout: 60_000 }, async () => {
+  let serialized = 0;
+  const item = (i: number) => ({ id: `M${i}`, recipients: [{ address: `u${i}@x.test`, status: 'deferred' }], note: i % 7 ? undefined : 'x' });
+  // Counts how far serialization got.
+  const items = Array.from({ length: 100_000 }, (_, i) => ({ toJSON: () => (serialized++, item(i)) }));
+  const expected = Array.from({ length: 100_000 }, (_, i) => item(i));
+  const t = await setup({ 'queue.list': () => items, ping: () => 'pong' });
+  try {
+    // A reader that takes nothing for a while: the server must wait for it, not buffer everything.
+    const chunks: Buffer[] = [];
+    let pingAnswered = false;
+    let serializedMeanwhile = 0;
+    const raw = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(t.sock, () => s.write('{"cmd":"queue.list"}\n'));
+      s.pause();
+      s.on('error', reject);
+      setTimeout(() => {
+        void controlRequest(t.sock, { cmd: 'ping' }).then((r) => {
+          pingAnswered = r === 'pong';
+          serializedMeanwhile = serialized;
+          s.on('data', (d: Buffer) => chunks.push(d));
+          s.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+          s.resume();
+        }, reject);
+      }, 200);
+    });
+    assert.ok(pingAnswered, 'another request was answered while the list waited for its reader');
+    assert.ok(serializedMeanwhile > 0 && serializedMeanwhile <= 20 * STREAM_SLICE, `a reader that takes nothing holds the server at a few slices, not the whole list (${serializedMeanwhile} serialized)`);
+    assert.equal(raw, JSON.stringify({ ok: true, result: expected }) + '\n');
+    assert.deepEqual(await controlRequest(t.sock, { cmd: 'queue.list' }), JSON.parse(JSON.stringify(expected)));
+  } finally {
+    await t.server.close();
+    t.cleanup();
+  }
+});
+
+test('requests wait until the server is ready, kept alive by spaces: a client whose timeout is shorter than the wait still gets its answer', { timeout: 20_000 }, async () => {
+  let ready: () => void = () => {};
+  const readyAt = new Promise<void>((r) => (ready = r));
+  let runs = 0;
+  const t = await setup({ 'queue.list': () => [++runs] }, { ready: () => readyAt });
+  try {
+    const answer = controlRequest(t.sock, { cmd: 'queue.list' }, KEEPALIVE_MS + 1_000);
+    await new Promise((r) => setTimeout(r, 2 * KEEPALIVE_MS + 500));
+    assert.equal(runs, 0, 'not run before ready');
+    ready();
+    assert.deepEqual(await answer, [1]);
+    // A server that says nothing at all still times out.
+    const silent = net.createServer(() => {});
+    const quiet = path.join(path.dirname(t.sock), 'quiet.sock');
+    await new Promise<void>((r) => silent.listen(quiet, r));
+    await assert.rejects(controlRequest(quiet, { cmd: 'queue.list' }, 300), /did not answer/);
+    silent.close();
+  } finally {
+    await t.server.close();
     t.cleanup();
   }
 });

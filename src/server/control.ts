@@ -2,6 +2,14 @@
 // 0600, so only the server's user may use it). The CLI sends one JSON
 // request per line, { "cmd": "queue.list", ... }, and gets one JSON line back:
 // { "ok": true, "result": … } or { "ok": false, "error": "…" }.
+//
+// A large array result (the list of a queue of 100,000) is written in
+// slices as the socket drains, never as one string of tens of megabytes
+// built in one turn of the event loop, so SMTP sessions are served while it
+// goes out. While an answer is not ready (a long handler, or recovery still
+// reading the queue), the server sends a space every few seconds: JSON
+// allows leading white space, and the client's timeout counts silence, not
+// the whole exchange.
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -11,20 +19,31 @@ export type ControlHandler = (req: Record<string, unknown>) => Promise<unknown> 
 
 /** A request line longer than this is not one of ours. */
 const MAX_REQUEST = 64 * 1024;
+/** Items of an array result serialized per write. */
+export const STREAM_SLICE = 500;
+/** A space this often while an answer is not ready, so the client knows the server is alive. */
+export const KEEPALIVE_MS = 2_000;
+
+export interface ControlOptions {
+  /** Requests wait for this before they run (start-up recovery still reading the queue). */
+  ready?: () => Promise<unknown>;
+}
 
 export class ControlServer {
   readonly path: string;
   readonly #handlers: Record<string, ControlHandler>;
   readonly #log: Logger;
   readonly #server: net.Server;
+  readonly #ready: () => Promise<unknown>;
   /** Open connections, and whether each has sent its request (it is being answered). */
   readonly #connections = new Map<net.Socket, { answering: boolean }>();
   #closing: Promise<void> | null = null;
 
-  constructor(path: string, handlers: Record<string, ControlHandler>, log: Logger) {
+  constructor(path: string, handlers: Record<string, ControlHandler>, log: Logger, options: ControlOptions = {}) {
     this.path = path;
     this.#handlers = handlers;
     this.#log = log;
+    this.#ready = options.ready ?? (() => Promise.resolve());
     this.#server = net.createServer((s) => this.#onConnection(s));
   }
 
@@ -78,10 +97,17 @@ export class ControlServer {
       conn.answering = true;
       const line = buf.slice(0, nl);
       buf = '';
-      void this.#answer(line).then((out) => {
-        // The client may have gone while the handler ran.
-        if (!socket.destroyed) socket.end(JSON.stringify(out) + '\n');
-      });
+      const keepalive = setInterval(() => socket.writable && socket.write(' '), KEEPALIVE_MS);
+      void this.#answer(line)
+        .then(async (out) => {
+          clearInterval(keepalive);
+          // The client may have gone while the handler ran.
+          if (socket.destroyed) return;
+          if (out.ok && Array.isArray(out.result)) await writeArray(socket, out.result);
+          else socket.end(JSON.stringify(out) + '\n');
+        })
+        .catch(() => socket.destroy())
+        .finally(() => clearInterval(keepalive));
     });
   }
 
@@ -91,11 +117,43 @@ export class ControlServer {
       const handler = typeof req.cmd === 'string' ? this.#handlers[req.cmd] : undefined;
       if (!handler) return { ok: false, error: `unknown command ${String(req.cmd)}` };
       this.#log.info('control', { cmd: req.cmd, id: req.id });
+      await this.#ready();
       return { ok: true, result: await handler(req) };
     } catch (e) {
       return { ok: false, error: e instanceof Error ? e.message : String(e) };
     }
   }
+}
+
+/**
+ * `{"ok":true,"result":[…]}` and a newline, exactly as JSON.stringify
+ * writes it, STREAM_SLICE items per write: the next slice waits for the
+ * socket to drain (a slow reader) or for the next turn of the event loop.
+ */
+async function writeArray(socket: net.Socket, items: unknown[]): Promise<void> {
+  let head = '{"ok":true,"result":[';
+  for (let i = 0; i < items.length; i += STREAM_SLICE) {
+    const slice = items.slice(i, i + STREAM_SLICE).map((item) => JSON.stringify(item) ?? 'null');
+    if (socket.destroyed) return;
+    const more = socket.write(head + (i > 0 ? ',' : '') + slice.join(','));
+    head = '';
+    if (!more) await drained(socket);
+    else await new Promise((r) => setImmediate(r));
+  }
+  if (!socket.destroyed) socket.end(`${head}]}\n`);
+}
+
+/** Resolves when the socket can take more, or is gone. */
+function drained(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
 }
 
 function isLive(path: string): Promise<boolean> {
@@ -108,7 +166,11 @@ function isLive(path: string): Promise<boolean> {
   });
 }
 
-/** The client side: one request, one answer. */
+/**
+ * The client side: one request, one answer. `timeoutMs` is the longest
+ * silence accepted (the server sends spaces while it works), not a limit
+ * on the whole exchange: a list of 100,000 messages takes longer.
+ */
 export function controlRequest(path: string, req: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const s = net.connect(path);
@@ -119,7 +181,10 @@ export function controlRequest(path: string, req: Record<string, unknown>, timeo
     }, timeoutMs);
     s.setEncoding('utf8');
     s.on('connect', () => s.write(JSON.stringify(req) + '\n'));
-    s.on('data', (d: string) => (buf += d));
+    s.on('data', (d: string) => {
+      buf += d;
+      timer.refresh();
+    });
     s.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       reject(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? new Error(`no Tern server is running for this data directory (${path})`) : e);
