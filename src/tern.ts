@@ -9,6 +9,10 @@ import { Spool } from './spool/spool.ts';
 import { IdleSweeper } from './server/idle-sweeper.ts';
 import { Scheduler } from './queue/scheduler.ts';
 import { MaildirTransport } from './delivery/maildir.ts';
+import { DiscardTransport } from './delivery/discard.ts';
+import { DeliveryRouter } from './delivery/router.ts';
+import { EventStream } from './events/events.ts';
+import { logDeliveries } from './events/log.ts';
 import { Intake } from './intake/intake.ts';
 import { Directory } from './policy/directory.ts';
 import { Policy, ipMatcher, type Check } from './policy/policy.ts';
@@ -70,14 +74,22 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const plugins = await loadPlugins(config.plugins, { config, log, resolver });
   const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls });
   let bouncer: Bouncer | undefined;
-  const discardDomains = new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name));
+  // Everything that happens to a message; the JSON log's delivery lines are its first subscriber.
+  const events = new EventStream({ onError: (e, ev) => log.error('event subscriber failed', { type: ev.type, id: ev.queueId, error: e }) });
+  logDeliveries(events, log);
+  const discardDomains = new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name.toLowerCase()));
+  const router = new DeliveryRouter({
+    maildir,
+    discard: new DiscardTransport(),
+    localDelivery: (domain) => (discardDomains.has(domain) ? 'discard' : 'maildir'),
+    remote,
+    perDestination: config.outbound.perDestination,
+  });
   const scheduler = new Scheduler({
     spool,
-    maildir,
-    discard: (domain) => discardDomains.has(domain),
-    remote,
+    router,
+    events,
     concurrency: config.outbound.concurrency,
-    perDestination: config.outbound.perDestination,
     notify: (n) => bouncer!.notify(n),
     retrySchedule: config.queue.retrySchedule,
     maxLifetime: config.queue.maxLifetime,
@@ -93,7 +105,11 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const intake = new Intake({
     spool,
     hostname: config.hostname,
-    onQueued: (m) => scheduler.add(m),
+    onQueued: (m) => {
+      // Queued (with its source) before the scheduler may already report on it.
+      for (let i = 0; i < m.envelope.recipients.length; i++) events.emit('queued', m, i);
+      scheduler.add(m);
+    },
     log,
     maxReceived: config.limits.maxReceived,
     dkim: new DkimKeys(config.dataDir),
@@ -109,7 +125,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const auth = new Authenticator({ store, configUsers: config.users, throttle: new AuthThrottle(), log });
   const directory = new Directory(config.domains);
   const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks, checks: [...edgeChecks(config, { resolver, store, directory, log }), ...plugins] });
-  bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log });
+  bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
   const tlsMaterial = await loadTls(config);
   const counter = new ConnectionCounter();
   const deps = {
@@ -169,7 +185,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await control.close();
       await scheduler.stop();
       await spool.journal.close(); // done marks of the last deliveries
-      await remote.close();
+      await router.close();
       store.close();
       // Group commit at work: journal records per fdatasync since start.
       log.info('tern stopped', { journal: spool.journal.stats });

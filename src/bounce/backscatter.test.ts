@@ -9,6 +9,7 @@ import { Bouncer } from './bouncer.ts';
 import { buildDsn, withoutPaths } from './dsn.ts';
 import { Directory } from '../policy/directory.ts';
 import { MaildirTransport } from '../delivery/maildir.ts';
+import { replyLine } from '../delivery/reply.ts';
 import type { Logger } from '../util/log.ts';
 import type { Envelope, QueuedMessage, SenderCheck } from '../spool/types.ts';
 import type { Intake, NewMessage } from '../intake/intake.ts';
@@ -111,7 +112,7 @@ function harness() {
 }
 
 function message(env: Envelope): QueuedMessage {
-  return { envelope: env, state: { attempts: 1, nextAttempt: 0, status: env.recipients.map(() => 'pending'), lastError: env.recipients.map(() => null) }, bodyLength: ORIGINAL.length, size: ORIGINAL.length, recovered: false };
+  return { envelope: env, state: { attempts: 1, nextAttempt: 0, status: env.recipients.map(() => 'pending'), lastReply: env.recipients.map(() => null) }, bodyLength: ORIGINAL.length, size: ORIGINAL.length, recovered: false };
 }
 
 const remoteRcpt = (notify?: ('SUCCESS' | 'FAILURE' | 'DELAY')[]) => ({ address: 'someone@remote.test', original: 'fwd@tern.test', notify });
@@ -127,7 +128,7 @@ test('Bouncer: no DSN of any kind to an unverified outside sender; logged and re
     const { bouncer, queued, logged } = harness();
     const msg = message(envelope({ outside, ret: 'FULL', recipients: [remoteRcpt(['SUCCESS', 'FAILURE', 'DELAY'])] }));
     for (const [kind] of notices) {
-      await bouncer.notify({ kind, msg, recipients: [{ index: 0, reply: '550 5.1.1 no such user' }], willRetryUntil: kind === 'delayed' ? Date.now() + 1000 : undefined });
+      await bouncer.notify({ kind, msg, recipients: [{ index: 0, reply: { code: 550, enhanced: '5.1.1', text: 'no such user' }, relay: null }], willRetryUntil: kind === 'delayed' ? Date.now() + 1000 : undefined });
     }
     assert.equal(queued.length, 0, 'nothing queued');
     assert.deepEqual(msg.state.dsnSuppressed?.map((s) => [s.kind, s.recipients, s.reason]), notices.map(([kind]) => [kind, ['someone@remote.test'], `sender not verified (${outside.detail})`]));
@@ -138,7 +139,7 @@ test('Bouncer: no DSN of any kind to an unverified outside sender; logged and re
   // A notice nobody asked for is not "suppressed": there was nothing to send.
   const { bouncer, queued, logged } = harness();
   const msg = message(envelope({ outside: UNVERIFIED, recipients: [remoteRcpt()] }));
-  await bouncer.notify({ kind: 'delivered', msg, recipients: [{ index: 0, reply: '250 ok' }] });
+  await bouncer.notify({ kind: 'delivered', msg, recipients: [{ index: 0, reply: { code: 250, enhanced: null, text: 'ok' }, relay: null }] });
   assert.equal(queued.length, 0);
   assert.equal(msg.state.dsnSuppressed, undefined);
   assert.equal(logged.length, 0);
@@ -156,7 +157,7 @@ test('Bouncer: a verified outside sender gets its DSN, headers only unless it as
   for (const [over, want] of cases) {
     const { bouncer, queued } = harness();
     const msg = message(envelope({ ...over, recipients: [remoteRcpt()] }));
-    await bouncer.notify({ kind: 'failed', msg, recipients: [{ index: 0, reply: '550 5.1.1 <someone@remote.test>: no such user', remoteMta: 'mx.remote.test [127.0.0.2]' }] });
+    await bouncer.notify({ kind: 'failed', msg, recipients: [{ index: 0, reply: { code: 550, enhanced: '5.1.1', text: '<someone@remote.test>: no such user' }, relay: { host: 'mx.remote.test', ip: '127.0.0.2', port: 25 } }] });
     assert.equal(queued.length, 1, JSON.stringify(over));
     const { m, message: dsn } = queued[0]!;
     assert.equal(m.sender, '');
@@ -181,23 +182,24 @@ test('no local file path in a DSN: not from Maildir replies, not from a system e
     const env = envelope({ outside: VERIFIED, recipients: [{ address: 'alice@tern.test', original: 'alice@tern.test', notify: ['SUCCESS', 'DELAY'], mailbox: { domain: 'tern.test', localPart: 'alice' } }] });
     const to = { domain: 'tern.test', localPart: 'alice', address: 'alice@tern.test' };
     const msg = { id: env.id, receivedAt: env.receivedAt, sender: env.sender, recovered: false, open: () => Readable.from([Buffer.from(ORIGINAL)]) };
-    const delivered = await maildir.deliver(msg, 0, to);
-    assert.equal(delivered.kind, 'ok');
+    const delivered = await maildir.deliverCopy(msg, 0, to);
+    assert.equal(delivered.status, 'ok');
     const name = fs.readdirSync(path.join(root, 'tern.test', 'alice', 'new'))[0]!;
     // A repeat after a restart that finds the copy already read (in cur/).
     fs.renameSync(path.join(root, 'tern.test', 'alice', 'new', name), path.join(root, 'tern.test', 'alice', 'cur', `${name}:2,S`));
-    const again = await maildir.deliver({ ...msg, recovered: true }, 0, to);
-    assert.equal(again.kind, 'ok');
+    const again = await maildir.deliverCopy({ ...msg, recovered: true }, 0, to);
+    assert.equal(again.status, 'ok');
     // A failed write (the mailbox is a file, not a directory).
     fs.writeFileSync(path.join(root, 'tern.test', 'bob'), 'not a directory');
-    const failed = await maildir.deliver(msg, 0, { domain: 'tern.test', localPart: 'bob', address: 'bob@tern.test' });
-    assert.equal(failed.kind, 'tempfail');
+    const failed = await maildir.deliverCopy(msg, 0, { domain: 'tern.test', localPart: 'bob', address: 'bob@tern.test' });
+    assert.equal(failed.status, 'tempfail');
     for (const r of [delivered, again, failed]) {
-      assert.ok(!r.reply.includes(name) && !r.reply.includes(`T${env.id}R0`) && !r.reply.includes(root) && !/\bnew\//.test(r.reply), r.reply);
+      const line = replyLine(r.reply);
+      assert.ok(!line.includes(name) && !line.includes(`T${env.id}R0`) && !line.includes(root) && !/\bnew\//.test(line), line);
       const dsn = await buildDsn({
         reportingMta: 'mx.tern.test',
         envelope: env,
-        recipients: [{ recipient: env.recipients[0]!, action: r.kind === 'ok' ? 'delivered' : 'delayed', status: '2.0.0', diagnostic: r.reply }],
+        recipients: [{ recipient: env.recipients[0]!, action: r.status === 'ok' ? 'delivered' : 'delayed', reply: r.reply }],
         original: () => Readable.from([Buffer.from(ORIGINAL)]),
       });
       const text = dsn!.message.toString('latin1');
@@ -207,11 +209,11 @@ test('no local file path in a DSN: not from Maildir replies, not from a system e
     fs.rmSync(root, { recursive: true, force: true });
   }
   // Whatever a transport lets slip: a system error's message names the file; the DSN does not.
-  const leak = "451 4.4.1 reading the message failed: ENOENT: no such file or directory, open '/var/lib/tern/spool/queue/QABC'";
+  const leak = { code: 451, enhanced: '4.4.1', text: "reading the message failed: ENOENT: no such file or directory, open '/var/lib/tern/spool/queue/QABC'" };
   const dsn = await buildDsn({
     reportingMta: 'mx.tern.test',
     envelope: envelope(),
-    recipients: [{ recipient: remoteRcpt(), action: 'delayed', status: '4.4.1', diagnostic: leak }],
+    recipients: [{ recipient: remoteRcpt(), action: 'delayed', reply: leak }],
     original: () => Readable.from([Buffer.from(ORIGINAL)]),
   });
   const text = dsn!.message.toString('latin1');

@@ -2,7 +2,8 @@
 // (DESIGN.md: bounces are new mail, from the null sender, so they get the
 // same durability and delivery as everything else). Mail from outside whose
 // sender was not verified gets no DSN at all (backscatter.ts): the notice is
-// logged and recorded on the message's state instead.
+// logged and recorded on the message's state instead. A delay warning
+// that was queued is an event (`delayed`, src/events/).
 
 import type { Notice } from '../queue/scheduler.ts';
 import type { Intake } from '../intake/intake.ts';
@@ -12,6 +13,7 @@ import type { Recipient } from '../spool/types.ts';
 import type { Logger } from '../util/log.ts';
 import { buildDsn, wantsNotice, type DsnAction, type DsnRecipient } from './dsn.ts';
 import { dsnPermission } from './backscatter.ts';
+import type { EventStream } from '../events/events.ts';
 
 export interface BouncerOptions {
   hostname: string;
@@ -19,14 +21,7 @@ export interface BouncerOptions {
   directory: Directory;
   spool: Spool;
   log: Logger;
-}
-
-/** "550 5.1.1 text" → "5.1.1"; "4.4.7 text" → "4.4.7"; otherwise the reply class (RFC 3463 §3.1). */
-export function statusOf(reply: string, fallbackClass: '2' | '4' | '5'): string {
-  const m = /^(?:[245]\d\d[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply);
-  if (m) return m[1]!;
-  const code = /^([245])\d\d\b/.exec(reply);
-  return `${code ? code[1] : fallbackClass}.0.0`;
+  events?: EventStream | undefined;
 }
 
 export class Bouncer {
@@ -38,15 +33,12 @@ export class Bouncer {
   async notify(n: Notice): Promise<void> {
     const { envelope } = n.msg;
     const action: DsnAction = n.kind;
-    const fallback = n.kind === 'failed' ? '5' : n.kind === 'delayed' ? '4' : '2';
-    const recipients: DsnRecipient[] = n.recipients
-      .filter((r) => wantsNotice(envelope.recipients[r.index]!, action))
-      .map((r) => ({
+    const wanted = n.recipients.filter((r) => wantsNotice(envelope.recipients[r.index]!, action));
+    const recipients: DsnRecipient[] = wanted.map((r) => ({
         recipient: envelope.recipients[r.index]!,
         action,
-        status: statusOf(r.reply, fallback),
-        diagnostic: /^\d{3}\b/.test(r.reply) ? r.reply : undefined,
-        remoteMta: r.remoteMta?.replace(/ \[.*\]$/, ''),
+        reply: r.reply,
+        remoteMta: r.relay?.host,
         lastAttempt: new Date(),
         willRetryUntil: n.kind === 'delayed' && n.willRetryUntil ? new Date(n.willRetryUntil) : undefined,
       }));
@@ -77,6 +69,9 @@ export class Bouncer {
       dsn.message,
     );
     this.#o.log.info('dsn', { id: queued.envelope.id, about: envelope.id, kind: n.kind, to: dsn.to, recipients: recipients.length });
+    if (n.kind === 'delayed' && this.#o.events) {
+      for (const r of wanted) this.#o.events.emit('delayed', n.msg, r.index, n.msg.state.attempts, { reply: r.reply, relay: r.relay, tls: null });
+    }
   }
 
   /** Where the DSN goes: the original sender, resolved like any RCPT. */

@@ -99,8 +99,7 @@ function input(recipients: DsnRecipient[], over: Partial<DsnInput> = {}, origina
 const bounce = (over: Partial<DsnRecipient> = {}): DsnRecipient => ({
   recipient: rcpt('bob@example.org'),
   action: 'failed',
-  status: '5.1.1',
-  diagnostic: '550 5.1.1 <bob@example.org>: no such user',
+  reply: { code: 550, enhanced: '5.1.1', text: '<bob@example.org>: no such user' },
   remoteMta: 'mx.example.org',
   lastAttempt: new Date(Date.UTC(2025, 0, 2, 4)),
   ...over,
@@ -198,18 +197,20 @@ test('RET=HDRS stops reading at the end of the header section', async () => {
 
 test('delayed: Will-Retry-Until, and only the headers (RFC 3461 §4.3)', async () => {
   const until = new Date(Date.UTC(2025, 0, 7));
-  const p = parse(await buildDsn(input([bounce({ action: 'delayed', status: '4.4.1', diagnostic: 'connect to mx.example.org: connection refused', willRetryUntil: until })])));
+  const p = parse(await buildDsn(input([bounce({ action: 'delayed', reply: { code: 451, enhanced: '4.4.1', text: 'connect to mx.example.org: connection refused' }, remoteMta: undefined, willRetryUntil: until })])));
   assert.equal(p.headers['Subject'], 'Delayed Mail (still being retried)');
   assert.equal(p.recipients[0]?.['Action'], 'delayed');
   assert.equal(p.recipients[0]?.['Status'], '4.4.1');
   assert.equal(p.recipients[0]?.['Will-Retry-Until'], 'Tue, 07 Jan 2025 00:00:00 +0000');
-  assert.equal(p.recipients[0]?.['Diagnostic-Code'], 'X-Tern; connect to mx.example.org: connection refused');
+  // Our own reply (no host answered): a private diagnostic type, no Remote-MTA.
+  assert.equal(p.recipients[0]?.['Diagnostic-Code'], 'X-Tern; 451 4.4.1 connect to mx.example.org: connection refused');
+  assert.equal(p.recipients[0]?.['Remote-MTA'], undefined);
   assert.match(p.text, /will retry until Tue, 07 Jan 2025/);
   assert.equal(p.third?.type, 'text/rfc822-headers');
 });
 
 test('delivered with NOTIFY=SUCCESS', async () => {
-  const p = parse(await buildDsn(input([bounce({ recipient: rcpt('bob@example.org', { notify: ['SUCCESS'] }), action: 'delivered', status: '2.0.0', diagnostic: '250 2.0.0 Ok: queued as 123' })])));
+  const p = parse(await buildDsn(input([bounce({ recipient: rcpt('bob@example.org', { notify: ['SUCCESS'] }), action: 'delivered', reply: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as 123' } })])));
   assert.equal(p.headers['Subject'], 'Successful Mail Delivery Report');
   assert.equal(p.recipients[0]?.['Action'], 'delivered');
   assert.equal(p.recipients[0]?.['Status'], '2.0.0');
@@ -220,7 +221,7 @@ test('no DSN: null sender, NOTIFY=NEVER, or a kind nobody asked for', async () =
   assert.equal(await buildDsn(input([bounce()], { envelope: envelope({ sender: '' }) })), null);
   assert.equal(await buildDsn(input([bounce({ recipient: rcpt('b@x.test', { notify: [] }) })])), null);
   assert.equal(await buildDsn(input([bounce({ recipient: rcpt('b@x.test', { notify: ['SUCCESS'] }) })])), null);
-  assert.equal(await buildDsn(input([bounce({ action: 'delivered', status: '2.0.0' })])), null);
+  assert.equal(await buildDsn(input([bounce({ action: 'delivered', reply: { code: 250, enhanced: '2.0.0', text: 'ok' } })])), null);
   // Mixed: only the recipient who asked is reported.
   const p = parse(await buildDsn(input([bounce({ recipient: rcpt('quiet@x.test', { notify: [] }) }), bounce({ recipient: rcpt('loud@x.test', { notify: ['FAILURE'] }) })])));
   assert.deepEqual(p.recipients.map((r) => r['Final-Recipient']), ['rfc822; loud@x.test']);
@@ -242,21 +243,21 @@ test('wantsNotice follows RFC 3461 §4.1', () => {
 });
 
 test('remote text cannot inject lines, controls or over-long lines', async () => {
-  const evil = '550 5.7.1 no\r\nX-Injected: yes\r\n\r\nFinal-Recipient: rfc822; evil@x.test\x00\x1b[31m\r\n' + 'word '.repeat(2000) + 'z'.repeat(3000);
-  const dsn = await buildDsn(input([bounce({ diagnostic: evil, remoteMta: 'mx\r\nBcc: x@y', status: 'bogus' })]));
+  const evil = 'no\r\nX-Injected: yes\r\n\r\nFinal-Recipient: rfc822; evil@x.test\x00\x1b[31m\r\n' + 'word '.repeat(2000) + 'z'.repeat(3000);
+  const dsn = await buildDsn(input([bounce({ reply: { code: 550, enhanced: 'bogus\r\nX-Status: 2.0.0', text: evil }, remoteMta: 'mx\r\nBcc: x@y' })]));
   assert.ok(dsn);
-  assert.doesNotMatch(dsn.message.toString('latin1'), /^(X-Injected|Bcc|Final-Recipient: rfc822; evil)/m);
+  assert.doesNotMatch(dsn.message.toString('latin1'), /^(X-Injected|X-Status|Bcc|Final-Recipient: rfc822; evil)/m);
   assert.doesNotMatch(dsn.message.toString('latin1'), /[\x00\x1b]/);
   const p = parse(dsn);
   assert.equal(p.recipients.length, 1);
   assert.equal(p.recipients[0]?.['Status'], '5.0.0');
-  assert.match(p.recipients[0]?.['Diagnostic-Code'] ?? '', /^smtp; 550 5\.7\.1 no X-Injected: yes Final-Recipient: rfc822; evil@x\.test\[31m word word/);
+  assert.match(p.recipients[0]?.['Diagnostic-Code'] ?? '', /^smtp; 550 bogus X-Status: 2\.0\.0 no X-Injected: yes Final-Recipient: rfc822; evil@x\.test\[31m word word/);
   assert.equal(p.recipients[0]?.['Remote-MTA'], 'dns; mx Bcc: x@y');
 });
 
 test('UTF-8 addresses make a global DSN (RFC 6533)', async () => {
   const orig = 'From: <josé@exämple.test>\r\nSubject: grüße\r\n\r\nbody ✓\r\n';
-  const dsn = await buildDsn(input([bounce({ recipient: rcpt('δοκιμή@παράδειγμα.δοκιμή'), diagnostic: '550 5.1.1 unknown: δοκιμή' })], {
+  const dsn = await buildDsn(input([bounce({ recipient: rcpt('δοκιμή@παράδειγμα.δοκιμή'), reply: { code: 550, enhanced: '5.1.1', text: 'unknown: δοκιμή' } })], {
     envelope: envelope({ sender: 'josé@exämple.test', smtputf8: true, body: '8BITMIME' }),
   }, orig));
   assert.ok(dsn);

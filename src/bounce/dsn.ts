@@ -19,8 +19,9 @@
 
 import { randomBytes } from 'node:crypto';
 import type { Body } from '../smtp/params.ts';
-import type { Envelope, Recipient } from '../spool/types.ts';
+import type { DeliveryReply, Envelope, Recipient } from '../spool/types.ts';
 import { rfc5322Date } from '../intake/intake.ts';
+import { replyLine, replyStatus } from '../delivery/reply.ts';
 
 export type DsnAction = 'failed' | 'delayed' | 'delivered' | 'relayed' | 'expanded';
 
@@ -28,11 +29,17 @@ export interface DsnRecipient {
   /** From the envelope (address, original, orcpt, notify). */
   recipient: Recipient;
   action: DsnAction;
-  /** RFC 3463 code, e.g. '5.1.1', '4.4.7'. */
-  status: string;
-  /** The remote reply, e.g. '550 5.1.1 <x@y>: no such user'; sanitised here. */
-  diagnostic?: string | undefined;
-  /** e.g. 'mx.example.org' → Remote-MTA: dns; mx.example.org. */
+  /**
+   * The last reply: its enhanced code is the Status (RFC 3464 §2.3.4; the
+   * class's X.0.0 when it has none), the reply the Diagnostic-Code (§2.3.6;
+   * sanitised here). Absent: the action's generic status, no diagnostic.
+   */
+  reply?: DeliveryReply | null | undefined;
+  /**
+   * The host that gave the reply, e.g. 'mx.example.org' → Remote-MTA: dns;
+   * mx.example.org, and the diagnostic is of type "smtp". Without it the
+   * reply is our own: diagnostic type "X-Tern".
+   */
   remoteMta?: string | undefined;
   lastAttempt?: Date | undefined;
   /** Delayed only. */
@@ -106,8 +113,8 @@ export async function buildDsn(input: DsnInput): Promise<Dsn | null> {
   const delayed = !failed && rcpts.some((r) => r.action === 'delayed');
 
   // RFC 6533: go global when any reported text needs UTF-8.
-  const texts = [env.sender, env.envid ?? '', ...rcpts.flatMap((r) => [r.recipient.address, r.recipient.original, r.recipient.orcpt?.address ?? '', r.diagnostic ?? ''])];
-  const diagnostic = (r: DsnRecipient) => (r.diagnostic ? t(withoutPaths(r.diagnostic), MAX_DIAGNOSTIC) : undefined);
+  const texts = [env.sender, env.envid ?? '', ...rcpts.flatMap((r) => [r.recipient.address, r.recipient.original, r.recipient.orcpt?.address ?? '', r.reply?.text ?? ''])];
+  const diagnostic = (r: DsnRecipient) => (r.reply ? t(withoutPaths(replyLine(r.reply)), MAX_DIAGNOSTIC) : undefined);
   const global = texts.some(nonAscii);
   const t = (s: string, max = MAX_TEXT) => clean(s, max, global);
 
@@ -157,8 +164,8 @@ export async function buildDsn(input: DsnInput): Promise<Dsn | null> {
     if (r.remoteMta) status2.push(field('Remote-MTA', `dns; ${t(r.remoteMta)}`));
     const d = diagnostic(r);
     if (d) {
-      // §2.3.6: "smtp" only for SMTP replies; anything else (our own errors) gets a private type.
-      status2.push(field('Diagnostic-Code', `${/^[245]\d\d(?:[ -]|$)/.test(d) ? 'smtp' : 'X-Tern'}; ${d}`));
+      // §2.3.6: "smtp" only for a reply the remote MTA gave; our own (no connection, expiry) get a private type.
+      status2.push(field('Diagnostic-Code', `${r.remoteMta ? 'smtp' : 'X-Tern'}; ${d}`));
     }
     if (r.lastAttempt) status2.push(field('Last-Attempt-Date', rfc5322Date(r.lastAttempt)));
     if (r.action === 'delayed' && r.willRetryUntil) status2.push(field('Will-Retry-Until', rfc5322Date(r.willRetryUntil)));
@@ -225,9 +232,14 @@ export function withoutPaths(s: string): string {
   return s.replace(/(?<![\w.:/~-])\/(?:[^\s/'"`()<>\[\],;]+\/)+[^\s/'"`()<>\[\],;]*/g, '[path]');
 }
 
-/** RFC 3463 syntax, or the generic code of the action's class. */
+/**
+ * The reply's status when it is RFC 3463 syntax and of the action's class
+ * (a state file could hold anything), or the generic code of that class.
+ */
 function status(r: DsnRecipient): string {
-  if (/^[245]\.\d{1,3}\.\d{1,3}$/.test(r.status)) return r.status;
+  const cls = r.action === 'failed' ? /^[45]/ : r.action === 'delayed' ? /^4/ : /^2/;
+  const s = r.reply ? replyStatus(r.reply) : '';
+  if (/^[245]\.\d{1,3}\.\d{1,3}$/.test(s) && cls.test(s)) return s;
   return r.action === 'failed' ? '5.0.0' : r.action === 'delayed' ? '4.0.0' : '2.0.0';
 }
 

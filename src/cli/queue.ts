@@ -4,10 +4,11 @@
 import path from 'node:path';
 import { controlRequest } from '../server/control.ts';
 import type { QueueSummary, RetryOutcome } from '../queue/scheduler.ts';
-import type { Envelope, SuppressedDsn } from '../spool/types.ts';
+import type { DeliveryReply, Envelope, SuppressedDsn } from '../spool/types.ts';
+import { replyLine } from '../delivery/reply.ts';
 import type { TernConfig } from '../config/types.ts';
 
-export const QUEUE_USAGE = `  tern queue list [--json]          queued messages: id, age, sender, recipients, next attempt, last error
+export const QUEUE_USAGE = `  tern queue list [--json]          queued messages: id, age, sender, recipients, next attempt, last reply
   tern queue show ID [--json]       one message: envelope and per-recipient state
   tern queue retry ID|--all         try now (held messages stay held: release them)
   tern queue hold ID                stop trying until released
@@ -94,14 +95,15 @@ function formatList(list: QueueSummary[]): string {
   if (list.length === 0) return 'The queue is empty.\n';
   const now = Date.now();
   const rows = list
-    .sort((a, b) => a.receivedAt - b.receivedAt)
-    .map((m) => {
-      const pending = m.recipients.filter((r) => r.status === 'pending');
-      const next = m.held ? 'held' : m.active ? 'now (active)' : m.nextAttempt <= now ? 'due' : `in ${age(m.nextAttempt - now)}`;
-      const lastError = pending.map((r) => r.lastError).find((e) => e) ?? '';
-      return [m.id, age(now - m.receivedAt), String(m.size), m.sender || '<>', pending.map((r) => r.address).join(','), next, lastError];
+    .map((m) => ({ m, created: Date.parse(m.createdAt), next: Date.parse(m.nextAttempt) }))
+    .sort((a, b) => a.created - b.created)
+    .map(({ m, created, next }) => {
+      const waiting = m.recipients.filter((r) => r.status === 'queued' || r.status === 'deferred');
+      const when = m.state === 'held' ? 'held' : m.state === 'active' ? 'now (active)' : next <= now ? 'due' : `in ${age(next - now)}`;
+      const last = waiting.map((r) => r.lastReply).find((e) => e);
+      return [m.id, age(now - created), String(m.size), m.from || '<>', waiting.map((r) => r.address).join(','), when, last ? replyLine(last) : ''];
     });
-  const head = ['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENTS', 'NEXT', 'LAST ERROR'];
+  const head = ['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENTS', 'NEXT', 'LAST REPLY'];
   const widths = head.map((h, i) => Math.min(40, Math.max(h.length, ...rows.map((r) => r[i]!.length))));
   const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.slice(0, widths[i]).padEnd(widths[i]!))).join('  ').trimEnd();
   return [fmt(head), ...rows.map(fmt)].join('\n') + `\n${list.length} message${list.length === 1 ? '' : 's'}\n`;
@@ -109,15 +111,17 @@ function formatList(list: QueueSummary[]): string {
 
 function formatShow(m: QueueSummary & { envelope?: Envelope; dsnSuppressed?: SuppressedDsn[] }): string {
   const outside = m.envelope?.outside;
+  const reply = (r: DeliveryReply | null) => (r ? `  (${replyLine(r)})` : '');
   const lines = [
     `id:           ${m.id}`,
-    `received:     ${new Date(m.receivedAt).toISOString()}`,
-    `sender:       ${m.sender || '<>'}`,
+    `received:     ${m.createdAt}`,
+    `sender:       ${m.from || '<>'}`,
     `size:         ${m.size}`,
+    `state:        ${m.state}`,
     `attempts:     ${m.attempts}`,
-    `next attempt: ${m.held ? 'held' : new Date(m.nextAttempt).toISOString()}`,
+    `next attempt: ${m.state === 'held' ? 'held' : m.nextAttempt}`,
     'recipients:',
-    ...m.recipients.map((r) => `  ${r.address}  ${r.status}${r.lastError ? `  (${r.lastError})` : ''}`),
+    ...m.recipients.map((r) => `  ${r.address}  ${r.status}${reply(r.lastReply)}`),
     // Mail from outside: whether DSNs may go to its sender (src/bounce/backscatter.ts), and the ones that did not.
     ...(outside ? [`sender check: ${outside.verified ? `verified by ${outside.verified}` : 'not verified'} (${outside.detail})`] : []),
     ...(m.dsnSuppressed ?? []).map((d) => `dsn suppressed: ${d.kind} for ${d.recipients.join(', ')} at ${new Date(d.at).toISOString()}: ${d.reason}`),

@@ -23,16 +23,17 @@ test('ENOSPC on the second write: tempfail, the partial copy is removed from tmp
     fault.fail = (c) => (c.op === 'writev' && ++writes === 2 ? errno('ENOSPC', 'writev') : undefined);
     const t = new MaildirTransport({ root, hostname: 'mx.tern.test', fsync: true, io: fault.io });
     const msg = { id: 'Q1', receivedAt: 1_700_000_000_000, sender: 's@x.test', recovered: false, open: () => Readable.from(chunks) };
-    const r = await t.deliver(msg, 0, to);
-    assert.equal(r.kind, 'tempfail');
-    assert.match(r.reply, /^451 4\.3\.0 .*ENOSPC/);
+    const r = await t.deliverCopy(msg, 0, to);
+    assert.equal(r.status, 'tempfail');
+    assert.deepEqual([r.reply.code, r.reply.enhanced], [451, '4.3.0']);
+    assert.match(r.reply.text, /ENOSPC/);
     const dir = path.join(root, 'tern.test', 'alice');
     assert.deepEqual(fs.readdirSync(path.join(dir, 'tmp')), [], 'no partial copy in tmp/');
     assert.deepEqual(fs.readdirSync(path.join(dir, 'new')), []);
     assert.deepEqual(fault.violations, []);
     assert.deepEqual([...fault.open.values()], [], 'the copy was closed');
-    const again = await t.deliver(msg, 0, to);
-    assert.equal(again.kind, 'ok');
+    const again = await t.deliverCopy(msg, 0, to);
+    assert.equal(again.status, 'ok');
     const files = fs.readdirSync(path.join(dir, 'new'));
     assert.equal(files.length, 1);
     assert.ok(fs.readFileSync(path.join(dir, 'new', files[0]!)).subarray(-chunks.length * 4096).equals(Buffer.concat(chunks)));
@@ -50,8 +51,8 @@ test('a message that cannot be read part-way: tempfail and nothing left in tmp/'
         yield* chunks.slice(0, 100);
         throw errno('EIO', 'read');
       })());
-    const r = await t.deliver({ id: 'Q2', receivedAt: 1_700_000_000_000, sender: 's@x.test', recovered: false, open }, 0, to);
-    assert.equal(r.kind, 'tempfail');
+    const r = await t.deliverCopy({ id: 'Q2', receivedAt: 1_700_000_000_000, sender: 's@x.test', recovered: false, open }, 0, to);
+    assert.equal(r.status, 'tempfail');
     assert.deepEqual(fs.readdirSync(path.join(root, 'tern.test', 'alice', 'tmp')), []);
   } finally {
     fs.rmSync(root, { recursive: true, force: true });

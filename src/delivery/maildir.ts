@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { DeliveryResult } from './types.ts';
+import type { DeliveryJob, DeliveryResult, Transport } from './types.ts';
+import { reply } from './reply.ts';
 import { DirSync, OpenFile, p, type FsIo } from '../util/fsio.ts';
 
 /** Bytes gathered before each write of a delivered copy. */
@@ -35,7 +36,10 @@ export interface MaildirOptions {
   io?: FsIo;
 }
 
-export class MaildirTransport {
+const ok = (text: string): DeliveryResult => ({ status: 'ok', reply: reply(250, '2.0.0', text), relay: null, tls: null, successDsn: 'delivered' });
+
+export class MaildirTransport implements Transport {
+  readonly name = 'maildir';
   readonly #opts: MaildirOptions;
   readonly #made = new Set<string>();
   readonly #syncs = new Map<string, DirSync>();
@@ -56,14 +60,31 @@ export class MaildirTransport {
     return `${Math.floor(msg.receivedAt / 1000)}.T${msg.id}R${index}.${host}`;
   }
 
-  async deliver(msg: MaildirMessage, index: number, to: { domain: string; localPart: string; address: string }, folder?: string): Promise<DeliveryResult> {
+  /** Each recipient of the job (all have a mailbox) in turn: the disk, not the network, is the limit. */
+  async deliver(job: DeliveryJob): Promise<DeliveryResult[]> {
+    const { envelope } = job.msg;
+    const msg: MaildirMessage = { id: envelope.id, receivedAt: envelope.receivedAt, sender: envelope.sender, recovered: job.msg.recovered, open: job.open };
+    const results: DeliveryResult[] = [];
+    for (const i of job.indices) {
+      const r = envelope.recipients[i]!;
+      results.push(
+        r.mailbox
+          ? await this.deliverCopy(msg, i, { ...r.mailbox, address: r.address }, r.folder)
+          : { status: 'permfail', reply: reply(550, '5.1.1', 'no local mailbox'), relay: null, tls: null, successDsn: 'none' },
+      );
+    }
+    return results;
+  }
+
+  /** One copy into one Maildir (`folder`: a Dovecot-style subfolder). */
+  async deliverCopy(msg: MaildirMessage, index: number, to: { domain: string; localPart: string; address: string }, folder?: string): Promise<DeliveryResult> {
     const dir = this.mailboxPath(to.domain, to.localPart, folder);
     const name = this.fileName(msg, index);
     const io = this.#opts.io ?? p;
     try {
       this.#ensure(dir);
       // Reply texts never name files: they reach logs and, in a DSN, the sender (backscatter.ts).
-      if (msg.recovered && alreadyInCur(dir, name)) return { kind: 'ok', reply: '250 2.0.0 delivered (found in the mailbox after a restart)' };
+      if (msg.recovered && alreadyInCur(dir, name)) return ok('delivered (found in the mailbox after a restart)');
       const tmp = path.join(dir, 'tmp', name);
       const file = await OpenFile.open(tmp, 'w', io);
       try {
@@ -93,12 +114,12 @@ export class MaildirTransport {
       }
       await io.rename(tmp, path.join(dir, 'new', name));
       await this.#dirSync(path.join(dir, 'new')).sync();
-      return { kind: 'ok', reply: '250 2.0.0 delivered to the mailbox' };
+      return ok('delivered to the mailbox');
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       // Disk full, permissions, I/O: all worth retrying; the admin can fix them.
       // The errno code, never a system error's message: that names the file.
-      return { kind: 'tempfail', reply: `451 4.3.0 Maildir delivery failed: ${err.code ?? err.message}` };
+      return { status: 'tempfail', reply: reply(451, '4.3.0', `Maildir delivery failed: ${err.code ?? err.message}`), relay: null, tls: null, successDsn: 'none' };
     }
   }
 

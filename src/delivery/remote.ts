@@ -12,7 +12,8 @@ import type { OutboundConfig } from '../config/types.ts';
 import type { Resolver } from '../dns/resolver.ts';
 import { resolveMx } from './mx.ts';
 import { ClientError, SmtpClient, type ClientOptions, type ClientReply, type SendEnvelope } from '../smtp/client.ts';
-import type { DeliveryResult, RemoteJob, RemoteTransport } from './types.ts';
+import type { DeliveryJob, DeliveryReply, DeliveryResult, Relay, TlsUsed, Transport } from './types.ts';
+import { fromClientReply, reply, replyLine } from './reply.ts';
 import type { Logger } from '../util/log.ts';
 
 interface Target {
@@ -29,11 +30,6 @@ interface Idle {
   timer: NodeJS.Timeout;
 }
 
-const SMARTHOST = 'smarthost';
-
-export function formatClientReply(r: ClientReply): string {
-  return `${r.code}${r.enhanced ? ' ' + r.enhanced : ''} ${r.lines.join(' ')}`.trim();
-}
 
 /**
  * Our own error as reply text. Replies reach logs and, in a DSN, the sender:
@@ -50,11 +46,20 @@ function errorText(e: unknown): string {
   return text;
 }
 
-function resultFor(reply: ClientReply, remoteMta: string, dsnPassed: boolean, tls: string | undefined): DeliveryResult {
-  const text = formatClientReply(reply);
-  if (reply.code >= 200 && reply.code < 300) return { kind: 'ok', reply: text, remoteMta, dsnPassed, tls };
-  if (reply.code >= 500) return { kind: 'permfail', reply: text, remoteMta };
-  return { kind: 'tempfail', reply: text, remoteMta };
+/** A reply from the next hop, as the client parsed it (code and enhanced code, RFC 2034 §4). */
+function resultFor(r: ClientReply, relay: Relay, dsnPassed: boolean, tls: TlsUsed | null): DeliveryResult {
+  const status = r.code >= 200 && r.code < 300 ? 'ok' : r.code >= 500 ? 'permfail' : 'tempfail';
+  return { status, reply: fromClientReply(r), relay, tls, successDsn: status === 'ok' && !dsnPassed ? 'relayed' : 'none' };
+}
+
+/** One of our own replies (no host answered): DNS, routing, connections that failed before a reply. */
+function ours(status: 'tempfail' | 'permfail', r: DeliveryReply): DeliveryResult {
+  return { status, reply: r, relay: null, tls: null, successDsn: 'none' };
+}
+
+function tlsOf(client: SmtpClient): TlsUsed | null {
+  const t = client.tls;
+  return t ? { version: t.protocol, cipher: t.cipher, verified: t.authorized, peer: t.peer } : null;
 }
 
 export interface RemoteDeliveryOptions {
@@ -65,35 +70,40 @@ export interface RemoteDeliveryOptions {
   tlsOptions?: ClientOptions['tlsOptions'];
 }
 
-export class RemoteDelivery implements RemoteTransport {
+/**
+ * Remote delivery, as two transports sharing one pool of idle connections:
+ * `mx` (a job is one message to one domain) and `smarthost` (a job is every
+ * recipient of one message that the smarthost takes, whatever its domain).
+ */
+export class RemoteDelivery {
   readonly #o: RemoteDeliveryOptions;
   readonly #idle = new Map<string, Idle[]>();
   #closed = false;
+  readonly mx: Transport = { name: 'mx', deliver: (job) => this.#deliver(job, false) };
+  readonly smarthost: Transport = { name: 'smarthost', deliver: (job) => this.#deliver(job, true) };
 
   constructor(opts: RemoteDeliveryOptions) {
     this.#o = opts;
   }
 
-  #viaSmarthost(domain: string): boolean {
+  /** Whether mail for this (lower-case) domain goes through the smarthost. */
+  viaSmarthost(domain: string): boolean {
     const sh = this.#o.config.smarthost;
-    return !!sh && (!sh.domains || sh.domains.includes(domain.toLowerCase()));
+    return !!sh && (!sh.domains || sh.domains.includes(domain));
   }
 
-  destinationOf(domain: string): string {
-    return this.#viaSmarthost(domain) ? SMARTHOST : domain.toLowerCase();
-  }
-
-  async deliver(job: RemoteJob): Promise<DeliveryResult[]> {
+  async #deliver(job: DeliveryJob, smarthost: boolean): Promise<DeliveryResult[]> {
     const all = (r: DeliveryResult): DeliveryResult[] => job.indices.map(() => r);
+    const env = job.msg.envelope;
     let targets: Target[];
     try {
-      const routed = await this.#route(job.domain);
+      const first = env.recipients[job.indices[0]!]!.address;
+      const routed = smarthost ? await this.#smarthostTargets() : await this.#mxTargets(first.slice(first.lastIndexOf('@') + 1).toLowerCase());
       if ('fail' in routed) return all(routed.fail);
       targets = routed.targets;
     } catch (e) {
-      return all({ kind: 'tempfail', reply: `451 4.4.3 routing failed: ${errorText(e)}` });
+      return all(ours('tempfail', reply(451, '4.4.3', `routing failed: ${errorText(e)}`)));
     }
-    const env = job.msg.envelope;
     const rcpts = job.indices.map((i) => env.recipients[i]!);
     const send: SendEnvelope = {
       from: env.sender,
@@ -109,28 +119,28 @@ export class RemoteDelivery implements RemoteTransport {
       ret: env.ret,
       envid: env.envid,
     };
-    let last: DeliveryResult = { kind: 'tempfail', reply: '451 4.4.1 no host could be reached' };
+    let last = ours('tempfail', reply(451, '4.4.1', 'no host could be reached'));
     for (const t of targets) {
-      const mta = `${t.name} [${t.address}]`;
+      const relay: Relay = { host: t.name, ip: t.address, port: t.port };
       let client: SmtpClient;
       try {
         client = await this.#connect(t);
       } catch (e) {
-        last = this.#failure(e, mta);
-        this.#o.log.info('remote host failed', { id: env.id, host: mta, error: last.reply });
-        if (last.kind === 'permfail') return all(last);
+        last = this.#failure(e, relay, null);
+        this.#o.log.info('remote host failed', { id: env.id, host: `${t.name} [${t.address}]`, error: replyLine(last.reply) });
+        if (last.status === 'permfail') return all(last);
         continue; // next address / next MX
       }
+      // The certificate is recorded, verified or not (RFC 7435: opportunistic TLS does not verify).
+      const tls = tlsOf(client);
       try {
         const result = await client.send(send, job.open);
         const dsnPassed = client.extensions.has('DSN');
-        // The certificate is recorded, verified or not (RFC 7435: opportunistic TLS does not verify).
-        const tls = client.tls ? `${client.tls.protocol} ${client.tls.cipher} (${client.tls.authorized ? 'verified' : 'unverified'}${client.tls.peer ? ` CN=${client.tls.peer}` : ''})` : undefined;
         this.#release(t, client);
-        return result.recipients.map((r) => resultFor(r, mta, dsnPassed, tls));
+        return result.recipients.map((r) => resultFor(r, relay, dsnPassed, tls));
       } catch (e) {
         client.close();
-        last = this.#failure(e, mta);
+        last = this.#failure(e, relay, tls);
         if (e instanceof ClientError && e.reply) return all(last); // the host answered: its word stands
         continue; // dropped or timed out mid-transaction: another host may do better
       }
@@ -138,28 +148,31 @@ export class RemoteDelivery implements RemoteTransport {
     return all(last);
   }
 
-  #failure(e: unknown, mta: string): DeliveryResult {
-    if (e instanceof ClientError) {
-      const reply = e.reply ? formatClientReply(e.reply) : `451 4.4.1 ${errorText(e)}`;
+  /** The host's reply when it gave one (then it is the relay of the result); otherwise ours, naming the host in the text. */
+  #failure(e: unknown, relay: Relay, tls: TlsUsed | null): DeliveryResult {
+    if (e instanceof ClientError && e.reply) {
       // A 5xx greeting or AUTH refusal is that host's final answer.
-      return { kind: e.temporary ? 'tempfail' : 'permfail', reply, remoteMta: mta };
+      return { status: e.temporary ? 'tempfail' : 'permfail', reply: fromClientReply(e.reply), relay, tls, successDsn: 'none' };
     }
-    return { kind: 'tempfail', reply: `451 4.4.1 ${errorText(e)}`, remoteMta: mta };
+    // Without a reply: no connection, TLS or the connection failed (4.4.1, RFC 3463 §3.5), or a
+    // refusal of ours that no retry changes (AUTH without TLS: 5.7.0, §3.8).
+    if (e instanceof ClientError && !e.temporary) return ours('permfail', reply(554, '5.7.0', errorText(e)));
+    return ours('tempfail', reply(451, '4.4.1', errorText(e)));
   }
 
-  async #route(domain: string): Promise<{ targets: Target[] } | { fail: DeliveryResult }> {
+  async #smarthostTargets(): Promise<{ targets: Target[] } | { fail: DeliveryResult }> {
+    const sh = this.#o.config.smarthost!;
+    const tls: ClientOptions['tls'] = sh.tls === 'implicit' ? 'implicit' : sh.tls === 'starttls' ? 'required' : 'none';
+    const addresses = /^[\d.]+$|:/.test(sh.host) ? [sh.host] : [...(await this.#o.resolver.a(sh.host)), ...(await this.#o.resolver.aaaa(sh.host).catch(() => []))];
+    if (addresses.length === 0) return { fail: ours('tempfail', reply(451, '4.4.4', `smarthost ${sh.host} has no address`)) };
+    return { targets: addresses.map((address) => ({ name: sh.host, address, port: sh.port, tls, auth: sh.auth })) };
+  }
+
+  async #mxTargets(domain: string): Promise<{ targets: Target[] } | { fail: DeliveryResult }> {
     const c = this.#o.config;
-    if (this.#viaSmarthost(domain)) {
-      const sh = c.smarthost!;
-      const tls: ClientOptions['tls'] = sh.tls === 'implicit' ? 'implicit' : sh.tls === 'starttls' ? 'required' : 'none';
-      const addresses = /^[\d.]+$|:/.test(sh.host) ? [sh.host] : [...(await this.#o.resolver.a(sh.host)), ...(await this.#o.resolver.aaaa(sh.host).catch(() => []))];
-      if (addresses.length === 0) return { fail: { kind: 'tempfail', reply: `451 4.4.4 smarthost ${sh.host} has no address` } };
-      return { targets: addresses.map((address) => ({ name: sh.host, address, port: sh.port, tls, auth: sh.auth })) };
-    }
     const routing = await resolveMx(domain, this.#o.resolver, { maxHosts: c.maxMxHosts });
     if (routing.kind === 'fail') {
-      const code = routing.temporary ? 451 : 550;
-      return { fail: { kind: routing.temporary ? 'tempfail' : 'permfail', reply: `${code} ${routing.enhanced} ${routing.reason}` } };
+      return { fail: ours(routing.temporary ? 'tempfail' : 'permfail', reply(routing.temporary ? 451 : 550, routing.enhanced, routing.reason)) };
     }
     // RFC 5321 §5.1: if we are one of the MX hosts, only more preferred ones
     // may be used; none left means the mail would loop back to us.
@@ -167,7 +180,7 @@ export class RemoteDelivery implements RemoteTransport {
     const self = hosts.find((h) => h.name === c.heloName.toLowerCase());
     if (self) {
       hosts = hosts.filter((h) => h.preference < self.preference);
-      if (hosts.length === 0) return { fail: { kind: 'permfail', reply: `554 5.4.6 mail for ${domain} loops back to myself (${self.name} is its best MX)` } };
+      if (hosts.length === 0) return { fail: ours('permfail', reply(554, '5.4.6', `mail for ${domain} loops back to myself (${self.name} is its best MX)`)) };
     }
     const tls: ClientOptions['tls'] = c.tls;
     return { targets: hosts.flatMap((h) => h.addresses.map((address) => ({ name: h.name, address, port: c.port, tls }))) };

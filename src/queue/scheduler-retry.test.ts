@@ -11,6 +11,7 @@ import { Scheduler, RETRY_BATCH } from './scheduler.ts';
 import type { Spool } from '../spool/spool.ts';
 import type { QueuedMessage } from '../spool/types.ts';
 import { silentLogger } from '../util/log.ts';
+import { ok, perRecipient, router } from '../../test/helpers/transports.ts';
 
 const HOUR = 3_600_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -25,7 +26,7 @@ function deferred(i: number, held: boolean): QueuedMessage {
       recipients: [{ address: `u${i}@tern.test`, original: `u${i}@tern.test`, mailbox: { domain: 'tern.test', localPart: `u${i}` } }],
     },
     // Tried once already and due again in an hour.
-    state: { attempts: 1, nextAttempt: Date.now() + HOUR, status: ['pending'], lastError: ['451 4.3.0 later'], held },
+    state: { attempts: 1, nextAttempt: Date.now() + HOUR, status: ['pending'], lastReply: [{ code: 451, enhanced: '4.3.0', text: 'later' }], held },
     bodyLength: 10,
     size: 10,
     recovered: false,
@@ -52,12 +53,7 @@ test('retry of everything answers at once for 4,000 messages, then delivers all 
   const delivered: string[] = [];
   const scheduler = new Scheduler({
     spool,
-    maildir: {
-      async deliver(msg) {
-        delivered.push(msg.id);
-        return { kind: 'ok', reply: '250 2.0.0 ok' };
-      },
-    },
+    router: router({ maildir: perRecipient('maildir', (job) => (delivered.push(job.msg.envelope.id), ok())) }),
     retrySchedule: [HOUR],
     maxLifetime: 100 * HOUR,
     log: silentLogger,
@@ -91,12 +87,7 @@ test('retry of one message: null when unknown, and a held one is reported held, 
   const delivered: string[] = [];
   const scheduler = new Scheduler({
     spool,
-    maildir: {
-      async deliver(msg) {
-        delivered.push(msg.id);
-        return { kind: 'ok', reply: '250 2.0.0 ok' };
-      },
-    },
+    router: router({ maildir: perRecipient('maildir', (job) => (delivered.push(job.msg.envelope.id), ok())) }),
     retrySchedule: [HOUR],
     maxLifetime: 100 * HOUR,
     log: silentLogger,

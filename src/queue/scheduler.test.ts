@@ -4,10 +4,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { Scheduler, type LocalTransport, type Notice } from './scheduler.ts';
-import type { RemoteTransport } from '../delivery/types.ts';
+import { Scheduler, type Notice } from './scheduler.ts';
 import { Spool } from '../spool/spool.ts';
-import type { DeliveryResult } from '../delivery/types.ts';
+import type { DeliveryResult, Transport } from '../delivery/types.ts';
+import { ok, perRecipient, router, tempfail } from '../../test/helpers/transports.ts';
+import { EventStream } from '../events/events.ts';
+import { logDeliveries } from '../events/log.ts';
 import type { Envelope, QueuedMessage } from '../spool/types.ts';
 import { silentLogger } from '../util/log.ts';
 
@@ -31,27 +33,26 @@ function setup(results: Record<string, DeliveryResult[]>) {
   const spool = new Spool({ dir, fsync: false });
   spool.init();
   const calls: string[] = [];
-  const maildir: LocalTransport = {
-    async deliver(msg, _index, to) {
-      calls.push(to.localPart);
-      // The transport can read the queued message.
-      const chunks: Buffer[] = [];
-      for await (const c of msg.open() as Readable) chunks.push(c as Buffer);
-      assert.match(Buffer.concat(chunks).toString(), /^Subject: t\r\n/);
-      return results[to.localPart]!.shift() ?? { kind: 'ok', reply: '250 ok' };
-    },
-  };
+  const maildir: Transport = perRecipient('maildir', async (job, i) => {
+    const to = job.msg.envelope.recipients[i]!.mailbox!;
+    calls.push(to.localPart);
+    // The transport can read the queued message.
+    const chunks: Buffer[] = [];
+    for await (const c of job.open() as Readable) chunks.push(c as Buffer);
+    assert.match(Buffer.concat(chunks).toString(), /^Subject: t\r\n/);
+    return results[to.localPart]!.shift() ?? ok();
+  });
   // The fake clock starts a little ahead of the real one, so freshly queued messages are due.
   let now = Date.now() + 1000;
   const scheduler = new Scheduler({
-    spool, maildir, retrySchedule: [1 * MIN, 5 * MIN, 15 * MIN], maxLifetime: 60 * MIN, log: silentLogger,
+    spool, router: router({ maildir }), retrySchedule: [1 * MIN, 5 * MIN, 15 * MIN], maxLifetime: 60 * MIN, log: silentLogger,
     now: () => now, random: () => 0.5,
   });
   return { dir, spool, scheduler, calls, maildir, now: () => now, advance: (ms: number) => (now += ms), cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
 test('a tempfail is retried on schedule and delivered recipients are never retried', async () => {
-  const t = setup({ alice: [], bob: [{ kind: 'tempfail', reply: '451 4.3.0 disk full' }] });
+  const t = setup({ alice: [], bob: [tempfail('disk full')] });
   try {
     const msg = await queueOne(t.spool, ['alice', 'bob']);
     t.scheduler.add(msg);
@@ -60,7 +61,7 @@ test('a tempfail is retried on schedule and delivered recipients are never retri
     const state = t.spool.readState(msg.envelope.id)!;
     assert.deepEqual(state.status, ['delivered', 'pending']);
     assert.equal(state.attempts, 1);
-    assert.equal(state.lastError[1], '451 4.3.0 disk full');
+    assert.deepEqual(state.lastReply[1], { code: 451, enhanced: '4.3.0', text: 'disk full' });
     // random() = 0.5 → no jitter: the first step of the schedule.
     assert.equal(state.nextAttempt, t.now() + MIN);
     assert.ok(t.spool.list().includes(msg.envelope.id), 'still queued');
@@ -82,7 +83,7 @@ test('a tempfail is retried on schedule and delivered recipients are never retri
 test('retry delays follow the schedule, repeat the last step, and carry ±20% jitter', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-sched-'));
   const mk = (r: number) =>
-    new Scheduler({ spool: new Spool({ dir }), maildir: { deliver: async () => ({ kind: 'ok', reply: '' }) }, retrySchedule: [MIN, 5 * MIN], maxLifetime: 1, log: silentLogger, random: () => r });
+    new Scheduler({ spool: new Spool({ dir }), router: router({ maildir: perRecipient('maildir', () => ok()) }), retrySchedule: [MIN, 5 * MIN], maxLifetime: 1, log: silentLogger, random: () => r });
   assert.equal(mk(0.5).retryDelay(1), MIN);
   assert.equal(mk(0.5).retryDelay(2), 5 * MIN);
   assert.equal(mk(0.5).retryDelay(9), 5 * MIN);
@@ -92,10 +93,10 @@ test('retry delays follow the schedule, repeat the last step, and carry ±20% ji
 });
 
 test('past maxLifetime, a tempfail becomes a failure (with a notice for the bounce); a success still counts', async () => {
-  const t = setup({ bob: [{ kind: 'tempfail', reply: '451 4.3.0 still broken' }], alice: [] });
+  const t = setup({ bob: [tempfail('still broken')], alice: [] });
   const notices: Notice[] = [];
   const scheduler = new Scheduler({
-    spool: t.spool, maildir: t.maildir, retrySchedule: [MIN], maxLifetime: 60 * MIN, log: silentLogger,
+    spool: t.spool, router: router({ maildir: t.maildir }), retrySchedule: [MIN], maxLifetime: 60 * MIN, log: silentLogger,
     now: () => t.now() + 61 * MIN, random: () => 0.5, notify: async (n) => void notices.push(n),
   });
   try {
@@ -106,7 +107,10 @@ test('past maxLifetime, a tempfail becomes a failure (with a notice for the boun
     assert.deepEqual(t.spool.list(), [], 'given up and removed');
     const failed = notices.find((n) => n.kind === 'failed')!;
     assert.deepEqual(failed.recipients.map((r) => r.index), [1]);
-    assert.match(failed.recipients[0]!.reply, /^4\.4\.7 expired after .*still broken/);
+    // Structured: the 4.4.7 status is the reply's enhanced code (RFC 3463), never text to parse.
+    const expiry = failed.recipients[0]!.reply!;
+    assert.deepEqual([expiry.code, expiry.enhanced], [451, '4.4.7']);
+    assert.match(expiry.text, /^expired after .* in the queue; last reply: 451 4\.3\.0 still broken$/);
     assert.deepEqual(notices.find((n) => n.kind === 'delivered')!.recipients.map((r) => r.index), [0]);
   } finally {
     t.cleanup();
@@ -114,11 +118,11 @@ test('past maxLifetime, a tempfail becomes a failure (with a notice for the boun
 });
 
 test('one delay warning once a message has waited delayWarning, and not twice', async () => {
-  const t = setup({ bob: [{ kind: 'tempfail', reply: '451 a' }, { kind: 'tempfail', reply: '451 b' }, { kind: 'ok', reply: '250' }] });
+  const t = setup({ bob: [tempfail('a'), tempfail('b'), ok()] });
   const notices: Notice[] = [];
   let now = Date.now() + 1000;
   const scheduler = new Scheduler({
-    spool: t.spool, maildir: t.maildir, retrySchedule: [MIN], maxLifetime: 600 * MIN, delayWarning: 30 * MIN, log: silentLogger,
+    spool: t.spool, router: router({ maildir: t.maildir }), retrySchedule: [MIN], maxLifetime: 600 * MIN, delayWarning: 30 * MIN, log: silentLogger,
     now: () => now, random: () => 0.5, notify: async (n) => void notices.push(n),
   });
   try {
@@ -141,7 +145,7 @@ test('one delay warning once a message has waited delayWarning, and not twice', 
 });
 
 test('hold stops attempts until release; delete removes without a bounce', async () => {
-  const t = setup({ bob: [{ kind: 'tempfail', reply: '451 a' }] });
+  const t = setup({ bob: [tempfail('a')] });
   try {
     const msg = await queueOne(t.spool, ['bob']);
     const id = msg.envelope.id;
@@ -152,7 +156,7 @@ test('hold stops attempts until release; delete removes without a bounce', async
     await t.scheduler.retry(id);
     await t.scheduler.idle();
     assert.deepEqual(t.calls, [], 'held: nothing tried');
-    assert.equal(t.scheduler.list()[0]!.held, true);
+    assert.equal(t.scheduler.list()[0]!.state, 'held');
     assert.equal(t.spool.readState(id)!.held, true, 'hold is on disk');
     await t.scheduler.release(id);
     await t.scheduler.idle();
@@ -172,16 +176,15 @@ test('fresh mail is not stuck behind a backlog of retries to the same destinatio
   const order: string[] = [];
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  const remote: RemoteTransport = {
-    destinationOf: (d) => d,
+  const remote: Transport = {
+    name: 'mx',
     async deliver(job) {
       order.push(job.msg.envelope.recipients[0]!.original);
       await gate;
-      return job.indices.map(() => ({ kind: 'ok', reply: '250 ok' }));
+      return job.indices.map(() => ok('ok', 'none'));
     },
-    async close() {},
   };
-  const scheduler = new Scheduler({ spool, maildir: { deliver: async () => ({ kind: 'ok', reply: '' }) }, remote, retrySchedule: [MIN], maxLifetime: 600 * MIN, perDestination: 1, log: silentLogger });
+  const scheduler = new Scheduler({ spool, router: router({ maildir: perRecipient('maildir', () => ok()), remote, perDestination: 1 }), retrySchedule: [MIN], maxLifetime: 600 * MIN, log: silentLogger });
   try {
     const mk = async (tag: string, attempts: number) => {
       const env: Envelope = { id: spool.newId(), sender: 's@x.test', receivedAt: Date.now() - 1000, smtputf8: false, recipients: [{ address: 'r@remote.test', original: tag }] };
@@ -213,10 +216,13 @@ test('discard domains: recipients there count as delivered without a Maildir wri
     const written: string[] = [];
     const lines: Record<string, unknown>[] = [];
     const log = { ...silentLogger, info: (m: string, f?: Record<string, unknown>) => void (m === 'delivery' && lines.push(f!)) };
+    // The delivery log is a subscriber of the event stream.
+    const events = new EventStream();
+    logDeliveries(events, log);
     const scheduler = new Scheduler({
       spool,
-      maildir: { deliver: async (_m, _i, to) => (written.push(to.localPart), { kind: 'ok', reply: '250 ok' }) },
-      discard: (domain) => domain === 'sink.test',
+      router: router({ maildir: perRecipient('maildir', (job, i) => (written.push(job.msg.envelope.recipients[i]!.mailbox!.localPart), ok())), discard: (domain) => domain === 'sink.test' }),
+      events,
       retrySchedule: [MIN], maxLifetime: 60 * MIN, log,
     });
     const env: Envelope = {

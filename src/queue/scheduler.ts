@@ -11,13 +11,11 @@
 // jitter), expiry, delay warnings and bounces are decided here.
 
 import type { Spool } from '../spool/spool.ts';
-import type { QueuedMessage, SuppressedDsn } from '../spool/types.ts';
-import type { DeliveryResult, RemoteTransport } from '../delivery/types.ts';
-import type { MaildirTransport } from '../delivery/maildir.ts';
+import type { DeliveryReply, QueuedMessage, RecipientStatus, SuppressedDsn } from '../spool/types.ts';
+import type { DeliveryResult, Relay, Router, Transport } from '../delivery/types.ts';
+import type { EventStream } from '../events/events.ts';
+import { replyLine } from '../delivery/reply.ts';
 import type { Logger } from '../util/log.ts';
-
-/** The part of a local transport the scheduler uses (a fake in unit tests). */
-export type LocalTransport = Pick<MaildirTransport, 'deliver'>;
 
 /**
  * What the scheduler reports for DSNs (the bouncer builds and queues them).
@@ -27,18 +25,25 @@ export type LocalTransport = Pick<MaildirTransport, 'deliver'>;
 export interface Notice {
   kind: 'failed' | 'delayed' | 'delivered' | 'relayed';
   msg: QueuedMessage;
-  recipients: { index: number; reply: string; remoteMta?: string | undefined }[];
+  recipients: NoticeRecipient[];
   /** delayed: when we give up. */
   willRetryUntil?: number | undefined;
 }
 
+export interface NoticeRecipient {
+  index: number;
+  /** Its last reply (delayed: null when it was never tried). */
+  reply: DeliveryReply | null;
+  /** The host that gave the reply (Remote-MTA); null for our own replies, or when not known (after a restart). */
+  relay: Relay | null;
+}
+
 export interface SchedulerOptions {
   spool: Spool;
-  maildir: LocalTransport;
-  /** Local domains whose mail is dropped once queued (`delivery: discard`), instead of written to a Maildir. */
-  discard?: ((domain: string) => boolean) | undefined;
-  /** Absent: remote recipients stay queued until a transport exists. */
-  remote?: RemoteTransport | undefined;
+  /** Where each recipient goes (src/delivery/router.ts); one it cannot route stays queued. */
+  router: Router;
+  /** Every job result (delivered, deferred, bounced) and every expiry is an event. */
+  events?: EventStream | undefined;
   /** Delays between attempts in ms; the last one repeats. */
   retrySchedule: number[];
   /** Give up on a message this long after acceptance (ms). */
@@ -47,8 +52,6 @@ export interface SchedulerOptions {
   delayWarning?: number;
   /** Jobs in flight at once, in all. */
   concurrency?: number;
-  /** Jobs in flight at once to one remote destination. */
-  perDestination?: number;
   /** Called for every DSN-worthy outcome; errors are logged, never fatal. */
   notify?: (n: Notice) => Promise<void>;
   log: Logger;
@@ -64,16 +67,11 @@ export const RETRY_JITTER = 0.2;
  * session (and the control answer) for a noticeable time.
  */
 export const RETRY_BATCH = 500;
-/** Maildir writes in flight at once: the disk, not the network, is the limit. */
-export const LOCAL_CONCURRENCY = 20;
-const LOCAL = 'local';
-
 interface Job {
   id: string;
   dest: string;
-  domain: string;
   indices: number[];
-  local: boolean;
+  transport: Transport;
 }
 
 interface Destination {
@@ -90,23 +88,33 @@ interface Entry {
   msg: QueuedMessage;
   /** Jobs of the current round not yet finished. */
   running: number;
-  /** Round outcome: indexes that reached a final state this round. */
-  failed: { index: number; reply: string; remoteMta?: string | undefined }[];
-  delivered: { index: number; reply: string; remoteMta?: string | undefined; relayed: boolean }[];
+  /** Round outcome: indexes that reached a final state this round, and those deferred. */
+  failed: NoticeRecipient[];
+  delivered: (NoticeRecipient & { relayed: boolean })[];
+  deferred: NoticeRecipient[];
   deleted: boolean;
 }
 
+/**
+ * One message as `tern queue list --json` prints it (CONTRACT.md): times
+ * are ISO 8601; a recipient's status is queued (not tried yet), deferred,
+ * delivered, bounced or expired (failed with a 4xx: given up at
+ * queue.maxLifetime); the message's state is queued, deferred, active (an
+ * attempt in flight) or held. `attempts` and `nextAttempt` of the message
+ * are its delivery rounds and when the next one is due.
+ */
 export interface QueueSummary {
   id: string;
-  receivedAt: number;
-  sender: string;
+  from: string;
+  recipients: { address: string; status: RecipientState; attempts: number; nextAttempt: string | null; lastReply: DeliveryReply | null }[];
   size: number;
-  recipients: { address: string; status: string; lastError: string | null }[];
+  createdAt: string;
+  state: 'queued' | 'deferred' | 'active' | 'held';
   attempts: number;
-  nextAttempt: number;
-  held: boolean;
-  active: boolean;
+  nextAttempt: string;
 }
+
+export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced' | 'expired';
 
 /** What `retry` did: messages now due, and held ones it left alone (a release lifts a hold). */
 export interface RetryOutcome {
@@ -115,7 +123,7 @@ export interface RetryOutcome {
 }
 
 export class Scheduler {
-  readonly #o: SchedulerOptions & { concurrency: number; perDestination: number; now: () => number; random: () => number; delayWarning: number };
+  readonly #o: SchedulerOptions & { concurrency: number; now: () => number; random: () => number; delayWarning: number };
   readonly #entries = new Map<string, Entry>();
   readonly #dests = new Map<string, Destination>();
   /** Destinations with waiting jobs, served round-robin. */
@@ -131,7 +139,7 @@ export class Scheduler {
   #pending = new Set<Promise<unknown>>();
 
   constructor(opts: SchedulerOptions) {
-    this.#o = { concurrency: 100, perDestination: 10, now: Date.now, random: Math.random, delayWarning: 0, ...opts };
+    this.#o = { concurrency: 100, now: Date.now, random: Math.random, delayWarning: 0, ...opts };
   }
 
   get size(): number {
@@ -145,7 +153,7 @@ export class Scheduler {
   /** A freshly committed message (from intake) or one found at start. */
   add(msg: QueuedMessage): void {
     if (this.#stopping) return; // it is on disk; the next start picks it up
-    const entry: Entry = { msg, running: 0, failed: [], delivered: [], deleted: false };
+    const entry: Entry = { msg, running: 0, failed: [], delivered: [], deferred: [], deleted: false };
     this.#entries.set(msg.envelope.id, entry);
     this.#schedule(entry);
   }
@@ -158,44 +166,41 @@ export class Scheduler {
   }
 
   #hasWork(msg: QueuedMessage): boolean {
-    return msg.envelope.recipients.some((r, i) => msg.state.status[i] === 'pending' && (r.mailbox !== undefined || this.#o.remote !== undefined));
+    return msg.envelope.recipients.some((_, i) => msg.state.status[i] === 'pending' && this.#o.router.route(msg.envelope, i) !== null);
   }
 
   /** Split the message's pending recipients into jobs, one per destination. */
   #startRound(entry: Entry): void {
     const { envelope, state } = entry.msg;
-    const groups = new Map<string, Job>();
-    envelope.recipients.forEach((r, i) => {
-      if (state.status[i] !== 'pending') return;
-      let job: Job;
-      if (r.mailbox) {
-        job = groups.get(LOCAL) ?? { id: envelope.id, dest: LOCAL, domain: '', indices: [], local: true };
-        groups.set(LOCAL, job);
-      } else {
-        if (!this.#o.remote) return;
-        const domain = r.address.slice(r.address.lastIndexOf('@') + 1).toLowerCase();
-        const key = `remote:${domain}`;
-        job = groups.get(key) ?? { id: envelope.id, dest: this.#o.remote.destinationOf(domain), domain, indices: [], local: false };
-        groups.set(key, job);
+    const groups = new Map<string, { job: Job; limit: number }>();
+    for (let i = 0; i < envelope.recipients.length; i++) {
+      if (state.status[i] !== 'pending') continue;
+      const to = this.#o.router.route(envelope, i);
+      if (!to) continue; // no way to deliver it yet: it stays queued
+      let group = groups.get(to.key);
+      if (!group) {
+        group = { job: { id: envelope.id, dest: to.key, indices: [], transport: to.transport }, limit: to.limit };
+        groups.set(to.key, group);
       }
-      job.indices.push(i);
-    });
+      group.job.indices.push(i);
+    }
     if (groups.size === 0) return;
     entry.running = groups.size;
     entry.failed = [];
     entry.delivered = [];
-    for (const job of groups.values()) {
-      const dest = this.#dest(job.dest, job.local);
+    entry.deferred = [];
+    for (const { job, limit } of groups.values()) {
+      const dest = this.#dest(job.dest, limit);
       (state.attempts === 0 ? dest.fresh : dest.retry).push(job);
       if (dest.fresh.length + dest.retry.length === 1) this.#ring.push(dest);
     }
     this.#pump();
   }
 
-  #dest(key: string, local: boolean): Destination {
+  #dest(key: string, limit: number): Destination {
     let d = this.#dests.get(key);
     if (!d) {
-      d = { key, limit: local ? LOCAL_CONCURRENCY : this.#o.perDestination, active: 0, fresh: [], retry: [], preferRetry: false };
+      d = { key, limit, active: 0, fresh: [], retry: [], preferRetry: false };
       this.#dests.set(key, d);
     }
     return d;
@@ -238,56 +243,25 @@ export class Scheduler {
     if (!entry) return;
     const { msg } = entry;
     const { envelope, state } = msg;
-    let results: DeliveryResult[];
-    /** Local jobs: how each recipient was delivered, for the log. */
-    const localVia: ('maildir' | 'discard')[] = [];
-    if (entry.deleted || state.held) {
-      results = [];
-    } else if (job.local) {
-      results = [];
-      for (const i of job.indices) {
-        const r = envelope.recipients[i]!;
-        if (this.#o.discard?.(r.mailbox!.domain)) {
-          localVia.push('discard');
-          results.push({ kind: 'ok', reply: '250 2.0.0 discarded' });
-          continue;
-        }
-        localVia.push('maildir');
-        results.push(
-          await this.#o.maildir.deliver(
-            { id: envelope.id, receivedAt: envelope.receivedAt, sender: envelope.sender, recovered: msg.recovered, open: () => this.#o.spool.openMessage(msg) },
-            i,
-            { ...r.mailbox!, address: r.address },
-            r.folder,
-          ),
-        );
-      }
-    } else {
-      results = await this.#o.remote!.deliver({ msg, domain: job.domain, indices: job.indices, open: () => this.#o.spool.openMessage(msg) });
-    }
-    results.forEach((result, k) => {
+    const results: DeliveryResult[] = entry.deleted || state.held ? [] : await job.transport.deliver({ msg, indices: job.indices, open: () => this.#o.spool.openMessage(msg) });
+    const attempt = state.attempts + 1;
+    const events = this.#o.events;
+    for (let k = 0; k < results.length; k++) {
+      const result = results[k]!;
       const i = job.indices[k]!;
-      const rcpt = envelope.recipients[i]!;
-      state.lastError[i] = result.kind === 'ok' ? null : result.reply;
-      if (result.kind === 'ok') {
+      state.lastReply[i] = result.reply;
+      if (result.status === 'ok') {
         state.status[i] = 'delivered';
-        entry.delivered.push({ index: i, reply: result.reply, remoteMta: result.remoteMta, relayed: !job.local && !result.dsnPassed });
-      } else if (result.kind === 'permfail') {
+        // RFC 3461 §5.2.1: a next hop that took our DSN parameters reports success itself.
+        if (result.successDsn !== 'none') entry.delivered.push({ index: i, reply: result.reply, relay: result.relay, relayed: result.successDsn === 'relayed' });
+      } else if (result.status === 'permfail') {
         state.status[i] = 'failed';
-        entry.failed.push({ index: i, reply: result.reply, remoteMta: result.remoteMta });
+        entry.failed.push({ index: i, reply: result.reply, relay: result.relay });
+      } else {
+        entry.deferred.push({ index: i, reply: result.reply, relay: result.relay });
       }
-      this.#o.log[result.kind === 'ok' ? 'info' : 'warn']('delivery', {
-        id: envelope.id,
-        to: rcpt.address,
-        orig: rcpt.original !== rcpt.address ? rcpt.original : undefined,
-        result: result.kind,
-        reply: result.reply,
-        relay: result.remoteMta ?? localVia[k],
-        tls: result.kind === 'ok' ? result.tls : undefined,
-        delay: (this.#o.now() - envelope.receivedAt) / 1000,
-        attempt: state.attempts + 1,
-      });
-    });
+      events?.emit(result.status === 'ok' ? 'delivered' : result.status === 'permfail' ? 'bounced' : 'deferred', msg, i, attempt, result, job.transport.name);
+    }
     entry.running--;
     if (entry.running > 0) {
       // Other destinations of this message are still running: record progress
@@ -319,12 +293,18 @@ export class Scheduler {
     const pending = envelope.recipients.map((_, i) => i).filter((i) => state.status[i] === 'pending');
     const expired = now - envelope.receivedAt >= this.#o.maxLifetime;
     if (pending.length > 0 && expired && !state.held) {
-      // RFC 3463 X.4.7: delivery time expired; the last error says why.
+      // RFC 3463 X.4.7 (delivery time expired), in a reply of ours whose text says what the last one was.
       for (const i of pending) {
         state.status[i] = 'failed';
-        const last = state.lastError[i] ?? 'no delivery attempt succeeded';
-        state.lastError[i] = `expired after ${formatAge(now - envelope.receivedAt)} in the queue; last error: ${last}`;
-        entry.failed.push({ index: i, reply: `4.4.7 ${state.lastError[i]}` });
+        const last = state.lastReply[i];
+        const expiry: DeliveryReply = {
+          code: last && last.code >= 400 && last.code < 500 ? last.code : 451,
+          enhanced: '4.4.7',
+          text: `expired after ${formatAge(now - envelope.receivedAt)} in the queue; ${last ? `last reply: ${replyLine(last)}` : 'no delivery attempt succeeded'}`,
+        };
+        state.lastReply[i] = expiry;
+        entry.failed.push({ index: i, reply: expiry, relay: null });
+        this.#o.events?.emit('expired', msg, i, state.attempts, { reply: expiry, relay: null, tls: null });
       }
     }
     if (entry.failed.length) await this.#notify({ kind: 'failed', msg, recipients: entry.failed });
@@ -332,8 +312,10 @@ export class Scheduler {
     const relayed = entry.delivered.filter((d) => d.relayed);
     if (success.length) await this.#notify({ kind: 'delivered', msg, recipients: success });
     if (relayed.length) await this.#notify({ kind: 'relayed', msg, recipients: relayed });
+    const deferred = entry.deferred;
     entry.failed = [];
     entry.delivered = [];
+    entry.deferred = [];
     const still = envelope.recipients.map((_, i) => i).filter((i) => state.status[i] === 'pending');
     if (still.length === 0) {
       await this.#remove(id);
@@ -345,7 +327,8 @@ export class Scheduler {
     const warnAfter = this.#o.delayWarning;
     if (warnAfter > 0 && !state.warned && now - envelope.receivedAt >= warnAfter) {
       state.warned = true;
-      await this.#notify({ kind: 'delayed', msg, recipients: still.map((i) => ({ index: i, reply: state.lastError[i] ?? '' })), willRetryUntil: giveUpAt });
+      const relays = new Map(deferred.map((d) => [d.index, d.relay]));
+      await this.#notify({ kind: 'delayed', msg, recipients: still.map((i) => ({ index: i, reply: state.lastReply[i] ?? null, relay: relays.get(i) ?? null })), willRetryUntil: giveUpAt });
     }
     await this.#o.spool.writeState(id, state);
     this.#schedule(entry);
@@ -505,17 +488,28 @@ export class Scheduler {
 
 function summarize(e: Entry): QueueSummary {
   const { envelope, state, size } = e.msg;
+  const nextAttempt = new Date(state.nextAttempt).toISOString();
   return {
     id: envelope.id,
-    receivedAt: envelope.receivedAt,
-    sender: envelope.sender,
+    from: envelope.sender,
+    recipients: envelope.recipients.map((r, i) => {
+      const status = recipientState(state.status[i]!, state.attempts, state.lastReply[i] ?? null);
+      const waiting = status === 'queued' || status === 'deferred';
+      return { address: r.address, status, attempts: state.attempts, nextAttempt: waiting && !state.held ? nextAttempt : null, lastReply: state.lastReply[i] ?? null };
+    }),
     size,
-    recipients: envelope.recipients.map((r, i) => ({ address: r.address, status: state.status[i]!, lastError: state.lastError[i] ?? null })),
+    createdAt: new Date(envelope.receivedAt).toISOString(),
+    state: state.held ? 'held' : e.running > 0 ? 'active' : state.attempts > 0 ? 'deferred' : 'queued',
     attempts: state.attempts,
-    nextAttempt: state.nextAttempt,
-    held: !!state.held,
-    active: e.running > 0,
+    nextAttempt,
   };
+}
+
+/** A failed recipient whose last reply is a 4xx was given up at expiry (the 4.4.7 reply of #endRound); a 5xx bounced. */
+function recipientState(status: RecipientStatus, attempts: number, last: DeliveryReply | null): RecipientState {
+  if (status === 'delivered') return 'delivered';
+  if (status === 'failed') return last && last.code < 500 ? 'expired' : 'bounced';
+  return attempts > 0 ? 'deferred' : 'queued';
 }
 
 function formatAge(ms: number): string {

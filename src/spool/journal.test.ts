@@ -188,7 +188,7 @@ test('spool: a journaled message that gets delivery state moves to a queue file 
     const msg = await commitSmall(spool, 'Subject: deferred\r\n\r\nbody\r\n', 'X-Top: 1\r\n');
     const id = msg.envelope.id;
     assert.deepEqual(fs.readdirSync(spool.queueDir), []);
-    await spool.writeState(id, { ...msg.state, attempts: 1, lastError: ['451 4.4.1 try later'] });
+    await spool.writeState(id, { ...msg.state, attempts: 1, lastReply: [{ code: 451, enhanced: '4.4.1', text: 'try later' }] });
     assert.deepEqual(fs.readdirSync(spool.queueDir), [id], 'now a queue file');
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(readJournalIds(path.join(dir, 'journal')).includes(id), false, 'journal record marked done');

@@ -25,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { DeliveryState, Envelope, QueuedMessage } from './types.ts';
+import { upgradeState, type DeliveryState, type Envelope, type QueuedMessage } from './types.ts';
 import { DirSync, OpenFile, p, type FsIo } from '../util/fsio.ts';
 import { Journal, type JournalLocation } from './journal.ts';
 import { noteExternalGarbage } from '../util/memory.ts';
@@ -248,7 +248,8 @@ export class Spool {
 
   readState(id: string): DeliveryState | null {
     try {
-      return JSON.parse(fs.readFileSync(path.join(this.stateDir, `${id}.json`), 'utf8')) as DeliveryState;
+      // An old file's reply strings become structured replies here, once (types.ts).
+      return upgradeState(JSON.parse(fs.readFileSync(path.join(this.stateDir, `${id}.json`), 'utf8')) as DeliveryState);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
@@ -372,7 +373,7 @@ export function initialState(envelope: Envelope): DeliveryState {
     attempts: 0,
     nextAttempt: envelope.receivedAt,
     status: envelope.recipients.map(() => 'pending'),
-    lastError: envelope.recipients.map(() => null),
+    lastReply: envelope.recipients.map(() => null),
   };
 }
 

@@ -3,6 +3,24 @@
 
 import type { Body, Notify } from '../smtp/params.ts';
 
+/**
+ * A reply as delivery saw it: the next hop's SMTP reply (RFC 5321 §4.2),
+ * or one of ours in the same form. Carried as is from the transport to the
+ * queue state, DSNs, events, logs and `tern queue`; nobody parses a status
+ * back out of the text.
+ */
+export interface DeliveryReply {
+  /** 2xx, 4xx or 5xx. */
+  code: number;
+  /** RFC 3463 status (e.g. "5.1.1") as given (RFC 2034); null when the next hop gave none. */
+  enhanced: string | null;
+  /** The reply's text, lines joined with a space (code and enhanced code removed). */
+  text: string;
+}
+
+/** Where a message came from: the listener role, the HTTP API, or a DSN we made. */
+export type MessageSource = 'smtp' | 'submission' | 'api' | 'bounce';
+
 export interface Recipient {
   /** Where this copy goes: local@domain after alias expansion. */
   address: string;
@@ -44,6 +62,12 @@ export interface Envelope {
    * field existed; those get DSNs as the sender asked.
    */
   outside?: SenderCheck | undefined;
+  /**
+   * How the message entered (events, metrics). Absent in queue files written
+   * before this field existed, and where intake does not set it: then it is
+   * inferred from `client` (src/events/source.ts).
+   */
+  source?: MessageSource | undefined;
 }
 
 /** How the reverse-path of mail from outside was verified, as recorded at acceptance. */
@@ -79,8 +103,8 @@ export interface DeliveryState {
   /** When the scheduler may try again (ms since epoch). */
   nextAttempt: number;
   status: RecipientStatus[];
-  /** Last reply per recipient, for `queue show` and DSNs. */
-  lastError: (string | null)[];
+  /** Last reply per recipient (null: not tried yet), for `tern queue`, DSNs and events. */
+  lastReply: (DeliveryReply | null)[];
   held?: boolean | undefined;
   /** A delay DSN was sent (only one per message). */
   warned?: boolean | undefined;
@@ -98,4 +122,29 @@ export interface QueuedMessage {
   size: number;
   /** True when found by the start-up scan (a crash may have interrupted a delivery). */
   recovered: boolean;
+}
+
+/**
+ * The state as read from a state file. Files written before replies were
+ * structured hold `lastError: (string | null)[]` ("451 4.4.1 text"): each
+ * string is parsed once, here, at load; from then on only the structure
+ * exists (and the next write stores it).
+ */
+export function upgradeState(raw: DeliveryState & { lastError?: (string | null)[] }): DeliveryState {
+  if (Array.isArray(raw.lastReply) || !Array.isArray(raw.lastError)) {
+    raw.lastReply ??= raw.status.map(() => null);
+    return raw;
+  }
+  const { lastError, ...state } = raw;
+  return { ...state, lastReply: lastError.map((s, i) => (s === null ? null : legacyReply(s, state.status[i] === 'failed'))) };
+}
+
+/** RFC 5321 §4.2 code, then RFC 3463 enhanced code when it agrees in class (RFC 2034 §4), then the text. */
+const LEGACY = /^([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3})(?= |$))? ?(.*)$/s;
+
+function legacyReply(s: string, failed: boolean): DeliveryReply {
+  const m = LEGACY.exec(s);
+  if (!m) return { code: failed ? 550 : 451, enhanced: null, text: s }; // e.g. "expired after …": ours, no code
+  const enhanced = m[2] !== undefined && m[2][0] === m[1]![0] ? m[2] : null;
+  return { code: Number(m[1]), enhanced, text: enhanced ? m[3]! : s.slice(3).trimStart() };
 }

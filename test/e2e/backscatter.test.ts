@@ -142,7 +142,7 @@ describe('backscatter: DSNs only to verified senders of mail from outside', () =
     await settled(srv, id);
     assert.ok(mailbox(srv.dataDir, 'tern.test', 'alice').some((f) => fs.readFileSync(f, 'latin1').includes('M1: the body')), 'the message itself was delivered');
     assert.deepEqual(dsnsTo(peer, 'victim@forged.test'), []);
-    assert.deepEqual(srv.tern.scheduler.list().filter((m) => m.sender === ''), [], 'no DSN queued');
+    assert.deepEqual(srv.tern.scheduler.list().filter((m) => m.from === ''), [], 'no DSN queued');
     assert.equal(logged('inbound', id)[0]?.senderVerified, 'no');
     const [line] = logged('dsn suppressed', id);
     assert.ok(line, 'the suppressed DSN is logged');
@@ -161,11 +161,11 @@ describe('backscatter: DSNs only to verified senders of mail from outside', () =
     const kept = await send(port, { from: 'victim@forged.test', rcpt: ['<split@tern.test>'], data: message('victim@forged.test', 'M3') });
     const shown = (await waitFor(() => {
       const s = srv.tern.scheduler.show(kept);
-      return s && s.attempts > 0 && !s.active ? s : undefined;
+      return s && s.attempts > 0 && s.state !== 'active' ? s : undefined;
     }, 15_000, 'the first attempt'))!;
     assert.deepEqual(shown.envelope.outside, { verified: null, detail: 'spf=fail, no aligned dkim pass' });
     assert.deepEqual(shown.dsnSuppressed.map((d) => [d.kind, d.recipients, d.reason]), [['failed', ['gone@reject.test'], 'sender not verified (spf=fail, no aligned dkim pass)']]);
-    assert.deepEqual(shown.recipients.map((r) => r.status), ['failed', 'pending']);
+    assert.deepEqual(shown.recipients.map((r) => r.status), ['bounced', 'deferred']);
     // The same through the CLI (asynchronously: this process is the server).
     const cli = await promisify(execFile)(process.execPath, [path.join(ROOT, 'bin/tern.js'), 'queue', 'show', kept, '--config', path.join(srv.dir, 'tern.yaml')], { encoding: 'utf8' });
     assert.match(cli.stdout, /^sender check: not verified \(spf=fail, no aligned dkim pass\)$/m);

@@ -139,8 +139,10 @@ describe('outbound delivery', () => {
     const id = await send(['gina@flaky.test']);
     await waitFor(() => srv.tern.scheduler.get(id)?.state.attempts === 1, 5000, 'first attempt');
     const m = srv.tern.scheduler.show(id)!;
-    assert.equal(m.recipients[0]!.status, 'pending');
-    assert.match(m.recipients[0]!.lastError!, /^451 4\.7\.1 greylisted/);
+    assert.equal(m.recipients[0]!.status, 'deferred');
+    const last = m.recipients[0]!.lastReply!;
+    assert.deepEqual([last.code, last.enhanced], [451, '4.7.1']);
+    assert.match(last.text, /^greylisted/);
     await waitFor(() => !srv.tern.scheduler.get(id), 10_000, 'delivery on retry');
     assert.equal(flakySeen.get('gina@flaky.test'), 2);
   });
@@ -216,7 +218,7 @@ describe('outbound delivery', () => {
     const id = await send(['i@broken.test', 'j@slow.test'], 'body\r\n', 'will expire');
     await waitFor(() => (srv.tern.scheduler.show(id)?.attempts ?? 0) >= 1, 5000, 'first attempt');
     const m = srv.tern.scheduler.show(id)!;
-    assert.match(m.recipients[0]!.lastError!, /^451 4\.4\.3 /);
+    assert.deepEqual([m.recipients[0]!.lastReply!.code, m.recipients[0]!.lastReply!.enhanced], [451, '4.4.3']);
     await waitFor(() => dsnsFor(/Subject: Delayed Mail[\s\S]*j@slow\.test/).length === 1, 10_000, 'the delay warning');
     const delayed = parseDsn(dsnsFor(/Subject: Delayed Mail[\s\S]*j@slow\.test/)[0]!);
     assert.deepEqual(delayed.recipients.map((r) => r['Action']), ['delayed', 'delayed']);

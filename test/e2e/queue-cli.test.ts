@@ -42,17 +42,36 @@ test('tern queue list/show/hold/release/retry/delete, and deferred mail survives
     c.close();
 
     // Nobody listens at the MX yet: the message is deferred with the reason.
+    type Listed = {
+      id: string;
+      from: string;
+      recipients: { address: string; status: string; attempts: number; nextAttempt: string | null; lastReply: { code: number; enhanced: string | null; text: string } | null }[];
+      size: number;
+      createdAt: string;
+      state: string;
+    };
     const listed = await waitFor(() => {
       const r = tern(file, 'queue', 'list', '--json');
-      const list = JSON.parse(r.stdout) as { id: string; attempts: number; recipients: { lastError: string | null }[] }[];
-      return list.find((m) => m.id === id && m.attempts >= 1);
+      const list = JSON.parse(r.stdout) as Listed[];
+      return list.find((m) => m.id === id && m.recipients[0]!.attempts >= 1 && m.state === 'deferred');
     }, 10_000, 'a first failed attempt');
-    assert.match(listed!.recipients[0]!.lastError!, /^451 4\.4\.1 /);
+    // CONTRACT.md: {id, from, recipients: [{address, status, attempts, nextAttempt, lastReply}], size, createdAt, state}.
+    assert.deepEqual(Object.keys(listed!).slice(0, 6), ['id', 'from', 'recipients', 'size', 'createdAt', 'state']);
+    assert.equal(listed!.from, 'alice@tern.test');
+    assert.ok(listed!.size > 0);
+    assert.ok(Math.abs(Date.parse(listed!.createdAt) - Date.now()) < 60_000, listed!.createdAt);
+    assert.deepEqual(listed!.recipients.map((r) => [r.address, r.status, r.attempts]), [['pat@later.test', 'deferred', 1], ['quinn@later.test', 'deferred', 1]]);
+    const r0 = listed!.recipients[0]!;
+    assert.deepEqual(Object.keys(r0), ['address', 'status', 'attempts', 'nextAttempt', 'lastReply']);
+    assert.ok(Date.parse(r0.nextAttempt!) > Date.now() + 30 * 60_000, `retry in about an hour: ${r0.nextAttempt}`);
+    // Nobody listens at the MX: our own reply, structured (RFC 3463 4.4.1), naming the host in its text.
+    assert.deepEqual([r0.lastReply!.code, r0.lastReply!.enhanced], [451, '4.4.1']);
+    assert.match(r0.lastReply!.text, /127\.0\.0\.6/);
     const table = tern(file, 'queue', 'list');
     assert.equal(table.status, 0);
     assert.match(table.stdout, new RegExp(`^${id}\\s+\\d+s\\s+\\d+\\s+alice@tern\\.test\\s+pat@later\\.test,quinn@later\\.test\\s+in `, 'm'));
     const show = tern(file, 'queue', 'show', id);
-    assert.match(show.stdout, /pat@later\.test {2}pending {2}\(451 4\.4\.1 /);
+    assert.match(show.stdout, /pat@later\.test {2}deferred {2}\(451 4\.4\.1 /);
 
     assert.match(tern(file, 'queue', 'hold', id).stdout, /held/);
     assert.match(tern(file, 'queue', 'list').stdout, new RegExp(`${id}.*held`));
@@ -83,7 +102,7 @@ test('tern queue list/show/hold/release/retry/delete, and deferred mail survives
     await c2.cmd('DATA');
     const id2 = /queued as (\w+)/.exec(await c2.cmd('Subject: doomed\r\n\r\nx\r\n.'))![1]!;
     c2.close();
-    await waitFor(() => JSON.parse(tern(file, 'queue', 'list', '--json').stdout).some((m: { id: string; attempts: number }) => m.id === id2 && m.attempts >= 1), 10_000, 'attempt');
+    await waitFor(() => JSON.parse(tern(file, 'queue', 'list', '--json').stdout).some((m: { id: string; recipients: { attempts: number }[] }) => m.id === id2 && m.recipients[0]!.attempts >= 1), 10_000, 'attempt');
     assert.match(tern(file, 'queue', 'delete', id2).stdout, /deleted/);
     assert.deepEqual(JSON.parse(tern(file, 'queue', 'list', '--json').stdout), []);
     const dataDir = (parse(fs.readFileSync(file, 'utf8')) as { dataDir: string }).dataDir;

@@ -39,7 +39,7 @@ async function fillSpool(dataDir: string): Promise<string[]> {
     w.write(Buffer.from(`Subject: message ${i}\r\n\r\nbody\r\n`));
     const m = await w.commit();
     const held = i < HELD;
-    await spool.writeState(env.id, { ...m.state, attempts: 1, nextAttempt: Date.now() + HOUR, lastError: ['451 4.3.0 try later'], held });
+    await spool.writeState(env.id, { ...m.state, attempts: 1, nextAttempt: Date.now() + HOUR, lastReply: [{ code: 451, enhanced: '4.3.0', text: 'try later' }], held });
     ids[i] = env.id;
   };
   for (let i = 0; i < MESSAGES; i += 200) await Promise.all(Array.from({ length: Math.min(200, MESSAGES - i) }, (_, k) => one(i + k)));
@@ -79,9 +79,9 @@ test('queue list is complete through a slow pipe; retry --all answers at once fo
     const json = await tern(file, ['queue', 'list', '--json'], 1000);
     assert.equal(json.code, 0, json.stderr);
     assert.ok(json.stdout.length > 10 * 65_536, `a listing well over the pipe's buffer (${json.stdout.length} bytes)`);
-    const list = JSON.parse(json.stdout) as { id: string; held: boolean }[];
+    const list = JSON.parse(json.stdout) as { id: string; state: string }[];
     assert.equal(list.length, MESSAGES);
-    assert.deepEqual(new Set(list.filter((m) => m.held).map((m) => m.id)), heldIds);
+    assert.deepEqual(new Set(list.filter((m) => m.state === 'held').map((m) => m.id)), heldIds);
 
     const plain = await tern(file, ['queue', 'list'], 1000);
     assert.equal(plain.code, 0, plain.stderr);

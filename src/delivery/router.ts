@@ -1,0 +1,70 @@
+// Which transport takes a recipient. Local recipients (intake resolved them
+// to a mailbox) go the way their domain's `domains[].delivery` says:
+// Maildir or discard (LMTP will be one more destination per domain).
+// Remote ones go to the smarthost when it takes their domain, else by MX,
+// one destination per domain. Destinations are made once and reused: this
+// runs for every recipient of every delivery round.
+
+import type { Envelope } from '../spool/types.ts';
+import type { Destination, Router, Transport } from './types.ts';
+
+/** What local delivery does for a domain (`domains[].delivery`). */
+export type LocalDelivery = 'maildir' | 'discard';
+
+/** Maildir writes in flight at once: the disk, not the network, is the limit. */
+export const LOCAL_CONCURRENCY = 20;
+
+/** The remote side a router needs: RemoteDelivery, or a fake in tests. */
+export interface RemoteTransports {
+  mx: Transport;
+  smarthost: Transport;
+  viaSmarthost(domain: string): boolean;
+  close(): Promise<void>;
+}
+
+export interface DeliveryRouterOptions {
+  maildir: Transport;
+  discard: Transport;
+  /** The local delivery of a local domain (lower case, as the directory resolves it); absent: Maildir for all. */
+  localDelivery?: ((domain: string) => LocalDelivery) | undefined;
+  /** Absent: remote recipients stay queued until there is a way to deliver them. */
+  remote?: RemoteTransports | undefined;
+  /** Jobs in flight at once to one remote destination (a domain, or the smarthost). */
+  perDestination: number;
+}
+
+export class DeliveryRouter implements Router {
+  readonly #o: DeliveryRouterOptions;
+  readonly #maildir: Destination;
+  readonly #discard: Destination;
+  readonly #smarthost: Destination | null;
+  readonly #mx = new Map<string, Destination>();
+
+  constructor(opts: DeliveryRouterOptions) {
+    this.#o = opts;
+    this.#maildir = { key: 'local', limit: LOCAL_CONCURRENCY, transport: opts.maildir };
+    this.#discard = { key: 'discard', limit: LOCAL_CONCURRENCY, transport: opts.discard };
+    this.#smarthost = opts.remote ? { key: 'smarthost', limit: opts.perDestination, transport: opts.remote.smarthost } : null;
+  }
+
+  route(envelope: Envelope, index: number): Destination | null {
+    const r = envelope.recipients[index]!;
+    if (r.mailbox) return this.#o.localDelivery?.(r.mailbox.domain) === 'discard' ? this.#discard : this.#maildir;
+    const remote = this.#o.remote;
+    if (!remote) return null;
+    const domain = r.address.slice(r.address.lastIndexOf('@') + 1).toLowerCase();
+    if (remote.viaSmarthost(domain)) return this.#smarthost;
+    let d = this.#mx.get(domain);
+    if (!d) {
+      // Bounded by the domains mail goes to; a busy server meets a few thousand.
+      if (this.#mx.size > 10_000) this.#mx.clear();
+      d = { key: `mx:${domain}`, limit: this.#o.perDestination, transport: remote.mx };
+      this.#mx.set(domain, d);
+    }
+    return d;
+  }
+
+  close(): Promise<void> {
+    return this.#o.remote?.close() ?? Promise.resolve();
+  }
+}
