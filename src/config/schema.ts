@@ -11,7 +11,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { isIP } from 'node:net';
-import { bool, computed, duration, int, list, oneOf, optional, record, section, size, str, stringOrList, type Ctx } from './declare.ts';
+import { bool, computed, duration, int, list, oneOf, optional, record, section, size, str, stringOrList, type Ctx, type Seg } from './declare.ts';
 import { cidrProblem, dataDirProblem, dnsServerProblem, domainProblem, fileProblem, localPartProblem, normDomain, tlsPairProblems } from './checks.ts';
 import { aliasNameProblems, defaultDomains, linkDomains } from './domains.ts';
 
@@ -41,7 +41,7 @@ const fromFileDir = (s: string, ctx: Ctx): string => path.resolve(ctx.dir, s);
 const cidr = str({ map: (s) => s.trim(), check: cidrProblem });
 const ipPort = { min: 1, max: 65535 };
 /** A domain's list of mailboxes: '*' (every local part), or local parts, lower-cased, each once. */
-const mailboxList = (v: string | unknown[], at: (string | number)[], ctx: Ctx): string[] | '*' => {
+const mailboxList = (v: string | unknown[], at: Seg[], ctx: Ctx): string[] | '*' => {
   if (typeof v === 'string') {
     if (v !== '*') ctx.report(at, `must be '*' or a list of local parts`);
     return '*';
