@@ -52,6 +52,8 @@ export interface RunningTern {
   ports: { role: string; address: string; port: number }[];
   spool: Spool;
   scheduler: Scheduler;
+  /** Everything that happens to a message (src/events/): the log subscribes, and so may the API, metrics and tests. */
+  events: EventStream;
   /** Graceful stop: stop accepting, 421 idle sessions, let busy ones finish (up to drainMs), stop deliveries. */
   stop(drainMs?: number): Promise<void>;
 }
@@ -192,7 +194,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     })();
     return stopping;
   };
-  return { config, ports, spool, scheduler, stop };
+  return { config, ports, spool, scheduler, events, stop };
 }
 
 /**

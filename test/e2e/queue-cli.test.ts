@@ -65,7 +65,7 @@ test('tern queue list/show/hold/release/retry/delete, and deferred mail survives
     assert.deepEqual(Object.keys(r0), ['address', 'status', 'attempts', 'nextAttempt', 'lastReply']);
     assert.ok(Date.parse(r0.nextAttempt!) > Date.now() + 30 * 60_000, `retry in about an hour: ${r0.nextAttempt}`);
     // Nobody listens at the MX: our own reply, structured (RFC 3463 4.4.1), naming the host in its text.
-    assert.deepEqual([r0.lastReply!.code, r0.lastReply!.enhanced], [451, '4.4.1']);
+    assert.deepEqual([r0.lastReply!.code, r0.lastReply!.enhanced], [451, '4.4.1'], r0.lastReply!.text);
     assert.match(r0.lastReply!.text, /127\.0\.0\.6/);
     const table = tern(file, 'queue', 'list');
     assert.equal(table.status, 0);
