@@ -16,6 +16,7 @@ import type { DeliveryResult, Relay, Router, Transport } from '../delivery/types
 import type { EventStream } from '../events/events.ts';
 import { replyLine } from '../delivery/reply.ts';
 import type { Logger } from '../util/log.ts';
+import { TimeIndex } from './time-index.ts';
 
 /**
  * What the scheduler reports for DSNs (the bouncer builds and queues them).
@@ -67,6 +68,13 @@ export const RETRY_JITTER = 0.2;
  * session (and the control answer) for a noticeable time.
  */
 export const RETRY_BATCH = 500;
+/**
+ * Due messages one timer wake-up starts; more due than this (a restart
+ * after an outage) continue on the next turn, so sessions are served between.
+ */
+export const WAKE_BATCH = 500;
+/** setTimeout fires at once beyond 2^31-1 ms; a far wake-up is re-armed on the way. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 interface Job {
   id: string;
   dest: string;
@@ -130,8 +138,16 @@ export class Scheduler {
   #ring: Destination[] = [];
   #rr = 0;
   #active = 0;
+  /**
+   * Entries waiting for their next attempt, earliest first: exactly those
+   * not running, not held, with work left and a future nextAttempt. One
+   * timer is armed for the earliest; nothing scans #entries on a timer.
+   */
+  readonly #waiting = new TimeIndex<Entry>();
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Infinity;
+  /** A wake-up found more due than one batch and continues next turn (not idle yet). */
+  #waking = false;
   #stopping = false;
   #idleWaiters: (() => void)[] = [];
   /** Batches of a retry of everything still to run. */
@@ -158,11 +174,20 @@ export class Scheduler {
     this.#schedule(entry);
   }
 
+  /** Start the entry's round if it is due, else (re)file it in the time index under its next attempt. */
   #schedule(entry: Entry): void {
     const { state } = entry.msg;
-    if (entry.running > 0 || state.held || !this.#hasWork(entry.msg)) return;
-    if (state.nextAttempt <= this.#o.now()) this.#startRound(entry);
-    else this.#armTimer(state.nextAttempt);
+    if (entry.running > 0 || state.held || entry.deleted || !this.#hasWork(entry.msg)) {
+      this.#waiting.delete(entry);
+      return;
+    }
+    if (state.nextAttempt <= this.#o.now()) {
+      this.#waiting.delete(entry);
+      this.#startRound(entry);
+    } else {
+      this.#waiting.set(entry, state.nextAttempt);
+      this.#armTimer();
+    }
   }
 
   #hasWork(msg: QueuedMessage): boolean {
@@ -348,18 +373,43 @@ export class Scheduler {
     await this.#o.spool.remove(id);
   }
 
-  #armTimer(at: number): void {
+  /**
+   * One timer, for the earliest entry of the index, re-armed only when that
+   * moves earlier. An entry taken out (held, deleted, retried now) leaves
+   * the timer where it was: it fires early, finds nothing due, and re-arms.
+   */
+  #armTimer(): void {
+    const at = this.#waiting.peekTime();
     if (this.#stopping || at >= this.#timerAt) return;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, at - this.#o.now()));
+    this.#timer = setTimeout(() => this.#onTimer(), Math.min(MAX_TIMER_DELAY, Math.max(0, at - this.#o.now())));
     this.#timer.unref();
   }
 
+  /** Start what is due, taken from the front of the index: O(due · log n), whatever the queue's size. */
   #onTimer(): void {
     this.#timer = null;
     this.#timerAt = Infinity;
-    for (const entry of this.#entries.values()) this.#schedule(entry);
+    const continued = this.#waking;
+    this.#waking = false;
+    if (this.#stopping) return;
+    const now = this.#o.now();
+    for (let n = 0; n < WAKE_BATCH; n++) {
+      const entry = this.#waiting.popDue(now);
+      if (!entry) {
+        this.#armTimer();
+        if (continued) this.#wakeIdle();
+        return;
+      }
+      // Checks it again (held, deleted, nothing left to do) before starting.
+      if (this.#entries.get(entry.msg.envelope.id) === entry) this.#schedule(entry);
+    }
+    // More due than one batch: the rest on a later turn of the event loop.
+    this.#waking = true;
+    this.#timerAt = now;
+    this.#timer = setTimeout(() => this.#onTimer(), 0);
+    this.#timer.unref();
   }
 
   /** Delay before attempt n+1 (n ≥ 1): the schedule's n-th step, the last one repeating, with jitter. */
@@ -433,6 +483,7 @@ export class Scheduler {
     const e = this.#entries.get(id);
     if (!e) return false;
     e.msg.state.held = true;
+    this.#waiting.delete(e);
     await this.#o.spool.writeState(id, e.msg.state);
     return true;
   }
@@ -451,6 +502,7 @@ export class Scheduler {
   async delete(id: string): Promise<boolean> {
     const e = this.#entries.get(id);
     if (!e) return false;
+    this.#waiting.delete(e);
     if (e.running > 0) {
       e.deleted = true;
       return true;
@@ -466,7 +518,7 @@ export class Scheduler {
   }
 
   #isIdle(): boolean {
-    return this.#active === 0 && this.#ring.length === 0 && this.#retrying === 0;
+    return this.#active === 0 && this.#ring.length === 0 && this.#retrying === 0 && !this.#waking;
   }
 
   #wakeIdle(): void {
@@ -477,6 +529,9 @@ export class Scheduler {
   async stop(): Promise<void> {
     this.#stopping = true;
     if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#waking = false;
+    this.#waiting.clear();
     this.#ring = [];
     for (const d of this.#dests.values()) {
       d.fresh = [];

@@ -33,6 +33,8 @@ import { noteExternalGarbage } from '../util/memory.ts';
 const MAGIC = 'TERN2 ';
 /** The trailer is at most this long: two 16-digit numbers and the magic. */
 const TRAILER_MAX = 64;
+/** Bytes read from the end of a queue file at start-up: the trailer and, nearly always, the whole envelope. */
+const HEADER_READ = 8 * 1024;
 /** Buffer this much before writing to disk, so small messages cost one write. */
 const WRITE_BATCH = 256 * 1024;
 /** Bytes of recently committed journal messages kept in memory for their first delivery. */
@@ -141,73 +143,117 @@ export class Spool {
   }
 
   /**
-   * Start-up recovery: half-written files in tmp/ were never acknowledged
-   * and are discarded; every file in queue/ was, and is loaded with its state.
+   * Start-up recovery, all at once: every committed message with its state
+   * (tests and tools; `tern serve` uses beginRecovery() so that its
+   * listeners need not wait for a large queue to be read).
    */
   async recover(): Promise<{ messages: QueuedMessage[]; discarded: number; corrupt: string[] }> {
+    const recovery = this.beginRecovery();
+    const messages = [...recovery.journaled];
+    while (recovery.remaining > 0) messages.push(...recovery.next());
+    messages.sort((a, b) => (a.envelope.id < b.envelope.id ? -1 : a.envelope.id > b.envelope.id ? 1 : 0));
+    return { messages, discarded: recovery.discarded, corrupt: recovery.corrupt };
+  }
+
+  /**
+   * The first, quick step of start-up recovery; Recovery.next() reads the
+   * queue files afterwards, a batch at a time. Half-written files in tmp/
+   * were never acknowledged and are discarded; the journal is read (its
+   * messages come back whole, in `journaled`); queue/ and state/ are listed.
+   *
+   * Once this returns, new mail may be accepted while the queue files are
+   * read: a new message has a new id, so it is neither in the listing nor
+   * touched by the rest of recovery, and no recovered message is handed
+   * out twice. Whatever recovery deletes (tmp/ files, stale state files)
+   * is decided here, before any new message exists.
+   */
+  beginRecovery(): Recovery {
     let discarded = 0;
     for (const name of fs.readdirSync(this.tmpDir)) {
       fs.rmSync(path.join(this.tmpDir, name), { force: true });
       discarded++;
     }
-    const messages: QueuedMessage[] = [];
+    const journaled: QueuedMessage[] = [];
     const corrupt: string[] = [];
     const journal = this.journal.recover(path.join(this.dir, 'corrupt'));
     corrupt.push(...journal.corrupt);
-    const files = new Set(fs.readdirSync(this.queueDir));
+    // Oldest first (ids are time-ordered), as mail waiting longest should move first.
+    const files = fs.readdirSync(this.queueDir).sort();
+    const inQueue = new Set(files);
+    const ids = new Set(files);
     for (const r of journal.records) {
       const envelope = JSON.parse(r.envelopeJson.toString('utf8')) as Envelope;
-      if (files.has(envelope.id)) {
+      if (inQueue.has(envelope.id)) {
         // Moved to a queue file, and the crash came before the journal heard: the file wins.
         this.journal.release(envelope.id, r.location);
         continue;
       }
+      ids.add(envelope.id);
       this.#journaled.set(envelope.id, { loc: r.location, jsonLength: r.envelopeJson.length, bodyLength: r.bodyLength });
       const state = this.readState(envelope.id);
       if (state) this.#withState.add(envelope.id);
-      messages.push({ envelope, state: state ?? initialState(envelope), bodyLength: r.bodyLength, size: r.bodyLength + Buffer.byteLength(envelope.prepend ?? ''), recovered: true });
+      journaled.push({ envelope, state: state ?? initialState(envelope), bodyLength: r.bodyLength, size: r.bodyLength + Buffer.byteLength(envelope.prepend ?? ''), recovered: true });
     }
-    for (const id of fs.readdirSync(this.queueDir).sort()) {
-      try {
-        const { envelope, bodyLength, size } = await this.readHeader(id);
-        const state = this.readState(id);
-        if (state) this.#withState.add(id);
-        messages.push({ envelope, state: state ?? initialState(envelope), bodyLength, size, recovered: true });
-      } catch {
-        // Never delete what might be mail: set it aside for the admin.
-        const dest = path.join(this.dir, 'corrupt');
-        fs.mkdirSync(dest, { recursive: true });
-        fs.renameSync(this.queuePath(id), path.join(dest, id));
-        corrupt.push(id);
-      }
-    }
-    // State files whose message is gone (crash between the two removals).
-    const ids = new Set(messages.map((m) => m.envelope.id));
+    // State files whose message is gone (crash between the two removals), and half-written ones.
+    const states = new Set<string>();
     for (const name of fs.readdirSync(this.stateDir)) {
-      const id = name.replace(/\.json$/, '').replace(/\.tmp$/, '');
+      const id = name.replace(/\.json$/, '');
       if (!ids.has(id) || name.endsWith('.tmp')) fs.rmSync(path.join(this.stateDir, name), { force: true });
+      else states.add(id);
     }
-    messages.sort((a, b) => (a.envelope.id < b.envelope.id ? -1 : a.envelope.id > b.envelope.id ? 1 : 0));
-    return { messages, discarded, corrupt };
+    return new Recovery(this, journaled, files, states, discarded, corrupt);
+  }
+
+  /** Recovery.next(): one queue file and its state; a file that does not parse is set aside in corrupt/ (null). */
+  recoverFile(id: string, hasState: boolean): QueuedMessage | null {
+    try {
+      const { envelope, bodyLength, size } = this.#readHeader(id);
+      const state = hasState ? this.readState(id) : null;
+      if (state) this.#withState.add(id);
+      return { envelope, state: state ?? initialState(envelope), bodyLength, size, recovered: true };
+    } catch {
+      // Never delete what might be mail: set it aside for the admin.
+      const dest = path.join(this.dir, 'corrupt');
+      fs.mkdirSync(dest, { recursive: true });
+      fs.renameSync(this.queuePath(id), path.join(dest, id));
+      fs.rmSync(path.join(this.stateDir, `${id}.json`), { force: true });
+      return null;
+    }
   }
 
   async readHeader(id: string): Promise<{ envelope: Envelope; bodyLength: number; size: number }> {
+    return this.#readHeader(id);
+  }
+
+  /**
+   * The envelope from a queue file's trailer. One read from the end gets
+   * the trailer and, nearly always, the whole envelope with it: at start-up
+   * this runs once per queued message, so each system call counts.
+   */
+  #readHeader(id: string): { envelope: Envelope; bodyLength: number; size: number } {
     const file = this.queuePath(id);
     const fd = fs.openSync(file, 'r');
     try {
       const { size: fileSize } = fs.fstatSync(fd);
-      const tail = Buffer.alloc(Math.min(fileSize, TRAILER_MAX));
-      fs.readSync(fd, tail, 0, tail.length, fileSize - tail.length);
-      const text = tail.toString('latin1');
+      const tail = Buffer.allocUnsafe(Math.min(fileSize, HEADER_READ));
+      const got = fs.readSync(fd, tail, 0, tail.length, fileSize - tail.length);
+      if (got !== tail.length) throw new Error('short read');
+      const text = tail.toString('latin1', Math.max(0, tail.length - TRAILER_MAX));
       const at = text.lastIndexOf('\n' + MAGIC);
       const m = at < 0 ? null : /^TERN2 (\d+) (\d+)\n$/.exec(text.slice(at + 1));
       if (!m) throw new Error('bad queue file trailer');
       const bodyLength = Number(m[1]);
       const jsonLength = Number(m[2]);
-      const trailerLength = tail.length - at;
+      const trailerLength = text.length - at;
       if (bodyLength + jsonLength + trailerLength !== fileSize) throw new Error('queue file length mismatch');
-      const json = Buffer.alloc(jsonLength);
-      fs.readSync(fd, json, 0, jsonLength, bodyLength);
+      let json: Buffer;
+      if (jsonLength + trailerLength <= tail.length) {
+        const end = tail.length - trailerLength;
+        json = tail.subarray(end - jsonLength, end);
+      } else {
+        json = Buffer.alloc(jsonLength);
+        fs.readSync(fd, json, 0, jsonLength, bodyLength);
+      }
       const envelope = JSON.parse(json.toString('utf8')) as Envelope;
       if (envelope.id !== id) throw new Error('queue file id mismatch');
       return { envelope, bodyLength, size: bodyLength + Buffer.byteLength(envelope.prepend ?? '') };
@@ -360,6 +406,72 @@ export class Spool {
     return [...fs.readdirSync(this.queueDir), ...this.#journaled.keys()];
   }
 }
+
+/**
+ * Start-up recovery in progress (Spool.beginRecovery): the journal's
+ * messages, already read, and the queue files still to read, oldest first.
+ * next() reads the next batch synchronously (a few ms), so the caller can
+ * let the event loop serve sessions between batches.
+ */
+export class Recovery {
+  /** Small messages from the journal, in their first attempt. */
+  readonly journaled: QueuedMessage[];
+  readonly discarded: number;
+  /** Journal segments and queue files set aside in corrupt/ (grows as next() finds them). */
+  readonly corrupt: string[];
+  readonly #spool: Spool;
+  readonly #files: string[];
+  readonly #states: Set<string>;
+  #at = 0;
+
+  constructor(spool: Spool, journaled: QueuedMessage[], files: string[], states: Set<string>, discarded: number, corrupt: string[]) {
+    this.#spool = spool;
+    this.journaled = journaled;
+    this.#files = files;
+    this.#states = states;
+    this.discarded = discarded;
+    this.corrupt = corrupt;
+  }
+
+  /** Queue files found at start. */
+  get files(): number {
+    return this.#files.length;
+  }
+
+  /** Queue files not read yet. */
+  get remaining(): number {
+    return this.#files.length - this.#at;
+  }
+
+  /**
+   * Read the remaining queue files, one batch per later turn of the event
+   * loop (sessions are served in between), handing each message to `add`.
+   * Stops early once `stopped()` says so.
+   */
+  async load(add: (msg: QueuedMessage) => void, stopped: () => boolean): Promise<void> {
+    while (this.remaining > 0) {
+      await new Promise((r) => setImmediate(r));
+      if (stopped()) return;
+      for (const msg of this.next()) add(msg);
+    }
+  }
+
+  /** The next messages from queue files (at most `max` files read; corrupt ones are set aside, so there may be fewer). */
+  next(max = RECOVERY_BATCH): QueuedMessage[] {
+    const out: QueuedMessage[] = [];
+    const end = Math.min(this.#files.length, this.#at + max);
+    for (; this.#at < end; this.#at++) {
+      const id = this.#files[this.#at]!;
+      const msg = this.#spool.recoverFile(id, this.#states.has(id));
+      if (msg) out.push(msg);
+      else this.corrupt.push(id);
+    }
+    return out;
+  }
+}
+
+/** Queue files one Recovery.next() reads by default: a few milliseconds of work. */
+export const RECOVERY_BATCH = 200;
 
 /** Where a journaled message is: its record's message bytes, and the JSON right before them. */
 interface Journaled {
