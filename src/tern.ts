@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TernConfig } from './config/types.ts';
 import { Spool } from './spool/spool.ts';
+import type { QueuedMessage } from './spool/types.ts';
 import { IdleSweeper } from './server/idle-sweeper.ts';
 import { Scheduler } from './queue/scheduler.ts';
 import { MaildirTransport } from './delivery/maildir.ts';
@@ -52,6 +53,8 @@ export interface RunningTern {
   ports: { role: string; address: string; port: number }[];
   spool: Spool;
   scheduler: Scheduler;
+  /** Resolves once every queue file found at start is read and handed to the scheduler. */
+  recovered: Promise<void>;
   /** Everything that happens to a message (src/events/): the log subscribes, and so may the API, metrics and tests. */
   events: EventStream;
   /** Graceful stop: stop accepting, 421 idle sessions, let busy ones finish (up to drainMs), stop deliveries. */
@@ -98,10 +101,10 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     delayWarning: config.queue.delayWarning,
     log,
   });
-  const recovered = await spool.recover();
-  if (recovered.messages.length || recovered.discarded || recovered.corrupt.length) {
-    log.info('spool recovered', { messages: recovered.messages.length, discardedPartial: recovered.discarded, corrupt: recovered.corrupt });
-  }
+  // The quick part of recovery (tmp/, the journal, listings); the queue files are read once everything is bound, below.
+  const recovery = spool.beginRecovery();
+  /** Every queue file read: queue commands wait for it, so a list is complete and every id is found. */
+  let recovered: Promise<void> = Promise.resolve();
 
   const { inbound } = config;
   const intake = new Intake({
@@ -161,7 +164,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     'queue.hold': (r) => scheduler.hold(String(r.id)),
     'queue.release': (r) => scheduler.release(String(r.id)),
     'queue.delete': (r) => scheduler.delete(String(r.id)),
-  }, log);
+  }, log, { ready: () => recovered });
   try {
     await control.listen();
   } catch (e) {
@@ -170,9 +173,26 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   }
   // Only now, with the bouncer in place and everything bound, may recovered
   // mail start moving: a start that fails (a port in use) delivers nothing.
-  for (const msg of recovered.messages) scheduler.add(msg);
+  // Deferred mail (queue files) loads while the server already answers, a
+  // batch per turn of the event loop: 100,000 files take seconds to read,
+  // and neither the greeting nor new mail need wait (docs/queue-scale.md).
+  for (const msg of recovery.journaled) scheduler.add(msg);
+  const recoveryStart = Date.now();
+  let fromFiles = 0;
+  const addRecovered = (msg: QueuedMessage) => {
+    fromFiles++;
+    scheduler.add(msg);
+  };
+  recovered = recovery.load(addRecovered, () => stopping !== null).then(
+    () => {
+      if (recovery.journaled.length || fromFiles || recovery.discarded || recovery.corrupt.length) {
+        log.info('spool recovered', { messages: recovery.journaled.length + fromFiles, discardedPartial: recovery.discarded, corrupt: recovery.corrupt, ms: Date.now() - recoveryStart });
+      }
+    },
+    (e: unknown) => log.error('spool recovery stopped', { error: e, unread: recovery.remaining }),
+  );
   const ports = listeners.map((l) => ({ role: l.config.role, address: l.config.address, port: l.port }));
-  log.info('tern started', { hostname: config.hostname, dataDir: config.dataDir, listeners: ports, selfSignedTls: tlsMaterial.selfSigned, queued: scheduler.size });
+  log.info('tern started', { hostname: config.hostname, dataDir: config.dataDir, listeners: ports, selfSignedTls: tlsMaterial.selfSigned, queued: scheduler.size, loading: recovery.remaining });
 
   let stopping: Promise<void> | null = null;
   const stop = (drainMs = DEFAULT_DRAIN_MS): Promise<void> => {
@@ -194,7 +214,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     })();
     return stopping;
   };
-  return { config, ports, spool, scheduler, events, stop };
+  return { config, ports, spool, scheduler, events, recovered, stop };
 }
 
 /**
