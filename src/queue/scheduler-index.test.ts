@@ -190,3 +190,17 @@ test('stop: no wake-up starts anything afterwards', async () => {
   await sleep(150);
   assert.deepEqual(t.delivered, []);
 });
+
+test('listing() summarizes as it is consumed: a message deleted before its turn is left out', async () => {
+  const watch = new Watch();
+  const t = setup();
+  for (const id of ['A', 'B', 'C']) t.scheduler.add(watch.message(id, Date.now() + HOUR));
+  watch.touched.clear();
+  const it = t.scheduler.listing();
+  assert.equal(it.next().value?.id, 'A');
+  assert.deepEqual(watch.touched, new Set(['A']), 'only the first message summarized so far');
+  assert.equal(await t.scheduler.delete('C'), true);
+  assert.deepEqual([...it].map((m) => m.id), ['B']);
+  assert.deepEqual(t.scheduler.list().map((m) => m.id), ['A', 'B']);
+  await t.scheduler.stop();
+});

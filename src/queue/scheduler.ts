@@ -422,7 +422,18 @@ export class Scheduler {
   // ---- queue control (tern queue …) ----
 
   list(): QueueSummary[] {
-    return [...this.#entries.values()].map((e) => summarize(e));
+    return [...this.listing()];
+  }
+
+  /**
+   * The queue as list() has it, summarized as it is consumed: the control
+   * socket takes a slice per turn of the event loop, so listing 100,000
+   * messages never stalls the sessions for the whole of it. A message that
+   * leaves the queue before its turn is left out; each is summarized as it
+   * is at that moment (as a walk over Postfix's queue directories would).
+   */
+  *listing(): Generator<QueueSummary> {
+    for (const e of [...this.#entries.values()]) if (this.#entries.get(e.msg.envelope.id) === e) yield summarize(e);
   }
 
   show(id: string): (QueueSummary & { envelope: QueuedMessage['envelope']; dsnSuppressed: SuppressedDsn[] }) | null {

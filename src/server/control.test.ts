@@ -121,3 +121,34 @@ test('requests wait until the server is ready, kept alive by spaces: a client wh
     t.cleanup();
   }
 });
+
+test('a generator result is sent as a JSON array, its items produced only as the reader takes them', { timeout: 30_000 }, async () => {
+  let produced = 0;
+  function* many(): Generator<{ n: number }> {
+    for (let n = 0; n < 50_000; n++) {
+      produced++;
+      yield { n };
+    }
+  }
+  const t = await setup({ 'queue.list': () => many(), empty: () => (function* () {})() });
+  try {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(t.sock, () => s.write('{"cmd":"queue.list"}\n'));
+      s.pause();
+      s.on('error', reject);
+      setTimeout(() => {
+        assert.ok(produced > 0 && produced < 50_000, `produced ${produced} while nobody read`);
+        let out = '';
+        s.setEncoding('utf8');
+        s.on('data', (d: string) => (out += d));
+        s.on('end', () => resolve(out));
+        s.resume();
+      }, 300);
+    });
+    assert.equal(raw, JSON.stringify({ ok: true, result: Array.from({ length: 50_000 }, (_, n) => ({ n })) }) + '\n');
+    assert.deepEqual(await controlRequest(t.sock, { cmd: 'empty' }), []);
+  } finally {
+    await t.server.close();
+    t.cleanup();
+  }
+});

@@ -6,7 +6,8 @@
 // A large array result (the list of a queue of 100,000) is written in
 // slices as the socket drains, never as one string of tens of megabytes
 // built in one turn of the event loop, so SMTP sessions are served while it
-// goes out. While an answer is not ready (a long handler, or recovery still
+// goes out. A handler may return any iterable (a generator) instead: it is
+// sent as a JSON array, and its items are produced only as they are sent. While an answer is not ready (a long handler, or recovery still
 // reading the queue), the server sends a space every few seconds: JSON
 // allows leading white space, and the client's timeout counts silence, not
 // the whole exchange.
@@ -103,7 +104,7 @@ export class ControlServer {
           clearInterval(keepalive);
           // The client may have gone while the handler ran.
           if (socket.destroyed) return;
-          if (out.ok && Array.isArray(out.result)) await writeArray(socket, out.result);
+          if (out.ok && isIterable(out.result)) await writeArray(socket, out.result);
           else socket.end(JSON.stringify(out) + '\n');
         })
         .catch(() => socket.destroy())
@@ -125,18 +126,35 @@ export class ControlServer {
   }
 }
 
+function isIterable(x: unknown): x is Iterable<unknown> {
+  return typeof x === 'object' && x !== null && typeof (x as Iterable<unknown>)[Symbol.iterator] === 'function';
+}
+
 /**
  * `{"ok":true,"result":[…]}` and a newline, exactly as JSON.stringify
- * writes it, STREAM_SLICE items per write: the next slice waits for the
- * socket to drain (a slow reader) or for the next turn of the event loop.
+ * writes an array, STREAM_SLICE items per write: the next slice is taken
+ * from the iterator only once the socket has drained (a slow reader) or on
+ * the next turn of the event loop.
  */
-async function writeArray(socket: net.Socket, items: unknown[]): Promise<void> {
+async function writeArray(socket: net.Socket, items: Iterable<unknown>): Promise<void> {
+  const it = items[Symbol.iterator]();
   let head = '{"ok":true,"result":[';
-  for (let i = 0; i < items.length; i += STREAM_SLICE) {
-    const slice = items.slice(i, i + STREAM_SLICE).map((item) => JSON.stringify(item) ?? 'null');
+  let sep = '';
+  for (let done = false; !done; ) {
+    const slice: string[] = [];
+    while (slice.length < STREAM_SLICE) {
+      const next = it.next();
+      if (next.done) {
+        done = true;
+        break;
+      }
+      slice.push(JSON.stringify(next.value) ?? 'null');
+    }
     if (socket.destroyed) return;
-    const more = socket.write(head + (i > 0 ? ',' : '') + slice.join(','));
+    if (slice.length === 0) break;
+    const more = socket.write(head + sep + slice.join(','));
     head = '';
+    sep = ',';
     if (!more) await drained(socket);
     else await new Promise((r) => setImmediate(r));
   }
