@@ -158,7 +158,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     throw e;
   }
   const control = new ControlServer(path.join(config.dataDir, 'control.sock'), {
-    'queue.list': () => scheduler.list(),
+    'queue.list': () => scheduler.listing(),
     'queue.show': (r) => scheduler.show(String(r.id)),
     'queue.retry': (r) => scheduler.retry(typeof r.id === 'string' ? r.id : undefined),
     'queue.hold': (r) => scheduler.hold(String(r.id)),
