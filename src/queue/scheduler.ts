@@ -17,6 +17,7 @@ import type { EventStream } from '../events/events.ts';
 import { replyLine } from '../delivery/reply.ts';
 import type { Logger } from '../util/log.ts';
 import { TimeIndex } from './time-index.ts';
+import { Fifo } from './fifo.ts';
 
 /**
  * What the scheduler reports for DSNs (the bouncer builds and queues them).
@@ -86,8 +87,9 @@ interface Destination {
   key: string;
   limit: number;
   active: number;
-  fresh: Job[];
-  retry: Job[];
+  /** Fifo, not an array: a retry of 100,000 queues that many jobs here, and Array#shift would copy them all each time. */
+  fresh: Fifo<Job>;
+  retry: Fifo<Job>;
   /** Alternates fresh and retry jobs. */
   preferRetry: boolean;
 }
@@ -225,7 +227,7 @@ export class Scheduler {
   #dest(key: string, limit: number): Destination {
     let d = this.#dests.get(key);
     if (!d) {
-      d = { key, limit, active: 0, fresh: [], retry: [], preferRetry: false };
+      d = { key, limit, active: 0, fresh: new Fifo(), retry: new Fifo(), preferRetry: false };
       this.#dests.set(key, d);
     }
     return d;
@@ -545,8 +547,8 @@ export class Scheduler {
     this.#waiting.clear();
     this.#ring = [];
     for (const d of this.#dests.values()) {
-      d.fresh = [];
-      d.retry = [];
+      d.fresh = new Fifo();
+      d.retry = new Fifo();
     }
     await Promise.allSettled([...this.#pending]);
   }
