@@ -3,8 +3,7 @@
 
 import { loadConfig, ConfigError } from '../config/load.ts';
 import type { TernConfig } from '../config/types.ts';
-import { runConfigCheck } from './config-check.ts';
-import { startTern } from '../tern.ts';
+import type { RunningTern } from '../tern.ts';
 import { describeStartupError } from '../util/startup-error.ts';
 import { QUEUE_USAGE, runQueue } from './queue.ts';
 import { USER_USAGE, runUser } from './user.ts';
@@ -52,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
       reexecWithServerFlags();
       return serve(args.config);
     case 'config':
-      if (sub === 'check' && (arg ?? args.config)) return runConfigCheck((arg ?? args.config)!);
+      if (sub === 'check' && (arg ?? args.config)) return (await import('./config-check.ts')).runConfigCheck((arg ?? args.config)!);
       break;
     case 'queue': {
       const config = loadOrReport(args.config);
@@ -106,8 +105,12 @@ async function serve(file: string | undefined): Promise<number> {
   // The same validation as `tern config check` (certificate and key, alias loops, dataDir): one function, loadConfig.
   const config = loadOrReport(file);
   if (!config) return 1;
-  let tern: Awaited<ReturnType<typeof startTern>>;
+  let tern: RunningTern;
   try {
+    // Loaded here, not at the top: the server's module graph takes a second or
+    // more to load, which `tern queue …` does not need, and `serve` re-executes
+    // itself with its V8 flags (above) before it gets here.
+    const { startTern } = await import('../tern.ts');
     tern = await startTern(config);
   } catch (e) {
     process.stderr.write(`tern: ${describeStartupError(e)}\n`);
