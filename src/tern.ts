@@ -30,12 +30,14 @@ import { RemoteDelivery, type RemoteDeliveryOptions } from './delivery/remote.ts
 import { Bouncer } from './bounce/bouncer.ts';
 import { DkimKeys } from './intake/dkim.ts';
 import { InboundVerifier } from './intake/authenticate.ts';
-import { InboundPolicy } from './policy/inbound.ts';
+import { InboundCheck, InboundPolicy } from './policy/inbound.ts';
 import { mailauthResolver } from './dns/mailauth-resolver.ts';
 import { openStore } from './store/store.ts';
 import { Authenticator } from './policy/auth.ts';
 import { AuthThrottle } from './policy/auth-throttle.ts';
 import { SendRate } from './policy/rate-limit.ts';
+import { SubmissionCheck, senderFieldsCheck } from './policy/submission.ts';
+import { TernBackend } from './policy/backend.ts';
 import { listenError } from './util/startup-error.ts';
 
 export interface TernOptions {
@@ -120,29 +122,30 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     dkim: new DkimKeys(config.dataDir),
     authservId: inbound.authservId,
     inbound: inbound.enabled
-      ? {
-          verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }),
-          policy: new InboundPolicy(inbound),
-        }
+      ? { verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }) }
       : undefined,
   });
   const store = openStore(config.dataDir);
   const auth = new Authenticator({ store, configUsers: config.users, throttle: new AuthThrottle(), log });
   const directory = new Directory(config.domains);
-  const policy = new Policy({ directory, trustedNetworks: config.trustedNetworks, checks: [...edgeChecks(config, { resolver, store, directory, log }), ...plugins] });
+  const { submission } = config;
+  const submissionCheck = new SubmissionCheck({ ...submission, authConfigured: true, isTrusted: ipMatcher(config.trustedNetworks), rate: new SendRate() });
+  const policy = new Policy({
+    directory,
+    trustedNetworks: config.trustedNetworks,
+    checks: [submissionCheck, ...edgeChecks(config, { resolver, store, directory, log }), ...plugins],
+    dataSteps: [senderFieldsCheck, ...(inbound.enabled ? [new InboundCheck(new InboundPolicy(inbound), log)] : [])],
+  });
+  const backend = new TernBackend({ hostname: config.hostname, policy, intake, auth, authOnSmtp: submission.authOnSmtp, log });
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
   const tlsMaterial = await loadTls(config);
   const counter = new ConnectionCounter();
   const deps = {
     hostname: config.hostname,
     limits: config.limits,
-    policy,
-    intake,
+    backend,
     log,
     secureContext: tlsMaterial.context,
-    auth,
-    sendRate: new SendRate(),
-    submission: config.submission,
     counter,
     maxConnections: config.limits.connections,
     maxPerIp: config.limits.connectionsPerIp,

@@ -6,21 +6,28 @@
 // Every message loses Authentication-Results fields that claim our
 // authserv-id (RFC 8601 §5, ar-filter.ts). Mail from outside (NewMessage.
 // authenticate) is also checked as it streams (SPF, DKIM, DMARC, ARC,
-// iprev: authenticate.ts); at commit the inbound policy may refuse it or
-// send it to Junk, and its Authentication-Results field is prepended.
+// iprev: authenticate.ts), and its Authentication-Results field is
+// prepended at commit.
+//
+// Intake decides nothing about a message beyond its own limits (header
+// size, hops): at commit, once the last byte is in and the checks have
+// finished, the caller's data stage (the policy, src/policy/data.ts) reads
+// the facts (ReadMessage) and refuses the message or says what to add to
+// it (DataOutcome); intake applies that, signs and commits. What fails
+// underneath (the disk) becomes an SmtpError here, the one place that
+// knows it was I/O: a full disk or quota 452 4.3.1, anything else
+// 451 4.3.0 (an unknown fault is never a permanent refusal).
 
 import type { Spool, SpoolWriter } from '../spool/spool.ts';
 import type { Envelope, QueuedMessage, Recipient } from '../spool/types.ts';
 import type { MailParams } from '../smtp/params.ts';
 import type { Logger } from '../util/log.ts';
-import { HeaderScanner, MAX_ORIGINATOR_BYTES } from './headers.ts';
+import { HeaderScanner } from './headers.ts';
 import { parseAddressList } from '../smtp/address-list.ts';
 import { SmtpError } from '../smtp/reply.ts';
 import { DkimSigner, type DkimKeys } from './dkim.ts';
-import { originatorError } from '../policy/senders.ts';
 import { AuthResultsFilter } from './ar-filter.ts';
-import type { ArcSealKey, InboundVerifier, Verification } from './authenticate.ts';
-import { JUNK_FOLDER, type InboundPolicy } from '../policy/inbound.ts';
+import type { ArcSealKey, AuthOutcome, InboundVerifier, Verification } from './authenticate.ts';
 import { CHECKS_DISABLED, checkSender } from '../bounce/backscatter.ts';
 
 export interface Trace {
@@ -44,22 +51,67 @@ export interface NewMessage {
   trace: Trace;
   /**
    * Mail from our own users (authenticated submission, or a trusted
-   * network): fixed up per RFC 6409 §8 and DKIM-signed. `sendAs` set means
-   * From: must be one of these addresses (RFC 6409 §8.1 lets the MSA check).
+   * network): fixed up per RFC 6409 §8 and DKIM-signed.
    */
-  submission?: { user?: string | undefined; sendAs?: string[] | undefined } | undefined;
+  submission?: { user?: string | undefined } | undefined;
   /**
    * Mail from outside (the MX role: not authenticated, not a trusted
-   * network): run the inbound checks and apply the inbound policy.
+   * network): run the inbound checks (their results: ReadMessage.auth).
    */
   authenticate?: boolean | undefined;
+  /** Keep the header section (up to MAX_HEADER_SECTION) for the data stage: ReadMessage.headerFields. */
+  headerSection?: boolean | undefined;
 }
 
-/** Sender authentication of mail from outside, and what to do with the results. */
+/** Sender authentication of mail from outside. */
 export interface InboundChecks {
   verifier: InboundVerifier;
-  policy: InboundPolicy;
 }
+
+/** One header field as received (as src/policy/data.ts shows it). */
+export interface HeaderField {
+  name: string;
+  value: string;
+}
+
+/**
+ * What the data stage reads of a message once its last byte is in: the
+ * facts, no verdict. `size` and the header section are of the client's
+ * message as stored (forged Authentication-Results removed, our Received
+ * field not counted).
+ */
+export interface ReadMessage {
+  readonly id: string;
+  readonly envelope: Envelope;
+  readonly size: number;
+  /** The header section has ended (or the message has). */
+  readonly headerDone: boolean;
+  /** The header section, field by field (NewMessage.headerSection; otherwise empty). */
+  headerFields(): HeaderField[];
+  /** False when the header section outgrew MAX_HEADER_SECTION: headerFields() has the fields before the cut. */
+  readonly headerComplete: boolean;
+  /** Unfolded values of an originator field (from, sender, resent-from, resent-sender), kept whole up to MAX_ORIGINATOR_BYTES. */
+  originators(field: string): string[];
+  /** The originator values went over MAX_ORIGINATOR_BYTES and were cut. */
+  readonly originatorsTruncated: boolean;
+  /** Mail from outside: the results of the inbound checks (set at commit, before the data stage). */
+  readonly auth: AuthOutcome | undefined;
+}
+
+/** What the data stage decided for a message it let through. */
+export interface DataOutcome {
+  /** Header fields (CRLF-terminated) to prepend, above our Authentication-Results. */
+  fields: string;
+  /** Recipients (indices into the envelope's) delivered into a Maildir folder instead of the inbox (quarantine: Junk). */
+  folders: readonly (readonly [recipient: number, folder: string])[];
+}
+
+/**
+ * The policy's data stage, run at commit after the last byte and the
+ * inbound checks, before signing and the spool commit. Throws (an
+ * SmtpError) to refuse the message.
+ */
+export type DataStage = (m: ReadMessage) => Promise<DataOutcome>;
 
 export interface IntakeOptions {
   spool: Spool;
@@ -97,7 +149,7 @@ export class Intake {
       smtputf8: m.params.smtputf8,
       ret: m.params.ret,
       envid: m.params.envid,
-      // Mail from outside: no DSN to its sender unless verified (backscatter.ts); #checkInbound records the result when the checks run.
+      // Mail from outside: no DSN to its sender unless verified (backscatter.ts); #finishChecks records the result when the checks run.
       outside: m.authenticate ? CHECKS_DISABLED : undefined,
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
     };
@@ -105,7 +157,7 @@ export class Intake {
     const inbound = m.authenticate ? this.#opts.inbound : undefined;
     const seal = inbound ? this.#arcKey(id, m.recipients) : undefined;
     const verification = inbound?.verifier.begin({ ip: m.trace.ip, helo: m.trace.helo, sender: m.sender }, seal);
-    const incoming = new IncomingMessage(writer, this.#opts, m.submission, inbound && verification ? { policy: inbound.policy, verification } : undefined);
+    const incoming = new IncomingMessage(writer, this.#opts, { submission: m.submission, verification, headerSection: m.headerSection });
     // Our Received field is not part of what the verifier checks (see authenticate.ts).
     incoming.writeOwnField(Buffer.from(receivedHeader(this.#opts.hostname, id, m, new Date(now)), 'utf8'));
     return incoming;
@@ -148,39 +200,85 @@ const MAX_HELD_HEADER = 256 * 1024;
  * skippable by padding the header (Postfix's header_size_limit is 100 KiB).
  */
 export const MAX_VERIFIED_HEADER = 256 * 1024;
+/** The header section kept for the data stage (NewMessage.headerSection); the same bound as the verifier's. */
+export const MAX_HEADER_SECTION = 256 * 1024;
 
-export class IncomingMessage {
+/** The disk is full or the quota used up: RFC 5321 §4.2.2 452, RFC 3463 4.3.1 (mail system full). */
+const NO_STORAGE = new Set(['ENOSPC', 'EDQUOT']);
+
+export class IncomingMessage implements ReadMessage {
   readonly #writer: SpoolWriter;
   readonly #opts: IntakeOptions;
   readonly #headers = new HeaderScanner();
   readonly #submission: NewMessage['submission'];
+  /** Client octets stored so far (after the A-R filter). */
+  #size = 0;
+  /** Who else reads the client's octets as they arrive (the data stage's body feeds). */
+  #watch: ((chunk: Buffer) => void) | null = null;
+  /** The header section kept for the data stage; null when not asked for, or once complete or cut. */
+  #section: Buffer[] | null = null;
+  #sectionBytes = 0;
+  #sectionChunks: Buffer[] = [];
+  #sectionCut = false;
+  #auth: AuthOutcome | undefined;
   /** Submission: header chunks held for the signer until the header section ends. */
   #held: Buffer[] | null = null;
   #heldBytes = 0;
   #signer: DkimSigner | null = null;
   #fixups: string | null = null;
   readonly #filter: AuthResultsFilter;
-  /** Mail from outside: the running checks and the policy that reads them. */
-  readonly #inbound: { policy: InboundPolicy; verification: Verification } | undefined;
+  /** Mail from outside: the running checks. */
+  readonly #verification: Verification | undefined;
   /** Header section octets fed to the verifier so far; past MAX_VERIFIED_HEADER it is stopped. */
   #verifiedHeader = 0;
   #headerTooBig = false;
   /** The commit, or the abort: set by whichever comes first. */
   #ending: Promise<unknown> | null = null;
 
-  constructor(writer: SpoolWriter, opts: IntakeOptions, submission?: NewMessage['submission'], inbound?: { policy: InboundPolicy; verification: Verification }) {
+  constructor(
+    writer: SpoolWriter,
+    opts: IntakeOptions,
+    m: { submission?: NewMessage['submission']; verification?: Verification | undefined; headerSection?: boolean | undefined },
+  ) {
     this.#writer = writer;
     this.#opts = opts;
-    this.#submission = submission;
-    this.#inbound = inbound;
+    this.#submission = m.submission;
+    this.#verification = m.verification;
     this.#filter = new AuthResultsFilter(opts.authservId ?? opts.hostname);
-    if (submission && opts.dkim) this.#held = [];
+    if (m.submission && opts.dkim) this.#held = [];
+    if (m.headerSection) this.#section = this.#sectionChunks;
   }
   get id(): string {
     return this.#writer.envelope.id;
   }
   get envelope(): Envelope {
     return this.#writer.envelope;
+  }
+  get size(): number {
+    return this.#size;
+  }
+  get headerDone(): boolean {
+    return this.#headers.done || this.#ending !== null;
+  }
+  get headerComplete(): boolean {
+    return !this.#sectionCut;
+  }
+  get originatorsTruncated(): boolean {
+    return this.#headers.truncated;
+  }
+  get auth(): AuthOutcome | undefined {
+    return this.#auth;
+  }
+  originators(field: string): string[] {
+    return this.#headers.get(field);
+  }
+  headerFields(): HeaderField[] {
+    return parseHeaderSection(Buffer.concat(this.#sectionChunks), this.#sectionCut);
+  }
+
+  /** Also give the client's octets (as stored, after the A-R filter) to `feed`, as they arrive. Before the first write. */
+  watch(feed: (chunk: Buffer) => void): void {
+    this.#watch = feed;
   }
   /** Message bytes, in order; false means pause the source until onDrain. */
   write(chunk: Buffer): boolean {
@@ -201,12 +299,33 @@ export class IncomingMessage {
   /** Client bytes past the A-R filter into the store (not the verifier). */
   writeTrace(chunk: Buffer): boolean {
     let more = true;
-    for (const part of this.#filter.push(chunk)) more = this.#store(part);
+    for (const part of this.#filter.push(chunk)) more = this.#client(part);
+    return more;
+  }
+
+  /** A piece of the client's message, past the filter: kept for the data stage as asked, then stored. */
+  #client(part: Buffer): boolean {
+    this.#size += part.length;
+    this.#watch?.(part);
+    const section = this.#section;
+    if (section) {
+      if (this.#sectionBytes + part.length > MAX_HEADER_SECTION) {
+        section.push(part.subarray(0, MAX_HEADER_SECTION - this.#sectionBytes));
+        this.#sectionCut = true;
+        this.#section = null;
+      } else {
+        section.push(part);
+        this.#sectionBytes += part.length;
+      }
+    }
+    const more = this.#store(part);
+    // The part that ends the header section is the last one kept.
+    if (this.#headers.done) this.#section = null;
     return more;
   }
 
   #verify(chunk: Buffer): void {
-    const v = this.#inbound?.verification;
+    const v = this.#verification;
     if (!v || this.#headerTooBig) return;
     if (!this.#headers.done) {
       // Counted while the header section goes on (the chunk that ends it is not: at most one chunk more).
@@ -262,48 +381,37 @@ export class IncomingMessage {
 
   /**
    * Make it durable, then queue it. `endsWithLineBreak` false (possible with
-   * BDAT) adds the CRLF that RFC 5322 §2.1 requires at the end.
+   * BDAT) adds the CRLF that RFC 5322 §2.1 requires at the end. `stage`, the
+   * policy's data stage, may refuse the message (its SmtpError is the
+   * reply) or say what to add to it. Any other failure rejects with an
+   * SmtpError too (see the top of this file).
    */
-  commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
+  commit(endsWithLineBreak: boolean, stage?: DataStage): Promise<QueuedMessage> {
     // One of commit() and abort() decides, as in SpoolWriter: an abort that
     // comes during the commit (the client reset after its final dot) waits
     // for it instead of pulling the message out from under it.
     if (this.#ending) return Promise.reject(new Error('IncomingMessage: commit after commit or abort'));
-    // Whatever fails (a check, the inbound policy, signing, the spool), the
+    // Whatever fails (a limit, the data stage, signing, the spool), the
     // spool writer is left aborted, never open.
-    const commit = this.#commit(endsWithLineBreak).catch(async (e: unknown) => {
+    const commit = this.#commit(endsWithLineBreak, stage).catch(async (e: unknown) => {
       await this.#discard();
-      throw e;
+      throw this.#refusal(e);
     });
     this.#ending = commit;
     return commit;
   }
 
-  async #commit(endsWithLineBreak: boolean): Promise<QueuedMessage> {
+  async #commit(endsWithLineBreak: boolean, stage: DataStage | undefined): Promise<QueuedMessage> {
     // Whatever the filter still holds (a message that ended inside its header section).
-    for (const part of this.#filter.end()) this.#store(part);
-    try {
-      if (this.#headerTooBig) {
-        throw new SmtpError(552, '5.3.4', `Message header section too large (limit ${MAX_VERIFIED_HEADER} octets)`);
-      }
-      if (this.#headers.received > this.#opts.maxReceived) {
-        // A loop: refusing now (rather than bouncing later) sends no backscatter;
-        // the previous hop bounces to a sender it actually talked to.
-        throw new SmtpError(554, '5.4.6', `Too many hops (${this.#headers.received} Received fields): mail loop?`);
-      }
-      const sendAs = this.#submission?.sendAs;
-      if (sendAs) {
-        // RFC 6409 §8.1 / §6.1: the MSA may refuse originator fields the user may not use.
-        // Every address is checked, so fields cut at the capture limit cannot be checked: refused.
-        if (this.#headers.truncated) {
-          throw new SmtpError(552, '5.3.4', `From:, Sender: and Resent- fields too long (limit ${MAX_ORIGINATOR_BYTES} octets together)`);
-        }
-        const refused = originatorError((field) => this.#headers.get(field), sendAs);
-        if (refused) throw refused;
-      }
-    } catch (e) {
-      await this.#discard();
-      throw e;
+    for (const part of this.#filter.end()) this.#client(part);
+    this.#section = null;
+    if (this.#headerTooBig) {
+      throw new SmtpError(552, '5.3.4', `Message header section too large (limit ${MAX_VERIFIED_HEADER} octets)`);
+    }
+    if (this.#headers.received > this.#opts.maxReceived) {
+      // A loop: refusing now (rather than bouncing later) sends no backscatter;
+      // the previous hop bounces to a sender it actually talked to.
+      throw new SmtpError(554, '5.4.6', `Too many hops (${this.#headers.received} Received fields): mail loop?`);
     }
     if (this.#submission) {
       // A message without a body never ended its header section: decide now.
@@ -313,52 +421,46 @@ export class IncomingMessage {
     if (!endsWithLineBreak) {
       this.#writer.write(CRLF);
       this.#signer?.write(CRLF);
-      this.#inbound?.verification.write(CRLF);
+      this.#verification?.write(CRLF);
     }
-    const results = this.#inbound ? await this.#checkInbound() : '';
+    const results = this.#verification ? await this.#finishChecks(this.#verification) : '';
+    const decided = stage ? await stage(this) : undefined;
+    // The envelope is written at commit, so the folder is durable with the message.
+    for (const [i, folder] of decided?.folders ?? []) {
+      const r = this.envelope.recipients[i];
+      if (r?.mailbox) r.folder = folder;
+    }
     const signature = this.#signer ? await this.#signer.finish() : '';
     if (this.#signer?.errors.length) this.#opts.log.warn('dkim signing problem', { id: this.id, errors: this.#signer.errors });
-    // Authentication-Results on top (RFC 8601 §5), then what a submission adds.
-    const msg = await this.#writer.commit(results + signature + (this.#fixups ?? '') || undefined);
+    // The data stage's fields on top, then Authentication-Results (RFC 8601 §5), then what a submission adds.
+    const msg = await this.#writer.commit((decided?.fields ?? '') + results + signature + (this.#fixups ?? '') || undefined);
     this.#opts.onQueued(msg);
     return msg;
   }
 
   /**
-   * Mail from outside, once its last byte is in: wait for the checks, apply
-   * the inbound policy (throws SmtpError to refuse), mark quarantined
-   * recipients, and return the Authentication-Results field to prepend.
+   * Mail from outside, once its last byte is in: wait for the checks,
+   * record on the envelope whether its sender was verified (DSNs go only to
+   * a verified one, backscatter.ts; persisted with it at commit), keep the
+   * results for the data stage, and return the fields to prepend.
    */
-  async #checkInbound(): Promise<string> {
-    const { policy, verification } = this.#inbound!;
-    const env = this.envelope;
+  async #finishChecks(verification: Verification): Promise<string> {
     const outcome = await verification.finish();
-    // Whether DSNs may go to the reverse-path (backscatter.ts); persisted with the envelope at commit.
-    env.outside = checkSender(env.sender, outcome);
-    const decision = policy.decide(env.client?.ip ?? '', outcome, env.recipients);
-    this.#opts.log.info('inbound', {
-      id: this.id,
-      ip: env.client?.ip,
-      iprev: `${outcome.iprev.result}${outcome.iprev.names[0] ? ` ${outcome.iprev.names[0]}` : ''}`,
-      spf: outcome.spf.result,
-      helo: outcome.helo,
-      dkim: outcome.dkim.map((d) => `${d.result}:${d.domain ?? '?'}`).join(' ') || 'none',
-      dmarc: outcome.dmarc ? `${outcome.dmarc.result}:${outcome.dmarc.domain}${outcome.dmarc.policy ? ` p=${outcome.dmarc.policy}` : ''}` : 'none',
-      arc: outcome.arc,
-      senderVerified: env.outside.verified ?? 'no',
-      incomplete: outcome.incomplete,
-      action: decision.action,
-      reasons: decision.reasons.length ? decision.reasons.join(', ') : undefined,
-    });
-    if (decision.action === 'reject') {
-      await this.#writer.abort();
-      throw decision.error!;
-    }
-    // The envelope is written at commit, so the folder is durable with the message.
-    for (const i of decision.quarantine) env.recipients[i]!.folder = JUNK_FOLDER;
+    this.#auth = outcome;
+    this.envelope.outside = checkSender(this.envelope.sender, outcome);
     if (outcome.sealError !== undefined) this.#opts.log.warn('forwarded mail not ARC-sealed', { id: this.id, reason: outcome.sealError });
     // RFC 8617 §5.1: the ARC set on top, above our Authentication-Results.
     return (outcome.arcSet ?? '') + outcome.header;
+  }
+
+  /** Why the commit failed, as the reply to give: a verdict as it is; a fault as a temporary failure. */
+  #refusal(e: unknown): SmtpError {
+    if (e instanceof SmtpError) return e;
+    const code = errnoCode(e);
+    // An I/O error is the spool's; anything else, a fault in a check or in signing.
+    this.#opts.log.error(code !== undefined ? 'spool commit failed' : 'message not queued', { id: this.id, error: e });
+    if (code !== undefined && NO_STORAGE.has(code)) return new SmtpError(452, '4.3.1', 'Insufficient system storage', { cause: e });
+    return new SmtpError(451, '4.3.0', 'Could not queue the message; try again later', { cause: e });
   }
 
   /** Forget the message; during a commit, wait for it and leave its outcome alone. */
@@ -368,9 +470,48 @@ export class IncomingMessage {
   }
 
   #discard(): Promise<void> {
-    this.#inbound?.verification.abort();
+    this.#verification?.abort();
     return this.#writer.abort();
   }
+}
+
+/** The errno code (ENOSPC, EIO…) of a Node.js system error, or of one it wraps. */
+function errnoCode(e: unknown): string | undefined {
+  for (let cur = e, depth = 0; cur && typeof cur === 'object' && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+/**
+ * The fields of a header section (up to its blank line), unfolded (RFC 5322
+ * §2.2.3) and read as UTF-8 (RFC 6532), as HeaderScanner reads the
+ * originator fields. A line that is not a field (no colon) is skipped. `cut`:
+ * the section was cut off, so its last field may be incomplete and is left out.
+ */
+export function parseHeaderSection(raw: Buffer, cut: boolean): HeaderField[] {
+  const text = raw.toString('latin1');
+  const end = text.startsWith('\r\n') ? 0 : text.indexOf('\r\n\r\n');
+  const lines = (end === -1 ? text : text.slice(0, end)).split('\r\n');
+  const fields: { name: string; value: string }[] = [];
+  for (const line of lines) {
+    if (line.startsWith(' ') || line.startsWith('\t')) {
+      const last = fields.at(-1);
+      if (last) last.value += line;
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const name = colon > 0 ? line.slice(0, colon).replace(/[ \t]+$/, '') : '';
+    if (!name || /[^\x21-\x7e]/.test(name)) {
+      fields.push({ name: '', value: '' }); // not a field: its continuation lines are not anyone's
+      continue;
+    }
+    fields.push({ name, value: line.slice(colon + 1) });
+  }
+  // Cut before its blank line: the last field may have lost its end.
+  if (end === -1 && cut) fields.pop();
+  return fields.filter((f) => f.name !== '').map((f) => ({ name: f.name, value: Buffer.from(f.value, 'latin1').toString('utf8').trim() }));
 }
 
 /**

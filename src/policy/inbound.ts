@@ -18,9 +18,11 @@
 
 import net from 'node:net';
 import { SmtpError } from '../smtp/reply.ts';
-import { buildBlockList, normalizeIp } from './policy.ts';
+import { buildBlockList, normalizeIp, type DataStep, type SessionInfo } from './policy.ts';
+import type { MessageView } from './data.ts';
 import type { InboundConfig, InboundDomainPolicy } from '../config/types.ts';
 import type { Recipient } from '../spool/types.ts';
+import type { Logger } from '../util/log.ts';
 
 /** The Maildir folder quarantined mail goes to (Dovecot-style `.Junk/`, CONTRACT.md). */
 export const JUNK_FOLDER = 'Junk';
@@ -102,6 +104,46 @@ export class InboundPolicy {
     // Recipients whose policy would reject get the message in Junk instead (see the top of this file).
     const quarantine = actions.flatMap((a, i) => (a.action === 'accept' || !recipients[i]!.mailbox ? [] : [i]));
     return { action: quarantine.length > 0 ? 'quarantine' : 'accept', quarantine, reasons };
+  }
+}
+
+/**
+ * The inbound policy as a data check: mail from outside whose checks ran
+ * (DataMessage.auth) is refused, or its recipients' copies go to Junk, as
+ * InboundPolicy decides. Logs one 'inbound' line per message with the
+ * results and the decision.
+ */
+export class InboundCheck implements DataStep {
+  readonly name = 'inbound';
+  readonly #policy: InboundPolicy;
+  readonly #log: Logger;
+
+  constructor(policy: InboundPolicy, log: Logger) {
+    this.#policy = policy;
+    this.#log = log;
+  }
+
+  data(_s: SessionInfo, msg: MessageView): void {
+    const outcome = msg.auth;
+    if (!outcome) return;
+    const env = msg.envelope;
+    const decision = this.#policy.decide(env.client?.ip ?? '', outcome, env.recipients);
+    this.#log.info('inbound', {
+      id: msg.id,
+      ip: env.client?.ip,
+      iprev: `${outcome.iprev.result}${outcome.iprev.names[0] ? ` ${outcome.iprev.names[0]}` : ''}`,
+      spf: outcome.spf.result,
+      helo: outcome.helo,
+      dkim: outcome.dkim.map((d) => `${d.result}:${d.domain ?? '?'}`).join(' ') || 'none',
+      dmarc: outcome.dmarc ? `${outcome.dmarc.result}:${outcome.dmarc.domain}${outcome.dmarc.policy ? ` p=${outcome.dmarc.policy}` : ''}` : 'none',
+      arc: outcome.arc,
+      senderVerified: env.outside?.verified ?? 'no',
+      incomplete: outcome.incomplete,
+      action: decision.action,
+      reasons: decision.reasons.length ? decision.reasons.join(', ') : undefined,
+    });
+    if (decision.action === 'reject') throw decision.error!;
+    msg.quarantine(decision.quarantine);
   }
 }
 

@@ -3,6 +3,8 @@
 // default export is a Check, or a factory that makes one from the server's
 // config, logger and resolver. They run in the order listed, after the
 // built-in checks of the same stage and before the final recipient check.
+// At the data stage a plugin may also read the message as it arrives
+// (`body`, a feed) and decide once it is in (`data`).
 //
 // A plugin is someone else's code in our process: every hook goes through a
 // guard that lets an SmtpError through as the verdict and turns anything
@@ -10,7 +12,8 @@
 // must never become a permanent rejection.
 
 import { pathToFileURL } from 'node:url';
-import type { Check, CheckResult } from './policy.ts';
+import type { BodyFeed, Check, DataResult, SessionInfo, Transaction } from './policy.ts';
+import type { DataMessage } from './data.ts';
 import { SmtpError } from '../smtp/reply.ts';
 import type { TernConfig } from '../config/types.ts';
 import type { Resolver } from '../dns/resolver.ts';
@@ -28,7 +31,7 @@ export interface PluginContext {
 
 export type PluginFactory = (ctx: PluginContext) => Check | Promise<Check>;
 
-const STAGES = ['connect', 'helo', 'mail', 'rcpt'] as const;
+const STAGES = ['connect', 'helo', 'mail', 'rcpt', 'body', 'data'] as const;
 
 /** Load every plugin, in order; throws an Error naming the file for the first one that is unusable. */
 export async function loadPlugins(files: string[], ctx: Omit<PluginContext, 'SmtpError'>): Promise<Check[]> {
@@ -92,24 +95,77 @@ function guard(check: Check, file: string, log: Logger): Check {
     log.error('plugin failed', { plugin: check.name, file, stage, error });
     return new SmtpError(451, '4.3.0', 'Local error in processing, try again later', { cause: error });
   };
-  const wrap = <A extends unknown[]>(stage: (typeof STAGES)[number], hook: ((...args: A) => CheckResult | Promise<CheckResult>) | undefined) => {
+  const wrap = <A extends unknown[], R extends string>(
+    stage: (typeof STAGES)[number],
+    hook: ((...args: A) => R | void | Promise<R | void>) | undefined,
+    results: readonly R[],
+  ) => {
     if (!hook) return undefined;
-    return async (...args: A): Promise<CheckResult> => {
+    return async (...args: A): Promise<R | void> => {
       let result: unknown;
       try {
         result = await hook.apply(check, args);
       } catch (e) {
         throw asVerdict(e) ?? failed(stage, e);
       }
-      if (result === undefined || result === 'accept') return result;
-      throw failed(stage, new Error(`returned ${JSON.stringify(result)}; expected 'accept' or nothing`));
+      if (result === undefined || results.includes(result as R)) return result as R | void;
+      const expected = [...results.map((r) => `'${r}'`), 'nothing'].join(' or ');
+      throw failed(stage, new Error(`returned ${JSON.stringify(result)}; expected ${expected}`));
     };
   };
   const guarded: Check = { name: check.name };
   const g = guarded as { -readonly [K in keyof Check]: Check[K] };
-  g.connect = wrap('connect', check.connect);
-  g.helo = wrap('helo', check.helo);
-  g.mail = wrap('mail', check.mail);
-  g.rcpt = wrap('rcpt', check.rcpt);
+  const accept = ['accept'] as const;
+  g.connect = wrap('connect', check.connect, accept);
+  g.helo = wrap('helo', check.helo, accept);
+  g.mail = wrap('mail', check.mail, accept);
+  g.rcpt = wrap('rcpt', check.rcpt, accept);
+  if (check.body || check.data) {
+    // A body feed that fails stops being fed, and the message is then
+    // refused with 451 at the data stage: the plugin never saw all of it.
+    const broken = new WeakMap<DataMessage, unknown>();
+    if (check.body) g.body = guardBody(check, check.body, broken, (e) => void failed('body', e));
+    const data = wrap('data', check.data, ['accept', 'quarantine'] as const);
+    g.data = async (s: SessionInfo, msg: DataMessage, t: Transaction): Promise<DataResult> => {
+      if (broken.has(msg)) throw new SmtpError(451, '4.3.0', 'Local error in processing, try again later', { cause: broken.get(msg) });
+      return data?.(s, msg, t);
+    };
+  }
   return guarded;
+}
+
+/** The plugin's body hook, and the feed it returns, behind a guard: a throw marks the message broken instead of reaching the session. */
+function guardBody(
+  check: Check,
+  hook: NonNullable<Check['body']>,
+  broken: WeakMap<DataMessage, unknown>,
+  report: (e: unknown) => void,
+): NonNullable<Check['body']> {
+  return (s, msg, t) => {
+    const fail = (e: unknown): void => {
+      if (broken.has(msg)) return;
+      broken.set(msg, e);
+      report(e);
+    };
+    let feed: unknown;
+    try {
+      feed = hook.call(check, s, msg, t);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (feed === undefined) return;
+    if (typeof feed !== 'function') {
+      fail(new Error(`body returned ${typeof feed}; expected a function or nothing`));
+      return;
+    }
+    return ((chunk: Buffer) => {
+      if (broken.has(msg)) return;
+      try {
+        (feed as BodyFeed)(chunk);
+      } catch (e) {
+        fail(e);
+      }
+    }) satisfies BodyFeed;
+  };
 }

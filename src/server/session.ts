@@ -1,4 +1,9 @@
 // One SMTP server session: the RFC 5321 state machine for one connection.
+// It speaks SMTP and decides nothing else: every command that passes its
+// syntax, sequence and protocol-limit checks goes to the backend
+// (src/policy/backend.ts), whose answer is a go-ahead or an SmtpError. A
+// backend fault (anything else thrown) is answered 451 4.3.0 like any other
+// reply, so the dialogue stays in step.
 //
 // Input flows through three readers in turn: the CommandReader for command
 // lines, the DataReader for DATA/BDAT content, and (during STARTTLS) nobody.
@@ -13,33 +18,24 @@ import tls from 'node:tls';
 import { CommandReader, type CommandLine } from '../smtp/command-reader.ts';
 import { DataReader, type DataError } from '../smtp/data-reader.ts';
 import { SmtpError, formatReply } from '../smtp/reply.ts';
-import { parsePath, formatAddress, type Address } from '../smtp/address.ts';
+import { parsePath, type Address } from '../smtp/address.ts';
 import { parseMailParams, parseRcptParams, type MailParams } from '../smtp/params.ts';
 import { isHeloArgument } from '../smtp/helo.ts';
-import type { Policy, SessionInfo } from '../policy/policy.ts';
-import type { Intake, IncomingMessage } from '../intake/intake.ts';
-import type { Recipient } from '../spool/types.ts';
+import type { SessionInfo } from '../policy/policy.ts';
+import type { Backend, BackendSession, MessageSink } from '../policy/backend.ts';
 import type { LimitsConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
-import type { SubmissionConfig } from '../config/types.ts';
 import { createMechanism, MECHANISMS, type SaslMechanism, type SaslStep } from './sasl.ts';
-import type { Account, Authenticator } from '../policy/auth.ts';
-import type { SendRate } from '../policy/rate-limit.ts';
-import { mayUseAddress } from '../policy/senders.ts';
 import type { IdleSweeper, Timed } from './idle-sweeper.ts';
 
 export interface SessionDeps {
   hostname: string;
   limits: LimitsConfig;
-  policy: Policy;
-  intake: Intake;
+  /** Everything that is not SMTP: the checks, AUTH, the message's way into the spool. */
+  backend: Backend;
   log: Logger;
   /** For STARTTLS; absent means STARTTLS is not offered. */
   secureContext?: tls.SecureContext | undefined;
-  /** AUTH (RFC 4954); absent: not offered anywhere. */
-  auth?: Authenticator | undefined;
-  sendRate?: SendRate | undefined;
-  submission?: SubmissionConfig | undefined;
   /** Enforces the command/data timeouts of every session (one interval, not a timer per socket). */
   sweeper: IdleSweeper;
 }
@@ -49,20 +45,18 @@ export const MAX_AUTH_LINE = 12288;
 
 type Mode = 'command' | 'data' | 'bdat' | 'tls' | 'closed';
 
+/** The protocol's view of a transaction; what it carries lives in the backend. */
 interface Transaction {
-  from: Address | null;
   params: MailParams;
-  recipients: Recipient[];
   /** Number of RCPT commands accepted (limit counts these, not expansions). */
   rcptCount: number;
-  incoming?: IncomingMessage | undefined;
+  /** Where the content goes, once it started. */
+  sink?: MessageSink | undefined;
   reader?: DataReader | undefined;
   /** BDAT: an earlier chunk failed; the rest of the chunks are read and refused. */
   failed?: SmtpError | undefined;
   /** Set once BDAT was used: DATA is then out of sequence (RFC 3030 §2). */
   chunking?: boolean;
-  /** The user whose hourly count this transaction took (given back unless a message is queued). */
-  counted?: string | undefined;
 }
 
 /** Replies to content errors found while reading DATA/BDAT. */
@@ -155,8 +149,8 @@ export class Session implements Timed {
   readonly #started = Date.now();
   #closeReason = 'client';
   #tlsInfo: string | undefined;
-  /** The authenticated account (RFC 4954), if any. */
-  #account: Account | null = null;
+  /** The backend's side of this connection, once the connect stage let it in. */
+  #backend: BackendSession | null = null;
   /** A SASL exchange in progress: the next line is a response, not a command. */
   #sasl: SaslMechanism | null = null;
   /** Called once when the connection is gone. */
@@ -167,7 +161,7 @@ export class Session implements Timed {
     this.#socket = socket;
     this.#deps = deps;
     // The reader takes AUTH-sized lines; other commands are held to the §4.5.3.1.4 limit in #handle.
-    this.#reader = new CommandReader(Math.max(deps.limits.commandLineLength, deps.auth ? MAX_AUTH_LINE : 0));
+    this.#reader = new CommandReader(Math.max(deps.limits.commandLineLength, MAX_AUTH_LINE));
     this.info = {
       id: `${process.pid.toString(36)}${(++sessionCounter).toString(36)}`,
       remoteAddress: socket.remoteAddress ?? '',
@@ -184,7 +178,7 @@ export class Session implements Timed {
     this.#attach(this.#socket);
     this.#busy = true;
     try {
-      await this.#deps.policy.connect(this.info);
+      this.#backend = await this.#deps.backend.connect(this.info);
       const pause = this.#deps.limits.timeouts.greeting;
       if (pause > 0) {
         // A greeting pause: RFC 5321 §4.3.1 clients wait for the 220, so a
@@ -438,10 +432,7 @@ export class Session implements Timed {
     if (this.#mode === 'closed') return;
     this.#mode = 'closed';
     this.#closeReason = reason;
-    const txn = this.#txn;
-    this.#txn = null;
-    if (txn) this.#uncount(txn);
-    void txn?.incoming?.abort();
+    this.#resetTransaction();
     this.#socket.end();
     this.#socket.destroySoon?.();
     // A peer that never reads could hold the socket open: destroy it after 5 s.
@@ -554,7 +545,7 @@ export class Session implements Timed {
     // address literal (§4.1.1.1): it is echoed below and goes into Received:.
     const name = arg.replace(/^[ \t]+|[ \t]+$/g, '');
     if (!isHeloArgument(name)) throw new SmtpError(501, '5.5.4', `Syntax: ${verb} domain (or address literal)`);
-    await this.#deps.policy.helo(this.info, name);
+    await this.#backend!.helo(name);
     // §4.1.4: EHLO/HELO resets any transaction and state from before.
     this.#resetTransaction();
     // Only the first greeting is progress: an EHLO loop is not.
@@ -594,28 +585,9 @@ export class Session implements Timed {
     if (params.size !== undefined && params.size > this.#deps.limits.messageSize) {
       throw new SmtpError(552, '5.3.4', 'Message size exceeds fixed maximum message size');
     }
-    if (this.info.role !== 'smtp' && this.#deps.auth && !this.#account && !this.#deps.policy.isTrusted(this.info.remoteAddress)) {
-      // RFC 6409 §4.3 / RFC 4954 §6: the submission service needs AUTH first.
-      throw new SmtpError(530, '5.7.0', 'Authentication required');
-    }
-    const account = this.#account;
-    if (account) {
-      if (address && !mayUseAddress(formatAddress(address), account.sendAs)) {
-        throw new SmtpError(550, '5.7.1', `Sender address <${formatAddress(address)}> is not yours to use`);
-      }
-      const limit = account.messagesPerHour ?? this.#deps.submission?.messagesPerHour ?? 0;
-      if (limit > 0 && (this.#deps.sendRate?.count(account.address) ?? 0) >= limit) {
-        throw new SmtpError(450, '4.7.1', `Message rate limit exceeded (${limit} per hour); try again later`);
-      }
-    }
-    await this.#deps.policy.mail(this.info, address, params);
-    this.#txn = { from: address, params, recipients: [], rcptCount: 0 };
+    await this.#backend!.mail(address, params);
+    this.#txn = { params, rcptCount: 0 };
     this.#progressed();
-    if (account && this.#deps.sendRate) {
-      // Counted now, not at the end: sessions in parallel must not all pass the check.
-      this.#deps.sendRate.record(account.address);
-      this.#txn.counted = account.address;
-    }
     this.#reply(250, '2.1.0', 'Sender OK');
   }
 
@@ -624,59 +596,39 @@ export class Session implements Timed {
     if (!txn) throw new SmtpError(503, '5.5.1', 'Need MAIL before RCPT');
     const m = /^TO: ?/i.exec(arg);
     if (!m) throw new SmtpError(501, '5.5.4', 'Syntax: RCPT TO:<address>');
-    let pathText = arg.slice(m[0].length);
+    const pathText = arg.slice(m[0].length);
+    let to: Address | 'postmaster';
+    let rest: string;
     // RFC 5321 §4.1.1.3: "<Postmaster>" without a domain must be accepted.
     const pm = /^<postmaster>/i.exec(pathText);
-    if (pm) pathText = `<postmaster@${this.#postmasterDomain()}>` + pathText.slice(pm[0].length);
-    const { address, rest } = parsePath(pathText, false);
-    const to = address!;
+    if (pm) {
+      to = 'postmaster';
+      rest = pathText.slice(pm[0].length);
+      if (rest.length > 0 && !rest.startsWith(' ')) throw new SmtpError(501, '5.5.4', 'Syntax error after address');
+      rest = rest.trim();
+    } else {
+      const parsed = parsePath(pathText, false);
+      to = parsed.address!;
+      rest = parsed.rest;
+    }
     const params = parseRcptParams(rest, { esmtp: this.#esmtp });
-    if (to.utf8 && !txn.params.smtputf8) throw new SmtpError(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8');
+    if (to !== 'postmaster' && to.utf8 && !txn.params.smtputf8) throw new SmtpError(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8');
     // RFC 5321 §4.5.3.1.8: 452 (not 5xx) so the client sends the rest later.
     if (txn.rcptCount >= this.#deps.limits.recipients) throw new SmtpError(452, '4.5.3', 'Too many recipients');
-    const perUser = this.#account ? (this.#account.recipientsPerMessage ?? this.#deps.submission?.recipientsPerMessage) : undefined;
-    if (perUser !== undefined && txn.rcptCount >= perUser) throw new SmtpError(450, '4.7.1', `Too many recipients for this user (limit ${perUser} per message)`);
-    const targets = await this.#deps.policy.rcpt(this.info, to, params, txn.from);
-    const original = formatAddress(to);
-    for (const t of targets) {
-      if (txn.recipients.some((r) => r.address === t.address)) continue;
-      txn.recipients.push({
-        address: t.address,
-        original,
-        orcpt: params.orcpt,
-        notify: params.notify,
-        mailbox: t.kind === 'local' ? { domain: t.domain, localPart: t.localPart } : undefined,
-      });
-    }
+    await this.#backend!.rcpt(to, params);
     txn.rcptCount++;
     this.#progressed();
     this.#reply(250, '2.1.5', 'Recipient OK');
   }
 
-  #postmasterDomain(): string {
-    const host = this.#deps.hostname.toLowerCase();
-    return this.#deps.policy.directory.isLocalDomain(host) ? host : (this.#deps.policy.directory.domains[0] ?? host);
-  }
-
-  #beginMessage(txn: Transaction): IncomingMessage {
+  /** The content starts: the backend's sink for it. */
+  #beginMessage(txn: Transaction): MessageSink {
     const tlsOn = this.info.tls;
     const auth = this.info.user !== undefined;
     const base = txn.params.smtputf8 ? 'UTF8SMTP' : this.#esmtp ? 'ESMTP' : 'SMTP';
     // RFC 3848 / RFC 6531 §3.7.3: S for TLS, A for authenticated.
     const protocol = base === 'SMTP' ? 'SMTP' : `${base}${tlsOn ? 'S' : ''}${auth ? 'A' : ''}`;
-    // Our users' mail is fixed up and signed; authenticated users are held to their addresses.
-    const submission = this.#account
-      ? { user: this.#account.address, sendAs: this.#account.sendAs }
-      : this.#deps.policy.isTrusted(this.info.remoteAddress) ? {} : undefined;
-    return this.#deps.intake.begin({
-      sender: txn.from ? formatAddress(txn.from) : '',
-      recipients: txn.recipients,
-      params: txn.params,
-      trace: { ip: this.info.remoteAddress, helo: this.info.helo, tls: this.#tlsInfo, protocol, role: this.info.role, user: this.#account?.address },
-      submission,
-      // Everything else arriving as MX is mail from outside: SPF/DKIM/DMARC/ARC and the inbound policy.
-      authenticate: this.info.role === 'smtp' && submission === undefined,
-    });
+    return this.#backend!.data({ protocol, tls: this.#tlsInfo });
   }
 
   #data(arg: string): void {
@@ -685,8 +637,8 @@ export class Session implements Timed {
     if (!txn) throw new SmtpError(503, '5.5.1', 'Need MAIL before DATA');
     if (txn.chunking) throw new SmtpError(503, '5.5.1', 'DATA not allowed after BDAT');
     // RFC 5321 §3.3 / RFC 2920 §3.1: DATA without a valid recipient fails.
-    if (txn.recipients.length === 0) throw new SmtpError(554, '5.5.1', 'No valid recipients');
-    txn.incoming = this.#beginMessage(txn);
+    if (txn.rcptCount === 0) throw new SmtpError(554, '5.5.1', 'No valid recipients');
+    txn.sink = this.#beginMessage(txn);
     txn.reader = this.#newReader(true);
     this.#mode = 'data';
     this.#startTransfer();
@@ -705,11 +657,11 @@ export class Session implements Timed {
 
   /** Content bytes go to the spool as they arrive; the socket pauses while the disk catches up. */
   #emitPart(part: Buffer): void {
-    const incoming = this.#txn?.incoming;
-    if (incoming && !incoming.write(part) && !this.#pausedDisk) {
+    const sink = this.#txn?.sink;
+    if (sink && !sink.write(part) && !this.#pausedDisk) {
       this.#pausedDisk = true;
       this.#socket.pause();
-      incoming.onDrain(() => {
+      sink.onDrain(() => {
         this.#pausedDisk = false;
         if (this.#mode === 'data' || this.#mode === 'bdat') {
           // The wait was ours, not the client's: its content clock restarts now.
@@ -740,40 +692,32 @@ export class Session implements Timed {
     // The client is waiting on us now: a slow disk must not time it out into
     // a 421 for a message that was in fact queued (and would be sent twice).
     this.#setTimeout(0);
-    const incoming = txn.incoming!;
+    const sink = txn.sink;
     const done = async (): Promise<void> => {
-      if (error) {
-        await incoming.abort();
-        this.#deps.log.info('message refused', { conn: this.info.id, reason: error.text, size: txn.reader?.size });
-        return this.#replyError(error);
+      if (error || !sink) {
+        await sink?.abort();
+        const reason = error ?? new SmtpError(451, '4.3.0', 'Local error in processing, try again later');
+        this.#deps.log.info('message refused', { conn: this.info.id, reason: reason.text, size: txn.reader?.size });
+        return this.#replyError(reason);
       }
       try {
-        const msg = await incoming.commit(endsWithLineBreak);
+        const msg = await sink.commit(endsWithLineBreak);
         this.#messages++;
         this.#progressed();
-        txn.counted = undefined; // the message is queued: it keeps its place in the hourly count
-        this.#deps.log.info('message', {
-          conn: this.info.id,
-          id: msg.envelope.id,
-          from: msg.envelope.sender,
-          rcpts: msg.envelope.recipients.length,
-          size: msg.size,
-        });
-        this.#reply(250, '2.0.0', `OK queued as ${msg.envelope.id}`);
+        this.#deps.log.info('message', { conn: this.info.id, id: msg.id, from: msg.sender, rcpts: msg.recipients, size: msg.size });
+        this.#reply(250, '2.0.0', `OK queued as ${msg.id}`);
       } catch (e) {
-        if (e instanceof SmtpError) {
-          // Intake refused it on purpose (e.g. a mail loop).
-          this.#deps.log.info('message refused', { conn: this.info.id, reason: e.text });
-          this.#replyError(e);
-        } else {
-          this.#deps.log.error('spool commit failed', { conn: this.info.id, error: e });
-          this.#reply(451, '4.3.0', 'Could not queue the message; try again later');
-        }
+        // The data stage's verdict, or a failure the backend already turned into a reply (a full disk: 452).
+        if (e instanceof SmtpError) this.#deps.log.info('message refused', { conn: this.info.id, reason: e.text });
+        else this.#deps.log.error('message commit failed', { conn: this.info.id, error: e });
+        // Not counted toward limits.errors: that limit is for commands that
+        // fail, and a refused message cost its client the whole transfer (a
+        // submission client may get many refusals in one session).
+        this.#replyError(SmtpError.from(e));
       }
     };
     void done().finally(() => {
-      this.#uncount(txn);
-      this.#txn = null;
+      this.#resetTransaction();
       this.#committing = false;
       this.#busy = false;
       if (this.#mode === 'closed') return;
@@ -800,13 +744,19 @@ export class Session implements Timed {
     // Sequence errors still swallow the chunk, so the dialogue stays in sync.
     if (!this.#esmtp) this.#bdatError = new SmtpError(503, '5.5.1', 'BDAT requires EHLO');
     else if (!txn) this.#bdatError = new SmtpError(503, '5.5.1', 'Need MAIL before BDAT');
-    else if (txn.recipients.length === 0) this.#bdatError = new SmtpError(554, '5.5.1', 'No valid recipients');
+    else if (txn.rcptCount === 0) this.#bdatError = new SmtpError(554, '5.5.1', 'No valid recipients');
     else {
       this.#bdatError = null;
       if (!txn.chunking) {
         txn.chunking = true;
-        txn.incoming = this.#beginMessage(txn);
         txn.reader = this.#newReader(false);
+        try {
+          txn.sink = this.#beginMessage(txn);
+        } catch (e) {
+          // The chunk is on its way regardless: it is read and refused, and so is every later one.
+          if (!(e instanceof SmtpError)) this.#deps.log.error('command failed', { conn: this.info.id, verb: 'BDAT', error: e });
+          txn.failed = SmtpError.from(e);
+        }
       }
     }
     this.#mode = 'bdat';
@@ -863,7 +813,7 @@ export class Session implements Timed {
   }
 
   #authOffered(): boolean {
-    return !!this.#deps.auth && (this.info.role !== 'smtp' || !!this.#deps.submission?.authOnSmtp);
+    return this.#backend?.authAvailable ?? false;
   }
 
   /** AUTH mechanism [initial-response] (RFC 4954 §4). */
@@ -872,7 +822,7 @@ export class Session implements Timed {
     if (!this.#esmtp) throw new SmtpError(503, '5.5.1', 'Send EHLO first');
     // RFC 4954 §4 / RFC 3207: never take a password in the clear.
     if (!this.info.tls) throw new SmtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism');
-    if (this.#account) throw new SmtpError(503, '5.5.1', 'Already authenticated');
+    if (this.info.user !== undefined) throw new SmtpError(503, '5.5.1', 'Already authenticated');
     if (this.#txn) throw new SmtpError(503, '5.5.1', 'AUTH not allowed during a mail transaction');
     const [name = '', initial, extra] = arg.trim().split(/ +/);
     if (!name || extra !== undefined) throw new SmtpError(501, '5.5.4', 'Syntax: AUTH mechanism [initial-response]');
@@ -896,8 +846,7 @@ export class Session implements Timed {
         return this.#clientError(new SmtpError(step.code, step.enhanced, step.text));
       case 'credentials':
         try {
-          this.#account = await this.#deps.auth!.authenticate(this.info.remoteAddress, step.user, step.password, this.info.id);
-          this.info.user = this.#account.address;
+          this.info.user = await this.#backend!.auth(step.user, step.password);
           this.#progressed();
           this.#reply(235, '2.7.0', 'Authentication successful');
         } catch (e) {
@@ -953,7 +902,7 @@ export class Session implements Timed {
       this.info.tls = true;
       this.info.helo = undefined;
       this.#esmtp = false;
-      this.#txn = null;
+      this.#resetTransaction();
       this.#tlsInfo = describeTls(secure);
       this.#mode = 'command';
       this.#progressed();
@@ -967,17 +916,10 @@ export class Session implements Timed {
     });
   }
 
+  /** The transaction is over (the backend drops an uncommitted message, and lets a commit in flight finish). */
   #resetTransaction(): void {
-    const txn = this.#txn;
     this.#txn = null;
-    if (txn) this.#uncount(txn);
-    void txn?.incoming?.abort();
-  }
-
-  /** A transaction that queued nothing gives its place in the hourly count back. */
-  #uncount(txn: Transaction): void {
-    if (txn.counted) this.#deps.sendRate?.unrecord(txn.counted);
-    txn.counted = undefined;
+    this.#backend?.reset();
   }
 }
 
