@@ -1,5 +1,5 @@
 // Turns the scheduler's notices into DSNs and queues them through intake
-// (DESIGN.md: bounces are new mail, from the null sender, so they get the
+// (docs/architecture.md: bounces are new mail, from the null sender, so they get the
 // same durability and delivery as everything else). Mail from outside whose
 // sender was not verified gets no DSN at all (backscatter.ts): the notice is
 // logged and recorded on the message's state instead. A delay warning

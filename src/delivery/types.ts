@@ -1,4 +1,4 @@
-// The one transport interface (DESIGN.md): Maildir, discard, remote MX,
+// The one transport interface (docs/architecture.md): Maildir, discard, remote MX,
 // smarthost (and LMTP next) all take a message and some of its recipients
 // and return one structured result per recipient. Transports never decide
 // retries; the scheduler does. The scheduler knows no transport by name: it

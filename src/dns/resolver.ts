@@ -1,4 +1,4 @@
-// The one DNS resolver for everything (DESIGN.md): MX routing, SPF, DKIM,
+// The one DNS resolver for everything (docs/architecture.md): MX routing, SPF, DKIM,
 // DMARC, DNSBL. It wraps node's c-ares resolver with configurable servers and
 // a bounded timeout, turns node's error codes into a DnsError that says
 // whether the failure is worth retrying, and keeps a small positive cache.

@@ -1,4 +1,4 @@
-// The one event stream (DESIGN.md): every step of a message, one typed
+// The one event stream (docs/architecture.md): every step of a message, one typed
 // event per recipient. The JSON log is one subscriber (log.ts); the events
 // store, metrics, the API and the webhook outbox subscribe next.
 //
@@ -7,7 +7,7 @@
 // every subscriber (who must not change it). A subscriber that writes to
 // disk or a database batches (BatchingSubscriber): it takes events in order
 // and writes each turn's worth at once, and only what it has written is
-// announced further (the store before the webhooks: DESIGN.md, "written
+// announced further (the store before the webhooks: docs/architecture.md, "written
 // durably before they are announced").
 //
 // Event ids sort by time: a 50-bit millisecond time, a counter within the

@@ -1,5 +1,5 @@
 // The seam between the SMTP session and everything that decides or keeps
-// mail (go-smtp's Backend/Session; DESIGN.md "The session speaks SMTP;
+// mail (go-smtp's Backend/Session; docs/architecture.md "The session speaks SMTP;
 // policy decides"). The session (src/server/session.ts) parses commands,
 // keeps the protocol's state and limits, and calls this interface once per
 // command; each call resolves (go on) or throws an SmtpError (the reply).

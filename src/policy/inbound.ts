@@ -24,7 +24,7 @@ import type { InboundConfig, InboundDomainPolicy } from '../config/types.ts';
 import type { Recipient } from '../spool/types.ts';
 import type { Logger } from '../util/log.ts';
 
-/** The Maildir folder quarantined mail goes to (Dovecot-style `.Junk/`, CONTRACT.md). */
+/** The Maildir folder quarantined mail goes to (Dovecot-style `.Junk/`, the README). */
 export const JUNK_FOLDER = 'Junk';
 
 /** The part of the authentication results policy reads. */

@@ -1,4 +1,4 @@
-// Policy: ordered stage checks that the backend consults (DESIGN.md).
+// Policy: ordered stage checks that the backend consults (docs/architecture.md).
 // Each check may throw an SmtpError (reject: 5xx, tempfail: 4xx), return
 // 'accept' to end the chain early, or return nothing to continue — the
 // CONT / OK / DENY / DENYSOFT contract of Haraka without the callbacks.

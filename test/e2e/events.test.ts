@@ -1,7 +1,7 @@
 // The event stream end to end (issue 12, item 4): a real server, a DNS
 // server on loopback and a scripted peer MTA. A message deferred once and
 // then delivered, and one that bounces (whose DSN is new mail of its own),
-// each produce the events CONTRACT.md describes, in order; the JSON log's
+// each produce the events the README describes, in order; the JSON log's
 // delivery lines come from the same stream.
 
 import { after, before, describe, it } from 'node:test';

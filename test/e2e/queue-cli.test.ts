@@ -55,7 +55,7 @@ test('tern queue list/show/hold/release/retry/delete, and deferred mail survives
       const list = JSON.parse(r.stdout) as Listed[];
       return list.find((m) => m.id === id && m.recipients[0]!.attempts >= 1 && m.state === 'deferred');
     }, 10_000, 'a first failed attempt');
-    // CONTRACT.md: {id, from, recipients: [{address, status, attempts, nextAttempt, lastReply}], size, createdAt, state}.
+    // the README: {id, from, recipients: [{address, status, attempts, nextAttempt, lastReply}], size, createdAt, state}.
     assert.deepEqual(Object.keys(listed!).slice(0, 6), ['id', 'from', 'recipients', 'size', 'createdAt', 'state']);
     assert.equal(listed!.from, 'alice@tern.test');
     assert.ok(listed!.size > 0);

@@ -1,4 +1,4 @@
-// A real authoritative DNS server on loopback for tests (DESIGN.md: "the test
+// A real authoritative DNS server on loopback for tests (docs/architecture.md: "the test
 // network is real"). It answers over UDP and TCP on the same ephemeral port,
 // so `address` can go straight into `dns.servers`. Nothing here ever talks to
 // the Internet.
