@@ -1,5 +1,5 @@
 // The composition root: builds every part from the config and joins them in
-// the order mail flows (DESIGN.md): listeners → session → policy → intake →
+// the order mail flows (docs/architecture.md): listeners → session → policy → intake →
 // spool → scheduler → delivery.
 
 import fs from 'node:fs';
@@ -55,10 +55,10 @@ export interface RunningTern {
   ports: { role: string; address: string; port: number }[];
   spool: Spool;
   scheduler: Scheduler;
-  /** Resolves once every queue file found at start is read and handed to the scheduler. */
-  recovered: Promise<void>;
   /** Everything that happens to a message (src/events/): the log subscribes, and so may the API, metrics and tests. */
   events: EventStream;
+  /** Resolves once every queue file found at start is read and handed to the scheduler. */
+  recovered: Promise<void>;
   /** Graceful stop: stop accepting, 421 idle sessions, let busy ones finish (up to drainMs), stop deliveries. */
   stop(drainMs?: number): Promise<void>;
 }

@@ -106,7 +106,7 @@ interface Entry {
 }
 
 /**
- * One message as `tern queue list --json` prints it (CONTRACT.md): times
+ * One message as `tern queue list --json` prints it (the README): times
  * are ISO 8601; a recipient's status is queued (not tried yet), deferred,
  * delivered, bounced or expired (failed with a 4xx: given up at
  * queue.maxLifetime); the message's state is queued, deferred, active (an

@@ -2,7 +2,7 @@
 // earliest always at hand. It is what lets the scheduler sleep through a
 // queue of 100,000 deferred messages: one timer for the earliest, and a
 // wake-up that looks only at what is due (O(due · log n)), never at the
-// whole queue (DESIGN.md: nothing O(queue) on a timer).
+// whole queue (docs/architecture.md: nothing O(queue) on a timer).
 //
 // An indexed binary min-heap, as OpenSMTPD's scheduler_ramqueue keeps its
 // retry queue ordered by time: every item knows its place in the heap, so
