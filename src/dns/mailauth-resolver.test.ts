@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createResolver } from './resolver.ts';
 import { mailauthResolver, type DnsResolve } from './mailauth-resolver.ts';
-import { checkSpf } from '../policy/spf.ts';
+import { checkSpf } from '../intake/spf.ts';
 import { startDnsServer, type DnsServer } from '../../test/helpers/dns-server.ts';
 
 let dns: DnsServer;

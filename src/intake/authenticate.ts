@@ -27,7 +27,7 @@ import { createRequire } from 'node:module';
 import type { ARCSealOptions, AuthenticateOptions, AuthenticateResult, SPFResult } from 'mailauth';
 import type { DnsResolve } from '../dns/mailauth-resolver.ts';
 import { checkIprev, type Iprev } from '../policy/iprev.ts';
-import { checkSpf, spfOptions } from '../policy/spf.ts';
+import { checkSpf, spfOptions } from './spf.ts';
 import type { Logger } from '../util/log.ts';
 
 // mailauth is CommonJS; authenticate() is loaded once, typed from its declarations.

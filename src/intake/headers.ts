@@ -16,13 +16,9 @@ const HTAB = 0x09;
 const COLON = 0x3a;
 /** Field names longer than this are not ones we look for; the rest of the line is skipped. */
 const NAME_BYTES = 64;
-/**
- * Octets of originator field values kept per message, all fields together.
- * 64 KiB is some 1,500 mailboxes in From:, far beyond real mail (Postfix's
- * header_size_limit for a whole header section is 100 KiB), and small
- * next to the 256 KiB the DKIM signer and the verifier may hold.
- */
-export const MAX_ORIGINATOR_BYTES = 64 * 1024;
+import { MAX_ORIGINATOR_BYTES } from '../smtp/address-list.ts';
+
+export { MAX_ORIGINATOR_BYTES };
 /** Fields whose values are kept: who wrote and who sent the message, also when resent. */
 export const ORIGINATOR_FIELDS: readonly string[] = ['from', 'sender', 'resent-from', 'resent-sender'];
 const CAPTURE = new Set(ORIGINATOR_FIELDS);

@@ -12,7 +12,7 @@
 
 import { SmtpError } from '../smtp/reply.ts';
 import { formatAddress, type Address } from '../smtp/address.ts';
-import { MAX_ORIGINATOR_BYTES } from '../intake/headers.ts';
+import { MAX_ORIGINATOR_BYTES } from '../smtp/address-list.ts';
 import { mayUseAddress, originatorError } from './senders.ts';
 import type { SendRate } from './rate-limit.ts';
 import type { Check, DataStep, SessionInfo, Transaction } from './policy.ts';

@@ -26,6 +26,14 @@
 
 import { quoteLocal } from './address.ts';
 
+/**
+ * Octets of originator field values kept per message, all fields together.
+ * 64 KiB is some 1,500 mailboxes in From:, far beyond real mail (Postfix's
+ * header_size_limit for a whole header section is 100 KiB), and small
+ * next to the 256 KiB the DKIM signer and the verifier may hold.
+ */
+export const MAX_ORIGINATOR_BYTES = 64 * 1024;
+
 export interface HeaderMailbox {
   /** local@domain: the local part quoted only where dot-atom cannot carry it (as in RFC 5321 paths), the domain lower-cased. */
   address: string;
