@@ -109,7 +109,7 @@ function formatList(list: QueueSummary[]): string {
   return [fmt(head), ...rows.map(fmt)].join('\n') + `\n${list.length} message${list.length === 1 ? '' : 's'}\n`;
 }
 
-function formatShow(m: QueueSummary & { envelope?: Envelope; dsnSuppressed?: SuppressedDsn[] }): string {
+function formatShow(m: QueueSummary & { manualAttempts?: number; envelope?: Envelope; dsnSuppressed?: SuppressedDsn[] }): string {
   const outside = m.envelope?.outside;
   const reply = (r: DeliveryReply | null) => (r ? `  (${replyLine(r)})` : '');
   const lines = [
@@ -118,7 +118,8 @@ function formatShow(m: QueueSummary & { envelope?: Envelope; dsnSuppressed?: Sup
     `sender:       ${m.from || '<>'}`,
     `size:         ${m.size}`,
     `state:        ${m.state}`,
-    `attempts:     ${m.attempts}`,
+    // Manual retries count here but not in the backoff (src/queue/scheduler.ts).
+    `attempts:     ${m.attempts}${m.manualAttempts ? ` (${m.manualAttempts} by tern queue retry)` : ''}`,
     `next attempt: ${m.state === 'held' ? 'held' : m.nextAttempt}`,
     'recipients:',
     ...m.recipients.map((r) => `  ${r.address}  ${r.status}${reply(r.lastReply)}`),

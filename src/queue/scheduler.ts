@@ -103,6 +103,12 @@ interface Entry {
   delivered: (NoticeRecipient & { relayed: boolean })[];
   deferred: NoticeRecipient[];
   deleted: boolean;
+  /**
+   * Set when `tern queue retry` brought the round forward: the automatic
+   * attempt time it replaced. Such a round does not advance the backoff,
+   * and a tempfail returns to this time (issue 18).
+   */
+  manualFrom: number | null;
 }
 
 /**
@@ -171,7 +177,7 @@ export class Scheduler {
   /** A freshly committed message (from intake) or one found at start. */
   add(msg: QueuedMessage): void {
     if (this.#stopping) return; // it is on disk; the next start picks it up
-    const entry: Entry = { msg, running: 0, failed: [], delivered: [], deferred: [], deleted: false };
+    const entry: Entry = { msg, running: 0, failed: [], delivered: [], deferred: [], deleted: false, manualFrom: null };
     this.#entries.set(msg.envelope.id, entry);
     this.#schedule(entry);
   }
@@ -301,7 +307,7 @@ export class Scheduler {
     } catch (e) {
       // Never strand a message: log, and try the round again later.
       this.#o.log.error('could not finish a delivery round', { id: envelope.id, error: e });
-      state.nextAttempt = this.#o.now() + this.retryDelay(Math.max(1, state.attempts));
+      state.nextAttempt = this.#o.now() + this.retryDelay(Math.max(1, automaticAttempts(state)));
       this.#schedule(entry);
     }
   }
@@ -316,7 +322,11 @@ export class Scheduler {
       return;
     }
     const now = this.#o.now();
+    // Every round counts for `tern queue show` and the events; a manual one is also counted apart, so the backoff can leave it out.
+    const manualFrom = entry.manualFrom;
+    entry.manualFrom = null;
     state.attempts++;
+    if (manualFrom !== null) state.manualAttempts = (state.manualAttempts ?? 0) + 1;
     const pending = envelope.recipients.map((_, i) => i).filter((i) => state.status[i] === 'pending');
     const expired = now - envelope.receivedAt >= this.#o.maxLifetime;
     if (pending.length > 0 && expired && !state.held) {
@@ -349,8 +359,10 @@ export class Scheduler {
       return;
     }
     const giveUpAt = envelope.receivedAt + this.#o.maxLifetime;
+    // After a manual retry, the automatic attempt it brought forward stays where it was (when still ahead).
+    const next = manualFrom !== null && manualFrom > now ? manualFrom : now + this.retryDelay(Math.max(1, automaticAttempts(state)));
     // The last retry happens at expiry, not a whole step after it.
-    state.nextAttempt = Math.min(now + this.retryDelay(state.attempts), Math.max(giveUpAt, now + 1000));
+    state.nextAttempt = Math.min(next, Math.max(giveUpAt, now + 1000));
     const warnAfter = this.#o.delayWarning;
     if (warnAfter > 0 && !state.warned && now - envelope.receivedAt >= warnAfter) {
       state.warned = true;
@@ -438,9 +450,9 @@ export class Scheduler {
     for (const e of [...this.#entries.values()]) if (this.#entries.get(e.msg.envelope.id) === e) yield summarize(e);
   }
 
-  show(id: string): (QueueSummary & { envelope: QueuedMessage['envelope']; dsnSuppressed: SuppressedDsn[] }) | null {
+  show(id: string): (QueueSummary & { manualAttempts: number; envelope: QueuedMessage['envelope']; dsnSuppressed: SuppressedDsn[] }) | null {
     const e = this.#entries.get(id);
-    return e ? { ...summarize(e), envelope: e.msg.envelope, dsnSuppressed: e.msg.state.dsnSuppressed ?? [] } : null;
+    return e ? { ...summarize(e), manualAttempts: e.msg.state.manualAttempts ?? 0, envelope: e.msg.envelope, dsnSuppressed: e.msg.state.dsnSuppressed ?? [] } : null;
   }
 
   /**
@@ -472,8 +484,13 @@ export class Scheduler {
   }
 
   #retryNow(e: Entry): void {
-    e.msg.state.nextAttempt = this.#o.now();
+    const { state } = e.msg;
+    const now = this.#o.now();
+    // Only a round this retry brings forward is manual; one already due (or running) is the schedule's own.
+    const broughtForward = e.running === 0 && state.nextAttempt > now ? state.nextAttempt : null;
+    state.nextAttempt = now;
     this.#schedule(e);
+    if (e.running > 0 && broughtForward !== null) e.manualFrom = broughtForward;
   }
 
   #retryBatch(entries: Entry[], from: number): void {
@@ -571,6 +588,11 @@ function summarize(e: Entry): QueueSummary {
     attempts: state.attempts,
     nextAttempt,
   };
+}
+
+/** Rounds the schedule started itself: what the backoff steps by (manual retries left out). */
+function automaticAttempts(state: QueuedMessage['state']): number {
+  return state.attempts - (state.manualAttempts ?? 0);
 }
 
 /** A failed recipient whose last reply is a 4xx was given up at expiry (the 4.4.7 reply of #endRound); a 5xx bounced. */

@@ -108,6 +108,8 @@ export interface DeliveryState {
   held?: boolean | undefined;
   /** A delay DSN was sent (only one per message). */
   warned?: boolean | undefined;
+  /** Of `attempts`, the rounds `tern queue retry` brought forward: the backoff leaves them out (src/queue/scheduler.ts). */
+  manualAttempts?: number | undefined;
   /** DSNs not sent to an unverified sender (backscatter, RFC 5321 §6.2), for `tern queue show`. */
   dsnSuppressed?: SuppressedDsn[] | undefined;
 }
