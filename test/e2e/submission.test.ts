@@ -266,7 +266,9 @@ describe('submission: AUTH, sender checks, fix-ups', () => {
     // Nominal gaps are 0.5, 1 and 2 s; the password check itself varies with
     // machine load (scrypt), so the bounds leave room for that.
     assert.ok(ms[3]! - ms[0]! >= 1500, `4th failure well over 1.5 s slower than the 1st: ${detail}`);
-    assert.ok(ms[1]! - ms[0]! >= 300 && ms[2]! - ms[0]! >= 700, `growing delays: ${detail}`);
+    // The first gap is nominally 500 ms; one scrypt check under a loaded
+    // machine varies by a few hundred ms, so only half of it is required.
+    assert.ok(ms[1]! - ms[0]! >= 200 && ms[2]! - ms[0]! >= 700, `growing delays: ${detail}`);
     assert.ok(ms[1]! < ms[2]! && ms[2]! < ms[3]!, `growing delays: ${detail}`);
     // Another IP is not slowed down by this one's failures.
     const other = await tlsSession(srv.port('submission'), '127.0.4.2');
