@@ -9,25 +9,30 @@ import { QUEUE_USAGE, runQueue } from './queue.ts';
 import { USER_USAGE, runUser } from './user.ts';
 import { DKIM_USAGE, runDkim } from './dkim.ts';
 
+const SERVE_USAGE = `  tern serve [--config FILE]        run the server (embedded defaults without a file)
+`;
+const CONFIG_USAGE = `  tern config check FILE            validate a config file; exit 1 on any problem
+`;
 const USAGE = `Usage:
-  tern serve [--config FILE]        run the server (embedded defaults without a file)
-  tern config check FILE            validate a config file; exit 1 on any problem
-${QUEUE_USAGE}${USER_USAGE}${DKIM_USAGE}Options:
+${SERVE_USAGE}${CONFIG_USAGE}${QUEUE_USAGE}${USER_USAGE}${DKIM_USAGE}Options:
   --config FILE                     the config file (also: TERN_CONFIG)
 `;
 
 interface Parsed {
   positional: string[];
   config?: string | undefined;
+  /** Where `config` came from, for messages that name the data directory. */
+  configFrom: 'flag' | 'env' | 'default';
   flags: Set<string>;
 }
 
 export function parseArgs(argv: string[]): Parsed {
-  const out: Parsed = { positional: [], flags: new Set(), config: process.env.TERN_CONFIG || undefined };
+  const env = process.env.TERN_CONFIG || undefined;
+  const out: Parsed = { positional: [], flags: new Set(), config: env, configFrom: env ? 'env' : 'default' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--config' || a === '-c') out.config = argv[++i];
-    else if (a.startsWith('--config=')) out.config = a.slice('--config='.length);
+    if (a === '--config' || a === '-c') [out.config, out.configFrom] = [argv[++i], 'flag'];
+    else if (a.startsWith('--config=')) [out.config, out.configFrom] = [a.slice('--config='.length), 'flag'];
     else if (a.startsWith('-')) out.flags.add(a);
     else out.positional.push(a);
   }
@@ -39,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, arg] = args.positional;
   // Asked for (issue 18): stdout and success. Not asked for (no command): stderr and usage error.
   if (cmd === 'help' || args.flags.has('--help') || args.flags.has('-h')) {
-    process.stdout.write(USAGE);
+    process.stdout.write(usageOf(cmd === 'help' ? sub : cmd));
     return 0;
   }
   if (!cmd) {
@@ -55,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
       break;
     case 'queue': {
       const config = loadOrReport(args.config);
-      return config ? runQueue(config, args.positional.slice(1), args.flags) : 1;
+      return config ? runQueue(config, args.positional.slice(1), args.flags, process.stdout, process.stderr, configOrigin(args)) : 1;
     }
     case 'user':
     case 'dkim': {
@@ -68,6 +73,19 @@ export async function main(argv: string[]): Promise<number> {
   }
   process.stderr.write(USAGE);
   return 2;
+}
+
+/** `tern queue --help`, `tern help user`: that command's lines; the whole usage for anything else. */
+function usageOf(command: string | undefined): string {
+  const part = new Map([['serve', SERVE_USAGE], ['config', CONFIG_USAGE], ['queue', QUEUE_USAGE], ['user', USER_USAGE], ['dkim', DKIM_USAGE]]).get(command ?? '');
+  return part ? `Usage:\n${part}Options:\n  --config FILE                     the config file (also: TERN_CONFIG)\n` : USAGE;
+}
+
+/** How the config (and so the data directory) was chosen, in words, for `tern queue`. */
+function configOrigin(args: Parsed): string {
+  if (args.configFrom === 'flag') return `the dataDir of ${args.config}, given by --config`;
+  if (args.configFrom === 'env') return `the dataDir of ${args.config}, from TERN_CONFIG`;
+  return 'the default ./data: no --config FILE or TERN_CONFIG given';
 }
 
 function loadOrReport(file: string | undefined): TernConfig | null {

@@ -1,6 +1,7 @@
 // `tern queue …`: look at and steer the queue of a running server, over
 // its control socket (never by touching the spool behind its back).
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { controlRequest } from '../server/control.ts';
 import type { QueueSummary, RetryOutcome } from '../queue/scheduler.ts';
@@ -22,10 +23,17 @@ export function controlPath(config: TernConfig): string {
 
 type Out = { write(s: string): unknown };
 
-export async function runQueue(config: TernConfig, args: string[], flags: Set<string>, out: Out = process.stdout, err: Out = process.stderr): Promise<number> {
+/**
+ * `origin` says how the data directory was chosen (--config, TERN_CONFIG or
+ * the default ./data): every command names the server it talks to on
+ * stderr, so "The queue is empty." never comes silently from the wrong one.
+ */
+export async function runQueue(config: TernConfig, args: string[], flags: Set<string>, out: Out = process.stdout, err: Out = process.stderr, origin = 'its config'): Promise<number> {
   const [sub, id] = args;
   const json = flags.has('--json');
   const sock = controlPath(config);
+  const dataDir = path.resolve(config.dataDir);
+  if (['list', 'show', 'retry', 'hold', 'release', 'delete'].includes(sub ?? '')) err.write(`tern: server at ${dataDir} (control.sock; ${origin})\n`);
   const need = (what: string): boolean => {
     if (id) return true;
     err.write(`tern queue ${what}: needs a queue id\n`);
@@ -71,11 +79,21 @@ export async function runQueue(config: TernConfig, args: string[], flags: Set<st
       }
     }
   } catch (e) {
-    err.write(`tern queue: ${(e as Error).message}\n`);
+    if (isNoServer(e, sock)) {
+      err.write(
+        `tern queue: no Tern server is running with data directory ${dataDir} (${origin}).\n` +
+          `Start it with \`tern serve\` and the same config, or name the running server's config with --config FILE or TERN_CONFIG.\n`,
+      );
+    } else err.write(`tern queue: ${(e as Error).message}\n`);
     return 1;
   }
   err.write(`Usage:\n${QUEUE_USAGE}`);
   return 2;
+}
+
+/** Nothing listens on the control socket: it is missing, or left over from a server that stopped. */
+function isNoServer(e: unknown, sock: string): boolean {
+  return !fs.existsSync(sock) || (e instanceof Error && e.message.startsWith('no Tern server is running'));
 }
 
 function notFound(err: Out, id: string): number {

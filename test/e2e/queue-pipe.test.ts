@@ -93,7 +93,11 @@ test('queue list is complete through a slow pipe; retry --all answers at once fo
     const heldId = ids[0]!;
     const retryHeld = await tern(file, ['queue', 'retry', heldId]);
     assert.equal(retryHeld.code, 1);
-    assert.equal(retryHeld.stderr, `tern queue retry: ${heldId} is held, so it was not retried; \`tern queue release ${heldId}\` lifts the hold and tries it now\n`);
+    assert.equal(
+      retryHeld.stderr,
+      `tern: server at ${dataDir} (control.sock; the dataDir of ${file}, given by --config)\n` +
+        `tern queue retry: ${heldId} is held, so it was not retried; \`tern queue release ${heldId}\` lifts the hold and tries it now\n`,
+    );
 
     // The yardstick: a command whose answer costs nothing, Node's start included.
     const baseline = await tern(file, ['queue', 'show', ids[1]!]);
