@@ -21,8 +21,9 @@ import { RateCheck } from './policy/rate.ts';
 import { DnsblCheck } from './policy/dnsbl.ts';
 import { GreylistCheck } from './policy/greylist.ts';
 import { loadPlugins } from './policy/plugins.ts';
-import { ConnectionCounter, Listener } from './server/listener.ts';
-import { loadTls } from './server/tls.ts';
+import { ConnectionCounter, Listener, type ListenerDeps } from './server/listener.ts';
+import { loadTls, ServerTls, type TlsMaterial } from './server/tls.ts';
+import { loadConfig } from './config/load.ts';
 import { createLogger, type Logger } from './util/log.ts';
 import { ControlServer } from './server/control.ts';
 import { createResolver, type Resolver } from './dns/resolver.ts';
@@ -50,6 +51,7 @@ export interface TernOptions {
 }
 
 export interface RunningTern {
+  /** The configuration the server started with (a reload puts only the live keys of a new one in force: RELOADED_LIVE). */
   config: TernConfig;
   /** Bound ports by role, in listener order (ports configured as 0 are resolved). */
   ports: { role: string; address: string; port: number }[];
@@ -59,6 +61,13 @@ export interface RunningTern {
   events: EventStream;
   /** Resolves once every queue file found at start is read and handed to the scheduler. */
   recovered: Promise<void>;
+  /**
+   * Re-read the config file and the certificate (SIGHUP): the live keys take
+   * effect for new connections and commands, established sessions go on.
+   * A file that fails `config check`, or a certificate that does not load,
+   * changes nothing and logs `reload failed`; resolves false then.
+   */
+  reload(): Promise<boolean>;
   /** Graceful stop: stop accepting, 421 idle sessions, let busy ones finish (up to drainMs), stop deliveries. */
   stop(drainMs?: number): Promise<void>;
 }
@@ -84,11 +93,12 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   // Everything that happens to a message; the JSON log's delivery lines are its first subscriber.
   const events = new EventStream({ onError: (e, ev) => log.error('event subscriber failed', { type: ev.type, id: ev.queueId, error: e }) });
   logDeliveries(events, log);
-  const discardDomains = new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name.toLowerCase()));
+  // Everything a reload replaces, swapped as one reference (assigned below, before any delivery or connection can read it).
+  let live: LiveParts;
   const router = new DeliveryRouter({
     maildir,
     discard: new DiscardTransport(),
-    localDelivery: (domain) => (discardDomains.has(domain) ? 'discard' : 'maildir'),
+    localDelivery: (domain) => (live.discardDomains.has(domain) ? 'discard' : 'maildir'),
     remote,
     perDestination: config.outbound.perDestination,
   });
@@ -126,31 +136,25 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       : undefined,
   });
   const store = openStore(config.dataDir);
-  const auth = new Authenticator({ store, configUsers: config.users, throttle: new AuthThrottle(), log });
   const directory = new Directory(config.domains);
-  const { submission } = config;
-  const submissionCheck = new SubmissionCheck({ ...submission, authConfigured: true, isTrusted: ipMatcher(config.trustedNetworks), rate: new SendRate() });
-  const policy = new Policy({
-    directory,
-    trustedNetworks: config.trustedNetworks,
-    checks: [submissionCheck, ...edgeChecks(config, { resolver, store, directory, log }), ...plugins],
-    dataSteps: [senderFieldsCheck, ...(inbound.enabled ? [new InboundCheck(new InboundPolicy(inbound), log)] : [])],
-  });
-  const backend = new TernBackend({ hostname: config.hostname, policy, intake, auth, authOnSmtp: submission.authOnSmtp, log });
+  const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), sendRate: new SendRate(), log };
+  live = buildLive(config, shared, undefined);
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
-  const tlsMaterial = await loadTls(config);
+  const serverTls = await ServerTls.load(config, log);
   const counter = new ConnectionCounter();
-  const deps = {
+  // Listeners and sessions read these at each use: a reload's swap of `live`
+  // (or a renewed certificate) reaches the next connection, command and handshake.
+  const deps: ListenerDeps = {
     hostname: config.hostname,
-    limits: config.limits,
-    backend,
+    get limits() { return live.config.limits; },
+    get backend() { return live.backend; },
     log,
-    secureContext: tlsMaterial.context,
+    get secureContext() { return serverTls.context; },
     counter,
-    maxConnections: config.limits.connections,
-    maxPerIp: config.limits.connectionsPerIp,
-    proxyFrom: ipMatcher(config.edge.proxyFrom),
-    proxyTimeout: config.edge.proxyTimeout,
+    get maxConnections() { return live.config.limits.connections; },
+    get maxPerIp() { return live.config.limits.connectionsPerIp; },
+    get proxyFrom() { return live.proxyFrom; },
+    get proxyTimeout() { return live.config.edge.proxyTimeout; },
     sweeper: new IdleSweeper(Math.min(config.limits.timeouts.command, config.limits.timeouts.data)),
   };
   const listeners = config.listeners.map((l) => new Listener(l, deps));
@@ -195,12 +199,46 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     (e: unknown) => log.error('spool recovery stopped', { error: e, unread: recovery.remaining }),
   );
   const ports = listeners.map((l) => ({ role: l.config.role, address: l.config.address, port: l.port }));
-  log.info('tern started', { hostname: config.hostname, dataDir: config.dataDir, listeners: ports, selfSignedTls: tlsMaterial.selfSigned, queued: scheduler.size, loading: recovery.remaining });
+  log.info('tern started', { hostname: config.hostname, dataDir: config.dataDir, listeners: ports, selfSignedTls: serverTls.selfSigned, queued: scheduler.size, loading: recovery.remaining });
+  // ACME renewals (certbot, lego) replace the files; the watch picks them up without a SIGHUP.
+  serverTls.watch();
+
+  /** One reload at a time: a second SIGHUP waits for the first and then reads the file again. */
+  let reloading: Promise<boolean> = Promise.resolve(true);
+  const reload = (): Promise<boolean> => (reloading = reloading.then(reloadNow));
+  const reloadNow = async (): Promise<boolean> => {
+    if (stopping) return false;
+    const file = config.source;
+    const previous = live.config;
+    let next: TernConfig;
+    let material: TlsMaterial;
+    let parts: LiveParts;
+    try {
+      // The one validation (`tern config check`): a bad file changes nothing.
+      next = file === undefined ? config : loadConfig(file);
+      // dataDir needs a restart: the self-signed pair stays the one in the data directory in use.
+      material = await loadTls({ ...next, dataDir: config.dataDir });
+      parts = buildLive(next, shared, live);
+    } catch (e) {
+      log.error('reload failed', { file, error: e instanceof Error ? e.message : String(e) });
+      return false;
+    }
+    if (stopping) return false;
+    // From here to the end nothing awaits: the new parts go into force together.
+    directory.reload(next.domains);
+    live = parts;
+    serverTls.use(material, next);
+    log.info('reloaded', { file, changed: changedKeys(previous, next) });
+    const restart = changedKeys(config, next).filter((k) => !isLiveKey(k));
+    if (restart.length > 0) log.warn('reload: restart needed', { keys: restart });
+    return true;
+  };
 
   let stopping: Promise<void> | null = null;
   const stop = (drainMs = DEFAULT_DRAIN_MS): Promise<void> => {
     stopping ??= (async () => {
       log.info('tern stopping', { sessions: counter.sessions.size });
+      serverTls.close();
       const closed = Promise.all(listeners.map((l) => l.close()));
       for (const s of [...counter.sessions]) s.shutdown();
       const deadline = Date.now() + drainMs;
@@ -217,7 +255,91 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     })();
     return stopping;
   };
-  return { config, ports, spool, scheduler, events, recovered, stop };
+  return { config, ports, spool, scheduler, events, recovered, reload, stop };
+}
+
+/**
+ * What a reload (SIGHUP) puts in force without a restart, as config paths:
+ * the certificate, who lives here, who is trusted, the limits, the users
+ * from the file, the submission rules, the edge checks and the inbound
+ * policy. Everything else (listeners, dataDir, hostname, dns, outbound,
+ * queue, log, plugins, and the parts of a section named in RESTART_ONLY)
+ * is read once at start: a reload that changes it logs that a restart is needed.
+ */
+export const RELOADED_LIVE = ['tls', 'domains', 'trustedNetworks', 'limits', 'users', 'submission', 'edge', 'inbound'] as const;
+/** Inside the live sections, what is still built once at start (the intake's Received cap and inbound verifier). */
+export const RESTART_ONLY = ['limits.maxReceived', 'inbound.enabled', 'inbound.authservId', 'inbound.timeout'] as const;
+
+function isLiveKey(key: string): boolean {
+  return !(RESTART_ONLY as readonly string[]).includes(key) && (RELOADED_LIVE as readonly string[]).includes(key.split('.')[0]!);
+}
+
+/** The top-level keys whose value differs, and for the live sections with restart-only parts, those parts. */
+function changedKeys(a: TernConfig, b: TernConfig): string[] {
+  const same = (x: unknown, y: unknown): boolean => JSON.stringify(x) === JSON.stringify(y);
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)].filter((k) => k !== 'source'));
+  const out: string[] = [];
+  for (const k of keys) {
+    const x = (a as Record<string, unknown>)[k];
+    const y = (b as Record<string, unknown>)[k];
+    if (same(x, y)) continue;
+    const parts = RESTART_ONLY.filter((p) => p.startsWith(`${k}.`));
+    const changedParts = parts.filter((p) => !same((x as Record<string, unknown>)?.[p.slice(k.length + 1)], (y as Record<string, unknown>)?.[p.slice(k.length + 1)]));
+    out.push(k, ...changedParts);
+  }
+  return out;
+}
+
+/** What every generation of the policy shares: state that must survive a reload (throttles, rate windows) and the parts built once. */
+interface PolicyShared {
+  /** The config at start: the intake's inbound verifier exists only if inbound was enabled then. */
+  started: TernConfig;
+  directory: Directory;
+  intake: Intake;
+  store: ReturnType<typeof openStore>;
+  resolver: Resolver;
+  plugins: Check[];
+  throttle: AuthThrottle;
+  sendRate: SendRate;
+  log: Logger;
+}
+
+/** One generation of the reloadable parts, built from one config. */
+interface LiveParts {
+  config: TernConfig;
+  backend: TernBackend;
+  discardDomains: Set<string>;
+  proxyFrom: (ip: string) => boolean;
+  /** The edge checks and the config they were built from: kept (with their counters and caches) while it is unchanged. */
+  edge: { checks: Check[]; key: string };
+}
+
+/**
+ * Builds the backend and what it decides with from `config`. Throws nothing
+ * it does not have to: everything here was validated by the config loader.
+ * The edge checks are taken over from `previous` when their settings did not
+ * change, so a reload does not reset rate windows or the DNSBL cache.
+ */
+function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts | undefined): LiveParts {
+  const { directory, intake, store, resolver, plugins, log } = shared;
+  const { edge, submission, inbound } = config;
+  const edgeKey = JSON.stringify([edge.rate, edge.dnsbl, edge.greylist, config.trustedNetworks]);
+  const edgeParts = previous?.edge.key === edgeKey ? previous.edge : { checks: edgeChecks(config, { resolver, store, directory, log }), key: edgeKey };
+  const auth = new Authenticator({ store, configUsers: config.users, throttle: shared.throttle, log });
+  const submissionCheck = new SubmissionCheck({ ...submission, authConfigured: true, isTrusted: ipMatcher(config.trustedNetworks), rate: shared.sendRate });
+  const policy = new Policy({
+    directory,
+    trustedNetworks: config.trustedNetworks,
+    checks: [submissionCheck, ...edgeParts.checks, ...plugins],
+    dataSteps: [senderFieldsCheck, ...(shared.started.inbound.enabled ? [new InboundCheck(new InboundPolicy(inbound), log)] : [])],
+  });
+  return {
+    config,
+    backend: new TernBackend({ hostname: shared.started.hostname, policy, intake, auth, authOnSmtp: submission.authOnSmtp, log }),
+    discardDomains: new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name.toLowerCase())),
+    proxyFrom: ipMatcher(edge.proxyFrom),
+    edge: edgeParts,
+  };
 }
 
 /**

@@ -23,11 +23,21 @@ interface Domain {
 }
 
 export class Directory {
-  readonly #domains = new Map<string, Domain>();
+  #domains = new Map<string, Domain>();
 
   constructor(domains: DomainConfig[]) {
+    this.reload(domains);
+  }
+
+  /**
+   * A config reload: the new domains replace the old ones in one assignment,
+   * so a lookup sees either set whole, never a mix. Everyone holding this
+   * Directory (policy, bouncer, greylisting) sees the new set at once.
+   */
+  reload(domains: DomainConfig[]): void {
+    const next = new Map<string, Domain>();
     for (const d of domains) {
-      this.#domains.set(d.name.toLowerCase(), {
+      next.set(d.name.toLowerCase(), {
         name: d.name.toLowerCase(),
         mailboxes: d.mailboxes === '*' ? '*' : new Set(d.mailboxes.map((m) => m.toLowerCase())),
         aliases: new Map(Object.entries(d.aliases).map(([k, v]) => [k.toLowerCase(), v])),
@@ -35,6 +45,7 @@ export class Directory {
         catchAll: d.catchAll,
       });
     }
+    this.#domains = next;
   }
 
   isLocalDomain(domain: string): boolean {

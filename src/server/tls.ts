@@ -1,12 +1,15 @@
 // TLS material: the configured certificate, or a self-signed one made on
 // first start and kept in <dataDir>/tls/ so restarts present the same key.
+// ServerTls holds the context every new handshake uses; a reload or a
+// renewal on disk swaps it whole, and established sessions keep theirs.
 
-import { constants } from 'node:crypto';
+import { constants, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { generate } from 'selfsigned';
-import type { TernConfig } from '../config/types.ts';
+import type { TernConfig, TlsConfig } from '../config/types.ts';
+import type { Logger } from '../util/log.ts';
 
 export interface TlsMaterial {
   cert: string;
@@ -54,8 +57,141 @@ export async function loadTls(config: TernConfig): Promise<TlsMaterial> {
       fs.writeFileSync(certFile, cert, { mode: 0o644 });
     }
   }
-  const context = tls.createSecureContext({ cert, key, minVersion: MIN_VERSION, secureOptions: SERVER_SECURE_OPTIONS });
-  return { cert, key, context, selfSigned };
+  return { cert, key, context: secureContext(cert, key), selfSigned };
+}
+
+/**
+ * How long the certificate watch waits after the last file event before it
+ * reads the files: an ACME client writes the certificate and the key (and
+ * swaps symlinks) in several steps, and we want the pair it ends with.
+ */
+export const CERT_WATCH_DEBOUNCE_MS = 300;
+
+/**
+ * The server's TLS context as new handshakes see it. Listeners (implicit TLS)
+ * and STARTTLS read `context` at each handshake, so a swap takes effect for
+ * the next one and never disturbs a session already encrypted.
+ *
+ * The configured files are watched (watch()): certbot and lego renew by
+ * writing new files and swapping the symlinks in `live/`, i.e. renames in
+ * the directory, which a watch on the file itself (an inode) would miss.
+ * So the directories are watched: the configured paths' and, for symlinks,
+ * their targets' (an in-place rewrite of a target shows up only there).
+ */
+export class ServerTls {
+  #material: TlsMaterial;
+  #files: TlsConfig | undefined;
+  #log: Logger;
+  #watchers: fs.FSWatcher[] = [];
+  #debounce: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(material: TlsMaterial, files: TlsConfig | undefined, log: Logger) {
+    this.#material = material;
+    this.#files = files;
+    this.#log = log;
+  }
+
+  static async load(config: TernConfig, log: Logger): Promise<ServerTls> {
+    return new ServerTls(await loadTls(config), config.tls, log);
+  }
+
+  get context(): tls.SecureContext {
+    return this.#material.context;
+  }
+
+  get selfSigned(): boolean {
+    return this.#material.selfSigned;
+  }
+
+  /** Puts material loaded (and so checked) by loadTls in force, for `config`'s files; the watch follows them. */
+  use(material: TlsMaterial, config: TernConfig): void {
+    const changed = material.cert !== this.#material.cert || material.key !== this.#material.key;
+    this.#material = material;
+    const before = JSON.stringify(this.#files);
+    this.#files = config.tls;
+    if (changed) this.#log.info('tls reloaded', describe(material));
+    if (this.#watchers.length > 0 && before !== JSON.stringify(this.#files)) this.watch();
+  }
+
+  /** Watch the configured files (nothing to watch for the self-signed pair, which only Tern writes). */
+  watch(): void {
+    this.#unwatch();
+    const files = this.#files;
+    if (!files || this.#closed) return;
+    const dirs = new Set<string>();
+    for (const f of [files.cert, files.key]) {
+      dirs.add(path.dirname(f));
+      try {
+        dirs.add(path.dirname(fs.realpathSync(f)));
+      } catch {
+        // Gone for a moment (mid-renewal): the configured path's directory still tells us when it is back.
+      }
+    }
+    for (const dir of dirs) {
+      try {
+        // Not persistent: a watch must not keep a stopping server alive.
+        const w = fs.watch(dir, { persistent: false }, () => this.#changed());
+        w.on('error', (e) => this.#log.warn('certificate watch failed', { dir, error: e }));
+        this.#watchers.push(w);
+      } catch (e) {
+        this.#log.warn('certificate watch failed', { dir, error: e });
+      }
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#debounce);
+    this.#unwatch();
+  }
+
+  #unwatch(): void {
+    for (const w of this.#watchers) w.close();
+    this.#watchers = [];
+  }
+
+  #changed(): void {
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => this.#reread(), CERT_WATCH_DEBOUNCE_MS);
+    this.#debounce.unref();
+  }
+
+  /**
+   * Something changed in a watched directory: read the pair again and use it
+   * if it differs and makes a context. A pair caught half-renewed (the new
+   * certificate, the old key) fails here and the old context stays; the
+   * renewal's next write brings us back.
+   */
+  #reread(): void {
+    const files = this.#files;
+    if (!files || this.#closed) return;
+    try {
+      const cert = fs.readFileSync(files.cert, 'utf8');
+      const key = fs.readFileSync(files.key, 'utf8');
+      if (cert === this.#material.cert && key === this.#material.key) return;
+      this.#material = { cert, key, context: secureContext(cert, key), selfSigned: false };
+      this.#log.info('tls reloaded', { ...describe(this.#material), trigger: 'file change' });
+    } catch (e) {
+      this.#log.warn('tls reload failed, the previous certificate stays in use', { cert: files.cert, key: files.key, error: e });
+    }
+    // Symlink targets may have moved (certbot's archive/certN.pem): follow them.
+    this.watch();
+  }
+}
+
+function secureContext(cert: string, key: string): tls.SecureContext {
+  return tls.createSecureContext({ cert, key, minVersion: MIN_VERSION, secureOptions: SERVER_SECURE_OPTIONS });
+}
+
+/** What an operator wants to see after a renewal: which certificate is now served, and until when. */
+function describe(m: TlsMaterial): Record<string, unknown> {
+  try {
+    const x = new X509Certificate(m.cert);
+    return { subject: x.subject, validTo: x.validTo, fingerprint256: x.fingerprint256 };
+  } catch {
+    return {};
+  }
 }
 
 export async function makeSelfSigned(hostname: string): Promise<{ cert: string; key: string }> {
