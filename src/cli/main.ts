@@ -141,6 +141,8 @@ async function serve(file: string | undefined): Promise<number> {
     };
     process.once('SIGTERM', () => onSignal('SIGTERM'));
     process.once('SIGINT', () => onSignal('SIGINT'));
+    // systemctl reload (ExecReload=/bin/kill -HUP $MAINPID): re-read the config and certificates; errors are logged, never fatal.
+    process.on('SIGHUP', () => void tern.reload());
   });
   return 0;
 }
