@@ -16,7 +16,7 @@ import { runUser } from './user.ts';
 const { dir, file, dataDir } = writeConfig();
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const SECRETS = ['hunter2-Sekrit', 'n3w-Passphrase', 'carol-Pw'];
+const SECRETS = ['hunter2-Sekrit', 'n3w-Passphrase', 'carol-Passw0rd', 'sh0rt-pw'];
 
 function tern(input: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const argv = [path.join(ROOT, 'bin/tern.js'), 'user', ...args, '--config', file];
@@ -42,10 +42,10 @@ test('tern user add / list / passwd / del', { timeout: 60_000 }, async () => {
   assert.equal(r.stdout, 'alice@tern.test: added\n');
   assert.equal(await verifies('alice@tern.test', 'hunter2-Sekrit'), true);
 
-  r = tern('carol-Pw\r\nsecond line ignored\n', 'add', 'carol@elsewhere.test', '--send-as', 'c@x.test', '--messages-per-hour', '50');
+  r = tern('carol-Passw0rd\r\nsecond line ignored\n', 'add', 'carol@elsewhere.test', '--send-as', 'c@x.test', '--messages-per-hour', '50');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /elsewhere\.test is not one of the configured domains/);
-  assert.equal(await verifies('carol@elsewhere.test', 'carol-Pw'), true);
+  assert.equal(await verifies('carol@elsewhere.test', 'carol-Passw0rd'), true);
 
   // Refusals: an existing user, a bad address, an empty password, a bad --send-as.
   r = tern('x\n', 'add', 'alice@tern.test');
@@ -61,6 +61,15 @@ test('tern user add / list / passwd / del', { timeout: 60_000 }, async () => {
   assert.match(r.stderr, /empty password/);
   r = tern('\n', 'add', 'dave@tern.test');
   assert.equal(r.status, 1);
+  // Shorter than submission.minPasswordLength (12 by default): the message names the minimum.
+  r = tern('sh0rt-pw\n', 'add', 'dave@tern.test');
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, 'tern user: the password is too short: 8 characters, at least 12 needed (submission.minPasswordLength)\n');
+  assert.equal(openStoreAndGet('dave@tern.test'), null);
+  r = tern('sh0rt-pw\n', 'passwd', 'carol@elsewhere.test');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /at least 12 needed/);
+  assert.equal(await verifies('carol@elsewhere.test', 'carol-Passw0rd'), true, 'the old password stays');
   r = tern('pw\n', 'add', 'dave@tern.test', '--send-as=@bad..domain');
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--send-as/);
@@ -115,21 +124,46 @@ function fakeTty(typed: string): { stdin: PassThrough & { setRawMode: (raw: bool
 
 test('on a terminal: prompted twice without echo; a mismatch is refused', async () => {
   const config = loadConfig(file);
-  const t = fakeTty('t3rm-pw\u007fW\rt3rm-pW\r');
+  const t = fakeTty('t3rm-passw0rd\u007fD\rt3rm-passw0rD\r');
   const sink = { write: (s: string) => t.out.push(s) };
   assert.equal(await runUser(config, ['add', 'tty@tern.test'], { stdin: t.stdin, stdout: sink, stderr: sink, isTTY: true }), 0);
   assert.deepEqual(t.raw, [true, false, true, false]);
   assert.equal(t.out.join(''), 'New password for tty@tern.test: \nRetype it: \ntty@tern.test: added\n');
-  assert.equal(await verifies('tty@tern.test', 't3rm-pW'), true);
+  assert.equal(await verifies('tty@tern.test', 't3rm-passw0rD'), true);
 
-  const m = fakeTty('one\rtwo\r');
+  const m = fakeTty('one-long-passw0rd\rtwo-long-passw0rd\r');
   const out: string[] = [];
   const s2 = { write: (s: string) => out.push(s) };
   assert.equal(await runUser(config, ['passwd', 'tty@tern.test'], { stdin: m.stdin, stdout: s2, stderr: s2, isTTY: true }), 1);
   assert.match(out.join(''), /do not match/);
-  assert.equal(await verifies('tty@tern.test', 't3rm-pW'), true);
+  assert.equal(await verifies('tty@tern.test', 't3rm-passw0rD'), true);
 
   const c = fakeTty('abc\u0003');
   assert.equal(await runUser(config, ['passwd', 'tty@tern.test'], { stdin: c.stdin, stdout: s2, stderr: s2, isTTY: true }), 1);
   assert.deepEqual(c.raw, [true, false]);
+
+  // Too short on a terminal: refused at the first prompt, before asking to retype it.
+  const short: string[] = [];
+  const s3 = { write: (s: string) => short.push(s) };
+  const k = fakeTty('sh0rt-pw\r');
+  assert.equal(await runUser(config, ['passwd', 'tty@tern.test'], { stdin: k.stdin, stdout: s3, stderr: s3, isTTY: true }), 1);
+  assert.equal(short.join(''), 'New password for tty@tern.test: \ntern user: the password is too short: 8 characters, at least 12 needed (submission.minPasswordLength)\n');
+  assert.equal(await verifies('tty@tern.test', 't3rm-passw0rD'), true);
+});
+
+test('submission.minPasswordLength sets the minimum', async () => {
+  const { dir: d2, file: f2 } = writeConfig({ submission: { minPasswordLength: 20 } });
+  try {
+    const config = loadConfig(f2);
+    assert.equal(config.submission.minPasswordLength, 20);
+    const out: string[] = [];
+    const sink = { write: (s: string) => out.push(s) };
+    const stdin = new PassThrough();
+    stdin.end('hunter2-Sekrit\n');
+    assert.equal(await runUser(config, ['add', 'long@tern.test'], { stdin, stdout: sink, stderr: sink, isTTY: false }), 1);
+    assert.match(out.join(''), /too short: 14 characters, at least 20 needed/);
+  } finally {
+    fs.rmSync(d2, { recursive: true, force: true });
+  }
+  assert.equal(loadConfig(file).submission.minPasswordLength, 12, 'the default');
 });

@@ -70,7 +70,7 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
           recipientsPerMessage: positiveInt(args.recipientsPerMessage, '--recipients-per-message'),
           createdAt: Date.now(),
         };
-        record.passwordHash = await hashPassword(await readPassword(full, addr));
+        record.passwordHash = await hashPassword(await readPassword(full, addr, config.submission.minPasswordLength));
         if (store.getUser(addr)) throw new UserError(`${addr} already exists`);
         store.putUser(record);
         full.stdout.write(`${addr}: added\n`);
@@ -78,7 +78,7 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
       }
       case 'passwd': {
         if (!existing) throw new UserError(`no user ${addr}`);
-        const passwordHash = await hashPassword(await readPassword(full, addr));
+        const passwordHash = await hashPassword(await readPassword(full, addr, config.submission.minPasswordLength));
         store.putUser({ ...(store.getUser(addr) ?? existing), passwordHash });
         full.stdout.write(`${addr}: password changed\n`);
         return 0;
@@ -180,16 +180,22 @@ function list(store: UserStore, json: boolean, out: Out): number {
   return 0;
 }
 
-/** The new password: prompted twice on a terminal, else the first line of stdin. */
-async function readPassword(io: UserIo, address: string): Promise<string> {
+/** The new password: prompted twice on a terminal, else the first line of stdin; at least `minLength` characters. */
+async function readPassword(io: UserIo, address: string, minLength: number): Promise<string> {
+  // Characters as a person counts them (code points), not UTF-16 units or bytes.
+  const tooShort = (pw: string): boolean => [...pw].length < minLength;
+  const shortMessage = (pw: string): string => `the password is too short: ${[...pw].length} characters, at least ${minLength} needed (submission.minPasswordLength)`;
   let pw: string | null;
   if (io.isTTY) {
     pw = await promptHidden(io, `New password for ${address}: `);
+    // Said before the retype, so nobody types a refused password twice.
+    if (pw && tooShort(pw)) throw new UserError(shortMessage(pw));
     if (pw && (await promptHidden(io, 'Retype it: ')) !== pw) throw new UserError('the passwords do not match');
   } else {
     pw = await readLine(io.stdin);
   }
   if (!pw) throw new UserError('empty password refused (give it on standard input or at the prompt)');
+  if (tooShort(pw)) throw new UserError(shortMessage(pw));
   // PLAIN carries it NUL-separated, at most 255 octets (RFC 4616 §2); control
   // characters are not allowed in passwords (RFC 8265 §4.2 OpaqueString).
   if (/[\x00-\x1f\x7f]/.test(pw)) throw new UserError('the password contains control characters');

@@ -250,6 +250,12 @@ export const CONFIG = section({
     recipientsPerMessage: int({ default: 100, min: 1 }),
     /** Offer AUTH on the smtp (port 25) listener too. Off by default: port 25 is for MX traffic. */
     authOnSmtp: bool(false),
+    /**
+     * Characters a password set by `tern user add|passwd` must have at least
+     * (NIST SP 800-63B §3.1.1.2 asks for 8 or more; 12 resists offline
+     * guessing better). At most 255: PLAIN carries no more (RFC 4616 §2).
+     */
+    minPasswordLength: int({ default: 12, min: 1, max: 255 }),
   }),
   log: section({ level: oneOf(LOG_LEVELS, 'info') }),
   /**
