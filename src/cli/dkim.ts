@@ -37,6 +37,11 @@ export async function runDkim(config: TernConfig, argv: string[], io: { out: Out
     if (algo !== 'rsa' && algo !== 'ed25519') return usage(err, `--algo must be rsa or ed25519, not ${algo}`);
     try {
       const r = await generateKey(config.dataDir, domain, { selector: opts.get('--selector'), algorithm: algo });
+      // Likely a typo or the wrong --config; still made, as a key may be prepared before the domain is added (issue 18).
+      const served = config.domains.map((d) => d.name);
+      if (!served.includes(r.key.domain)) {
+        err.write(`tern dkim keygen: warning: ${r.key.domain} is not one of the configured domains (${served.join(', ') || 'none'}); the key is made anyway\n`);
+      }
       out.write(
         `New ${algo} key for ${r.key.domain}, selector ${r.key.selector}. Publish this DNS record:\n\n` +
           `${r.zoneLine}\n\n` +
