@@ -84,6 +84,8 @@ export class ServerTls {
   #log: Logger;
   #watchers: fs.FSWatcher[] = [];
   #debounce: NodeJS.Timeout | undefined;
+  /** watch() was called: the files a reload names are watched from then on (even if the start was self-signed). */
+  #watching = false;
   #closed = false;
 
   private constructor(material: TlsMaterial, files: TlsConfig | undefined, log: Logger) {
@@ -111,12 +113,13 @@ export class ServerTls {
     const before = JSON.stringify(this.#files);
     this.#files = config.tls;
     if (changed) this.#log.info('tls reloaded', describe(material));
-    if (this.#watchers.length > 0 && before !== JSON.stringify(this.#files)) this.watch();
+    if (this.#watching && before !== JSON.stringify(this.#files)) this.watch();
   }
 
   /** Watch the configured files (nothing to watch for the self-signed pair, which only Tern writes). */
   watch(): void {
     this.#unwatch();
+    this.#watching = true;
     const files = this.#files;
     if (!files || this.#closed) return;
     const dirs = new Set<string>();
