@@ -1,6 +1,7 @@
 // The `tern` command line. Every subcommand takes --config FILE (or
 // TERN_CONFIG) so it finds the same data directory as the server.
 
+import { readFileSync } from 'node:fs';
 import { loadConfig, ConfigError } from '../config/load.ts';
 import type { TernConfig } from '../config/types.ts';
 import type { RunningTern } from '../tern.ts';
@@ -16,6 +17,7 @@ const CONFIG_USAGE = `  tern config check FILE            validate a config file
 const USAGE = `Usage:
 ${SERVE_USAGE}${CONFIG_USAGE}${QUEUE_USAGE}${USER_USAGE}${DKIM_USAGE}Options:
   --config FILE                     the config file (also: TERN_CONFIG)
+  --version, -V                     print the version and exit
 `;
 
 interface Parsed {
@@ -42,6 +44,10 @@ export function parseArgs(argv: string[]): Parsed {
 export async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   const [cmd, sub, arg] = args.positional;
+  if (args.flags.has('--version') || args.flags.has('-V')) {
+    process.stdout.write(`tern ${packageVersion()}\n`);
+    return 0;
+  }
   // Asked for (issue 18): stdout and success. Not asked for (no command): stderr and usage error.
   if (cmd === 'help' || args.flags.has('--help') || args.flags.has('-h')) {
     process.stdout.write(usageOf(cmd === 'help' ? sub : cmd));
@@ -73,6 +79,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   process.stderr.write(USAGE);
   return 2;
+}
+
+/**
+ * The version in package.json, read when asked: the file sits two levels up
+ * from this module both in a checkout (src/cli/) and in the installed
+ * package (dist/cli/), and a JSON import would put it outside the build's rootDir.
+ */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
 /** `tern queue --help`, `tern help user`: that command's lines; the whole usage for anything else. */
