@@ -4,6 +4,10 @@ import { spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { buildDsn, wantsNotice, type Dsn, type DsnInput, type DsnRecipient } from './dsn.ts';
 import type { Envelope, Recipient } from '../spool/types.ts';
+import { requireTool } from '../../test/helpers/tools.ts';
+
+/** The tests that read a DSN back need python3 (its email package, in the standard library). */
+const NEEDS_PYTHON = requireTool('python3', 'python3');
 
 // An independent reader: Python's email package parses every DSN we build
 // and reports what it found as JSON.
@@ -105,7 +109,7 @@ const bounce = (over: Partial<DsnRecipient> = {}): DsnRecipient => ({
   ...over,
 });
 
-test('failed, RET=FULL: the whole original comes back as message/rfc822', async () => {
+test('failed, RET=FULL: the whole original comes back as message/rfc822', { skip: NEEDS_PYTHON }, async () => {
   const dsn = await buildDsn(input([bounce({ recipient: rcpt('bob@example.org', { orcpt: { type: 'rfc822', address: 'Bob@Example.org' } }) })], {
     envelope: envelope({ ret: 'FULL', envid: 'QQ-314159' }),
   }));
@@ -148,7 +152,7 @@ test('failed, RET=FULL: the whole original comes back as message/rfc822', async 
   assert.notEqual(parse(again).headers['Message-ID'], p.headers['Message-ID']);
 });
 
-test('failed, RET=HDRS: only the header section, as text/rfc822-headers', async () => {
+test('failed, RET=HDRS: only the header section, as text/rfc822-headers', { skip: NEEDS_PYTHON }, async () => {
   const p = parse(await buildDsn(input([bounce()], { envelope: envelope({ ret: 'HDRS' }) })));
   assert.deepEqual(p.parts, ['text/plain', 'message/delivery-status', 'text/rfc822-headers']);
   assert.equal(p.third?.isMessage, true);
@@ -158,7 +162,7 @@ test('failed, RET=HDRS: only the header section, as text/rfc822-headers', async 
   assert.equal(p.recipients[0]?.['Original-Recipient'], undefined);
 });
 
-test('an original over maxOriginal: headers only, and the stream is not read to the end', async () => {
+test('an original over maxOriginal: headers only, and the stream is not read to the end', { skip: NEEDS_PYTHON }, async () => {
   let produced = 0;
   let closed = false;
   const chunk = Buffer.alloc(16 * 1024, 'x');
@@ -183,7 +187,7 @@ test('an original over maxOriginal: headers only, and the stream is not read to 
   assert.match(p.text, /larger than 65536 octets/);
 });
 
-test('RET=HDRS stops reading at the end of the header section', async () => {
+test('RET=HDRS stops reading at the end of the header section', { skip: NEEDS_PYTHON }, async () => {
   let produced = 0;
   async function* msg() {
     yield Buffer.from('Subject: s\r\n');
@@ -195,7 +199,7 @@ test('RET=HDRS stops reading at the end of the header section', async () => {
   assert.equal(p.third?.subject, 's');
 });
 
-test('delayed: Will-Retry-Until, and only the headers (RFC 3461 §4.3)', async () => {
+test('delayed: Will-Retry-Until, and only the headers (RFC 3461 §4.3)', { skip: NEEDS_PYTHON }, async () => {
   const until = new Date(Date.UTC(2025, 0, 7));
   const p = parse(await buildDsn(input([bounce({ action: 'delayed', reply: { code: 451, enhanced: '4.4.1', text: 'connect to mx.example.org: connection refused' }, remoteMta: undefined, willRetryUntil: until })])));
   assert.equal(p.headers['Subject'], 'Delayed Mail (still being retried)');
@@ -209,7 +213,7 @@ test('delayed: Will-Retry-Until, and only the headers (RFC 3461 §4.3)', async (
   assert.equal(p.third?.type, 'text/rfc822-headers');
 });
 
-test('delivered with NOTIFY=SUCCESS', async () => {
+test('delivered with NOTIFY=SUCCESS', { skip: NEEDS_PYTHON }, async () => {
   const p = parse(await buildDsn(input([bounce({ recipient: rcpt('bob@example.org', { notify: ['SUCCESS'] }), action: 'delivered', reply: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as 123' } })])));
   assert.equal(p.headers['Subject'], 'Successful Mail Delivery Report');
   assert.equal(p.recipients[0]?.['Action'], 'delivered');
@@ -217,7 +221,7 @@ test('delivered with NOTIFY=SUCCESS', async () => {
   assert.equal(p.recipients[0]?.['Final-Recipient'], 'rfc822; bob@example.org');
 });
 
-test('no DSN: null sender, NOTIFY=NEVER, or a kind nobody asked for', async () => {
+test('no DSN: null sender, NOTIFY=NEVER, or a kind nobody asked for', { skip: NEEDS_PYTHON }, async () => {
   assert.equal(await buildDsn(input([bounce()], { envelope: envelope({ sender: '' }) })), null);
   assert.equal(await buildDsn(input([bounce({ recipient: rcpt('b@x.test', { notify: [] }) })])), null);
   assert.equal(await buildDsn(input([bounce({ recipient: rcpt('b@x.test', { notify: ['SUCCESS'] }) })])), null);
@@ -242,7 +246,7 @@ test('wantsNotice follows RFC 3461 §4.1', () => {
   }
 });
 
-test('remote text cannot inject lines, controls or over-long lines', async () => {
+test('remote text cannot inject lines, controls or over-long lines', { skip: NEEDS_PYTHON }, async () => {
   const evil = 'no\r\nX-Injected: yes\r\n\r\nFinal-Recipient: rfc822; evil@x.test\x00\x1b[31m\r\n' + 'word '.repeat(2000) + 'z'.repeat(3000);
   const dsn = await buildDsn(input([bounce({ reply: { code: 550, enhanced: 'bogus\r\nX-Status: 2.0.0', text: evil }, remoteMta: 'mx\r\nBcc: x@y' })]));
   assert.ok(dsn);
@@ -255,7 +259,7 @@ test('remote text cannot inject lines, controls or over-long lines', async () =>
   assert.equal(p.recipients[0]?.['Remote-MTA'], 'dns; mx Bcc: x@y');
 });
 
-test('UTF-8 addresses make a global DSN (RFC 6533)', async () => {
+test('UTF-8 addresses make a global DSN (RFC 6533)', { skip: NEEDS_PYTHON }, async () => {
   const orig = 'From: <josé@exämple.test>\r\nSubject: grüße\r\n\r\nbody ✓\r\n';
   const dsn = await buildDsn(input([bounce({ recipient: rcpt('δοκιμή@παράδειγμα.δοκιμή'), reply: { code: 550, enhanced: '5.1.1', text: 'unknown: δοκιμή' } })], {
     envelope: envelope({ sender: 'josé@exämple.test', smtputf8: true, body: '8BITMIME' }),
@@ -274,7 +278,7 @@ test('UTF-8 addresses make a global DSN (RFC 6533)', async () => {
   assert.equal(p.third?.subject, 'grüße');
 });
 
-test('ASCII addresses with an 8-bit original: 7-bit report, 8bit message/rfc822', async () => {
+test('ASCII addresses with an 8-bit original: 7-bit report, 8bit message/rfc822', { skip: NEEDS_PYTHON }, async () => {
   const dsn = await buildDsn(input([bounce()], { envelope: envelope({ body: '8BITMIME' }) }, 'Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbody ✓\r\n'));
   assert.ok(dsn);
   assert.equal(dsn.body, '8BITMIME');
@@ -284,7 +288,7 @@ test('ASCII addresses with an 8-bit original: 7-bit report, 8bit message/rfc822'
   assert.equal(p.third?.subject, 'hi');
 });
 
-test('an unreadable original leaves part 3 out', async () => {
+test('an unreadable original leaves part 3 out', { skip: NEEDS_PYTHON }, async () => {
   const p = parse(await buildDsn(input([bounce()], { original: () => new Readable({ read() { this.destroy(new Error('gone')); } }) })));
   assert.deepEqual(p.parts, ['text/plain', 'message/delivery-status']);
   assert.match(p.text, /could not be read/);

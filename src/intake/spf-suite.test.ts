@@ -19,6 +19,7 @@ import zlib from 'node:zlib';
 import { parseAllDocuments } from 'yaml';
 import { checkSpf } from './spf.ts';
 import { nodeDnsError, type DnsResolve } from '../dns/mailauth-resolver.ts';
+import { requireFile } from '../../test/helpers/tools.ts';
 
 /** `dpkg -L python3-spf` (installed by scripts/install-test-deps.sh). */
 const SUITE = '/usr/share/doc/python3-spf/rfc7208-tests.yml.gz';
@@ -130,11 +131,7 @@ function zoneResolver(zone: Map<string, Entry[]>): DnsResolve {
   return async (name, type) => lookup(name, type, 0);
 }
 
-test('RFC 7208 test suite (OpenSPF 2014.04) through checkSpf', async (t) => {
-  if (!fs.existsSync(SUITE)) {
-    t.skip(`${SUITE} missing: run scripts/install-test-deps.sh (python3-spf)`);
-    return;
-  }
+test('RFC 7208 test suite (OpenSPF 2014.04) through checkSpf', { skip: requireFile(SUITE, 'python3-spf') }, async (t) => {
   const docs = parseAllDocuments(zlib.gunzipSync(fs.readFileSync(SUITE)).toString('utf8'));
   let total = 0;
   const passed: string[] = [];

@@ -10,6 +10,10 @@ import { generate } from 'selfsigned';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { ScriptedPeer, DEFAULT_EXTENSIONS, type PeerCommand } from '../helpers/scripted-peer.ts';
 import { RawClient, mailbox, startServer, waitFor, type TestServer } from '../helpers/server.ts';
+import { requireTool } from '../helpers/tools.ts';
+
+/** The tests that read a DSN back need python3 (its email package, in the standard library). */
+const NEEDS_PYTHON = requireTool('python3', 'python3');
 
 /** Parse a DSN with Python's email module: an independent reader of RFC 3464. */
 function parseDsn(file: string): { type: string; reportType: string; recipients: Record<string, string>[]; third: string; subject: string } {
@@ -147,7 +151,7 @@ describe('outbound delivery', () => {
     assert.equal(flakySeen.get('gina@flaky.test'), 2);
   });
 
-  it('bounces a 5xx at once with an RFC 3464 DSN to the sender', async () => {
+  it('bounces a 5xx at once with an RFC 3464 DSN to the sender', { skip: NEEDS_PYTHON }, async () => {
     await send(['nobody@reject.test'], 'body\r\n', 'will bounce');
     await waitFor(() => dsnsFor(/Subject: Undelivered Mail.*[\s\S]*nobody@reject\.test/).length === 1, 10_000, 'the DSN');
     const f = dsnsFor(/nobody@reject\.test/)[0]!;
@@ -164,7 +168,7 @@ describe('outbound delivery', () => {
     assert.match(raw, /^Return-Path: <>\r\n/, 'a DSN has the null sender');
   });
 
-  it('null MX fails at once with 5.1.10, without connecting', async () => {
+  it('null MX fails at once with 5.1.10, without connecting', { skip: NEEDS_PYTHON }, async () => {
     const before = peer.sessions.length;
     await send(['x@nullmx.test'], 'body\r\n', 'null mx');
     await waitFor(() => dsnsFor(/x@nullmx\.test/).length === 1, 10_000, 'the DSN');
@@ -173,7 +177,7 @@ describe('outbound delivery', () => {
     assert.equal(peer.sessions.length, before);
   });
 
-  it('refuses 8-bit to a peer without 8BITMIME with a clear DSN (5.6.3), never sending 8-bit', async () => {
+  it('refuses 8-bit to a peer without 8BITMIME with a clear DSN (5.6.3), never sending 8-bit', { skip: NEEDS_PYTHON }, async () => {
     await send(['h@old.test'], 'Gr\u00fc\u00dfe\r\n', 'eight bit');
     await waitFor(() => dsnsFor(/h@old\.test/).length === 1, 10_000, 'the DSN');
     const dsn = parseDsn(dsnsFor(/h@old\.test/)[0]!);
@@ -181,7 +185,7 @@ describe('outbound delivery', () => {
     assert.equal(old.sessions.flatMap((s) => s.messages).length, 0);
   });
 
-  it('an MX list that names us first is a loop: 5.4.6, nothing sent to the lower-preference host', async () => {
+  it('an MX list that names us first is a loop: 5.4.6, nothing sent to the lower-preference host', { skip: NEEDS_PYTHON }, async () => {
     const before = peer.sessions.flatMap((x) => x.commands).length;
     await send(['k@loop.test'], 'body\r\n', 'mx loop');
     await waitFor(() => dsnsFor(/k@loop\.test/).length === 1, 10_000, 'the DSN');
@@ -189,7 +193,7 @@ describe('outbound delivery', () => {
     assert.ok(!peer.sessions.flatMap((x) => x.commands).slice(before).some((l) => l.includes('k@loop.test')));
   });
 
-  it('DSN NOTIFY: SUCCESS gets a success notice (relayed: the peer speaks DSN, so "delivered" is its job); NEVER gets no bounce', async () => {
+  it('DSN NOTIFY: SUCCESS gets a success notice (relayed: the peer speaks DSN, so "delivered" is its job); NEVER gets no bounce', { skip: NEEDS_PYTHON }, async () => {
     const c = await RawClient.connect(srv.port('smtp'));
     await c.reply();
     await c.cmd('EHLO client.test');
@@ -214,7 +218,7 @@ describe('outbound delivery', () => {
     assert.equal(dsnsFor(/never@reject\.test/).length, 0, 'NOTIFY=NEVER: no bounce');
   });
 
-  it('a DNS failure defers; a delay warning goes out, then the message expires with a failure DSN', async () => {
+  it('a DNS failure defers; a delay warning goes out, then the message expires with a failure DSN', { skip: NEEDS_PYTHON }, async () => {
     const id = await send(['i@broken.test', 'j@slow.test'], 'body\r\n', 'will expire');
     await waitFor(() => (srv.tern.scheduler.show(id)?.attempts ?? 0) >= 1, 5000, 'first attempt');
     const m = srv.tern.scheduler.show(id)!;

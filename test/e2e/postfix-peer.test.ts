@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { makeSelfSigned } from '../../src/server/tls.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { postfixAvailable, startPostfix } from '../helpers/postfix.ts';
+import { requirePostfix } from '../helpers/tools.ts';
 import { RawClient, startServer } from '../helpers/server.ts';
 
-test('delivered to a real Postfix by MX over STARTTLS, reusing the connection', { skip: postfixAvailable() ? false : 'needs root and Debian postfix (installed by .ci/run)', timeout: 60_000 }, async () => {
+test('delivered to a real Postfix by MX over STARTTLS, reusing the connection', { skip: requirePostfix(postfixAvailable), timeout: 60_000 }, async () => {
   const { cert, key } = await makeSelfSigned('mx.remote.test');
   const postfix = await startPostfix({ address: '127.0.0.2', domain: 'remote.test', tls: { cert, key } });
   const dns = await startDnsServer({

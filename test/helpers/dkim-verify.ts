@@ -9,10 +9,16 @@ import { spawn } from 'node:child_process';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { createResolver } from '../../src/dns/resolver.ts';
 import { ROOT } from './server.ts';
+import { requirePythonModule } from './tools.ts';
 
 const VERIFY_PY = path.join(ROOT, 'test/fixtures/dkim_verify.py');
 /** Debian's python3-dkim belongs to the system Python, not to a python3 earlier on PATH (pyenv). */
 const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+
+/** The skip reason for tests that run dkimpy (test/fixtures/dkim_verify.py imports dkim and dns.resolver), or false. */
+export function dkimpyMissing(): string | false {
+  return requirePythonModule(PYTHON, 'dkim, dns.resolver', 'python3-dkim');
+}
 
 /** mailauth's verdict per signature: [algo, signing domain, result]. */
 export async function mailauthDkim(message: Buffer, dnsAddress: string): Promise<[string, string, string][]> {

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { execFile } from 'node:child_process';
 import { generate } from 'selfsigned';
 import { postfixAvailable, postfixProcesses, startPostfix } from './postfix.ts';
+import { requirePerlModule, requirePostfix, requireTool } from './tools.ts';
 
 function swaks(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -29,7 +30,7 @@ function refused(address: string, port: number): Promise<boolean> {
   });
 }
 
-test('a real Postfix receives over STARTTLS, delivers to its Maildir and stops cleanly', { skip: postfixAvailable() ? false : 'needs root and Debian-style Postfix binaries (/usr/lib/postfix/sbin)' }, async (t) => {
+test('a real Postfix receives over STARTTLS, delivers to its Maildir and stops cleanly', { skip: requirePostfix(postfixAvailable) || requireTool('swaks', 'swaks') || requirePerlModule('Net::SSLeay', 'libnet-ssleay-perl') }, async (t) => {
   const pems = await generate([{ name: 'commonName', value: 'mx.remote.test' }], { keySize: 2048, algorithm: 'sha256' });
   const peer = await startPostfix({ address: '127.0.0.2', domain: 'remote.test', tls: { cert: pems.cert, key: pems.private } });
   t.after(() => peer.stop());
