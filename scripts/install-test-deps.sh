@@ -7,6 +7,8 @@
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
+# Without them the tests that need them skip, naming the package
+# (test/helpers/tools.ts); under CI (.ci/run) a missing one fails instead.
 set -euo pipefail
 
 have_all() {
