@@ -6,7 +6,8 @@
 // there, so a dist/ left in a checkout by `npm pack` is never run stale.
 // An older `node` on PATH hands over to the Node 24 that `npm install` put
 // in a checkout's node_modules (the pinned `node` dev dependency).
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -20,8 +21,16 @@ if (major < 24) {
     process.exitCode = 1;
   } else {
     // The child writes straight to our stdout/stderr (inherited), so nothing is buffered here to lose.
-    const r = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-    process.exitCode = r.status ?? 1;
+    const child = spawn(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+    // `kill PID` and a reload reach this process, not the server: pass them on,
+    // or the server would keep running, orphaned, after this one died of them.
+    // Ctrl-C already reaches both through the terminal's process group; a
+    // second SIGINT would cut the server's own graceful stop short.
+    for (const sig of ['SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+    process.on('SIGINT', () => {});
+    child.on('exit', (code, signal) => {
+      process.exitCode = code ?? 128 + (signal ? constants.signals[signal] : 0);
+    });
   }
 } else {
   // run() ends the process once stdout and stderr are flushed.
