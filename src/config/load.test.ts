@@ -88,7 +88,7 @@ describe('loadConfig', () => {
         timeouts: { connect: 30_000, command: 300_000, dataBlock: 180_000, dataEnd: 600_000 },
       },
       users: [],
-      submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false },
+      submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false, minPasswordLength: 12 },
       log: { level: 'info' },
       edge: {
         dnsbl: { zones: [], cacheTtl: 300_000 },
