@@ -40,6 +40,10 @@ import { SendRate } from './policy/rate-limit.ts';
 import { SubmissionCheck, senderFieldsCheck } from './policy/submission.ts';
 import { TernBackend } from './policy/backend.ts';
 import { listenError } from './util/startup-error.ts';
+import type { SmtpListenerConfig } from './config/types.ts';
+import { ApiServer } from './api/server.ts';
+import { Sender } from './api/send.ts';
+import { EventRecorder } from './api/events-store.ts';
 
 export interface TernOptions {
   log?: Logger;
@@ -157,7 +161,14 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     get proxyTimeout() { return live.config.edge.proxyTimeout; },
     sweeper: new IdleSweeper(Math.min(config.limits.timeouts.command, config.limits.timeouts.data)),
   };
-  const listeners = config.listeners.map((l) => new Listener(l, deps));
+  // Every event of every message, durably, for the API (before any mail can move).
+  const recorder = new EventRecorder({ events, store, retentionMs: config.events.retention, log });
+  const sender = new Sender({ intake, directory, store, hostname: config.hostname, limits: () => live.config.limits });
+  const listeners = config.listeners.map((l) =>
+    l.role === 'http'
+      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize })
+      : new Listener(l as SmtpListenerConfig, deps),
+  );
   try {
     for (const [i, l] of listeners.entries()) await l.listen().catch((e: unknown) => Promise.reject(listenError(l.config, i, e)));
   } catch (e) {
@@ -249,6 +260,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await scheduler.stop();
       await spool.journal.close(); // done marks of the last deliveries
       await router.close();
+      await recorder.close();
       store.close();
       // Group commit at work: journal records per fdatasync since start.
       log.info('tern stopped', { journal: spool.journal.stats });

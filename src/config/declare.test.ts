@@ -14,7 +14,7 @@ import type { ConfigUser, DomainConfig, InboundDomainPolicy, ListenerConfig, Sma
 // a change here fails the type check (npm test runs tsc first).
 type Equal<A, B> = (<G>() => G extends A ? 1 : 2) extends (<G>() => G extends B ? 1 : 2) ? true : false;
 const same = <A, B>(ok: Equal<A, B>): Equal<A, B> => ok;
-same<ListenerConfig, { role: 'smtp' | 'submission' | 'submissions'; address: string; port: number; proxyProtocol?: boolean | undefined }>(true);
+same<ListenerConfig, { role: 'smtp' | 'submission' | 'submissions' | 'http'; address: string; port: number; proxyProtocol?: boolean | undefined; tls?: boolean | undefined }>(true);
 same<DomainConfig['mailboxes'], string[] | '*'>(true);
 same<DomainConfig['aliases'], { [name: string]: string[] }>(true);
 same<DomainConfig['delivery'], 'maildir' | 'discard' | undefined>(true);

@@ -16,7 +16,7 @@ import { cidrProblem, dataDirProblem, dnsServerProblem, domainProblem, fileProbl
 import { aliasNameProblems, defaultDomains, linkDomains } from './domains.ts';
 
 // The words a key may take, each list named once.
-export const LISTENER_ROLES = ['smtp', 'submission', 'submissions'] as const;
+export const LISTENER_ROLES = ['smtp', 'submission', 'submissions', 'http'] as const;
 /** Local delivery: write to the Maildir, or discard once durably queued, like Postfix's discard(8) (sinkhole domains, benchmarks). */
 export const DELIVERY_MODES = ['maildir', 'discard'] as const;
 /** STARTTLS to remote MX hosts: opportunistic (use when offered, RFC 7435), required, none. */
@@ -64,6 +64,14 @@ const listener = section({
   port: int({ required: true, check: (p) => (p < 0 || p > 65535 ? 'must be 0-65535' : undefined) }),
   /** Every connection starts with a PROXY protocol v1/v2 header, accepted only from `edge.proxyFrom`. */
   proxyProtocol: optional(bool(), { shown: 'false' }),
+  /** http only: HTTPS with the server's certificate (the SMTP roles have their own TLS: STARTTLS, or implicit on submissions). */
+  tls: optional(bool(), { shown: 'false' }),
+}, {
+  finish: (l, at, ctx) => {
+    if (l.tls === true && l.role !== 'http') ctx.report([...at, 'tls'], 'only http listeners take tls (submission uses STARTTLS, submissions is always TLS)');
+    if (l.proxyProtocol === true && l.role === 'http') ctx.report([...at, 'proxyProtocol'], 'not supported on http listeners');
+    return l;
+  },
 });
 
 const domain = section({
@@ -96,8 +104,9 @@ export const CONFIG = section({
       { role: 'smtp', address: '127.0.0.1', port: 2525 },
       { role: 'submission', address: '127.0.0.1', port: 2587 },
       { role: 'submissions', address: '127.0.0.1', port: 2465 },
+      { role: 'http', address: '127.0.0.1', port: 8025 },
     ],
-    shown: 'the three listeners in the table above',
+    shown: 'the four listeners in the table above',
     finish: (listeners, at, ctx) => {
       const seen = new Map<string, number>();
       listeners.forEach(({ address, port }, i) => {
@@ -258,6 +267,11 @@ export const CONFIG = section({
     minPasswordLength: int({ default: 12, min: 1, max: 255 }),
   }),
   log: section({ level: oneOf(LOG_LEVELS, 'info') }),
+  /** The events store (every event of every message, read through the HTTP API). */
+  events: section({
+    /** How long events are kept: the managed relays keep 30 days (Postmark 45, SendGrid 30); older ones are deleted in small batches. */
+    retention: duration('30d'),
+  }),
   /**
    * Defences at the edge: what port 25 does before a message is accepted.
    * Each is opt-in, like Postfix's (no DNSBL, no greylisting, no anvil rate

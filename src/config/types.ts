@@ -15,6 +15,8 @@ export type TernConfig = Resolved<typeof CONFIG> & {
 
 export type ListenerRole = (typeof LISTENER_ROLES)[number];
 export type ListenerConfig = TernConfig['listeners'][number];
+/** A listener that speaks SMTP (src/server/); `http` listeners are served by src/api/. */
+export type SmtpListenerConfig = ListenerConfig & { role: Exclude<ListenerConfig['role'], 'http'> };
 export type TlsConfig = NonNullable<TernConfig['tls']>;
 export type DomainConfig = TernConfig['domains'][number];
 export type LimitsConfig = TernConfig['limits'];

@@ -202,6 +202,11 @@ export class EventIds {
   }
 }
 
+/** The smallest event id of millisecond `ms`: every id made earlier sorts below it (retention, time cursors). */
+export function eventIdFloor(ms: number): string {
+  return base32(Math.max(0, Math.floor(ms)), 10);
+}
+
 let lastMs = 0;
 let lastIso = '';
 /** Date#toISOString, made once per millisecond. */

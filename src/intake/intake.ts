@@ -19,7 +19,7 @@
 // 451 4.3.0 (an unknown fault is never a permanent refusal).
 
 import type { Spool, SpoolWriter } from '../spool/spool.ts';
-import type { Envelope, QueuedMessage, Recipient } from '../spool/types.ts';
+import type { Envelope, MessageSource, QueuedMessage, Recipient } from '../spool/types.ts';
 import type { MailParams } from '../smtp/params.ts';
 import type { Logger } from '../util/log.ts';
 import { HeaderScanner } from './headers.ts';
@@ -61,6 +61,8 @@ export interface NewMessage {
   authenticate?: boolean | undefined;
   /** Keep the header section (up to MAX_HEADER_SECTION) for the data stage: ReadMessage.headerFields. */
   headerSection?: boolean | undefined;
+  /** How it came, when the listener role does not say (the HTTP API): Envelope.source. */
+  source?: MessageSource | undefined;
 }
 
 /** Sender authentication of mail from outside. */
@@ -152,6 +154,7 @@ export class Intake {
       // Mail from outside: no DSN to its sender unless verified (backscatter.ts); #finishChecks records the result when the checks run.
       outside: m.authenticate ? CHECKS_DISABLED : undefined,
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
+      source: m.source,
     };
     const writer = this.#opts.spool.create(envelope);
     const inbound = m.authenticate ? this.#opts.inbound : undefined;

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import { Session, ignoreSocketError, type SessionDeps } from './session.ts';
 import { ProxyHeaderParser } from './proxy-protocol.ts';
 import { normalizeIp } from '../policy/policy.ts';
-import type { ListenerConfig } from '../config/types.ts';
+import type { SmtpListenerConfig } from '../config/types.ts';
 
 /**
  * How long a refused connection may take to read our 421 and close. A peer
@@ -104,7 +104,7 @@ export class ConnectionCounter {
 }
 
 export class Listener {
-  readonly config: ListenerConfig;
+  readonly config: SmtpListenerConfig;
   readonly #deps: ListenerDeps;
   readonly #server: net.Server;
   /** Implicit-TLS sockets still in their handshake: no session owns them yet. */
@@ -116,7 +116,7 @@ export class Listener {
 
   #boundPort: number;
 
-  constructor(config: ListenerConfig, deps: ListenerDeps) {
+  constructor(config: SmtpListenerConfig, deps: ListenerDeps) {
     this.#boundPort = config.port;
     this.config = config;
     this.#deps = deps;

@@ -102,6 +102,11 @@ export class ServerTls {
     return this.#material.context;
   }
 
+  /** The PEM pair in force (the HTTPS listener needs it for clients that send no SNI). */
+  get material(): TlsMaterial {
+    return this.#material;
+  }
+
   get selfSigned(): boolean {
     return this.#material.selfSigned;
   }

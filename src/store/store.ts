@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { eventIdFloor, type MessageEvent } from '../events/events.ts';
 
 export interface UserRecord {
   /** Lower-case local@domain; the login name (RFC 4954 authcid). */
@@ -49,8 +50,71 @@ export interface GreylistStore {
   expireGreylist(now: number): number;
 }
 
+/** An HTTP API key (src/api/): only the SHA-256 of the key is kept. */
+export interface ApiKeyRecord {
+  name: string;
+  /** Hex SHA-256 of the whole key string (`tern_…`). */
+  hash: string;
+  /** Addresses or '@domain' patterns the key may send as, and whose mail it may read. */
+  sendAs: string[];
+  /** Reads every message and event, whatever the sender. */
+  admin: boolean;
+  /** Epoch milliseconds. */
+  createdAt: number;
+}
+
+export interface ApiKeyStore {
+  /** False when the name is taken. */
+  addApiKey(k: ApiKeyRecord): boolean;
+  apiKeyByHash(hash: string): ApiKeyRecord | null;
+  /** Sorted by name. */
+  listApiKeys(): ApiKeyRecord[];
+  revokeApiKey(name: string): boolean;
+}
+
+/** One stored event: the event as the stream made it, and its message's envelope sender (for scoping). */
+export interface StoredEvent {
+  event: MessageEvent;
+  /** Lower-cased reverse-path; '' for bounces. */
+  sender: string;
+}
+
+/** What a reader may see: every message (admin), or those whose envelope sender one of `sendAs` covers. */
+export type EventScope = { admin: true } | { admin: false; sendAs: string[] };
+
+export interface EventQuery {
+  /** Event id to start after (exclusive); '' from the oldest. */
+  after: string;
+  type?: string | undefined;
+  recipient?: string | undefined;
+  limit: number;
+  scope: EventScope;
+}
+
+export interface MessageRecord {
+  id: string;
+  sender: string;
+  /** The Message-ID header as the API sent it; null when not known (mail from SMTP). */
+  messageId: string | null;
+  /** Epoch ms of the first stored event. */
+  createdAt: number;
+}
+
+export interface EventStore {
+  /** One transaction: all or nothing. */
+  addEvents(events: StoredEvent[]): void;
+  /** Records the Message-ID of a message (the API knows it); kept with the message's events. */
+  setMessageId(queueId: string, messageId: string): void;
+  /** Oldest first. */
+  queryEvents(q: EventQuery): MessageEvent[];
+  /** The message and its events (oldest first), if `scope` may read it. */
+  messageEvents(queueId: string, scope: EventScope): { message: MessageRecord; events: MessageEvent[] } | null;
+  /** Deletes up to `max` events (and messages) older than `before` (epoch ms); returns how many events went. */
+  expireEvents(before: number, max: number): number;
+}
+
 /** Everything the embedded database holds. */
-export interface Store extends UserStore, GreylistStore {}
+export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore {}
 
 export const STORE_FILE = 'tern.db';
 /** How long a writer waits for another process's write lock before SQLITE_BUSY. */
@@ -73,6 +137,38 @@ const MIGRATIONS: string[] = [
      expires INTEGER NOT NULL
    ) STRICT;
    CREATE INDEX greylist_expires ON greylist (expires)`,
+  // Event ids sort by time (events.ts), so the primary key is also the
+  // time order: paging and retention both walk it, no timestamp index.
+  // sender_domain ('@example.org') and sender_base (plus-tag removed) let a
+  // key's send-as patterns select rows through indexes.
+  `CREATE TABLE api_keys (
+     name TEXT PRIMARY KEY NOT NULL,
+     hash TEXT NOT NULL UNIQUE,
+     send_as TEXT NOT NULL DEFAULT '[]',
+     admin INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE events (
+     id TEXT PRIMARY KEY NOT NULL,
+     queue_id TEXT NOT NULL,
+     type TEXT NOT NULL,
+     recipient TEXT NOT NULL,
+     sender TEXT NOT NULL,
+     sender_base TEXT NOT NULL,
+     sender_domain TEXT NOT NULL,
+     body TEXT NOT NULL
+   ) STRICT, WITHOUT ROWID;
+   CREATE INDEX events_queue ON events (queue_id, id);
+   CREATE INDEX events_recipient ON events (recipient, id);
+   CREATE INDEX events_sender_base ON events (sender_base, id);
+   CREATE INDEX events_sender_domain ON events (sender_domain, id);
+   CREATE TABLE messages (
+     id TEXT PRIMARY KEY NOT NULL,
+     sender TEXT NOT NULL,
+     message_id TEXT,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX messages_created ON messages (created_at)`,
 ];
 
 interface UserRow {
@@ -129,9 +225,27 @@ class SqliteStore implements Store {
   #glGet: StatementSync;
   #glPut: StatementSync;
   #glExpire: StatementSync;
+  #keyByHash: StatementSync;
+  #evPut: StatementSync;
+  #msgPut: StatementSync;
+  #msgSetId: StatementSync;
+  #msgGet: StatementSync;
+  #evExpire: StatementSync;
+  #msgExpire: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.#db = db;
+    this.#keyByHash = db.prepare('SELECT * FROM api_keys WHERE hash = ?');
+    this.#evPut = db.prepare(
+      'INSERT OR IGNORE INTO events (id, queue_id, type, recipient, sender, sender_base, sender_domain, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    // The API may record the Message-ID before the first event is written: the events' sender wins.
+    this.#msgPut = db.prepare('INSERT INTO messages (id, sender, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET sender = excluded.sender');
+    this.#msgSetId = db.prepare(`INSERT INTO messages (id, sender, message_id, created_at) VALUES (?, '', ?, ?) ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id`);
+    this.#msgGet = db.prepare('SELECT * FROM messages WHERE id = ?');
+    // Bounded: each call deletes at most `max` rows, oldest first, walking the primary key.
+    this.#evExpire = db.prepare('DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ? ORDER BY id LIMIT ?)');
+    this.#msgExpire = db.prepare('DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?)');
     this.#get = db.prepare('SELECT * FROM users WHERE address = ?');
     this.#put = db.prepare(
       `INSERT OR REPLACE INTO users (address, password_hash, send_as, messages_per_hour, recipients_per_message, created_at)
@@ -142,6 +256,88 @@ class SqliteStore implements Store {
     this.#glGet = db.prepare('SELECT first_seen, passed_at, expires FROM greylist WHERE triplet = ?');
     this.#glPut = db.prepare('INSERT OR REPLACE INTO greylist (triplet, first_seen, passed_at, expires) VALUES (?, ?, ?, ?)');
     this.#glExpire = db.prepare('DELETE FROM greylist WHERE expires < ?');
+  }
+
+  // API keys
+
+  addApiKey(k: ApiKeyRecord): boolean {
+    const r = this.#db.prepare('INSERT OR IGNORE INTO api_keys (name, hash, send_as, admin, created_at) VALUES (?, ?, ?, ?, ?)')
+      .run(k.name, k.hash, JSON.stringify(k.sendAs), k.admin ? 1 : 0, k.createdAt);
+    return Number(r.changes) > 0;
+  }
+
+  apiKeyByHash(hash: string): ApiKeyRecord | null {
+    const row = this.#keyByHash.get(hash) as ApiKeyRow | undefined;
+    return row ? keyFromRow(row) : null;
+  }
+
+  listApiKeys(): ApiKeyRecord[] {
+    return (this.#db.prepare('SELECT * FROM api_keys ORDER BY name').all() as unknown as ApiKeyRow[]).map(keyFromRow);
+  }
+
+  revokeApiKey(name: string): boolean {
+    return Number(this.#db.prepare('DELETE FROM api_keys WHERE name = ?').run(name).changes) > 0;
+  }
+
+  // Events
+
+  addEvents(events: StoredEvent[]): void {
+    this.#db.exec('BEGIN');
+    try {
+      for (const { event, sender } of events) {
+        const s = sender.toLowerCase();
+        const at = s.lastIndexOf('@');
+        const domain = at >= 0 ? s.slice(at) : '';
+        const base = at >= 0 ? s.slice(0, at).replace(/\+.*$/, '') + domain : s;
+        this.#evPut.run(event.id, event.queueId, event.type, event.recipient.toLowerCase(), s, base, domain, JSON.stringify(event));
+        this.#msgPut.run(event.queueId, s, Date.parse(event.timestamp));
+      }
+      this.#db.exec('COMMIT');
+    } catch (e) {
+      this.#db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  setMessageId(queueId: string, messageId: string): void {
+    this.#msgSetId.run(queueId, messageId, Date.now());
+  }
+
+  queryEvents(q: EventQuery): MessageEvent[] {
+    const where = ['id > ?'];
+    const args: (string | number)[] = [q.after];
+    if (q.type !== undefined) {
+      where.push('type = ?');
+      args.push(q.type);
+    }
+    if (q.recipient !== undefined) {
+      where.push('recipient = ?');
+      args.push(q.recipient.toLowerCase());
+    }
+    const scope = scopeClause(q.scope);
+    where.push(scope.sql);
+    args.push(...scope.args, q.limit);
+    const rows = this.#db.prepare(`SELECT body FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args) as { body: string }[];
+    return rows.map((r) => JSON.parse(r.body) as MessageEvent);
+  }
+
+  messageEvents(queueId: string, scope: EventScope): { message: MessageRecord; events: MessageEvent[] } | null {
+    const m = this.#msgGet.get(queueId) as { id: string; sender: string; message_id: string | null; created_at: number } | undefined;
+    if (!m) return null;
+    const sc = scopeClause(scope);
+    const rows = this.#db.prepare(`SELECT body FROM events WHERE queue_id = ? AND ${sc.sql} ORDER BY id`).all(queueId, ...sc.args) as { body: string }[];
+    // A message without readable events is, for this reader, not there at all.
+    if (rows.length === 0) return null;
+    return {
+      message: { id: m.id, sender: m.sender, messageId: m.message_id, createdAt: m.created_at },
+      events: rows.map((r) => JSON.parse(r.body) as MessageEvent),
+    };
+  }
+
+  expireEvents(before: number, max: number): number {
+    const n = Number(this.#evExpire.run(eventIdFloor(before), max).changes);
+    this.#msgExpire.run(before, max);
+    return n;
   }
 
   getGreylist(triplet: string): GreylistEntry | null {
@@ -177,6 +373,35 @@ class SqliteStore implements Store {
   close(): void {
     if (this.#db.isOpen) this.#db.close();
   }
+}
+
+interface ApiKeyRow {
+  name: string;
+  hash: string;
+  send_as: string;
+  admin: number;
+  created_at: number;
+}
+
+function keyFromRow(r: ApiKeyRow): ApiKeyRecord {
+  return { name: r.name, hash: r.hash, sendAs: JSON.parse(r.send_as) as string[], admin: r.admin === 1, createdAt: r.created_at };
+}
+
+/**
+ * The SQL condition for what `scope` may read, matching as mayUseAddress
+ * (src/policy/senders.ts) does: '@domain' covers the domain, an address
+ * covers itself and its plus-tagged forms.
+ */
+function scopeClause(scope: EventScope): { sql: string; args: string[] } {
+  if (scope.admin) return { sql: '1', args: [] };
+  const domains = scope.sendAs.filter((p) => p.startsWith('@')).map((p) => p.toLowerCase());
+  const addresses = scope.sendAs.filter((p) => !p.startsWith('@')).map((p) => p.toLowerCase());
+  const parts: string[] = [];
+  const marks = (n: number): string => Array(n).fill('?').join(', ');
+  if (domains.length > 0) parts.push(`sender_domain IN (${marks(domains.length)})`);
+  if (addresses.length > 0) parts.push(`sender IN (${marks(addresses.length)})`, `sender_base IN (${marks(addresses.length)})`);
+  if (parts.length === 0) return { sql: '0', args: [] };
+  return { sql: `(${parts.join(' OR ')})`, args: [...domains, ...addresses, ...addresses] };
 }
 
 function fromRow(r: UserRow): UserRecord {

@@ -23,7 +23,7 @@ export interface TestServer {
   tern: RunningTern;
   dir: string;
   dataDir: string;
-  port: (role: 'smtp' | 'submission' | 'submissions') => number;
+  port: (role: 'smtp' | 'submission' | 'submissions' | 'http') => number;
   stop: () => Promise<void>;
 }
 

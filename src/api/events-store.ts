@@ -1,0 +1,79 @@
+// The durable subscriber of the event stream: every event, of mail from
+// every source, goes into the store (a batch per turn of the event loop,
+// one transaction each: BatchingSubscriber), with its message's envelope
+// sender so the API can scope reads by a key's send-as. Retention deletes
+// old events a bounded batch at a time: the timer never does work in
+// proportion to the table, and a large backlog is worked off batch by batch
+// with the event loop free between them.
+
+import { BatchingSubscriber, type EventStream } from '../events/events.ts';
+import type { EventStore } from '../store/store.ts';
+import type { Logger } from '../util/log.ts';
+
+/** Events deleted per statement: a few milliseconds of SQLite work. */
+export const RETENTION_BATCH = 1000;
+/** How often retention looks for old events. */
+export const RETENTION_INTERVAL_MS = 60_000;
+
+export class EventRecorder {
+  readonly #batcher: BatchingSubscriber;
+  readonly #unsubscribe: () => void;
+  readonly #senders = new WeakMap<object, string>();
+  readonly #store: EventStore;
+  readonly #retention: number;
+  readonly #log: Logger;
+  #timer: NodeJS.Timeout | undefined;
+  #expiring = false;
+  #closed = false;
+
+  constructor(o: { events: EventStream; store: EventStore; retentionMs: number; log: Logger }) {
+    this.#store = o.store;
+    this.#retention = o.retentionMs;
+    this.#log = o.log;
+    this.#batcher = new BatchingSubscriber(
+      (batch) => this.#store.addEvents(batch.map((event) => ({ event, sender: this.#senders.get(event) ?? '' }))),
+      (e) => o.log.error('events store write failed', { error: e }),
+    );
+    // The batcher keeps only the event: its message's sender rides along, keyed by the (shared, immutable) event object.
+    this.#unsubscribe = o.events.subscribe((event, msg, index) => {
+      this.#senders.set(event, msg.envelope.sender);
+      this.#batcher.subscriber(event, msg, index);
+    });
+    this.#timer = setInterval(() => void this.expire(), RETENTION_INTERVAL_MS);
+    this.#timer.unref();
+  }
+
+  /** Deletes events older than the retention, a batch per turn until none is left; returns how many went. */
+  async expire(now = Date.now()): Promise<number> {
+    if (this.#expiring) return 0;
+    this.#expiring = true;
+    let total = 0;
+    try {
+      for (;;) {
+        if (this.#closed) break;
+        const n = this.#store.expireEvents(now - this.#retention, RETENTION_BATCH);
+        total += n;
+        if (n < RETENTION_BATCH) break;
+        await new Promise((r) => setImmediate(r));
+      }
+    } catch (e) {
+      this.#log.error('events retention failed', { error: e });
+    } finally {
+      this.#expiring = false;
+    }
+    return total;
+  }
+
+  /** Everything received so far is written. */
+  drain(): Promise<void> {
+    return this.#batcher.drain();
+  }
+
+  /** Stops listening and writes what is left (before the store closes). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#unsubscribe();
+    await this.#batcher.drain();
+  }
+}

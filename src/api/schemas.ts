@@ -1,0 +1,121 @@
+// The route schemas: Fastify validates every request against them, and the
+// OpenAPI document (openapi.ts) is assembled from the very same objects, so
+// the two cannot drift. JSON Schema 2020-12-compatible subset (OpenAPI 3.1).
+
+const address = { type: 'string', minLength: 3, maxLength: 256, description: 'local@domain' } as const;
+
+/** Event types (src/events/events.ts). */
+export const EVENT_TYPES = ['queued', 'delivered', 'deferred', 'bounced', 'expired', 'suppressed', 'complained', 'delayed'] as const;
+
+const reply = {
+  type: ['object', 'null'],
+  properties: { code: { type: 'integer' }, enhanced: { type: ['string', 'null'] }, text: { type: 'string' } },
+} as const;
+
+export const eventSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string', description: 'Event id; ids sort by time and serve as the paging cursor' },
+    type: { type: 'string', enum: EVENT_TYPES },
+    timestamp: { type: 'string', format: 'date-time' },
+    queueId: { type: 'string' },
+    recipient: { type: 'string' },
+    data: {
+      type: 'object',
+      properties: {
+        attempt: { type: ['integer', 'null'] },
+        relay: { type: ['object', 'null'], properties: { host: { type: 'string' }, ip: { type: 'string' }, port: { type: 'integer' } } },
+        tls: { type: ['object', 'null'], properties: { version: { type: 'string' }, cipher: { type: 'string' } } },
+        reply,
+        bounceClass: { type: ['string', 'null'] },
+        source: { type: 'string', enum: ['smtp', 'submission', 'api', 'bounce'] },
+        tags: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
+        transport: { type: ['string', 'null'] },
+      },
+    },
+  },
+} as const;
+
+export const problemSchema = {
+  type: 'object',
+  properties: {
+    type: { type: 'string' },
+    status: { type: 'integer' },
+    title: { type: 'string' },
+    detail: { type: 'string' },
+    errors: { type: 'array', items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } } } },
+  },
+} as const;
+
+/** POST /v1/messages, raw form: the envelope and a whole RFC 5322 message. */
+export const sendRawBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['from', 'to', 'raw'],
+  properties: {
+    from: { ...address, description: 'The envelope sender (MAIL FROM); must be covered by the key\'s send-as' },
+    to: { type: 'array', minItems: 1, maxItems: 1000, items: address, description: 'The envelope recipients (RCPT TO)' },
+    raw: { type: 'string', minLength: 1, description: 'The RFC 5322 message; bare LF line ends are turned into CRLF' },
+  },
+} as const;
+
+export const sendResponse = {
+  type: 'object',
+  properties: {
+    id: { type: 'string', description: 'The queue id' },
+    messageId: { type: 'string', description: 'The Message-ID header field' },
+    recipients: { type: 'array', items: { type: 'object', properties: { address: { type: 'string' }, status: { type: 'string', enum: ['queued', 'suppressed'] } } } },
+  },
+} as const;
+
+export const messageParams = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' } },
+} as const;
+
+export const messageResponse = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    messageId: { type: ['string', 'null'] },
+    from: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+    tags: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
+    recipients: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          address: { type: 'string' },
+          status: { type: 'string', enum: ['queued', 'deferred', 'delivered', 'bounced', 'expired', 'suppressed'] },
+          attempts: { type: 'integer' },
+          lastReply: reply,
+        },
+      },
+    },
+    events: { type: 'array', items: eventSchema },
+  },
+} as const;
+
+export const MAX_EVENTS_PAGE = 1000;
+
+export const eventsQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    after: { type: 'string', maxLength: 64, description: 'The `next` of the previous page; absent: from the oldest event kept' },
+    type: { type: 'string', enum: EVENT_TYPES },
+    recipient: { type: 'string', maxLength: 256 },
+    limit: { type: 'integer', minimum: 1, maximum: MAX_EVENTS_PAGE, default: 100 },
+  },
+} as const;
+
+export const eventsResponse = {
+  type: 'object',
+  properties: {
+    events: { type: 'array', items: eventSchema },
+    next: { type: 'string', description: 'The cursor for the next page; on the last page, the one to poll with later (never null)' },
+  },
+} as const;

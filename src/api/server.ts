@@ -1,0 +1,213 @@
+// The `http` listener: the JSON API under /v1/ (CONTRACT.md, "HTTP: API,
+// dashboard, metrics"), on Fastify. Every route is one entry of ROUTES: its
+// schemas validate the request (unknown body fields refused, not dropped)
+// and make the OpenAPI document served at /v1/openapi.json. New mail goes
+// through intake like SMTP submission's (docs/architecture.md: HTTP must not
+// bypass intake); the events come from the store the events subscriber fills.
+
+import https from 'node:https';
+import { Ajv, type ErrorObject } from 'ajv';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema } from 'fastify';
+import type { ListenerConfig } from '../config/types.ts';
+import type { Logger } from '../util/log.ts';
+import type { ApiKeyRecord, EventScope, Store } from '../store/store.ts';
+import { hashApiKey } from './keys.ts';
+import { ApiError, problem, type FieldError } from './problem.ts';
+import { eventsQuery, eventsResponse, messageParams, messageResponse, problemSchema, sendRawBody, sendResponse, MAX_EVENTS_PAGE } from './schemas.ts';
+import { buildOpenApi } from './openapi.ts';
+import { messageView } from './messages.ts';
+import type { Sender, SendRaw } from './send.ts';
+
+export interface ApiDeps {
+  store: Store;
+  sender: Sender;
+  log: Logger;
+  /** The server certificate, for `tls: true`: the PEM at start (clients without SNI) and the current context (SNI, follows reloads). */
+  tls: () => { cert: string; key: string; context: import('node:tls').SecureContext };
+  /** The largest message accepted (limits.messageSize): the body limit follows from it. */
+  messageSize: number;
+}
+
+/** One API route: everything Fastify and the OpenAPI document need. */
+export interface Route {
+  method: 'GET' | 'POST';
+  /** Fastify syntax (`:id`); openapi.ts writes `{id}`. */
+  url: string;
+  summary: string;
+  /** Needs a key (everything but the OpenAPI document). */
+  auth: boolean;
+  schema: { body?: object; querystring?: object; params?: object; response: Record<number, object> };
+  handler: (req: FastifyRequest, key: ApiKeyRecord | null, reply: FastifyReply) => Promise<unknown>;
+}
+
+const PROBLEM = 'application/problem+json';
+
+export class ApiServer {
+  readonly config: ListenerConfig;
+  readonly #deps: ApiDeps;
+  readonly #app: FastifyInstance;
+  readonly #keys = new WeakMap<FastifyRequest, ApiKeyRecord>();
+  readonly routes: Route[];
+  #boundPort: number;
+
+  constructor(config: ListenerConfig, deps: ApiDeps) {
+    this.config = config;
+    this.#deps = deps;
+    this.#boundPort = config.port;
+    this.routes = this.#routes();
+    this.#app = this.#build();
+  }
+
+  get port(): number {
+    return this.#boundPort;
+  }
+
+  async listen(): Promise<void> {
+    await this.#app.listen({ host: this.config.address, port: this.config.port });
+    const addr = this.#app.server.address();
+    if (addr && typeof addr === 'object') this.#boundPort = addr.port;
+  }
+
+  async close(): Promise<void> {
+    await this.#app.close();
+  }
+
+  /** For tests: the OpenAPI document as served. */
+  openApi(): object {
+    return buildOpenApi(this.routes);
+  }
+
+  #build(): FastifyInstance {
+    const { tls } = this.#deps;
+    // A raw message travels as a JSON string: room for its escaping, on top of the size limit that send.ts applies to the message itself.
+    const bodyLimit = this.#deps.messageSize * 2 + 64 * 1024;
+    const app = Fastify({
+      logger: false,
+      bodyLimit,
+      forceCloseConnections: true,
+      return503OnClosing: true,
+      ...(this.config.tls
+        ? {
+            https: (() => {
+              const t = tls();
+              const opts: https.ServerOptions = { cert: t.cert, key: t.key, minVersion: 'TLSv1.2', SNICallback: (_name, cb) => cb(null, tls().context) };
+              return opts;
+            })(),
+          }
+        : {}),
+    }) as unknown as FastifyInstance;
+    // Bodies are validated exactly as sent: no coercion ("to": "a@b" is not a list), no silent removal of unknown fields.
+    const strict = new Ajv({ allErrors: true, strict: false, coerceTypes: false, removeAdditional: false, useDefaults: false });
+    // Query strings and path parameters are text: numbers in them are coerced, defaults filled in.
+    const lenient = new Ajv({ allErrors: true, strict: false, coerceTypes: true, removeAdditional: false, useDefaults: true });
+    app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : lenient).compile(schema));
+    app.setSchemaErrorFormatter((errors, dataVar) => {
+      const e = new ApiError(400, `Invalid request ${dataVar}`, errors.map((x) => fieldErrorOf(dataVar, x as ErrorObject)));
+      e.message = `${e.errors!.map((f) => `${f.path}: ${f.message}`).join('; ')}`;
+      return e;
+    });
+    app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+      if (err instanceof ApiError) return sendProblem(reply, err.status, err.message, err.errors);
+      const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+      if (status >= 500) this.#deps.log.error('api request failed', { method: req.method, url: req.url, error: err });
+      // Fastify's own refusals (bad JSON, too large, wrong media type) say clearly what was wrong; our bugs say nothing inside.
+      return sendProblem(reply, status, status >= 500 ? 'Internal error; see the server log' : err.message);
+    });
+    app.setNotFoundHandler((req, reply) => sendProblem(reply, 404, `No route ${req.method} ${req.url.split('?')[0]}`));
+    for (const route of this.routes) {
+      app.route({
+        method: route.method,
+        url: route.url,
+        schema: route.schema as FastifySchema,
+        onRequest: route.auth ? async (req) => this.#authenticate(req) : undefined,
+        handler: async (req, reply) => route.handler(req, this.#keys.get(req) ?? null, reply),
+      });
+    }
+    return app;
+  }
+
+  async #authenticate(req: FastifyRequest): Promise<void> {
+    const header = req.headers.authorization;
+    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m) throw new ApiError(401, 'An API key is required: Authorization: Bearer <key>');
+    // The lookup is by the hash of the key, so its timing tells nothing about any stored key.
+    const key = this.#deps.store.apiKeyByHash(hashApiKey(m[1]!));
+    if (!key) throw new ApiError(401, 'Unknown or revoked API key');
+    this.#keys.set(req, key);
+  }
+
+  #routes(): Route[] {
+    const { store, sender } = this.#deps;
+    const errors = { 400: problemSchema, 401: problemSchema, 403: problemSchema, 404: problemSchema, 413: problemSchema };
+    return [
+      {
+        method: 'GET',
+        url: '/v1/openapi.json',
+        summary: 'This API as an OpenAPI 3.1 document',
+        auth: false,
+        schema: { response: { 200: { type: 'object', additionalProperties: true } } },
+        handler: async () => buildOpenApi(this.routes),
+      },
+      {
+        method: 'POST',
+        url: '/v1/messages',
+        summary: 'Send a message (raw form): through the same intake as SMTP submission; 202 once it is durably queued',
+        auth: true,
+        schema: { body: sendRawBody, response: { 202: sendResponse, ...errors, 503: problemSchema } },
+        handler: async (req, key, reply) => {
+          const result = await sender.sendRaw(req.body as SendRaw, key!, req.ip, this.config.tls === true);
+          return reply.code(202).send(result);
+        },
+      },
+      {
+        method: 'GET',
+        url: '/v1/messages/:id',
+        summary: 'A message: its recipients\' state and its events, oldest first',
+        auth: true,
+        schema: { params: messageParams, response: { 200: messageResponse, ...errors } },
+        handler: async (req, key) => {
+          const { id } = req.params as { id: string };
+          const found = store.messageEvents(id, scopeOf(key!));
+          // Another sender's message is not there at all for this key: 404, not 403, so ids cannot be probed.
+          if (!found) throw new ApiError(404, `No message ${id}`);
+          return messageView(found.message, found.events);
+        },
+      },
+      {
+        method: 'GET',
+        url: '/v1/events',
+        summary: 'Events, oldest first, after a cursor',
+        auth: true,
+        schema: { querystring: eventsQuery, response: { 200: eventsResponse, ...errors } },
+        handler: async (req, key) => {
+          const q = req.query as { after?: string; type?: string; recipient?: string; limit?: number };
+          const after = q.after ?? '';
+          const events = store.queryEvents({ after, type: q.type, recipient: q.recipient, limit: Math.min(q.limit ?? 100, MAX_EVENTS_PAGE), scope: scopeOf(key!) });
+          return { events, next: events.at(-1)?.id ?? after };
+        },
+      },
+    ];
+  }
+}
+
+export function scopeOf(key: ApiKeyRecord): EventScope {
+  return key.admin ? { admin: true } : { admin: false, sendAs: key.sendAs };
+}
+
+function sendProblem(reply: FastifyReply, status: number, detail: string, errors?: FieldError[]): FastifyReply {
+  return reply.code(status).type(PROBLEM).serializer(JSON.stringify).send(problem(status, detail, errors));
+}
+
+/** Ajv's error as {path, message}: the path a JSON Pointer led by the request part, and naming the offending field itself. */
+function fieldErrorOf(part: string, e: ErrorObject): FieldError {
+  const lead = part === 'querystring' ? '/query' : `/${part}`;
+  const p = e.params as { additionalProperty?: string; missingProperty?: string };
+  const escape = (s: string): string => s.replace(/~/g, '~0').replace(/\//g, '~1');
+  if (e.keyword === 'additionalProperties' && p.additionalProperty !== undefined) {
+    return { path: `${lead}${e.instancePath}/${escape(p.additionalProperty)}`, message: 'unknown field' };
+  }
+  if (e.keyword === 'required' && p.missingProperty !== undefined) {
+    return { path: `${lead}${e.instancePath}/${escape(p.missingProperty)}`, message: 'is required' };
+  }
+  return { path: `${lead}${e.instancePath}`, message: e.message ?? 'is invalid' };
+}

@@ -1,0 +1,91 @@
+// `tern apikey …`: keys for the HTTP API. Like `tern user`, it works on the
+// store directly (WAL mode, shared with a running server, which looks each
+// request's key up afresh: a new or revoked key counts at once). The key is
+// printed once, on create; only its SHA-256 is stored (src/api/keys.ts).
+
+import type { TernConfig } from '../config/types.ts';
+import { isDomain } from '../smtp/address.ts';
+import { openStore, type ApiKeyRecord, type Store } from '../store/store.ts';
+import { apiKeyNameProblem, hashApiKey, newApiKey } from '../api/keys.ts';
+import { normalizeAddress } from './user.ts';
+
+export const APIKEY_USAGE = `  tern apikey create NAME [--send-as ADDRESS|@DOMAIN ...] [--admin]
+                                    make an HTTP API key and print it (once); it may send
+                                    as (and read the mail of) the --send-as addresses and
+                                    domains; --admin reads every message and event
+  tern apikey list [--json]         the keys: name, send-as, admin, created (never the key)
+  tern apikey revoke NAME           delete a key; requests with it get 401 at once
+`;
+
+type Out = { write(s: string): unknown };
+
+class UsageError extends Error {}
+class KeyError extends Error {}
+
+/** `argv` is everything after `apikey`; --config/-c (already used by the caller) is skipped. */
+export function runApiKey(config: TernConfig, argv: string[], stdout: Out = process.stdout, stderr: Out = process.stderr): number {
+  let store: Store | undefined;
+  try {
+    const positional: string[] = [];
+    const sendAs: string[] = [];
+    let admin = false;
+    let json = false;
+    for (let i = 0; i < argv.length; i++) {
+      const a = argv[i]!;
+      if (a === '--config' || a === '-c') i++;
+      else if (a.startsWith('--config=')) continue;
+      else if (a === '--send-as' || a.startsWith('--send-as=')) {
+        const v = a === '--send-as' ? argv[++i] : a.slice('--send-as='.length);
+        if (v === undefined) throw new UsageError('--send-as needs a value');
+        // Several flags, or one comma-separated list as `tern user add` takes.
+        sendAs.push(...v.split(',').map((s) => s.trim()).filter(Boolean));
+      } else if (a === '--admin') admin = true;
+      else if (a === '--json') json = true;
+      else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
+      else positional.push(a);
+    }
+    const [sub, name, extra] = positional;
+    if (!sub || extra !== undefined || !['create', 'list', 'revoke'].includes(sub) || (sub === 'list') === (name !== undefined)) throw new UsageError();
+    if (sub !== 'create' && (sendAs.length > 0 || admin)) throw new UsageError();
+    if (sub !== 'list' && json) throw new UsageError();
+    store = openStore(config.dataDir);
+    if (sub === 'list') {
+      const keys = store.listApiKeys().map(({ hash: _hash, ...k }) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() }));
+      if (json) stdout.write(JSON.stringify(keys) + '\n');
+      else for (const k of keys) stdout.write(`${k.name}\t${k.admin ? 'admin' : '-'}\t${k.sendAs.join(',') || '-'}\t${k.createdAt}\n`);
+      return 0;
+    }
+    const problem = apiKeyNameProblem(name!);
+    if (problem) throw new KeyError(`${JSON.stringify(name)}: ${problem}`);
+    if (sub === 'revoke') {
+      if (!store.revokeApiKey(name!)) throw new KeyError(`no key ${name}`);
+      stdout.write(`${name}: revoked\n`);
+      return 0;
+    }
+    const patterns = sendAs.map((raw) => {
+      const item = raw.toLowerCase();
+      const norm = item.startsWith('@') ? (isDomain(item.slice(1)) ? item : null) : normalizeAddress(item);
+      if (!norm) throw new KeyError(`--send-as: invalid address or @domain ${JSON.stringify(raw)}`);
+      return norm;
+    });
+    if (patterns.length === 0 && !admin) stderr.write('tern apikey: note: without --send-as the key can send nothing and read nothing\n');
+    const key = newApiKey();
+    const record: ApiKeyRecord = { name: name!, hash: hashApiKey(key), sendAs: [...new Set(patterns)], admin, createdAt: Date.now() };
+    if (!store.addApiKey(record)) throw new KeyError(`a key named ${name} exists (revoke it first)`);
+    stdout.write(`${key}\n`);
+    stderr.write(`tern apikey: ${name} created; the key is shown only this once\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      stderr.write(`${e.message ? `tern apikey: ${e.message}\n` : ''}Usage:\n${APIKEY_USAGE}`);
+      return 2;
+    }
+    if (e instanceof KeyError) {
+      stderr.write(`tern apikey: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    store?.close();
+  }
+}
