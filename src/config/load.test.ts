@@ -90,6 +90,7 @@ describe('loadConfig', () => {
       users: [],
       submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false, minPasswordLength: 12 },
       log: { level: 'info' },
+      events: { retention: 30 * 24 * 3600 * 1000 },
       edge: {
         dnsbl: { zones: [], cacheTtl: 300_000 },
         greylist: { enabled: false, delay: 300_000, expire: 172_800_000, keep: 3_110_400_000 },
@@ -109,7 +110,7 @@ describe('loadConfig', () => {
     const c = loadConfig(write('hostname: MX.Example.org\n'));
     assert.equal(c.hostname, 'MX.Example.org');
     assert.equal(c.dataDir, path.resolve('data'));
-    assert.deepEqual(c.listeners.map((l) => l.port), [2525, 2587, 2465]);
+    assert.deepEqual(c.listeners.map((l) => l.port), [2525, 2587, 2465, 8025]);
     assert.deepEqual(c.domains.map((d) => [d.name, d.mailboxes]), [['localhost', '*'], ['mx.example.org', '*']]);
     assert.deepEqual(c.limits, DEFAULT_LIMITS);
     assert.deepEqual(c.queue, DEFAULT_QUEUE);
@@ -124,7 +125,7 @@ describe('loadConfig', () => {
     assert.equal(c.source, undefined);
     assert.equal(c.domains[0]!.name, 'localhost');
     assert.deepEqual(c.listeners.map((l) => `${l.address}:${l.port}/${l.role}`),
-      ['127.0.0.1:2525/smtp', '127.0.0.1:2587/submission', '127.0.0.1:2465/submissions']);
+      ['127.0.0.1:2525/smtp', '127.0.0.1:2587/submission', '127.0.0.1:2465/submissions', '127.0.0.1:8025/http']);
     c.queue.retrySchedule.push(1);
     c.limits.timeouts.command = 1;
     assert.equal(defaultConfig().queue.retrySchedule.length, 5);
@@ -230,7 +231,7 @@ describe('problems name the key and its line', () => {
     const problems = problemsOf('listeners:\n  - { role: smtp, address: 127.0.0.1, port: 25 }\n  - { role: smtps, address: localhost, port: 65536 }\n');
     assert.deepEqual(problemAt(problems, 'listeners[1].port'), { path: 'listeners[1].port', line: 3, message: 'must be 0-65535' });
     assert.equal(problemAt(problems, 'listeners[1].address').message, '"localhost" is not an IP address');
-    assert.equal(problemAt(problems, 'listeners[1].role').message, 'must be one of: smtp, submission, submissions');
+    assert.equal(problemAt(problems, 'listeners[1].role').message, 'must be one of: smtp, submission, submissions, http');
   });
 
   it('duplicate listener', () => {
