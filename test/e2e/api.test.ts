@@ -112,6 +112,7 @@ describe('HTTP API', () => {
     assert.match(r.messageId, /^<[^@>]+@mx\.tern\.test>$/);
     assert.deepEqual(r.recipients, [{ address: 'bob@tern.test', status: 'queued' }]);
     const files = await waitFor(() => (mailbox(cfg.dataDir, 'tern.test', 'bob').length === 1 ? mailbox(cfg.dataDir, 'tern.test', 'bob') : null), 10_000, 'delivery');
+    assert.ok(files);
     const text = fs.readFileSync(files[0]!, 'utf8');
     // Intake's work: our Received (HTTP, the key), the Date fix-up, the Message-ID we answered with, CRLF line ends.
     assert.match(text, /Received: from unknown \(\[127\.0\.0\.1\]\)\r\n\tby mx\.tern\.test \(Tern\) with HTTP id /);
@@ -126,6 +127,7 @@ describe('HTTP API', () => {
       const m = (await res.json()) as { id: string; messageId: string; from: string; recipients: { address: string; status: string; attempts: number; lastReply: { code: number } | null }[]; events: MessageEvent[] };
       return m.recipients[0]?.status === 'delivered' ? m : null;
     }, 10_000, 'delivered status');
+    assert.ok(m);
     assert.equal(m.id, apiId);
     assert.equal(m.messageId, r.messageId);
     assert.equal(m.from, 'alice@tern.test');
@@ -155,6 +157,7 @@ describe('HTTP API', () => {
       const m = res.status === 200 ? ((await res.json()) as { recipients: { status: string }[]; events: MessageEvent[] }) : null;
       return m?.recipients[0]?.status === 'delivered' ? m : null;
     }, 10_000, 'smtp message delivered');
+    assert.ok(m);
     assert.deepEqual(m.events.map((e) => [e.type, e.data.source]), [['queued', 'smtp'], ['delivered', 'smtp']]);
   });
 
