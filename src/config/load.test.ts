@@ -234,6 +234,14 @@ describe('problems name the key and its line', () => {
     assert.equal(problemAt(problems, 'listeners[1].role').message, 'must be one of: smtp, submission, submissions, http');
   });
 
+  it('tls only on http listeners, and no PROXY protocol there', () => {
+    const problems = problemsOf('listeners:\n  - { role: http, address: 127.0.0.1, port: 8025, tls: true }\n  - { role: smtp, address: 127.0.0.1, port: 25, tls: true }\n  - { role: http, address: 127.0.0.1, port: 8026, proxyProtocol: true }\n');
+    assert.match(problemAt(problems, 'listeners[1].tls').message, /only http listeners take tls/);
+    // (edge.proxyFrom's own check reports the missing proxies there too.)
+    assert.ok(problems.some((p) => p.path === 'listeners[2].proxyProtocol' && p.message === 'not supported on http listeners'), JSON.stringify(problems));
+    assert.equal(problems.filter((p) => p.path.startsWith('listeners[0]')).length, 0);
+  });
+
   it('duplicate listener', () => {
     const problems = problemsOf('listeners:\n  - { role: smtp, address: 127.0.0.1, port: 25 }\n  - role: submission\n    address: 127.0.0.1\n    port: 25\n');
     assert.deepEqual(problems, [{ path: 'listeners[1]', line: 3, message: 'duplicate of listeners[0] (127.0.0.1:25)' }]);

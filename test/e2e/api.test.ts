@@ -7,11 +7,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { runApiKey } from '../../src/cli/apikey.ts';
-import { RawClient, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
+import { ROOT, RawClient, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
 import type { MessageEvent } from '../../src/events/events.ts';
 
 const LISTENERS = [
@@ -200,5 +203,54 @@ describe('HTTP API', () => {
     assert.deepEqual(m.events.map((e) => e.type), ['queued', 'delivered']);
     assert.equal(runApiKey(loadConfig(cfg.file), ['revoke', 'alice-app'], { write: () => true }, { write: () => true }), 0);
     await expectProblem(await api(`/v1/messages/${apiId}`, alice), 401);
+  });
+});
+
+describe('tern apikey (the real command) and an https listener', () => {
+  let cfg: ReturnType<typeof writeConfig>;
+  let tern: RunningTern;
+  before(async () => {
+    cfg = writeConfig({ listeners: [{ role: 'http', address: '127.0.0.1', port: 0, tls: true }] });
+    tern = await startTern(loadConfig(cfg.file), { log: silentLogger, fsync: false });
+  });
+  after(async () => {
+    await tern?.stop(500);
+    fs.rmSync(cfg.dir, { recursive: true, force: true });
+  });
+
+  const tern$ = (...args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'src/cli/main.ts'), 'apikey', ...args, '--config', cfg.file], { encoding: 'utf8' });
+  const get = (pathname: string, key: string) =>
+    new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+      const port = tern.ports.find((p) => p.role === 'http')!.port;
+      // The self-signed certificate: this test checks that HTTPS is spoken, not the chain.
+      https.get({ host: '127.0.0.1', port, path: pathname, headers: { authorization: `Bearer ${key}` }, rejectUnauthorized: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body }));
+      }).on('error', reject);
+    });
+
+  it('creates a key printed once, lists it without the key or its hash, and revokes it (401 after)', async () => {
+    const created = tern$('create', 'ci', '--send-as', 'alice@tern.test', '--send-as', '@catch.test');
+    assert.equal(created.status, 0, created.stderr);
+    const key = created.stdout.trim();
+    assert.match(key, /^tern_[A-Za-z0-9_-]{43}$/);
+    assert.equal(tern$('create', 'ci').status, 1, 'a name is used once');
+    assert.equal(tern$('create', 'bad name!').status, 1);
+    const listed = tern$('list', '--json');
+    assert.equal(listed.status, 0, listed.stderr);
+    const keys = JSON.parse(listed.stdout) as Record<string, unknown>[];
+    assert.deepEqual(keys.map((k) => [k.name, k.sendAs, k.admin]), [['ci', ['alice@tern.test', '@catch.test'], false]]);
+    assert.ok(!listed.stdout.includes(key.slice(5)) && !('hash' in keys[0]!), 'neither the key nor its hash is listed');
+
+    const ok = await get('/v1/events', key);
+    assert.equal(ok.status, 200, ok.body);
+    assert.deepEqual(JSON.parse(ok.body), { events: [], next: '' });
+
+    assert.equal(tern$('revoke', 'ci').status, 0);
+    assert.equal(tern$('revoke', 'ci').status, 1);
+    const refused = await get('/v1/events', key);
+    assert.equal(refused.status, 401);
+    assert.match(refused.type, /^application\/problem\+json/);
   });
 });
