@@ -47,15 +47,55 @@ export const problemSchema = {
   },
 } as const;
 
-/** POST /v1/messages, raw form: the envelope and a whole RFC 5322 message. */
-export const sendRawBody = {
+/** A recipient or sender in the built form: an address, or a display name with it. */
+const mailbox = {
+  oneOf: [address, { type: 'object', additionalProperties: false, required: ['address'], properties: { name: { type: 'string', maxLength: 256, pattern: '^[^\\r\\n]*$' }, address } }],
+} as const;
+
+const addressList = (what: string) => ({ type: 'array', maxItems: 1000, items: mailbox, description: what }) as const;
+
+/**
+ * POST /v1/messages, either form in one schema (so that a typo is reported
+ * once, by name, rather than once per alternative): raw (`from`, `to`,
+ * `raw`) or built (everything else, composed with nodemailer). send.ts
+ * refuses a mix.
+ */
+export const sendBody = {
   type: 'object',
   additionalProperties: false,
-  required: ['from', 'to', 'raw'],
+  required: ['from'],
   properties: {
-    from: { ...address, description: 'The envelope sender (MAIL FROM); must be covered by the key\'s send-as' },
-    to: { type: 'array', minItems: 1, maxItems: 1000, items: address, description: 'The envelope recipients (RCPT TO)' },
-    raw: { type: 'string', minLength: 1, description: 'The RFC 5322 message; bare LF line ends are turned into CRLF' },
+    from: { ...mailbox, description: 'Raw form: the envelope sender. Built form: the From: field and the envelope sender. Must be covered by the key\'s send-as' },
+    to: addressList('The recipients (raw form: the envelope recipients, addresses only)'),
+    cc: addressList('Built form: Cc recipients'),
+    bcc: addressList('Built form: Bcc recipients (envelope only; no Bcc: field is written)'),
+    replyTo: { ...mailbox, description: 'Built form: Reply-To' },
+    subject: { type: 'string', maxLength: 998, pattern: '^[^\\r\\n]*$' },
+    text: { type: 'string' },
+    html: { type: 'string' },
+    headers: {
+      type: 'object',
+      maxProperties: 100,
+      description: 'Built form: extra header fields; names are RFC 5322 field names, values have no CR or LF',
+      propertyNames: { pattern: '^[!-9;-~]{1,76}$' },
+      additionalProperties: { type: 'string', maxLength: 998, pattern: '^[^\\r\\n]*$' },
+    },
+    attachments: {
+      type: 'array',
+      maxItems: 100,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['content'],
+        properties: {
+          filename: { type: 'string', maxLength: 255, pattern: '^[^\\r\\n]*$' },
+          contentType: { type: 'string', maxLength: 255, pattern: '^[!-~]+/[!-~]+$' },
+          content: { type: 'string', pattern: '^[A-Za-z0-9+/]*={0,2}$', description: 'base64' },
+          contentId: { type: 'string', maxLength: 255, pattern: '^[!-~]+$', description: 'For inline images: <img src="cid:ID">' },
+        },
+      },
+    },
+    raw: { type: 'string', minLength: 1, description: 'Raw form: the RFC 5322 message; bare LF line ends are turned into CRLF' },
   },
 } as const;
 

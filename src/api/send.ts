@@ -13,12 +13,28 @@ import { SmtpError } from '../smtp/reply.ts';
 import type { Recipient } from '../spool/types.ts';
 import type { ApiKeyRecord, EventStore } from '../store/store.ts';
 import { ApiError, fieldError } from './problem.ts';
+import MailComposer from 'nodemailer/lib/mail-composer';
 
-export interface SendRaw {
-  from: string;
-  to: string[];
-  raw: string;
+type Mailbox = string | { name?: string; address: string };
+
+/** The request body (schemas.ts: sendBody): raw (from, to, raw) or built. */
+export interface SendBody {
+  from: Mailbox;
+  to?: Mailbox[];
+  cc?: Mailbox[];
+  bcc?: Mailbox[];
+  replyTo?: Mailbox;
+  subject?: string;
+  text?: string;
+  html?: string;
+  headers?: Record<string, string>;
+  attachments?: { filename?: string; contentType?: string; content: string; contentId?: string }[];
+  raw?: string;
 }
+
+const BUILT_ONLY = ['cc', 'bcc', 'replyTo', 'subject', 'text', 'html', 'headers', 'attachments'] as const;
+/** Fields the composer writes itself: set through their own keys, never through `headers`. */
+const COMPOSED_FIELDS = new Set(['from', 'to', 'cc', 'bcc', 'reply-to', 'subject', 'message-id', 'date', 'mime-version', 'content-type', 'content-transfer-encoding']);
 
 export interface SendResult {
   id: string;
@@ -41,13 +57,61 @@ export class Sender {
     this.#o = o;
   }
 
-  async sendRaw(body: SendRaw, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
-    const limits = this.#o.limits();
-    const from = mailbox(body.from, '/body/from');
+  async send(body: SendBody, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
+    const from = mailbox(addressOf(body.from), '/body/from');
     if (!mayUseAddress(from, key.sendAs)) throw new ApiError(403, `The key "${key.name}" may not send as <${from}>`, [{ path: '/body/from', message: 'outside the key\'s send-as' }]);
-    if (body.to.length > limits.recipients) throw fieldError(400, '/body/to', `at most ${limits.recipients} recipients (limits.recipients)`);
-    const recipients = this.#recipients(body.to);
-    let message = toCrlf(body.raw);
+    if (body.raw !== undefined) {
+      const mixed = BUILT_ONLY.find((k) => body[k] !== undefined);
+      if (mixed) throw fieldError(400, `/body/${mixed}`, 'not allowed with raw (the raw form is from, to and raw)');
+      if (typeof body.from !== 'string') throw fieldError(400, '/body/from', 'the raw form takes the envelope sender as a plain address');
+      const to = body.to ?? [];
+      const objectAt = to.findIndex((t) => typeof t !== 'string');
+      if (objectAt >= 0) throw fieldError(400, `/body/to/${objectAt}`, 'the raw form takes envelope recipients as plain addresses');
+      if (to.length === 0) throw fieldError(400, '/body/to', 'at least one recipient');
+      return this.#submit(from, to.map((t, i) => ({ address: addressOf(t), path: `/body/to/${i}` })), toCrlf(body.raw), key, ip, tls);
+    }
+    const rcpts = (['to', 'cc', 'bcc'] as const).flatMap((k) => (body[k] ?? []).map((t, i) => ({ address: addressOf(t), path: `/body/${k}/${i}` })));
+    if (rcpts.length === 0) throw fieldError(400, '/body/to', 'at least one recipient in to, cc or bcc');
+    if (body.text === undefined && body.html === undefined && body.attachments === undefined) throw fieldError(400, '/body/text', 'text, html or attachments is required');
+    return this.#submit(from, rcpts, await this.#compose(body), key, ip, tls);
+  }
+
+  /** The built form as an RFC 5322 message: nodemailer's composer, with no file or URL access (content comes only from the request). */
+  async #compose(body: SendBody): Promise<Buffer> {
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(body.headers ?? {})) {
+      if (COMPOSED_FIELDS.has(name.toLowerCase())) throw fieldError(400, `/body/headers/${name}`, `set ${name} through its own field, not headers`);
+      headers[name] = value;
+    }
+    const attachments = (body.attachments ?? []).map((a, i) => {
+      const content = Buffer.from(a.content, 'base64');
+      // The pattern admits only base64 characters; this catches a wrong length (a truncated upload) or missing padding (RFC 4648 §3.2).
+      if (a.content.length % 4 !== 0 || content.toString('base64') !== a.content) throw fieldError(400, `/body/attachments/${i}/content`, 'is not valid base64');
+      return { filename: a.filename, contentType: a.contentType, content, cid: a.contentId };
+    });
+    const composer = new MailComposer({
+      from: body.from,
+      to: body.to,
+      cc: body.cc,
+      bcc: body.bcc,
+      replyTo: body.replyTo,
+      subject: body.subject,
+      text: body.text,
+      html: body.html,
+      headers,
+      attachments,
+      messageId: `<${randomUUID()}@${this.#o.hostname}>`,
+      disableFileAccess: true,
+      disableUrlAccess: true,
+    });
+    return new Promise((resolve, reject) => composer.compile().build((e, m) => (e ? reject(e) : resolve(m))));
+  }
+
+  async #submit(from: string, to: { address: string; path: string }[], raw: Buffer, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
+    const limits = this.#o.limits();
+    if (to.length > limits.recipients) throw fieldError(400, '/body/to', `at most ${limits.recipients} recipients (limits.recipients)`);
+    const recipients = this.#recipients(to);
+    let message = raw;
     if (message.length > limits.messageSize) throw new ApiError(413, `The message is ${message.length} octets; the limit is ${limits.messageSize} (limits.messageSize)`);
     const fields = parseHeaderSection(message, false);
     let messageId = fields.find((f) => f.name.toLowerCase() === 'message-id')?.value.trim();
@@ -56,11 +120,13 @@ export class Sender {
       messageId = `<${randomUUID()}@${this.#o.hostname}>`;
       message = Buffer.concat([Buffer.from(`Message-ID: ${messageId}\r\n`, 'latin1'), message]);
     }
-    const nonAscii = /[^\x00-\x7f]/.test(body.raw) || /[^\x00-\x7f]/.test(from);
+    // RFC 6531 when an address or the header section is UTF-8; 8BITMIME (RFC 6152) when any octet is 8-bit.
+    const eightBit = /[\x80-\xff]/.test(message.toString('latin1'));
+    const utf8 = /[^\x00-\x7f]/.test(from) || recipients.some((r) => /[^\x00-\x7f]/.test(r.address)) || fields.some((f) => /[^\x00-\x7f]/.test(f.value));
     const incoming = this.#o.intake.begin({
       sender: from,
       recipients,
-      params: { smtputf8: nonAscii, body: nonAscii ? '8BITMIME' : undefined },
+      params: { smtputf8: utf8, body: eightBit ? '8BITMIME' : undefined },
       // RFC 3848 has no word for HTTP; the Received field says what it was, as the API key's name says who.
       trace: { ip, protocol: tls ? 'HTTPS' : 'HTTP', role: 'http', user: `apikey:${key.name}` },
       submission: { user: `apikey:${key.name}` },
@@ -83,10 +149,9 @@ export class Sender {
   }
 
   /** RCPT TO's rules: local addresses must exist (aliases expand), anything else is relayed for an authenticated key. */
-  #recipients(to: string[]): Recipient[] {
+  #recipients(to: { address: string; path: string }[]): Recipient[] {
     const out: Recipient[] = [];
-    to.forEach((raw, i) => {
-      const path = `/body/to/${i}`;
+    to.forEach(({ address: raw, path }) => {
       const address = mailbox(raw, path);
       const parsed = parseMailbox(address);
       let targets: Target[] = [{ kind: 'remote', address }];
@@ -102,6 +167,10 @@ export class Sender {
     });
     return out;
   }
+}
+
+function addressOf(m: Mailbox): string {
+  return typeof m === 'string' ? m : m.address;
 }
 
 function mailbox(s: string, path: string): string {

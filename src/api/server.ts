@@ -13,10 +13,10 @@ import type { Logger } from '../util/log.ts';
 import type { ApiKeyRecord, EventScope, Store } from '../store/store.ts';
 import { hashApiKey } from './keys.ts';
 import { ApiError, problem, type FieldError } from './problem.ts';
-import { eventsQuery, eventsResponse, messageParams, messageResponse, problemSchema, sendRawBody, sendResponse, MAX_EVENTS_PAGE } from './schemas.ts';
+import { eventsQuery, eventsResponse, messageParams, messageResponse, problemSchema, sendBody, sendResponse, MAX_EVENTS_PAGE } from './schemas.ts';
 import { buildOpenApi } from './openapi.ts';
 import { messageView } from './messages.ts';
-import type { Sender, SendRaw } from './send.ts';
+import type { Sender, SendBody } from './send.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -151,11 +151,11 @@ export class ApiServer {
       {
         method: 'POST',
         url: '/v1/messages',
-        summary: 'Send a message (raw form): through the same intake as SMTP submission; 202 once it is durably queued',
+        summary: 'Send a message (raw or built form): through the same intake as SMTP submission; 202 once it is durably queued',
         auth: true,
-        schema: { body: sendRawBody, response: { 202: sendResponse, ...errors, 503: problemSchema } },
+        schema: { body: sendBody, response: { 202: sendResponse, ...errors, 503: problemSchema } },
         handler: async (req, key, reply) => {
-          const result = await sender.sendRaw(req.body as SendRaw, key!, req.ip, this.config.tls === true);
+          const result = await sender.send(req.body as SendBody, key!, req.ip, this.config.tls === true);
           return reply.code(202).send(result);
         },
       },

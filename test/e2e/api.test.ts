@@ -81,7 +81,9 @@ describe('HTTP API', () => {
     await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], raw: RAW, subjet: 'typo' }), 400, '/body/subjet');
     await expectProblem(await post(alice, { from: 'alice@tern.test', to: 'bob@tern.test', raw: RAW }), 400, '/body/to');
     await expectProblem(await post(alice, { from: 'alice@tern.test', to: [42], raw: RAW }), 400, '/body/to/0');
-    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'] }), 400, '/body/raw');
+    // Neither raw nor any content: read as the built form, which needs something to send.
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'] }), 400, '/body/text');
+    await expectProblem(await post(alice, { to: ['bob@tern.test'], raw: RAW }), 400, '/body/from');
     await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['not an address'], raw: RAW }), 400, '/body/to/0');
     await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['nobody@tern.test'], raw: RAW }), 400, '/body/to/0');
     await expectProblem(await api('/v1/messages', alice, { method: 'POST', body: '{"from": ' }), 400);
@@ -102,7 +104,8 @@ describe('HTTP API', () => {
     assert.equal(doc.openapi, '3.1.0');
     assert.deepEqual(Object.keys(doc.paths).sort(), ['/v1/events', '/v1/messages', '/v1/messages/{id}', '/v1/openapi.json']);
     const body = doc.paths['/v1/messages']!.post!.requestBody!.content['application/json']!.schema;
-    assert.deepEqual(body.required, ['from', 'to', 'raw']);
+    assert.deepEqual(body.required, ['from']);
+    assert.ok('raw' in (body as unknown as { properties: object }).properties && 'attachments' in (body as unknown as { properties: object }).properties);
     assert.equal(body.additionalProperties, false);
   });
 
@@ -141,6 +144,48 @@ describe('HTTP API', () => {
 
     const ev = (await (await api(`/v1/events?recipient=bob@tern.test&type=queued`, alice)).json()) as { events: MessageEvent[]; next: string };
     assert.ok(ev.events.some((e) => e.queueId === apiId && e.data.source === 'api'));
+  });
+
+  it('sends a built message composed by nodemailer: text, html, inline image, attachment, headers; Bcc only in the envelope', async () => {
+    const png = Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex');
+    const res = await post(alice, {
+      from: { name: 'Alice', address: 'alice@tern.test' },
+      to: ['bob@tern.test'],
+      bcc: [{ name: 'Carol', address: 'carol@catch.test' }],
+      subject: 'Built — with UTF-8',
+      text: 'Plain text',
+      html: '<p>HTML <img src="cid:logo@tern"></p>',
+      headers: { 'X-Campaign': 'spring' },
+      attachments: [
+        { filename: 'logo.png', contentType: 'image/png', content: png.toString('base64'), contentId: 'logo@tern' },
+        { filename: 'notes.txt', content: Buffer.from('notes').toString('base64') },
+      ],
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    const r = (await res.json()) as { id: string; messageId: string; recipients: { address: string }[] };
+    assert.deepEqual(r.recipients.map((x) => x.address).sort(), ['bob@tern.test', 'carol@catch.test']);
+    const file = await waitFor(() => mailbox(cfg.dataDir, 'catch.test', 'carol')[0], 10_000, 'bcc delivery');
+    const text = fs.readFileSync(file, 'utf8');
+    assert.ok(text.includes(`Message-ID: ${r.messageId}\r\n`));
+    assert.match(text, /\r\nFrom: Alice <alice@tern\.test>\r\n/);
+    assert.match(text, /\r\nSubject: =\?UTF-8\?/);
+    assert.match(text, /\r\nX-Campaign: spring\r\n/);
+    assert.match(text, /Content-Type: multipart\/related/);
+    assert.match(text, /Content-Id: <logo@tern>/i);
+    assert.match(text, /filename=notes\.txt/);
+    assert.doesNotMatch(text, /^Bcc:/im);
+    assert.match(text, /with HTTP id/);
+  });
+
+  it('refuses bad built input by path: mixed forms, header injection, structural headers, bad base64', async () => {
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], raw: RAW, subject: 'both' }), 400, '/body/subject');
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], text: 'x', headers: { 'X-A': 'v\r\nBcc: evil@remote.test' } }), 400, '/body/headers/X-A');
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], text: 'x', headers: { 'Bad Name': 'v' } }), 400);
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], text: 'x', headers: { From: 'bob@tern.test' } }), 400, '/body/headers/From');
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], attachments: [{ content: 'abc' }] }), 400, '/body/attachments/0/content');
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: ['bob@tern.test'], attachments: [{ content: 'a!b=' }] }), 400, '/body/attachments/0/content');
+    await expectProblem(await post(alice, { from: 'alice@tern.test', to: [], text: 'x' }), 400, '/body/to');
+    await expectProblem(await post(alice, { from: { address: 'bob@tern.test' }, to: ['bob@tern.test'], text: 'x' }), 403, '/body/from');
   });
 
   let smtpId = '';
