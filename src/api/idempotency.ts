@@ -48,6 +48,7 @@ export class Idempotency {
   readonly #store: IdempotencyStore;
   readonly #log: Logger;
   #expiring = false;
+  #closed = false;
 
   constructor(store: IdempotencyStore, log: Logger) {
     this.#store = store;
@@ -82,6 +83,7 @@ export class Idempotency {
     let total = 0;
     try {
       for (;;) {
+        if (this.#closed) break;
         const n = this.#store.expireIdempotency(now - IDEMPOTENCY_TTL_MS, IDEMPOTENCY_EXPIRY_BATCH);
         total += n;
         if (n < IDEMPOTENCY_EXPIRY_BATCH) break;
@@ -93,5 +95,10 @@ export class Idempotency {
       this.#expiring = false;
     }
     return total;
+  }
+
+  /** Stops expiry between batches (before the store closes). */
+  close(): void {
+    this.#closed = true;
   }
 }

@@ -95,6 +95,7 @@ export class ApiServer {
 
   async close(): Promise<void> {
     clearInterval(this.#expiryTimer);
+    this.#idempotency.close();
     await this.#app.close();
   }
 
