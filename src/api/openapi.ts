@@ -8,10 +8,12 @@ export function buildOpenApi(routes: Route[]): object {
   for (const r of routes) {
     const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}');
     const parameters: object[] = [];
-    for (const [where, schema] of [['path', r.schema.params], ['query', r.schema.querystring]] as const) {
+    for (const [where, schema] of [['path', r.schema.params], ['query', r.schema.querystring], ['header', r.schema.headers]] as const) {
       const s = schema as { properties?: Record<string, object>; required?: string[] } | undefined;
-      for (const [name, p] of Object.entries(s?.properties ?? {})) {
-        parameters.push({ name, in: where, required: where === 'path' || (s?.required ?? []).includes(name), schema: p });
+      for (const [key, p] of Object.entries(s?.properties ?? {})) {
+        // Fastify wants header names lower-case; the document spells them as clients write them.
+        const name = where === 'header' ? key.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase()) : key;
+        parameters.push({ name, in: where, required: where === 'path' || (s?.required ?? []).includes(key), schema: p });
       }
     }
     const responses: Record<string, object> = {};

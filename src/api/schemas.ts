@@ -2,6 +2,11 @@
 // OpenAPI document (openapi.ts) is assembled from the very same objects, so
 // the two cannot drift. JSON Schema 2020-12-compatible subset (OpenAPI 3.1).
 
+/** Tags per message. */
+export const MAX_TAGS = 20;
+/** Messages per batch (the contract). */
+export const MAX_BATCH = 500;
+
 const address = { type: 'string', minLength: 3, maxLength: 256, description: 'local@domain' } as const;
 
 /** Event types (src/events/events.ts). */
@@ -96,6 +101,13 @@ export const sendBody = {
       },
     },
     raw: { type: 'string', minLength: 1, description: 'Raw form: the RFC 5322 message; bare LF line ends are turned into CRLF' },
+    tags: {
+      type: 'object',
+      maxProperties: MAX_TAGS,
+      description: `Either form: your labels, kept with the message and carried in every event's data.tags (metadata only, never written into the message). At most ${MAX_TAGS}; names 1-64 of A-Z a-z 0-9 _ . : -; values up to 256 characters without CR or LF`,
+      propertyNames: { pattern: '^[A-Za-z0-9_.:-]{1,64}$' },
+      additionalProperties: { type: 'string', maxLength: 256, pattern: '^[^\\r\\n]*$' },
+    },
   },
 } as const;
 
@@ -157,5 +169,55 @@ export const eventsResponse = {
   properties: {
     events: { type: 'array', items: eventSchema },
     next: { type: 'string', description: 'The cursor for the next page; on the last page, the one to poll with later (never null)' },
+  },
+} as const;
+
+/** POST /v1/messages/batch: the messages are validated one by one (server.ts), so one bad message fails only itself. */
+export const batchBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['messages'],
+  properties: {
+    messages: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: sendBody, description: `At most ${MAX_BATCH} messages, each as the body of POST /v1/messages` },
+  },
+} as const;
+
+/** What Fastify checks of a batch before the handler: its shape; each message gets sendBody in the handler. */
+export const batchEnvelope = {
+  ...batchBody,
+  properties: { messages: { ...batchBody.properties.messages, items: { type: 'object' } } },
+} as const;
+
+export const batchResponse = {
+  type: 'object',
+  properties: {
+    results: {
+      type: 'array',
+      description: 'One per message, in order: status 202 with the fields of a single send, or a 4xx/5xx status with a problem whose paths lead with /body/messages/N',
+      items: {
+        type: 'object',
+        properties: {
+          status: { type: 'integer' },
+          id: { type: 'string' },
+          messageId: { type: 'string' },
+          recipients: sendResponse.properties.recipients,
+          error: problemSchema,
+        },
+      },
+    },
+  },
+} as const;
+
+/** The Idempotency-Key request header of both sends. */
+export const idempotencyHeaders = {
+  type: 'object',
+  properties: {
+    'idempotency-key': {
+      type: 'string',
+      minLength: 1,
+      maxLength: 255,
+      pattern: '^[!-~]+$',
+      description: 'Same key and same body within 24 h: the first response again, nothing new queued. Same key, other body: 422. While the first is in flight: 409. Scoped to the API key',
+    },
   },
 } as const;

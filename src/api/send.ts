@@ -30,6 +30,7 @@ export interface SendBody {
   headers?: Record<string, string>;
   attachments?: { filename?: string; contentType?: string; content: string; contentId?: string }[];
   raw?: string;
+  tags?: Record<string, string>;
 }
 
 const BUILT_ONLY = ['cc', 'bcc', 'replyTo', 'subject', 'text', 'html', 'headers', 'attachments'] as const;
@@ -68,12 +69,12 @@ export class Sender {
       const objectAt = to.findIndex((t) => typeof t !== 'string');
       if (objectAt >= 0) throw fieldError(400, `/body/to/${objectAt}`, 'the raw form takes envelope recipients as plain addresses');
       if (to.length === 0) throw fieldError(400, '/body/to', 'at least one recipient');
-      return this.#submit(from, to.map((t, i) => ({ address: addressOf(t), path: `/body/to/${i}` })), toCrlf(body.raw), key, ip, tls);
+      return this.#submit(from, to.map((t, i) => ({ address: addressOf(t), path: `/body/to/${i}` })), toCrlf(body.raw), body.tags, key, ip, tls);
     }
     const rcpts = (['to', 'cc', 'bcc'] as const).flatMap((k) => (body[k] ?? []).map((t, i) => ({ address: addressOf(t), path: `/body/${k}/${i}` })));
     if (rcpts.length === 0) throw fieldError(400, '/body/to', 'at least one recipient in to, cc or bcc');
     if (body.text === undefined && body.html === undefined && body.attachments === undefined) throw fieldError(400, '/body/text', 'text, html or attachments is required');
-    return this.#submit(from, rcpts, await this.#compose(body), key, ip, tls);
+    return this.#submit(from, rcpts, await this.#compose(body), body.tags, key, ip, tls);
   }
 
   /** The built form as an RFC 5322 message: nodemailer's composer, with no file or URL access (content comes only from the request). */
@@ -107,7 +108,7 @@ export class Sender {
     return new Promise((resolve, reject) => composer.compile().build((e, m) => (e ? reject(e) : resolve(m))));
   }
 
-  async #submit(from: string, to: { address: string; path: string }[], raw: Buffer, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
+  async #submit(from: string, to: { address: string; path: string }[], raw: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
     const limits = this.#o.limits();
     if (to.length > limits.recipients) throw fieldError(400, '/body/to', `at most ${limits.recipients} recipients (limits.recipients)`);
     const recipients = this.#recipients(to);
@@ -132,6 +133,8 @@ export class Sender {
       submission: { user: `apikey:${key.name}` },
       headerSection: true,
       source: 'api',
+      // Metadata for events only: no X-Tern-Tags field, so the labels never reach recipients (or change the DKIM-signed bytes).
+      tags: tags && Object.keys(tags).length > 0 ? tags : undefined,
     });
     incoming.write(message);
     try {

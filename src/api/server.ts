@@ -6,14 +6,28 @@
 // bypass intake); the events come from the store the events subscriber fills.
 
 import https from 'node:https';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema } from 'fastify';
 import type { ListenerConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
 import type { ApiKeyRecord, EventScope, Store } from '../store/store.ts';
 import { hashApiKey } from './keys.ts';
-import { ApiError, problem, type FieldError } from './problem.ts';
-import { eventsQuery, eventsResponse, messageParams, messageResponse, problemSchema, sendBody, sendResponse, MAX_EVENTS_PAGE } from './schemas.ts';
+import { ApiError, problem, type FieldError, type Problem } from './problem.ts';
+import {
+  batchBody,
+  batchEnvelope,
+  batchResponse,
+  eventsQuery,
+  eventsResponse,
+  idempotencyHeaders,
+  messageParams,
+  messageResponse,
+  problemSchema,
+  sendBody,
+  sendResponse,
+  MAX_EVENTS_PAGE,
+} from './schemas.ts';
+import { Idempotency, type Outcome } from './idempotency.ts';
 import { buildOpenApi } from './openapi.ts';
 import { messageView } from './messages.ts';
 import type { Sender, SendBody } from './send.ts';
@@ -36,7 +50,9 @@ export interface Route {
   summary: string;
   /** Needs a key (everything but the OpenAPI document). */
   auth: boolean;
-  schema: { body?: object; querystring?: object; params?: object; response: Record<number, object> };
+  schema: { body?: object; querystring?: object; params?: object; headers?: object; response: Record<number, object> };
+  /** What Fastify validates the body against, when it checks less than `schema.body` (the batch: each message is checked on its own). */
+  validateBody?: object;
   handler: (req: FastifyRequest, key: ApiKeyRecord | null, reply: FastifyReply) => Promise<unknown>;
 }
 
@@ -48,11 +64,18 @@ export class ApiServer {
   readonly #app: FastifyInstance;
   readonly #keys = new WeakMap<FastifyRequest, ApiKeyRecord>();
   readonly routes: Route[];
+  readonly #idempotency: Idempotency;
+  /** Bodies are validated exactly as sent: no coercion ("to": "a@b" is not a list), no silent removal of unknown fields. */
+  readonly #strict = new Ajv({ allErrors: true, strict: false, coerceTypes: false, removeAdditional: false, useDefaults: false });
+  readonly #validateMessage: ValidateFunction;
+  #expiryTimer: NodeJS.Timeout | undefined;
   #boundPort: number;
 
   constructor(config: ListenerConfig, deps: ApiDeps) {
     this.config = config;
     this.#deps = deps;
+    this.#idempotency = new Idempotency(deps.store, deps.log);
+    this.#validateMessage = this.#strict.compile(sendBody);
     this.#boundPort = config.port;
     this.routes = this.#routes();
     this.#app = this.#build();
@@ -66,9 +89,13 @@ export class ApiServer {
     await this.#app.listen({ host: this.config.address, port: this.config.port });
     const addr = this.#app.server.address();
     if (addr && typeof addr === 'object') this.#boundPort = addr.port;
+    this.#expiryTimer = setInterval(() => void this.#idempotency.expire(), IDEMPOTENCY_EXPIRY_INTERVAL_MS);
+    this.#expiryTimer.unref();
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#expiryTimer);
+    this.#idempotency.close();
     await this.#app.close();
   }
 
@@ -96,8 +123,7 @@ export class ApiServer {
           }
         : {}),
     }) as unknown as FastifyInstance;
-    // Bodies are validated exactly as sent: no coercion ("to": "a@b" is not a list), no silent removal of unknown fields.
-    const strict = new Ajv({ allErrors: true, strict: false, coerceTypes: false, removeAdditional: false, useDefaults: false });
+    const strict = this.#strict;
     // Query strings and path parameters are text: numbers in them are coerced, defaults filled in.
     const lenient = new Ajv({ allErrors: true, strict: false, coerceTypes: true, removeAdditional: false, useDefaults: true });
     app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : lenient).compile(schema));
@@ -118,12 +144,58 @@ export class ApiServer {
       app.route({
         method: route.method,
         url: route.url,
-        schema: route.schema as FastifySchema,
+        schema: (route.validateBody ? { ...route.schema, body: route.validateBody } : route.schema) as FastifySchema,
         onRequest: route.auth ? async (req) => this.#authenticate(req) : undefined,
         handler: async (req, reply) => route.handler(req, this.#keys.get(req) ?? null, reply),
       });
     }
     return app;
+  }
+
+  /** Runs a send under its Idempotency-Key, if it has one; `Idempotent-Replayed: true` marks a stored first response. */
+  async #idempotent(req: FastifyRequest, key: ApiKeyRecord, reply: FastifyReply, send: () => Promise<Outcome>): Promise<FastifyReply> {
+    const idemKey = req.headers['idempotency-key'];
+    if (typeof idemKey !== 'string') {
+      const out = await send();
+      return reply.code(out.status).send(out.body);
+    }
+    const out = await this.#idempotency.run(key.hash, idemKey, req.routeOptions.url ?? req.url, req.body, send);
+    if (out.replayed) reply.header('idempotent-replayed', 'true');
+    return reply.code(out.status).send(out.body);
+  }
+
+  /** Each message of a batch on its own: validated against sendBody, then sent; a refusal is that message's result only. */
+  async #batch(req: FastifyRequest, key: ApiKeyRecord): Promise<BatchResult[]> {
+    const messages = (req.body as { messages: unknown[] }).messages;
+    const results: BatchResult[] = new Array<BatchResult>(messages.length);
+    let next = 0;
+    const one = async (i: number): Promise<BatchResult> => {
+      const at = `body/messages/${i}`;
+      const m = messages[i];
+      if (!this.#validateMessage(m)) {
+        const errors = (this.#validateMessage.errors ?? []).map((e) => fieldErrorOf(at, e));
+        return { status: 400, error: problem(400, errors.map((f) => `${f.path}: ${f.message}`).join('; '), errors) };
+      }
+      try {
+        return { status: 202, ...(await this.#deps.sender.send(m as SendBody, key, req.ip, this.config.tls === true)) };
+      } catch (e) {
+        if (!(e instanceof ApiError)) {
+          this.#deps.log.error('api batch message failed', { index: i, error: e });
+          return { status: 500, error: problem(500, 'Internal error; see the server log') };
+        }
+        // send.ts names paths as for a single send (/body/to/0): here they lead with the message's place in the batch.
+        const rebase = (s: string): string => s.replace(/^\/body(?=\/|$)/, `/${at}`);
+        return { status: e.status, error: problem(e.status, rebase(e.message), e.errors?.map((f) => ({ path: rebase(f.path), message: f.message }))) };
+      }
+    };
+    const worker = async (): Promise<void> => {
+      while (next < messages.length) {
+        const i = next++;
+        results[i] = await one(i);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(BATCH_CONCURRENCY, messages.length) }, worker));
+    return results;
   }
 
   async #authenticate(req: FastifyRequest): Promise<void> {
@@ -153,11 +225,18 @@ export class ApiServer {
         url: '/v1/messages',
         summary: 'Send a message (raw or built form): through the same intake as SMTP submission; 202 once it is durably queued',
         auth: true,
-        schema: { body: sendBody, response: { 202: sendResponse, ...errors, 503: problemSchema } },
-        handler: async (req, key, reply) => {
-          const result = await sender.send(req.body as SendBody, key!, req.ip, this.config.tls === true);
-          return reply.code(202).send(result);
-        },
+        schema: { body: sendBody, headers: idempotencyHeaders, response: { 202: sendResponse, ...errors, ...idempotencyErrors, 503: problemSchema } },
+        handler: async (req, key, reply) =>
+          this.#idempotent(req, key!, reply, async () => ({ status: 202, body: await sender.send(req.body as SendBody, key!, req.ip, this.config.tls === true) })),
+      },
+      {
+        method: 'POST',
+        url: '/v1/messages/batch',
+        summary: `Send up to ${batchBody.properties.messages.maxItems} messages, each validated and sent on its own: 207 with one result per message, in order (202 and the send's fields, or a 4xx/5xx status and a problem)`,
+        auth: true,
+        schema: { body: batchBody, headers: idempotencyHeaders, response: { 207: batchResponse, ...errors, ...idempotencyErrors } },
+        validateBody: batchEnvelope,
+        handler: async (req, key, reply) => this.#idempotent(req, key!, reply, async () => ({ status: 207, body: { results: await this.#batch(req, key!) } })),
       },
       {
         method: 'GET',
@@ -189,6 +268,15 @@ export class ApiServer {
     ];
   }
 }
+
+const idempotencyErrors = { 409: problemSchema, 422: problemSchema };
+
+/** Messages of one batch in intake at once: the spool's fsyncs overlap, and one batch cannot take every intake slot. */
+const BATCH_CONCURRENCY = 8;
+/** How often Idempotency-Key entries past their 24 h are looked for. */
+const IDEMPOTENCY_EXPIRY_INTERVAL_MS = 60_000;
+
+type BatchResult = { status: number; id?: string; messageId?: string; recipients?: unknown[]; error?: Problem };
 
 export function scopeOf(key: ApiKeyRecord): EventScope {
   return key.admin ? { admin: true } : { admin: false, sendAs: key.sendAs };

@@ -115,7 +115,7 @@ export class EventStream {
         reply,
         bounceClass: type === 'expired' ? 'expired' : reply && reply.code >= 400 ? bounceClass(reply) : null,
         source: sourceOf(envelope),
-        tags: null,
+        tags: envelope.tags ?? null,
         transport,
       },
     };

@@ -63,6 +63,8 @@ export interface NewMessage {
   headerSection?: boolean | undefined;
   /** How it came, when the listener role does not say (the HTTP API): Envelope.source. */
   source?: MessageSource | undefined;
+  /** The API's tags: Envelope.tags. */
+  tags?: Record<string, string> | undefined;
 }
 
 /** Sender authentication of mail from outside. */
@@ -155,6 +157,7 @@ export class Intake {
       outside: m.authenticate ? CHECKS_DISABLED : undefined,
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
       source: m.source,
+      tags: m.tags,
     };
     const writer = this.#opts.spool.create(envelope);
     const inbound = m.authenticate ? this.#opts.inbound : undefined;

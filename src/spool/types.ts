@@ -68,6 +68,12 @@ export interface Envelope {
    * inferred from `client` (src/events/source.ts).
    */
   source?: MessageSource | undefined;
+  /**
+   * The sender's own labels (`tags` of POST /v1/messages), carried into
+   * every event of the message. Metadata only: never written into the
+   * message. Absent on mail from SMTP and in older queue files.
+   */
+  tags?: Record<string, string> | undefined;
 }
 
 /** How the reverse-path of mail from outside was verified, as recorded at acceptance. */

@@ -47,7 +47,7 @@ test('persists across reopen; owner-only file; WAL; schema_version recorded', ()
   assert.equal(fs.statSync(file).mode & 0o777, 0o600);
   const db = new DatabaseSync(file);
   assert.deepEqual({ ...db.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
-  assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: 3 });
+  assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: 4 });
   db.close();
 });
 

@@ -113,8 +113,33 @@ export interface EventStore {
   expireEvents(before: number, max: number): number;
 }
 
+/** A stored Idempotency-Key use (src/api/idempotency.ts owns the meaning). Times are epoch ms. */
+export interface IdempotencyEntry {
+  /** Hex SHA-256 of the route and the canonical request body. */
+  bodyHash: string;
+  /** When the first request claimed the key. */
+  createdAt: number;
+  /** The first response, once there is one; null while the first request is in flight. */
+  response: { status: number; body: string } | null;
+}
+
+export interface IdempotencyStore {
+  /**
+   * In one transaction: when (apiKey, idemKey) has no entry, or only one
+   * that `isStale` gives up, records a new in-flight entry and returns null;
+   * otherwise returns the live entry untouched.
+   */
+  claimIdempotency(apiKey: string, idemKey: string, bodyHash: string, now: number, isStale: (e: IdempotencyEntry) => boolean): IdempotencyEntry | null;
+  /** Records the first response of a claimed entry. */
+  finishIdempotency(apiKey: string, idemKey: string, response: { status: number; body: string }): void;
+  /** Forgets a claimed entry (the first request failed in a way worth retrying). */
+  releaseIdempotency(apiKey: string, idemKey: string): void;
+  /** Deletes up to `max` entries created before `before`; returns how many went. */
+  expireIdempotency(before: number, max: number): number;
+}
+
 /** Everything the embedded database holds. */
-export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore {}
+export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore, IdempotencyStore {}
 
 export const STORE_FILE = 'tern.db';
 /** How long a writer waits for another process's write lock before SQLITE_BUSY. */
@@ -169,6 +194,18 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL
    ) STRICT;
    CREATE INDEX messages_created ON messages (created_at)`,
+  // Idempotency-Key uses, per API key (its hash: a re-created key of the
+  // same name is another key). status/response are NULL while in flight.
+  `CREATE TABLE idempotency (
+     api_key TEXT NOT NULL,
+     idem_key TEXT NOT NULL,
+     body_hash TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     status INTEGER,
+     response TEXT,
+     PRIMARY KEY (api_key, idem_key)
+   ) STRICT, WITHOUT ROWID;
+   CREATE INDEX idempotency_created ON idempotency (created_at)`,
 ];
 
 interface UserRow {
@@ -232,9 +269,18 @@ class SqliteStore implements Store {
   #msgGet: StatementSync;
   #evExpire: StatementSync;
   #msgExpire: StatementSync;
+  #idemGet: StatementSync;
+  #idemPut: StatementSync;
+  #idemExpire: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.#db = db;
+    this.#idemGet = db.prepare('SELECT body_hash, created_at, status, response FROM idempotency WHERE api_key = ? AND idem_key = ?');
+    this.#idemPut = db.prepare('INSERT OR REPLACE INTO idempotency (api_key, idem_key, body_hash, created_at, status, response) VALUES (?, ?, ?, ?, NULL, NULL)');
+    // Bounded like the events' retention: oldest first, through the created_at index.
+    this.#idemExpire = db.prepare(
+      'DELETE FROM idempotency WHERE (api_key, idem_key) IN (SELECT api_key, idem_key FROM idempotency WHERE created_at < ? ORDER BY created_at LIMIT ?)',
+    );
     this.#keyByHash = db.prepare('SELECT * FROM api_keys WHERE hash = ?');
     this.#evPut = db.prepare(
       'INSERT OR IGNORE INTO events (id, queue_id, type, recipient, sender, sender_base, sender_domain, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
@@ -338,6 +384,41 @@ class SqliteStore implements Store {
     const n = Number(this.#evExpire.run(eventIdFloor(before), max).changes);
     this.#msgExpire.run(before, max);
     return n;
+  }
+
+  // Idempotency keys
+
+  claimIdempotency(apiKey: string, idemKey: string, bodyHash: string, now: number, isStale: (e: IdempotencyEntry) => boolean): IdempotencyEntry | null {
+    // IMMEDIATE: the write lock before the read, so two requests (or two processes) cannot both claim.
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const row = this.#idemGet.get(apiKey, idemKey) as { body_hash: string; created_at: number; status: number | null; response: string | null } | undefined;
+      const entry: IdempotencyEntry | null = row
+        ? { bodyHash: row.body_hash, createdAt: row.created_at, response: row.status === null ? null : { status: row.status, body: row.response ?? '' } }
+        : null;
+      if (entry && !isStale(entry)) {
+        this.#db.exec('COMMIT');
+        return entry;
+      }
+      this.#idemPut.run(apiKey, idemKey, bodyHash, now);
+      this.#db.exec('COMMIT');
+      return null;
+    } catch (e) {
+      this.#db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  finishIdempotency(apiKey: string, idemKey: string, response: { status: number; body: string }): void {
+    this.#db.prepare('UPDATE idempotency SET status = ?, response = ? WHERE api_key = ? AND idem_key = ?').run(response.status, response.body, apiKey, idemKey);
+  }
+
+  releaseIdempotency(apiKey: string, idemKey: string): void {
+    this.#db.prepare('DELETE FROM idempotency WHERE api_key = ? AND idem_key = ? AND status IS NULL').run(apiKey, idemKey);
+  }
+
+  expireIdempotency(before: number, max: number): number {
+    return Number(this.#idemExpire.run(before, max).changes);
   }
 
   getGreylist(triplet: string): GreylistEntry | null {
