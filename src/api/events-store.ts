@@ -9,6 +9,7 @@
 import { BatchingSubscriber, type EventStream } from '../events/events.ts';
 import type { EventStore } from '../store/store.ts';
 import type { Logger } from '../util/log.ts';
+import { deleteInBatches } from '../util/batches.ts';
 
 /** Events deleted per statement: a few milliseconds of SQLite work. */
 export const RETENTION_BATCH = 1000;
@@ -49,13 +50,7 @@ export class EventRecorder {
     this.#expiring = true;
     let total = 0;
     try {
-      for (;;) {
-        if (this.#closed) break;
-        const n = this.#store.expireEvents(now - this.#retention, RETENTION_BATCH);
-        total += n;
-        if (n < RETENTION_BATCH) break;
-        await new Promise((r) => setImmediate(r));
-      }
+      total = await deleteInBatches((limit) => this.#store.expireEvents(now - this.#retention, limit), RETENTION_BATCH, () => this.#closed);
     } catch (e) {
       this.#log.error('events retention failed', { error: e });
     } finally {

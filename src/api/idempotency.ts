@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import type { IdempotencyEntry, IdempotencyStore } from '../store/store.ts';
 import type { Logger } from '../util/log.ts';
 import { ApiError } from './problem.ts';
+import { deleteInBatches } from '../util/batches.ts';
 
 /** How long a key's first response is kept and replayed. */
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
@@ -82,13 +83,7 @@ export class Idempotency {
     this.#expiring = true;
     let total = 0;
     try {
-      for (;;) {
-        if (this.#closed) break;
-        const n = this.#store.expireIdempotency(now - IDEMPOTENCY_TTL_MS, IDEMPOTENCY_EXPIRY_BATCH);
-        total += n;
-        if (n < IDEMPOTENCY_EXPIRY_BATCH) break;
-        await new Promise((r) => setImmediate(r));
-      }
+      total = await deleteInBatches((limit) => this.#store.expireIdempotency(now - IDEMPOTENCY_TTL_MS, limit), IDEMPOTENCY_EXPIRY_BATCH, () => this.#closed);
     } catch (e) {
       this.#log.error('idempotency expiry failed', { error: e });
     } finally {

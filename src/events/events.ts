@@ -16,6 +16,7 @@
 // steps back. The API pages by them (`after=CURSOR`).
 
 import { randomInt } from 'node:crypto';
+import { isoNow } from '../util/log.ts';
 import type { DeliveryReply, Envelope, MessageSource, QueuedMessage } from '../spool/types.ts';
 import type { Relay, TlsUsed } from '../delivery/types.ts';
 
@@ -207,17 +208,6 @@ export function eventIdFloor(ms: number): string {
   return base32(Math.max(0, Math.floor(ms)), 10);
 }
 
-let lastMs = 0;
-let lastIso = '';
-/** Date#toISOString, made once per millisecond. */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
 
 /**
  * For subscribers that write somewhere slow (a database, a file): events

@@ -40,8 +40,8 @@ function batchedStdout(): (line: string) => void {
 
 let lastMs = 0;
 let lastIso = '';
-/** Date#toISOString, made once per millisecond. */
-function isoNow(): string {
+/** Date#toISOString, made once per millisecond (log lines and event timestamps). */
+export function isoNow(): string {
   const ms = Date.now();
   if (ms !== lastMs) {
     lastMs = ms;
