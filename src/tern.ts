@@ -166,7 +166,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const sender = new Sender({ intake, directory, store, hostname: config.hostname, limits: () => live.config.limits });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'
-      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize })
+      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain() })
       : new Listener(l as SmtpListenerConfig, deps),
   );
   try {

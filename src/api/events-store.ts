@@ -7,12 +7,21 @@
 // with the event loop free between them.
 
 import { BatchingSubscriber, type EventStream } from '../events/events.ts';
-import type { EventStore } from '../store/store.ts';
+import type { EventStore, StoredEvent } from '../store/store.ts';
 import type { Logger } from '../util/log.ts';
 import { deleteInBatches } from '../util/batches.ts';
 
 /** Events deleted per statement: a few milliseconds of SQLite work. */
 export const RETENTION_BATCH = 1000;
+/**
+ * Events are written at most this long after they happen: one transaction
+ * (and one WAL commit) for all of them, instead of one per event-loop turn.
+ * The cost: a crash can lose the last this-many milliseconds of events
+ * (never mail: the spool is the truth), and readers see an event this late.
+ */
+export const EVENTS_FLUSH_MS = 100;
+/** …or as soon as this many wait. */
+export const EVENTS_MAX_BATCH = 2000;
 /** How often retention looks for old events. */
 export const RETENTION_INTERVAL_MS = 60_000;
 
@@ -26,14 +35,17 @@ export class EventRecorder {
   #timer: NodeJS.Timeout | undefined;
   #expiring = false;
   #closed = false;
+  #alsoWrite: ((batch: StoredEvent[]) => void)[] = [];
+  readonly #afterWrite: ((batch: StoredEvent[]) => void)[] = [];
 
-  constructor(o: { events: EventStream; store: EventStore; retentionMs: number; log: Logger }) {
+  constructor(o: { events: EventStream; store: EventStore; retentionMs: number; log: Logger; flushMs?: number }) {
     this.#store = o.store;
     this.#retention = o.retentionMs;
     this.#log = o.log;
     this.#batcher = new BatchingSubscriber(
-      (batch) => this.#store.addEvents(batch.map((event) => ({ event, sender: this.#senders.get(event) ?? '' }))),
+      (batch) => this.#writeBatch(batch.map((event) => ({ event, sender: this.#senders.get(event) ?? '' }))),
       (e) => o.log.error('events store write failed', { error: e }),
+      { delayMs: o.flushMs ?? EVENTS_FLUSH_MS, maxBatch: EVENTS_MAX_BATCH },
     );
     // The batcher keeps only the event: its message's sender rides along, keyed by the (shared, immutable) event object.
     this.#unsubscribe = o.events.subscribe((event, msg, index) => {
@@ -42,6 +54,39 @@ export class EventRecorder {
     });
     this.#timer = setInterval(() => void this.expire(), RETENTION_INTERVAL_MS);
     this.#timer.unref();
+  }
+
+  /**
+   * `write` runs inside each batch's transaction, after the events are
+   * added: what it writes commits with them or not at all (the webhook
+   * outbox: an event stored is an event that will be announced). A throw
+   * rolls the batch back. Returns the function that removes it.
+   */
+  alsoWrite(write: (batch: StoredEvent[]) => void): () => void {
+    this.#alsoWrite = [...this.#alsoWrite, write];
+    return () => {
+      this.#alsoWrite = this.#alsoWrite.filter((w) => w !== write);
+    };
+  }
+
+  /** After each committed batch, in order (cheap and synchronous: wakes a dispatcher, bumps a counter). */
+  afterWrite(fn: (batch: StoredEvent[]) => void): void {
+    this.#afterWrite.push(fn);
+  }
+
+  #writeBatch(batch: StoredEvent[]): void {
+    const also = this.#alsoWrite;
+    this.#store.transaction(() => {
+      this.#store.addEvents(batch);
+      for (const w of also) w(batch);
+    });
+    for (const fn of this.#afterWrite) {
+      try {
+        fn(batch);
+      } catch (e) {
+        this.#log.error('events afterWrite failed', { error: e });
+      }
+    }
   }
 
   /** Deletes events older than the retention, a batch per turn until none is left; returns how many went. */

@@ -40,6 +40,12 @@ export interface ApiDeps {
   tls: () => { cert: string; key: string; context: import('node:tls').SecureContext };
   /** The largest message accepted (limits.messageSize): the body limit follows from it. */
   messageSize: number;
+  /**
+   * Writes the events still gathering for the store (EventRecorder.drain):
+   * reads call it first, so a client that got its 202 finds its message at
+   * once although events are written in batches.
+   */
+  flushEvents: () => Promise<void>;
 }
 
 /** One API route: everything Fastify and the OpenAPI document need. */
@@ -246,6 +252,7 @@ export class ApiServer {
         schema: { params: messageParams, response: { 200: messageResponse, ...errors } },
         handler: async (req, key) => {
           const { id } = req.params as { id: string };
+          await this.#deps.flushEvents();
           const found = store.messageEvents(id, scopeOf(key!));
           // Another sender's message is not there at all for this key: 404, not 403, so ids cannot be probed.
           if (!found) throw new ApiError(404, `No message ${id}`);
@@ -261,6 +268,7 @@ export class ApiServer {
         handler: async (req, key) => {
           const q = req.query as { after?: string; type?: string; recipient?: string; limit?: number };
           const after = q.after ?? '';
+          await this.#deps.flushEvents();
           const events = store.queryEvents({ after, type: q.type, recipient: q.recipient, limit: Math.min(q.limit ?? 100, MAX_EVENTS_PAGE), scope: scopeOf(key!) });
           return { events, next: events.at(-1)?.id ?? after };
         },

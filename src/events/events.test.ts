@@ -117,3 +117,26 @@ test('BatchingSubscriber: one write per turn, in order, never two writes at once
   assert.equal(errors.length, 1);
   assert.deepEqual(got, [1]);
 });
+
+test('BatchingSubscriber with delayMs: gathers across turns up to the delay, or writes at once at maxBatch; drain does not wait for the timer', async () => {
+  const writes: number[] = [];
+  const sink = new BatchingSubscriber((batch) => void writes.push(batch.length), () => {}, { delayMs: 40, maxBatch: 5 });
+  const stream = new EventStream();
+  stream.subscribe(sink.subscriber);
+  const msg = message();
+  stream.emit('queued', msg, 0);
+  await new Promise((r) => setImmediate(r));
+  stream.emit('queued', msg, 1);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(writes, [], 'nothing written before the delay');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(writes, [2], 'both turns in one write');
+  for (let i = 0; i < 5; i++) stream.emit('delivered', msg, 0);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes, [2, 5], 'a full batch goes on the next turn, not after the delay');
+  stream.emit('delivered', msg, 1);
+  const t0 = Date.now();
+  await sink.drain();
+  assert.deepEqual(writes, [2, 5, 1]);
+  assert.ok(Date.now() - t0 < 30, 'drain writes now');
+});

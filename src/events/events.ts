@@ -220,25 +220,45 @@ export function eventIdFloor(ms: number): string {
 export class BatchingSubscriber {
   readonly #write: (events: MessageEvent[]) => void | Promise<void>;
   readonly #onError: (e: unknown) => void;
+  readonly #delayMs: number;
+  readonly #maxBatch: number;
   #batch: MessageEvent[] = [];
-  #scheduled = false;
+  #scheduled: NodeJS.Timeout | NodeJS.Immediate | null = null;
   #writing: Promise<void> | null = null;
 
-  constructor(write: (events: MessageEvent[]) => void | Promise<void>, onError: (e: unknown) => void = () => {}) {
+  /**
+   * `delayMs` 0 writes once per event-loop turn; more gathers events for up
+   * to that long (each write's fixed cost, a commit, shared by more events),
+   * or until `maxBatch` are waiting.
+   */
+  constructor(write: (events: MessageEvent[]) => void | Promise<void>, onError: (e: unknown) => void = () => {}, opts: { delayMs?: number; maxBatch?: number } = {}) {
     this.#write = write;
     this.#onError = onError;
+    this.#delayMs = opts.delayMs ?? 0;
+    this.#maxBatch = opts.maxBatch ?? Infinity;
   }
 
   readonly subscriber: Subscriber = (event) => {
     this.#batch.push(event);
-    if (!this.#scheduled && !this.#writing) {
-      this.#scheduled = true;
-      setImmediate(() => this.#flush());
+    if (this.#writing) return;
+    if (this.#batch.length >= this.#maxBatch) {
+      this.#cancel();
+      this.#scheduled = setImmediate(() => this.#flush());
+    } else if (!this.#scheduled) {
+      this.#scheduled = this.#delayMs > 0 ? setTimeout(() => this.#flush(), this.#delayMs) : setImmediate(() => this.#flush());
     }
   };
 
+  #cancel(): void {
+    if (this.#scheduled) {
+      clearTimeout(this.#scheduled as NodeJS.Timeout);
+      clearImmediate(this.#scheduled as NodeJS.Immediate);
+    }
+    this.#scheduled = null;
+  }
+
   #flush(): void {
-    this.#scheduled = false;
+    this.#cancel();
     if (this.#batch.length === 0 || this.#writing) return;
     const batch = this.#batch;
     this.#batch = [];

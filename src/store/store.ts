@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { eventIdFloor, type MessageEvent } from '../events/events.ts';
+import { SqliteWebhookStore, WEBHOOK_SCHEMA, type WebhookStore } from './webhooks.ts';
+import { SqliteSuppressionStore, SUPPRESSION_SCHEMA, type SuppressionStore } from './suppressions.ts';
 
 export interface UserRecord {
   /** Lower-case local@domain; the login name (RFC 4954 authcid). */
@@ -101,7 +103,13 @@ export interface MessageRecord {
 }
 
 export interface EventStore {
-  /** One transaction: all or nothing. */
+  /**
+   * Runs `fn` in one transaction (all or nothing) and returns its result.
+   * Nested calls join the outer transaction: the events writer and what it
+   * writes alongside (the webhook outbox) commit together.
+   */
+  transaction<T>(fn: () => T): T;
+  /** One transaction (joining the caller's, if any): all or nothing. */
   addEvents(events: StoredEvent[]): void;
   /** Records the Message-ID of a message (the API knows it); kept with the message's events. */
   setMessageId(queueId: string, messageId: string): void;
@@ -139,14 +147,19 @@ export interface IdempotencyStore {
 }
 
 /** Everything the embedded database holds. */
-export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore, IdempotencyStore {}
+export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore, IdempotencyStore {
+  readonly webhooks: WebhookStore;
+  readonly suppressions: SuppressionStore;
+}
 
 export const STORE_FILE = 'tern.db';
+/** Bound of the per-process memory of messages already recorded (a clear costs only repeated upserts). */
+const KNOWN_MESSAGES_MAX = 100_000;
 /** How long a writer waits for another process's write lock before SQLITE_BUSY. */
 export const BUSY_TIMEOUT_MS = 5000;
 
-/** Schema steps; version N is MIGRATIONS[N-1]. Append only, never edit a released step. */
-const MIGRATIONS: string[] = [
+/** Schema steps; version N is MIGRATIONS[N-1]. Append only, never edit a released step. A step is SQL, or code for what SQL says badly. */
+const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
   `CREATE TABLE users (
      address TEXT PRIMARY KEY NOT NULL,
      password_hash TEXT NOT NULL,
@@ -206,7 +219,49 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (api_key, idem_key)
    ) STRICT, WITHOUT ROWID;
    CREATE INDEX idempotency_created ON idempotency (created_at)`,
+  // Cheaper event rows (they are written for every step of every message):
+  // the sender and its derived forms live once per message, not per event,
+  // and events keep only the indexes their reads need (by message, by
+  // recipient). Scoped reads join messages.
+  (db) => {
+    db.exec(`CREATE TABLE events_v5 (
+       id TEXT PRIMARY KEY NOT NULL,
+       queue_id TEXT NOT NULL,
+       type TEXT NOT NULL,
+       recipient TEXT NOT NULL,
+       body TEXT NOT NULL
+     ) STRICT, WITHOUT ROWID;
+     INSERT INTO events_v5 SELECT id, queue_id, type, recipient, body FROM events;
+     DROP TABLE events;
+     ALTER TABLE events_v5 RENAME TO events;
+     CREATE INDEX events_queue ON events (queue_id, id);
+     CREATE INDEX events_recipient ON events (recipient, id);
+     ALTER TABLE messages ADD COLUMN sender_base TEXT NOT NULL DEFAULT '';
+     ALTER TABLE messages ADD COLUMN sender_domain TEXT NOT NULL DEFAULT ''`);
+    const update = db.prepare('UPDATE messages SET sender_base = ?, sender_domain = ? WHERE id = ?');
+    for (const m of db.prepare('SELECT id, sender FROM messages').all() as { id: string; sender: string }[]) {
+      const f = senderForms(m.sender);
+      update.run(f.base, f.domain, m.id);
+    }
+    db.exec(`CREATE INDEX messages_sender_base ON messages (sender_base);
+     CREATE INDEX messages_sender_domain ON messages (sender_domain);
+     CREATE INDEX messages_sender ON messages (sender)`);
+  },
+  WEBHOOK_SCHEMA,
+  SUPPRESSION_SCHEMA,
 ];
+
+/** The schema version this Tern writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** A sender's forms for scoped reads: '@domain' and the address without its +tag (as mayUseAddress matches). */
+function senderForms(sender: string): { sender: string; base: string; domain: string } {
+  const s = sender.toLowerCase();
+  const at = s.lastIndexOf('@');
+  const domain = at >= 0 ? s.slice(at) : '';
+  const base = at >= 0 ? s.slice(0, at).replace(/\+.*$/, '') + domain : s;
+  return { sender: s, base, domain };
+}
 
 interface UserRow {
   address: string;
@@ -243,7 +298,11 @@ function migrate(db: DatabaseSync): void {
     const row = db.prepare('SELECT version FROM schema_version').get() as { version: number } | undefined;
     const current = row?.version ?? 0;
     if (current > MIGRATIONS.length) throw new Error(`${STORE_FILE}: schema version ${current} is newer than this Tern (${MIGRATIONS.length})`);
-    for (let v = current; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!);
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      const step = MIGRATIONS[v]!;
+      if (typeof step === 'string') db.exec(step);
+      else step(db);
+    }
     if (!row) db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(MIGRATIONS.length);
     else if (current < MIGRATIONS.length) db.prepare('UPDATE schema_version SET version = ?').run(MIGRATIONS.length);
     db.exec('COMMIT');
@@ -254,7 +313,12 @@ function migrate(db: DatabaseSync): void {
 }
 
 class SqliteStore implements Store {
+  readonly webhooks: SqliteWebhookStore;
+  readonly suppressions: SqliteSuppressionStore;
   #db: DatabaseSync;
+  #depth = 0;
+  /** Queue ids whose messages row this process has written (bounded): later events of the message skip the upsert. */
+  #known = new Set<string>();
   #get: StatementSync;
   #put: StatementSync;
   #del: StatementSync;
@@ -266,7 +330,7 @@ class SqliteStore implements Store {
   #evPut: StatementSync;
   #msgPut: StatementSync;
   #msgSetId: StatementSync;
-  #msgGet: StatementSync;
+  #evByQueue: StatementSync;
   #evExpire: StatementSync;
   #msgExpire: StatementSync;
   #idemGet: StatementSync;
@@ -275,6 +339,8 @@ class SqliteStore implements Store {
 
   constructor(db: DatabaseSync) {
     this.#db = db;
+    this.webhooks = new SqliteWebhookStore(db, (fn) => this.transaction(fn));
+    this.suppressions = new SqliteSuppressionStore(db);
     this.#idemGet = db.prepare('SELECT body_hash, created_at, status, response FROM idempotency WHERE api_key = ? AND idem_key = ?');
     this.#idemPut = db.prepare('INSERT OR REPLACE INTO idempotency (api_key, idem_key, body_hash, created_at, status, response) VALUES (?, ?, ?, ?, NULL, NULL)');
     // Bounded like the events' retention: oldest first, through the created_at index.
@@ -282,13 +348,14 @@ class SqliteStore implements Store {
       'DELETE FROM idempotency WHERE (api_key, idem_key) IN (SELECT api_key, idem_key FROM idempotency WHERE created_at < ? ORDER BY created_at LIMIT ?)',
     );
     this.#keyByHash = db.prepare('SELECT * FROM api_keys WHERE hash = ?');
-    this.#evPut = db.prepare(
-      'INSERT OR IGNORE INTO events (id, queue_id, type, recipient, sender, sender_base, sender_domain, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-    );
+    this.#evPut = db.prepare('INSERT OR IGNORE INTO events (id, queue_id, type, recipient, body) VALUES (?, ?, ?, ?, ?)');
     // The API may record the Message-ID before the first event is written: the events' sender wins.
-    this.#msgPut = db.prepare('INSERT INTO messages (id, sender, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET sender = excluded.sender');
+    this.#msgPut = db.prepare(
+      `INSERT INTO messages (id, sender, sender_base, sender_domain, created_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET sender = excluded.sender, sender_base = excluded.sender_base, sender_domain = excluded.sender_domain`,
+    );
     this.#msgSetId = db.prepare(`INSERT INTO messages (id, sender, message_id, created_at) VALUES (?, '', ?, ?) ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id`);
-    this.#msgGet = db.prepare('SELECT * FROM messages WHERE id = ?');
+    this.#evByQueue = db.prepare('SELECT body FROM events WHERE queue_id = ? ORDER BY id');
     // Bounded: each call deletes at most `max` rows, oldest first, walking the primary key.
     this.#evExpire = db.prepare('DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ? ORDER BY id LIMIT ?)');
     this.#msgExpire = db.prepare('DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?)');
@@ -327,22 +394,34 @@ class SqliteStore implements Store {
 
   // Events
 
-  addEvents(events: StoredEvent[]): void {
+  transaction<T>(fn: () => T): T {
+    if (this.#depth > 0) return fn();
     this.#db.exec('BEGIN');
+    this.#depth++;
     try {
-      for (const { event, sender } of events) {
-        const s = sender.toLowerCase();
-        const at = s.lastIndexOf('@');
-        const domain = at >= 0 ? s.slice(at) : '';
-        const base = at >= 0 ? s.slice(0, at).replace(/\+.*$/, '') + domain : s;
-        this.#evPut.run(event.id, event.queueId, event.type, event.recipient.toLowerCase(), s, base, domain, JSON.stringify(event));
-        this.#msgPut.run(event.queueId, s, Date.parse(event.timestamp));
-      }
+      const out = fn();
       this.#db.exec('COMMIT');
+      return out;
     } catch (e) {
       this.#db.exec('ROLLBACK');
       throw e;
+    } finally {
+      this.#depth--;
     }
+  }
+
+  addEvents(events: StoredEvent[]): void {
+    this.transaction(() => {
+      for (const { event, sender } of events) {
+        this.#evPut.run(event.id, event.queueId, event.type, event.recipient.toLowerCase(), JSON.stringify(event));
+        if (this.#known.has(event.queueId)) continue;
+        // Once per message (per process): the sender and its forms for scoped reads.
+        if (this.#known.size >= KNOWN_MESSAGES_MAX) this.#known.clear();
+        this.#known.add(event.queueId);
+        const f = senderForms(sender);
+        this.#msgPut.run(event.queueId, f.sender, f.base, f.domain, Date.parse(event.timestamp));
+      }
+    });
   }
 
   setMessageId(queueId: string, messageId: string): void {
@@ -361,18 +440,22 @@ class SqliteStore implements Store {
       args.push(q.recipient.toLowerCase());
     }
     const scope = scopeClause(q.scope);
-    where.push(scope.sql);
     args.push(...scope.args, q.limit);
-    const rows = this.#db.prepare(`SELECT body FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args) as { body: string }[];
+    const sql = q.scope.admin
+      ? `SELECT body FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`
+      : `SELECT e.body FROM events e JOIN messages m ON m.id = e.queue_id WHERE ${where.map((w) => `e.${w}`).join(' AND ')} AND ${scope.sql} ORDER BY e.id LIMIT ?`;
+    const rows = this.#db.prepare(sql).all(...args) as { body: string }[];
     return rows.map((r) => JSON.parse(r.body) as MessageEvent);
   }
 
   messageEvents(queueId: string, scope: EventScope): { message: MessageRecord; events: MessageEvent[] } | null {
-    const m = this.#msgGet.get(queueId) as { id: string; sender: string; message_id: string | null; created_at: number } | undefined;
-    if (!m) return null;
     const sc = scopeClause(scope);
-    const rows = this.#db.prepare(`SELECT body FROM events WHERE queue_id = ? AND ${sc.sql} ORDER BY id`).all(queueId, ...sc.args) as { body: string }[];
-    // A message without readable events is, for this reader, not there at all.
+    const m = this.#db.prepare(`SELECT * FROM messages m WHERE id = ? AND ${sc.sql}`).get(queueId, ...sc.args) as
+      | { id: string; sender: string; message_id: string | null; created_at: number }
+      | undefined;
+    if (!m) return null;
+    const rows = this.#evByQueue.all(queueId) as { body: string }[];
+    // A message without events is, for this reader, not there at all.
     if (rows.length === 0) return null;
     return {
       message: { id: m.id, sender: m.sender, messageId: m.message_id, createdAt: m.created_at },
@@ -479,8 +562,8 @@ function scopeClause(scope: EventScope): { sql: string; args: string[] } {
   const addresses = scope.sendAs.filter((p) => !p.startsWith('@')).map((p) => p.toLowerCase());
   const parts: string[] = [];
   const marks = (n: number): string => Array(n).fill('?').join(', ');
-  if (domains.length > 0) parts.push(`sender_domain IN (${marks(domains.length)})`);
-  if (addresses.length > 0) parts.push(`sender IN (${marks(addresses.length)})`, `sender_base IN (${marks(addresses.length)})`);
+  if (domains.length > 0) parts.push(`m.sender_domain IN (${marks(domains.length)})`);
+  if (addresses.length > 0) parts.push(`m.sender IN (${marks(addresses.length)})`, `m.sender_base IN (${marks(addresses.length)})`);
   if (parts.length === 0) return { sql: '0', args: [] };
   return { sql: `(${parts.join(' OR ')})`, args: [...domains, ...addresses, ...addresses] };
 }
