@@ -31,6 +31,8 @@ import { Idempotency, type Outcome } from './idempotency.ts';
 import { buildOpenApi } from './openapi.ts';
 import { messageView } from './messages.ts';
 import type { Sender, SendBody } from './send.ts';
+import { webhookRoutes, type WebhookApi } from './webhook-routes.ts';
+import { suppressionRoutes, type SuppressionApi } from './suppression-routes.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -46,11 +48,15 @@ export interface ApiDeps {
    * once although events are written in batches.
    */
   flushEvents: () => Promise<void>;
+  /** The webhook routes' own dependencies (webhook-routes.ts); absent: none are served. */
+  webhooks?: WebhookApi | undefined;
+  /** The suppression routes' own dependencies (suppression-routes.ts); absent: none are served. */
+  suppressions?: SuppressionApi | undefined;
 }
 
 /** One API route: everything Fastify and the OpenAPI document need. */
 export interface Route {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** Fastify syntax (`:id`); openapi.ts writes `{id}`. */
   url: string;
   summary: string;
@@ -273,6 +279,8 @@ export class ApiServer {
           return { events, next: events.at(-1)?.id ?? after };
         },
       },
+      ...(this.#deps.webhooks ? webhookRoutes(this.#deps.webhooks) : []),
+      ...(this.#deps.suppressions ? suppressionRoutes(this.#deps.suppressions) : []),
     ];
   }
 }

@@ -91,6 +91,8 @@ describe('loadConfig', () => {
       submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false, minPasswordLength: 12 },
       log: { level: 'info' },
       events: { retention: 30 * 24 * 3600 * 1000 },
+      webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 8 },
+      suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },
       edge: {
         dnsbl: { zones: [], cacheTtl: 300_000 },
         greylist: { enabled: false, delay: 300_000, expire: 172_800_000, keep: 3_110_400_000 },

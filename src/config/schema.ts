@@ -272,6 +272,24 @@ export const CONFIG = section({
     /** How long events are kept: the managed relays keep 30 days (Postmark 45, SendGrid 30); older ones are deleted in small batches. */
     retention: duration('30d'),
   }),
+  /** Webhook deliveries (src/webhooks/): POSTs of events to the URLs API keys registered. */
+  webhooks: section({
+    /** One POST's limit, connection to last byte of the answer: a slow endpoint costs a retry, never a stuck sender. */
+    timeout: duration('10s'),
+    /** How long an event is retried (with backoff) before it is given up: Standard Webhooks' and Svix's 3 days. */
+    retryFor: duration('3d'),
+    /** POSTs in flight at once, over every webhook. */
+    concurrency: int({ default: 8, min: 1 }),
+  }),
+  /** The suppression list (src/suppress/): addresses outbound mail is not sent to. */
+  suppression: section({
+    /** Add the recipient of a hard bounce (5.1.x, 5.2.1) automatically. */
+    hardBounces: bool(true),
+    /** Read ARF complaint reports (RFC 5965) sent to complaintAddresses and suppress the complainer. */
+    complaints: bool(true),
+    /** Where feedback loops send reports; empty: abuse@ and fbl@ of every local domain. */
+    complaintAddresses: list(str({ minLength: 3 })),
+  }),
   /**
    * Defences at the edge: what port 25 does before a message is accepted.
    * Each is opt-in, like Postfix's (no DNSBL, no greylisting, no anvil rate
