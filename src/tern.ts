@@ -162,7 +162,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     sweeper: new IdleSweeper(Math.min(config.limits.timeouts.command, config.limits.timeouts.data)),
   };
   // Every event of every message, durably, for the API (before any mail can move).
-  const recorder = new EventRecorder({ events, store, retentionMs: config.events.retention, log });
+  const recorder = new EventRecorder({ events, store, retentionMs: config.events.retention, log, enabled: config.events.enabled });
   const sender = new Sender({ intake, directory, store, hostname: config.hostname, limits: () => live.config.limits });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'

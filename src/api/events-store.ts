@@ -38,7 +38,8 @@ export class EventRecorder {
   #alsoWrite: ((batch: StoredEvent[]) => void)[] = [];
   readonly #afterWrite: ((batch: StoredEvent[]) => void)[] = [];
 
-  constructor(o: { events: EventStream; store: EventStore; retentionMs: number; log: Logger; flushMs?: number }) {
+  /** `enabled: false` (events.enabled) subscribes to nothing: no event is stored, so none is announced either. */
+  constructor(o: { events: EventStream; store: EventStore; retentionMs: number; log: Logger; flushMs?: number; enabled?: boolean }) {
     this.#store = o.store;
     this.#retention = o.retentionMs;
     this.#log = o.log;
@@ -48,10 +49,13 @@ export class EventRecorder {
       { delayMs: o.flushMs ?? EVENTS_FLUSH_MS, maxBatch: EVENTS_MAX_BATCH },
     );
     // The batcher keeps only the event: its message's sender rides along, keyed by the (shared, immutable) event object.
-    this.#unsubscribe = o.events.subscribe((event, msg, index) => {
-      this.#senders.set(event, msg.envelope.sender);
-      this.#batcher.subscriber(event, msg, index);
-    });
+    this.#unsubscribe =
+      o.enabled === false
+        ? () => {}
+        : o.events.subscribe((event, msg, index) => {
+            this.#senders.set(event, msg.envelope.sender);
+            this.#batcher.subscriber(event, msg, index);
+          });
     this.#timer = setInterval(() => void this.expire(), RETENTION_INTERVAL_MS);
     this.#timer.unref();
   }

@@ -90,7 +90,7 @@ describe('loadConfig', () => {
       users: [],
       submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false, minPasswordLength: 12 },
       log: { level: 'info' },
-      events: { retention: 30 * 24 * 3600 * 1000 },
+      events: { enabled: true, retention: 30 * 24 * 3600 * 1000 },
       webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 8 },
       suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },
       edge: {

@@ -269,6 +269,8 @@ export const CONFIG = section({
   log: section({ level: oneOf(LOG_LEVELS, 'info') }),
   /** The events store (every event of every message, read through the HTTP API). */
   events: section({
+    /** Store events at all: false keeps no timeline (GET /v1/events and /v1/messages/{id} find nothing, webhooks get nothing). */
+    enabled: bool(true),
     /** How long events are kept: the managed relays keep 30 days (Postmark 45, SendGrid 30); older ones are deleted in small batches. */
     retention: duration('30d'),
   }),
