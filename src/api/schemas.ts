@@ -2,6 +2,8 @@
 // OpenAPI document (openapi.ts) is assembled from the very same objects, so
 // the two cannot drift. JSON Schema 2020-12-compatible subset (OpenAPI 3.1).
 
+import { BOUNCE_CLASSES } from '../events/bounce-class.ts';
+
 /** Tags per message. */
 export const MAX_TAGS = 20;
 /** Messages per batch (the contract). */
@@ -32,7 +34,7 @@ export const eventSchema = {
         relay: { type: ['object', 'null'], properties: { host: { type: 'string' }, ip: { type: 'string' }, port: { type: 'integer' } } },
         tls: { type: ['object', 'null'], properties: { version: { type: 'string' }, cipher: { type: 'string' } } },
         reply,
-        bounceClass: { type: ['string', 'null'] },
+        bounceClass: { type: ['string', 'null'], enum: [...BOUNCE_CLASSES, null], description: 'Why a recipient failed (deferred, bounced, expired): see the README\'s bounce class table' },
         source: { type: 'string', enum: ['smtp', 'submission', 'api', 'bounce'] },
         tags: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
         transport: { type: ['string', 'null'] },

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchingSubscriber, EventIds, EventStream, bounceClass, sourceOf, type MessageEvent } from './events.ts';
+import { BatchingSubscriber, EventIds, EventStream, sourceOf, type MessageEvent } from './events.ts';
 import type { Envelope, QueuedMessage } from '../spool/types.ts';
 
 function message(over: Partial<Envelope> = {}): QueuedMessage {
@@ -50,7 +50,7 @@ test('emit: nothing is built without subscribers; one shared event per call to e
   assert.equal(b[1], e2, 'the same object for every subscriber');
   assert.equal(errors.length, 2);
   assert.deepEqual(e1, { id: e1.id, type: 'queued', timestamp: e1.timestamp, queueId: 'QEV1', recipient: 'b@x.test', data: { attempt: null, relay: null, tls: null, reply: null, bounceClass: null, source: 'submission', tags: null, transport: null } });
-  assert.deepEqual(e2.data, { attempt: 1, relay: { host: 'mx.x.test', ip: '192.0.2.1', port: 25 }, tls: null, reply, bounceClass: 'mailbox', source: 'submission', tags: null, transport: 'mx' });
+  assert.deepEqual(e2.data, { attempt: 1, relay: { host: 'mx.x.test', ip: '192.0.2.1', port: 25 }, tls: null, reply, bounceClass: 'mailbox-full', source: 'submission', tags: null, transport: 'mx' });
   assert.equal(e2.recipient, 'c@x.test');
   unsubscribe();
   stream.emit('delivered', msg, 0, 2, { reply: { code: 250, enhanced: '2.0.0', text: 'ok' }, relay: null, tls: null }, 'maildir');
@@ -64,11 +64,6 @@ test('source: as set, else from the listener role; mail made inside Tern from th
   assert.equal(sourceOf(message({ client: { ip: '192.0.2.1', role: 'submissions' } }).envelope), 'submission');
   assert.equal(sourceOf(message({ sender: '', client: { ip: '127.0.0.1', helo: 'localhost' } }).envelope), 'bounce');
   assert.equal(sourceOf(message({ sender: '', client: { ip: '192.0.2.1', role: 'smtp' } }).envelope), 'smtp', 'a bounce from outside arrived by SMTP');
-});
-
-test('bounce class by the RFC 3463 subject; 4.4.7 is expiry; no enhanced code is "other"', () => {
-  const c = (enhanced: string | null) => bounceClass({ code: enhanced?.startsWith('4') ? 451 : 550, enhanced, text: '' });
-  assert.deepEqual(['5.1.1', '5.2.2', '5.3.4', '4.4.1', '4.4.7', '5.5.0', '5.6.3', '5.7.1', '5.0.0', null].map(c), ['address', 'mailbox', 'system', 'network', 'expired', 'protocol', 'content', 'policy', 'other', 'other']);
 });
 
 test('BatchingSubscriber: one write per turn, in order, never two writes at once; drain waits for everything', async () => {

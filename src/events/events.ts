@@ -19,6 +19,9 @@ import { randomInt } from 'node:crypto';
 import { isoNow } from '../util/log.ts';
 import type { DeliveryReply, Envelope, MessageSource, QueuedMessage } from '../spool/types.ts';
 import type { Relay, TlsUsed } from '../delivery/types.ts';
+import { bounceClass, type BounceClass } from './bounce-class.ts';
+
+export { bounceClass, type BounceClass };
 
 /**
  * queued: accepted and durably queued (data.source says how it came);
@@ -29,13 +32,6 @@ import type { Relay, TlsUsed } from '../delivery/types.ts';
  */
 export type EventType = 'queued' | 'delivered' | 'deferred' | 'bounced' | 'expired' | 'suppressed' | 'complained' | 'delayed';
 
-/**
- * Why a recipient failed, by the subject of its RFC 3463 status (§3.2-3.8;
- * 4.4.7 is 'expired'). Hard bounces for the suppression list are 5.1.x and 5.2.1.
- */
-export type BounceClass = 'address' | 'mailbox' | 'system' | 'network' | 'protocol' | 'content' | 'policy' | 'expired' | 'other';
-
-/** Every key is always present (null when it does not apply): one shape for consumers and for V8. */
 export interface EventData {
   /** The delivery attempt (1, 2, …) the event reports on; null for queued. */
   attempt: number | null;
@@ -142,22 +138,6 @@ export function sourceOf(envelope: Envelope): MessageSource {
   if (role === 'submission' || role === 'submissions') return 'submission';
   if (role === undefined && envelope.sender === '') return 'bounce';
   return 'smtp';
-}
-
-export function bounceClass(reply: DeliveryReply): BounceClass {
-  const e = reply.enhanced;
-  if (e === null) return 'other';
-  if (e === '4.4.7') return 'expired';
-  switch (e.slice(2, e.indexOf('.', 2))) {
-    case '1': return 'address';
-    case '2': return 'mailbox';
-    case '3': return 'system';
-    case '4': return 'network';
-    case '5': return 'protocol';
-    case '6': return 'content';
-    case '7': return 'policy';
-    default: return 'other';
-  }
 }
 
 /** Crockford's base32, lower case: ascending in ASCII, so fixed-width ids sort as strings. */

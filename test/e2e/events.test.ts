@@ -126,7 +126,7 @@ describe('events', () => {
     ]);
     const bounced = of(id)[1]!;
     assert.deepEqual(bounced.data.reply, { code: 550, enhanced: '5.1.1', text: '<nobody@reject.test>: Recipient address rejected: User unknown' });
-    assert.equal(bounced.data.bounceClass, 'address');
+    assert.equal(bounced.data.bounceClass, 'invalid-recipient');
     assert.deepEqual(bounced.data.relay, relay());
     // The DSN: new mail from the null sender, to alice's mailbox.
     const dsn = await waitFor(() => events.find((e) => e.type === 'queued' && e.data.source === 'bounce' && e.id > bounced.id), 10_000, 'the DSN queued');
