@@ -163,7 +163,15 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   };
   // Every event of every message, durably, for the API (before any mail can move).
   const recorder = new EventRecorder({ events, store, retentionMs: config.events.retention, log, enabled: config.events.enabled });
-  const sender = new Sender({ intake, directory, store, hostname: config.hostname, limits: () => live.config.limits });
+  const sender = new Sender({
+    intake,
+    directory,
+    store,
+    hostname: config.hostname,
+    limits: () => live.config.limits,
+    messagesPerHour: () => live.config.submission.messagesPerHour,
+    rate: shared.sendRate,
+  });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'
       ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain() })

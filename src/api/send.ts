@@ -13,9 +13,13 @@ import { SmtpError } from '../smtp/reply.ts';
 import type { Recipient } from '../spool/types.ts';
 import type { ApiKeyRecord, EventStore } from '../store/store.ts';
 import { ApiError, fieldError } from './problem.ts';
+import type { SendRate } from '../policy/rate-limit.ts';
 import MailComposer from 'nodemailer/lib/mail-composer';
 
 type Mailbox = string | { name?: string; address: string };
+
+/** What a 429 suggests: the sliding hour frees a place within a minute or so under steady use. */
+const RATE_RETRY_AFTER_S = 60;
 
 /** The request body (schemas.ts: sendBody): raw (from, to, raw) or built. */
 export interface SendBody {
@@ -50,6 +54,19 @@ export interface SenderOptions {
   hostname: string;
   /** limits.messageSize and limits.recipients, read at each send (a reload changes them). */
   limits: () => { messageSize: number; recipients: number };
+  /** submission.messagesPerHour: the limit of keys that set none (0: none). */
+  messagesPerHour: () => number;
+  /** The hourly counts, shared with SMTP submission's (keyed `apikey:NAME`). */
+  rate: SendRate;
+}
+
+/** A key over its hourly limit: HTTP 429 (RFC 6585 §4), like submission's 450 4.7.1. */
+export class RateLimited extends ApiError {
+  readonly retryAfter: number;
+  constructor(limit: number, retryAfter: number) {
+    super(429, `Message rate limit exceeded (${limit} per hour for this key); try again later`);
+    this.retryAfter = retryAfter;
+  }
 }
 
 export class Sender {
@@ -109,6 +126,21 @@ export class Sender {
   }
 
   async #submit(from: string, to: { address: string; path: string }[], raw: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
+    const account = `apikey:${key.name}`;
+    const { rate } = this.#o;
+    const perHour = key.messagesPerHour ?? this.#o.messagesPerHour();
+    // Counted before intake, as submission counts at MAIL: concurrent requests must not all pass; a refusal gives its place back.
+    if (perHour > 0 && rate.count(account) >= perHour) throw new RateLimited(perHour, RATE_RETRY_AFTER_S);
+    if (perHour > 0) rate.record(account);
+    try {
+      return await this.#submitCounted(from, to, raw, tags, key, ip, tls);
+    } catch (e) {
+      if (perHour > 0) rate.unrecord(account);
+      throw e;
+    }
+  }
+
+  async #submitCounted(from: string, to: { address: string; path: string }[], raw: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
     const limits = this.#o.limits();
     if (to.length > limits.recipients) throw fieldError(400, '/body/to', `at most ${limits.recipients} recipients (limits.recipients)`);
     const recipients = this.#recipients(to);

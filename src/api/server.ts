@@ -6,6 +6,7 @@
 // bypass intake); the events come from the store the events subscriber fills.
 
 import https from 'node:https';
+import { isUtf8 } from 'node:buffer';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema } from 'fastify';
 import type { ListenerConfig } from '../config/types.ts';
@@ -30,7 +31,7 @@ import {
 import { Idempotency, type Outcome } from './idempotency.ts';
 import { buildOpenApi } from './openapi.ts';
 import { messageView } from './messages.ts';
-import type { Sender, SendBody } from './send.ts';
+import { RateLimited, type Sender, type SendBody } from './send.ts';
 import { webhookRoutes, type WebhookApi } from './webhook-routes.ts';
 import { suppressionRoutes, type SuppressionApi } from './suppression-routes.ts';
 
@@ -145,11 +146,26 @@ export class ApiServer {
       return e;
     });
     app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
-      if (err instanceof ApiError) return sendProblem(reply, err.status, err.message, err.errors);
+      if (err instanceof ApiError) {
+        if (err instanceof RateLimited) reply.header('retry-after', String(err.retryAfter));
+        return sendProblem(reply, err.status, err.message, err.errors);
+      }
       const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
       if (status >= 500) this.#deps.log.error('api request failed', { method: req.method, url: req.url, error: err });
       // Fastify's own refusals (bad JSON, too large, wrong media type) say clearly what was wrong; our bugs say nothing inside.
       return sendProblem(reply, status, status >= 500 ? 'Internal error; see the server log' : err.message);
+    });
+    // JSON is UTF-8 (RFC 8259 §8.1). Fastify's own parser would decode other
+    // bytes to U+FFFD and carry on, so a message would go out with text the
+    // client never sent: refuse instead, then parse as Fastify does (its
+    // prototype-poisoning guard included). The body limit is enforced while
+    // the body streams in, before this runs.
+    const json = app.getDefaultJsonParser('error', 'error');
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+      const bytes = body as Buffer;
+      if (!isUtf8(bytes)) return done(new ApiError(400, 'The body is not valid UTF-8 (RFC 8259 §8.1)'), undefined);
+      json(req, bytes.toString('utf8'), done);
     });
     app.setNotFoundHandler((req, reply) => sendProblem(reply, 404, `No route ${req.method} ${req.url.split('?')[0]}`));
     for (const route of this.routes) {
@@ -285,7 +301,7 @@ export class ApiServer {
   }
 }
 
-const idempotencyErrors = { 409: problemSchema, 422: problemSchema };
+const idempotencyErrors = { 409: problemSchema, 422: problemSchema, 429: problemSchema };
 
 /** Messages of one batch in intake at once: the spool's fsyncs overlap, and one batch cannot take every intake slot. */
 const BATCH_CONCURRENCY = 8;

@@ -9,11 +9,13 @@ import { openStore, type ApiKeyRecord, type Store } from '../store/store.ts';
 import { apiKeyNameProblem, hashApiKey, newApiKey } from '../api/keys.ts';
 import { normalizeAddress } from './user.ts';
 
-export const APIKEY_USAGE = `  tern apikey create NAME [--send-as ADDRESS|@DOMAIN ...] [--admin]
+export const APIKEY_USAGE = `  tern apikey create NAME [--send-as ADDRESS|@DOMAIN ...] [--admin] [--messages-per-hour N]
                                     make an HTTP API key and print it (once); it may send
                                     as (and read the mail of) the --send-as addresses and
-                                    domains; --admin reads every message and event
-  tern apikey list [--json]         the keys: name, send-as, admin, created (never the key)
+                                    domains; --admin reads every message and event;
+                                    --messages-per-hour: its own send limit (0: none;
+                                    default submission.messagesPerHour)
+  tern apikey list [--json]         the keys: name, send-as, admin, limit, created (never the key)
   tern apikey revoke NAME           delete a key; requests with it get 401 at once
 `;
 
@@ -30,6 +32,7 @@ export function runApiKey(config: TernConfig, argv: string[], stdout: Out = proc
     const sendAs: string[] = [];
     let admin = false;
     let json = false;
+    let perHour: number | undefined;
     for (let i = 0; i < argv.length; i++) {
       const a = argv[i]!;
       if (a === '--config' || a === '-c') i++;
@@ -41,18 +44,23 @@ export function runApiKey(config: TernConfig, argv: string[], stdout: Out = proc
         sendAs.push(...v.split(',').map((s) => s.trim()).filter(Boolean));
       } else if (a === '--admin') admin = true;
       else if (a === '--json') json = true;
+      else if (a === '--messages-per-hour' || a.startsWith('--messages-per-hour=')) {
+        const v = a === '--messages-per-hour' ? argv[++i] : a.slice('--messages-per-hour='.length);
+        if (v === undefined || !/^\d{1,9}$/.test(v)) throw new UsageError('--messages-per-hour needs a whole number (0: no limit)');
+        perHour = Number(v);
+      }
       else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
       else positional.push(a);
     }
     const [sub, name, extra] = positional;
     if (!sub || extra !== undefined || !['create', 'list', 'revoke'].includes(sub) || (sub === 'list') === (name !== undefined)) throw new UsageError();
-    if (sub !== 'create' && (sendAs.length > 0 || admin)) throw new UsageError();
+    if (sub !== 'create' && (sendAs.length > 0 || admin || perHour !== undefined)) throw new UsageError();
     if (sub !== 'list' && json) throw new UsageError();
     store = openStore(config.dataDir);
     if (sub === 'list') {
       const keys = store.listApiKeys().map(({ hash: _hash, ...k }) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() }));
       if (json) stdout.write(JSON.stringify(keys) + '\n');
-      else for (const k of keys) stdout.write(`${k.name}\t${k.admin ? 'admin' : '-'}\t${k.sendAs.join(',') || '-'}\t${k.createdAt}\n`);
+      else for (const k of keys) stdout.write(`${k.name}\t${k.admin ? 'admin' : '-'}\t${k.sendAs.join(',') || '-'}\t${k.messagesPerHour === undefined ? 'default' : k.messagesPerHour === 0 ? 'unlimited' : `${k.messagesPerHour}/h`}\t${k.createdAt}\n`);
       return 0;
     }
     const problem = apiKeyNameProblem(name!);
@@ -70,7 +78,7 @@ export function runApiKey(config: TernConfig, argv: string[], stdout: Out = proc
     });
     if (patterns.length === 0 && !admin) stderr.write('tern apikey: note: without --send-as the key can send nothing and read nothing\n');
     const key = newApiKey();
-    const record: ApiKeyRecord = { name: name!, hash: hashApiKey(key), sendAs: [...new Set(patterns)], admin, createdAt: Date.now() };
+    const record: ApiKeyRecord = { name: name!, hash: hashApiKey(key), sendAs: [...new Set(patterns)], admin, messagesPerHour: perHour, createdAt: Date.now() };
     if (!store.addApiKey(record)) throw new KeyError(`a key named ${name} exists (revoke it first)`);
     stdout.write(`${key}\n`);
     stderr.write(`tern apikey: ${name} created; the key is shown only this once\n`);

@@ -61,6 +61,8 @@ export interface ApiKeyRecord {
   sendAs: string[];
   /** Reads every message and event, whatever the sender. */
   admin: boolean;
+  /** Messages per sliding hour (0: no limit); undefined: submission.messagesPerHour, as for users. */
+  messagesPerHour?: number | undefined;
   /** Epoch milliseconds. */
   createdAt: number;
 }
@@ -249,6 +251,8 @@ const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
   },
   WEBHOOK_SCHEMA,
   SUPPRESSION_SCHEMA,
+  // A key's own hourly message limit (NULL: submission.messagesPerHour).
+  `ALTER TABLE api_keys ADD COLUMN messages_per_hour INTEGER`,
 ];
 
 /** The schema version this Tern writes. */
@@ -374,8 +378,8 @@ class SqliteStore implements Store {
   // API keys
 
   addApiKey(k: ApiKeyRecord): boolean {
-    const r = this.#db.prepare('INSERT OR IGNORE INTO api_keys (name, hash, send_as, admin, created_at) VALUES (?, ?, ?, ?, ?)')
-      .run(k.name, k.hash, JSON.stringify(k.sendAs), k.admin ? 1 : 0, k.createdAt);
+    const r = this.#db.prepare('INSERT OR IGNORE INTO api_keys (name, hash, send_as, admin, created_at, messages_per_hour) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(k.name, k.hash, JSON.stringify(k.sendAs), k.admin ? 1 : 0, k.createdAt, k.messagesPerHour ?? null);
     return Number(r.changes) > 0;
   }
 
@@ -545,10 +549,11 @@ interface ApiKeyRow {
   send_as: string;
   admin: number;
   created_at: number;
+  messages_per_hour: number | null;
 }
 
 function keyFromRow(r: ApiKeyRow): ApiKeyRecord {
-  return { name: r.name, hash: r.hash, sendAs: JSON.parse(r.send_as) as string[], admin: r.admin === 1, createdAt: r.created_at };
+  return { name: r.name, hash: r.hash, sendAs: JSON.parse(r.send_as) as string[], admin: r.admin === 1, messagesPerHour: r.messages_per_hour ?? undefined, createdAt: r.created_at };
 }
 
 /**
