@@ -174,7 +174,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'
-      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain() })
+      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), metricsFrom: (ip) => live.metricsFrom(ip) })
       : new Listener(l as SmtpListenerConfig, deps),
   );
   try {
@@ -330,6 +330,7 @@ interface LiveParts {
   backend: TernBackend;
   discardDomains: Set<string>;
   proxyFrom: (ip: string) => boolean;
+  metricsFrom: (ip: string) => boolean;
   /** The edge checks and the config they were built from: kept (with their counters and caches) while it is unchanged. */
   edge: { checks: Check[]; key: string };
 }
@@ -358,6 +359,7 @@ function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts
     backend: new TernBackend({ hostname: shared.started.hostname, policy, intake, auth, authOnSmtp: submission.authOnSmtp, log }),
     discardDomains: new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name.toLowerCase())),
     proxyFrom: ipMatcher(edge.proxyFrom),
+    metricsFrom: ipMatcher(config.http.metricsFrom),
     edge: edgeParts,
   };
 }

@@ -30,6 +30,7 @@ import {
 } from './schemas.ts';
 import { Idempotency, type Outcome } from './idempotency.ts';
 import { buildOpenApi } from './openapi.ts';
+import { exposition } from '../metrics/registry.ts';
 import { messageView } from './messages.ts';
 import { RateLimited, type Sender, type SendBody } from './send.ts';
 import { webhookRoutes, type WebhookApi } from './webhook-routes.ts';
@@ -53,6 +54,8 @@ export interface ApiDeps {
   webhooks?: WebhookApi | undefined;
   /** The suppression routes' own dependencies (suppression-routes.ts); absent: none are served. */
   suppressions?: SuppressionApi | undefined;
+  /** http.metricsFrom: whether a client address may read /metrics without a key. */
+  metricsFrom: (ip: string) => boolean;
 }
 
 /** One API route: everything Fastify and the OpenAPI document need. */
@@ -168,6 +171,17 @@ export class ApiServer {
       json(req, bytes.toString('utf8'), done);
     });
     app.setNotFoundHandler((req, reply) => sendProblem(reply, 404, `No route ${req.method} ${req.url.split('?')[0]}`));
+    // Prometheus scrapes with no key from http.metricsFrom (loopback by
+    // default); from anywhere else the metrics need an admin key, as they
+    // show every sender's volume.
+    app.get('/metrics', async (req, reply) => {
+      if (!this.#deps.metricsFrom(req.socket.remoteAddress ?? '')) {
+        await this.#authenticate(req);
+        if (!this.#keys.get(req)?.admin) throw new ApiError(403, 'Metrics need an admin key from outside http.metricsFrom');
+      }
+      const { contentType, body } = await exposition();
+      return reply.type(contentType).send(body);
+    });
     for (const route of this.routes) {
       app.route({
         method: route.method,

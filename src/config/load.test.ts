@@ -90,6 +90,7 @@ describe('loadConfig', () => {
       users: [],
       submission: { messagesPerHour: 1000, recipientsPerMessage: 100, authOnSmtp: false, minPasswordLength: 12 },
       log: { level: 'info' },
+      http: { metricsFrom: ['127.0.0.0/8', '::1/128'] },
       events: { enabled: true, retention: 30 * 24 * 3600 * 1000 },
       webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 8 },
       suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },

@@ -138,6 +138,11 @@ export const CONFIG = section({
   }),
   /** CIDRs (IPv4/IPv6) or single IPs whose clients may relay without AUTH. */
   trustedNetworks: list(cidr),
+  /** The http listeners' settings beyond the listener itself. */
+  http: section({
+    /** Who may read /metrics without an API key (Prometheus scrapers); anyone else needs an admin key. */
+    metricsFrom: list(cidr, { default: ['127.0.0.0/8', '::1/128'] }),
+  }),
   limits: section({
     messageSize: size(25 * 1024 * 1024),
     // RFC 5321 §4.5.3.1.8: at least 100 recipients must be buffered.
