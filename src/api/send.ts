@@ -1,19 +1,18 @@
-// POST /v1/messages: a message from the API goes through intake exactly as
-// one from authenticated submission does (Received, Date and Message-ID
-// fix-ups, DKIM signing, the send-as check of the originator fields), and
-// is answered only once the spool has it durably (the SMTP 250).
+// POST /v1/messages: a message from the API takes the path of one from
+// authenticated submission, as a session authenticated as the API key
+// (TernBackend.apiSession): the policy's mail, rcpt and data stages
+// (send-as, the hourly limit, recipients, the sender fields, the plugins'
+// hooks) and intake (Received, Date and Message-ID fix-ups, DKIM signing).
+// It is answered only once the spool has it durably (the SMTP 250).
 
 import { randomUUID } from 'node:crypto';
-import type { Intake } from '../intake/intake.ts';
 import { parseHeaderSection } from '../intake/intake.ts';
-import type { Directory, Target } from '../policy/directory.ts';
-import { mayUseAddress, originatorError } from '../policy/senders.ts';
+import { mayUseAddress } from '../policy/senders.ts';
 import { formatAddress, parseMailbox } from '../smtp/address.ts';
 import { SmtpError } from '../smtp/reply.ts';
-import type { Recipient } from '../spool/types.ts';
 import type { ApiKeyRecord, EventStore } from '../store/store.ts';
 import { ApiError, fieldError } from './problem.ts';
-import type { SendRate } from '../policy/rate-limit.ts';
+import type { TernBackend } from '../policy/backend.ts';
 import MailComposer from 'nodemailer/lib/mail-composer';
 
 type Mailbox = string | { name?: string; address: string };
@@ -48,29 +47,26 @@ export interface SendResult {
 }
 
 export interface SenderOptions {
-  intake: Intake;
-  directory: Directory;
   store: EventStore;
   hostname: string;
   /** limits.messageSize and limits.recipients, read at each send (a reload changes them). */
   limits: () => { messageSize: number; recipients: number };
-  /** submission.messagesPerHour: the limit of keys that set none (0: none). */
-  messagesPerHour: () => number;
-  /** The hourly counts, shared with SMTP submission's (keyed `apikey:NAME`). */
-  rate: SendRate;
+  /** The backend in force (a reload replaces it): its policy stages and intake take the message. */
+  backend: () => TernBackend;
 }
 
-/** A key over its hourly limit: HTTP 429 (RFC 6585 §4), like submission's 450 4.7.1. */
+/** A key over its hourly limit: HTTP 429 (RFC 6585 §4), for submission's 450 4.7.1. */
 export class RateLimited extends ApiError {
   readonly retryAfter: number;
-  constructor(limit: number, retryAfter: number) {
-    super(429, `Message rate limit exceeded (${limit} per hour for this key); try again later`);
+  constructor(detail: string, retryAfter: number) {
+    super(429, detail);
     this.retryAfter = retryAfter;
   }
 }
 
 export class Sender {
   readonly #o: SenderOptions;
+  #requests = 0;
   constructor(o: SenderOptions) {
     this.#o = o;
   }
@@ -126,24 +122,9 @@ export class Sender {
   }
 
   async #submit(from: string, to: { address: string; path: string }[], raw: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
-    const account = `apikey:${key.name}`;
-    const { rate } = this.#o;
-    const perHour = key.messagesPerHour ?? this.#o.messagesPerHour();
-    // Counted before intake, as submission counts at MAIL: concurrent requests must not all pass; a refusal gives its place back.
-    if (perHour > 0 && rate.count(account) >= perHour) throw new RateLimited(perHour, RATE_RETRY_AFTER_S);
-    if (perHour > 0) rate.record(account);
-    try {
-      return await this.#submitCounted(from, to, raw, tags, key, ip, tls);
-    } catch (e) {
-      if (perHour > 0) rate.unrecord(account);
-      throw e;
-    }
-  }
-
-  async #submitCounted(from: string, to: { address: string; path: string }[], raw: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
     const limits = this.#o.limits();
     if (to.length > limits.recipients) throw fieldError(400, '/body/to', `at most ${limits.recipients} recipients (limits.recipients)`);
-    const recipients = this.#recipients(to);
+    const rcpts = to.map(({ address, path }) => ({ address: mailbox(address, path), path }));
     let message = raw;
     if (message.length > limits.messageSize) throw new ApiError(413, `The message is ${message.length} octets; the limit is ${limits.messageSize} (limits.messageSize)`);
     const fields = parseHeaderSection(message, false);
@@ -155,52 +136,44 @@ export class Sender {
     }
     // RFC 6531 when an address or the header section is UTF-8; 8BITMIME (RFC 6152) when any octet is 8-bit.
     const eightBit = /[\x80-\xff]/.test(message.toString('latin1'));
-    const utf8 = /[^\x00-\x7f]/.test(from) || recipients.some((r) => /[^\x00-\x7f]/.test(r.address)) || fields.some((f) => /[^\x00-\x7f]/.test(f.value));
-    const incoming = this.#o.intake.begin({
-      sender: from,
-      recipients,
-      params: { smtputf8: utf8, body: eightBit ? '8BITMIME' : undefined },
-      // RFC 3848 has no word for HTTP; the Received field says what it was, as the API key's name says who.
-      trace: { ip, protocol: tls ? 'HTTPS' : 'HTTP', role: 'http', user: `apikey:${key.name}` },
-      submission: { user: `apikey:${key.name}` },
-      headerSection: true,
-      source: 'api',
+    const utf8 = /[^\x00-\x7f]/.test(from) || rcpts.some((r) => /[^\x00-\x7f]/.test(r.address)) || fields.some((f) => /[^\x00-\x7f]/.test(f.value));
+    const account = `apikey:${key.name}`;
+    // The message takes the path of an authenticated submission: the policy's
+    // mail, rcpt and data stages (send-as, the hourly limit, recipients, the
+    // sender fields, the plugins) and intake. RFC 3848 has no word for HTTP;
+    // the Received field says what it was, as the key's name says who.
+    const session = this.#o.backend().apiSession(
+      { id: `api-${++this.#requests}`, remoteAddress: ip, remotePort: 0, localPort: 0, role: 'http', tls, user: account },
+      { address: account, sendAs: key.sendAs, messagesPerHour: key.messagesPerHour },
       // Metadata for events only: no X-Tern-Tags field, so the labels never reach recipients (or change the DKIM-signed bytes).
-      tags: tags && Object.keys(tags).length > 0 ? tags : undefined,
-    });
-    incoming.write(message);
+      { protocol: tls ? 'HTTPS' : 'HTTP', tags: tags && Object.keys(tags).length > 0 ? tags : undefined },
+    );
     try {
-      const queued = await incoming.commit(message.subarray(-2).toString('latin1') === '\r\n', async (m) => {
-        // The same rule as submission's data stage: every originator field must be the key's to use.
-        const refused = originatorError((field) => m.originators(field), key.sendAs);
-        if (refused) throw refused;
-        return { fields: '', folders: [] };
-      });
-      this.#o.store.setMessageId(queued.envelope.id, messageId);
-      return { id: queued.envelope.id, messageId, recipients: queued.envelope.recipients.map((r) => ({ address: r.address, status: 'queued' as const })) };
-    } catch (e) {
-      throw refusal(e);
+      try {
+        await session.mail(parseMailbox(from), { smtputf8: utf8, body: eightBit ? '8BITMIME' : undefined });
+      } catch (e) {
+        throw refusal(e, '/body/from');
+      }
+      for (const r of rcpts) {
+        try {
+          await session.rcpt(parseMailbox(r.address), {});
+        } catch (e) {
+          throw refusal(e, r.path);
+        }
+      }
+      const sink = session.data({ protocol: tls ? 'HTTPS' : 'HTTP' });
+      sink.write(message);
+      let queued;
+      try {
+        queued = await sink.commit(message.subarray(-2).toString('latin1') === '\r\n');
+      } catch (e) {
+        throw refusal(e);
+      }
+      this.#o.store.setMessageId(queued.id, messageId);
+      return { id: queued.id, messageId, recipients: session.recipients().map((r) => ({ address: r.address, status: 'queued' as const })) };
+    } finally {
+      session.reset();
     }
-  }
-
-  /** RCPT TO's rules: local addresses must exist (aliases expand), anything else is relayed for an authenticated key. */
-  #recipients(to: { address: string; path: string }[]): Recipient[] {
-    const out: Recipient[] = [];
-    to.forEach(({ address: raw, path }) => {
-      const address = mailbox(raw, path);
-      const parsed = parseMailbox(address);
-      let targets: Target[] = [{ kind: 'remote', address }];
-      if (!parsed.literal && this.#o.directory.isLocalDomain(parsed.domain)) {
-        const found = this.#o.directory.resolve(parsed.local, parsed.domain);
-        if (!found || found.length === 0) throw fieldError(400, path, `<${address}>: no such user here`);
-        targets = found;
-      }
-      for (const t of targets) {
-        if (out.some((r) => r.address === t.address)) continue;
-        out.push({ address: t.address, original: address, mailbox: t.kind === 'local' ? { domain: t.domain, localPart: t.localPart } : undefined });
-      }
-    });
-    return out;
   }
 }
 
@@ -223,12 +196,18 @@ function toCrlf(raw: string): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
-/** Intake's SMTP refusals as HTTP: the sender rules 403, too large 413, the message's own faults 400, anything temporary 503. */
-function refusal(e: unknown): unknown {
+/**
+ * The stages' SMTP refusals as HTTP: the hourly limit 429; the sender rules
+ * 403; too large 413; a refused address (`path`: the field) or message
+ * content 400; anything else temporary 503. Not an SmtpError: a fault, as is.
+ */
+function refusal(e: unknown, path?: string): unknown {
   if (!(e instanceof SmtpError)) return e;
   const text = `${e.enhanced} ${e.text}`;
+  if (e.code === 450 && e.enhanced === '4.7.1' && path === '/body/from') return new RateLimited(text, RATE_RETRY_AFTER_S);
+  if (path !== undefined && path !== '/body/from' && (e.code >= 500 || e.enhanced === '4.7.1')) return fieldError(400, path, e.text);
   if (e.code >= 400 && e.code < 500) return new ApiError(503, `Temporarily refused: ${text}`);
-  if (e.enhanced === '5.7.1') return new ApiError(403, text);
+  if (e.enhanced === '5.7.1') return path ? new ApiError(403, text, [{ path, message: e.text }]) : new ApiError(403, text);
   if (e.enhanced === '5.3.4' || e.code === 552) return new ApiError(413, text);
   return new ApiError(400, text);
 }

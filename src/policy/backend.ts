@@ -118,6 +118,30 @@ export class TernBackend implements Backend {
     await this.#o.policy.connect(info);
     return new TernSession(this.#o, info);
   }
+
+  /**
+   * One message from the HTTP API, as a session already authenticated as
+   * `account` (the API key): the same mail, rcpt and data stages as
+   * submission's (send-as, the hourly limit, recipients, the sender fields,
+   * the plugins), and the same intake. The connect and helo stages have no
+   * meaning for a request and are not run.
+   */
+  apiSession(info: SessionInfo & { role: 'http' }, account: Account, extra: ApiExtra): ApiSession {
+    return new TernSession(this.#o, info, { account, ...extra });
+  }
+}
+
+/** What an API message adds to what a session knows. */
+export interface ApiExtra {
+  /** The Received field's protocol word (HTTP, HTTPS). */
+  protocol: string;
+  tags?: Record<string, string> | undefined;
+}
+
+/** A BackendSession for one API message, which can also tell where its recipients went. */
+export interface ApiSession extends BackendSession {
+  /** The transaction's recipients after alias expansion, as intake queued them. */
+  recipients(): readonly Recipient[];
 }
 
 /** A transaction as the checks see it (policy.ts: Transaction), and what the backend keeps of it. */
@@ -150,17 +174,24 @@ class Txn implements Transaction {
   }
 }
 
-class TernSession implements BackendSession {
+class TernSession implements ApiSession {
   readonly authAvailable: boolean;
   readonly #o: TernBackendOptions;
   readonly #info: SessionInfo;
+  readonly #api: (ApiExtra & { account: Account }) | undefined;
   #account: Account | null = null;
   #txn: Txn | null = null;
 
-  constructor(o: TernBackendOptions, info: SessionInfo) {
+  constructor(o: TernBackendOptions, info: SessionInfo, api?: ApiExtra & { account: Account }) {
     this.#o = o;
     this.#info = info;
-    this.authAvailable = o.auth !== undefined && (info.role !== 'smtp' || o.authOnSmtp);
+    this.#api = api;
+    this.#account = api?.account ?? null;
+    this.authAvailable = !api && o.auth !== undefined && (info.role !== 'smtp' || o.authOnSmtp);
+  }
+
+  recipients(): readonly Recipient[] {
+    return this.#txn?.recipients ?? [];
   }
 
   async helo(name: string): Promise<void> {
@@ -223,6 +254,7 @@ class TernSession implements BackendSession {
     // and signed; everything else arriving as MX is mail from outside, and
     // gets the inbound checks (SPF/DKIM/DMARC/ARC) for the data stage.
     const submission = this.#account ? { user: this.#account.address } : policy.isTrusted(info.remoteAddress) ? {} : undefined;
+    const api = this.#api;
     const incoming = this.#o.intake.begin({
       sender: formatAddress(t.from),
       recipients: t.recipients,
@@ -230,7 +262,10 @@ class TernSession implements BackendSession {
       trace: { ip: info.remoteAddress, helo: info.helo, tls: trace.tls, protocol: trace.protocol, role: info.role, user: this.#account?.address },
       submission,
       authenticate: info.role === 'smtp' && submission === undefined,
-      headerSection: policy.readsHeaders,
+      // The API's sender check (send.ts) reads the header section whatever the plugins want.
+      headerSection: policy.readsHeaders || api !== undefined,
+      source: api ? 'api' : undefined,
+      tags: api?.tags,
     });
     const view = new MessageView(incoming, submission !== undefined);
     let feeds: ((chunk: Buffer) => void)[];

@@ -28,7 +28,8 @@ export interface SessionInfo {
   remoteAddress: string;
   remotePort: number;
   localPort: number;
-  role: 'smtp' | 'submission' | 'submissions';
+  /** 'http': a message from the HTTP API (src/api/send.ts), run through the same stages as submission's. */
+  role: 'smtp' | 'submission' | 'submissions' | 'http';
   tls: boolean;
   helo?: string | undefined;
   /** The authenticated user, once AUTH succeeded. */

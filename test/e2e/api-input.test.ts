@@ -12,7 +12,8 @@ import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { runApiKey } from '../../src/cli/apikey.ts';
-import { writeConfig } from '../helpers/server.ts';
+import path from 'node:path';
+import { ROOT, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
 
 function createKey(file: string, ...args: string[]): string {
   let out = '';
@@ -35,7 +36,8 @@ describe('HTTP API: bad input and limits', () => {
       listeners: [{ role: 'http', address: '127.0.0.1', port: 0 }],
       limits: { messageSize: MESSAGE_SIZE },
       submission: { messagesPerHour: 0 },
-      domains: [{ name: 'tern.test', mailboxes: ['alice', 'bob'], delivery: 'discard' }],
+      domains: [{ name: 'tern.test', mailboxes: ['alice', 'bob'], delivery: 'discard' }, { name: 'box.test', mailboxes: ['carol'] }],
+      plugins: [path.join(ROOT, 'examples/plugins/attachments.ts')],
     });
     tern = await startTern(loadConfig(cfg.file), { log: silentLogger, fsync: false });
     port = tern.ports.find((p) => p.role === 'http')!.port;
@@ -148,5 +150,17 @@ describe('HTTP API: bad input and limits', () => {
     assert.ok(Number(res.headers.get('retry-after')) > 0);
     assert.match(((await res.json()) as { detail: string }).detail, /3 per hour/);
     assert.equal((await send(key, raw('unlimited key'))).status, 202);
+  });
+
+  it('runs the policy stages on API mail as on submission: a plugin\'s data hook refuses an .exe and marks what it lets through', async () => {
+    const built = (filename: string) =>
+      JSON.stringify({ from: 'alice@tern.test', to: ['carol@box.test'], subject: `plugin ${filename}`, text: 'see attached', attachments: [{ filename, contentType: 'application/octet-stream', content: 'aGVsbG8=' }] });
+    const refused = await send(key, built('setup.exe'));
+    assert.equal(refused.status, 403);
+    assert.match(((await refused.json()) as { detail: string }).detail, /5\.7\.1/);
+    const ok = await send(key, built('notes.txt'));
+    assert.equal(ok.status, 202);
+    const file = await waitFor(() => mailbox(cfg.dataDir, 'box.test', 'carol')[0], 10_000, 'delivery');
+    assert.match(fs.readFileSync(file, 'latin1'), /^X-Attachments: notes\.txt\r$/m);
   });
 });
