@@ -43,7 +43,12 @@ const COMPOSED_FIELDS = new Set(['from', 'to', 'cc', 'bcc', 'reply-to', 'subject
 export interface SendResult {
   id: string;
   messageId: string;
-  recipients: { address: string; status: 'queued' }[];
+  /**
+   * 'suppressed': on the suppression list at the time of the request. It
+   * stays in the message: the scheduler fails it without sending (with a
+   * `suppressed` event), so the message's timeline tells the same.
+   */
+  recipients: { address: string; status: 'queued' | 'suppressed' }[];
 }
 
 export interface SenderOptions {
@@ -53,6 +58,8 @@ export interface SenderOptions {
   limits: () => { messageSize: number; recipients: number };
   /** The backend in force (a reload replaces it): its policy stages and intake take the message. */
   backend: () => TernBackend;
+  /** The suppression list (src/suppress/): a remote recipient on it is reported 'suppressed'. */
+  suppressed: (address: string) => boolean;
 }
 
 /** A key over its hourly limit: HTTP 429 (RFC 6585 §4), for submission's 450 4.7.1. */
@@ -170,7 +177,12 @@ export class Sender {
         throw refusal(e);
       }
       this.#o.store.setMessageId(queued.id, messageId);
-      return { id: queued.id, messageId, recipients: session.recipients().map((r) => ({ address: r.address, status: 'queued' as const })) };
+      const suppressed = this.#o.suppressed;
+      return {
+        id: queued.id,
+        messageId,
+        recipients: session.recipients().map((r) => ({ address: r.address, status: !r.mailbox && suppressed(r.address) ? ('suppressed' as const) : ('queued' as const) })),
+      };
     } finally {
       session.reset();
     }

@@ -24,9 +24,10 @@
 //   expired            4.4.7 (queue.maxLifetime reached)
 //   other              anything else
 //
-// The invalid-recipient class and the automatic suppression rule (5.1.x,
-// 5.2.1: src/suppress/) agree except for x.1.2 and x.1.7/x.1.8, which are
-// about the domain or the sender rather than the mailbox.
+// The invalid-recipient class and the automatic suppression rule (5.1.x
+// but x.1.7/x.1.8, which are about the sender; and 5.2.1: src/suppress/)
+// agree except for x.1.2, a destination domain that does not exist: its
+// class is dns, and its recipient is suppressed too.
 
 import type { DeliveryReply } from '../spool/types.ts';
 

@@ -24,6 +24,7 @@ interface Domain {
 
 export class Directory {
   #domains = new Map<string, Domain>();
+  #isSink: (localPart: string, domain: string) => boolean = () => false;
 
   constructor(domains: DomainConfig[]) {
     this.reload(domains);
@@ -65,8 +66,34 @@ export class Directory {
   resolve(localPart: string, domain: string): Target[] | null {
     const out: Target[] = [];
     const seen = new Set<string>();
-    const ok = this.#resolve(localPart, domain.toLowerCase(), 0, out, seen);
-    return ok ? out : null;
+    const d = domain.toLowerCase();
+    const ok = this.#resolve(localPart, d, 0, out, seen);
+    if (ok) return out;
+    if (!this.#domains.has(d)) return null;
+    const base = candidates(localPart.toLowerCase()).at(-1)!;
+    return this.#isSink(base, d) ? [{ kind: 'local', domain: d, localPart: base, address: `${base}@${d}` }] : null;
+  }
+
+  /**
+   * Addresses of local domains accepted although no mailbox, alias or
+   * catch-all takes them (`isSink` gets the lower-cased local part without
+   * its +tag): they resolve to a local target of their own name, whose mail
+   * a reader consumes instead of a Maildir (the complaint addresses,
+   * src/suppress/complaints.ts). Anyone who lives there wins.
+   */
+  setSinks(isSink: (localPart: string, domain: string) => boolean): void {
+    this.#isSink = isSink;
+  }
+
+  /** Whether local@domain resolves only as a sink: nobody lives there, so its mail is not delivered. */
+  isSinkOnly(localPart: string, domain: string): boolean {
+    const d = domain.toLowerCase();
+    if (!this.#domains.has(d) || !this.#isSink(candidates(localPart.toLowerCase()).at(-1)!, d)) return false;
+    try {
+      return !this.#resolve(localPart, d, 0, [], new Set());
+    } catch {
+      return false; // an alias loop: a configured name, not a sink
+    }
   }
 
   #resolve(rawLocal: string, domainName: string, depth: number, out: Target[], seen: Set<string>): boolean {

@@ -56,9 +56,16 @@ export interface SchedulerOptions {
   concurrency?: number;
   /** Called for every DSN-worthy outcome; errors are logged, never fatal. */
   notify?: (n: Notice) => Promise<void>;
+  /** The suppression list: a remote recipient on it is not sent to. Asked before every attempt. */
+  suppressions?: SuppressionCheck | undefined;
   log: Logger;
   now?: () => number;
   random?: () => number;
+}
+
+/** What the scheduler asks of the suppression list (src/suppress/list.ts): synchronous, and cheap when the list is empty. */
+export interface SuppressionCheck {
+  lookup(address: string): { reason: string } | null;
 }
 
 /** Jitter spreads retries after a restart or an outage (±20%), so they do not all fire at once. */
@@ -161,6 +168,8 @@ export class Scheduler {
   /** Batches of a retry of everything still to run. */
   #retrying = 0;
   #pending = new Set<Promise<unknown>>();
+  /** Entries with state.held: kept as holds and releases happen, so `counts` never walks the queue. */
+  #held = 0;
 
   constructor(opts: SchedulerOptions) {
     this.#o = { concurrency: 100, now: Date.now, random: Math.random, delayWarning: 0, ...opts };
@@ -168,6 +177,11 @@ export class Scheduler {
 
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** O(1), for the tern_queue_messages gauge (src/metrics/queue.ts): all, waiting for a later attempt, held. */
+  get counts(): { total: number; waiting: number; held: number } {
+    return { total: this.#entries.size, waiting: this.#waiting.size, held: this.#held };
   }
 
   get(id: string): QueuedMessage | undefined {
@@ -179,6 +193,7 @@ export class Scheduler {
     if (this.#stopping) return; // it is on disk; the next start picks it up
     const entry: Entry = { msg, running: 0, failed: [], delivered: [], deferred: [], deleted: false, manualFrom: null };
     this.#entries.set(msg.envelope.id, entry);
+    if (msg.state.held) this.#held++; // held before a restart
     this.#schedule(entry);
   }
 
@@ -276,12 +291,15 @@ export class Scheduler {
     if (!entry) return;
     const { msg } = entry;
     const { envelope, state } = msg;
-    const results: DeliveryResult[] = entry.deleted || state.held ? [] : await job.transport.deliver({ msg, indices: job.indices, open: () => this.#o.spool.openMessage(msg) });
     const attempt = state.attempts + 1;
+    const skip = entry.deleted || state.held;
+    // Suppressed recipients are settled before the transport sees the job: they are never sent to.
+    const indices = skip ? job.indices : this.#withoutSuppressed(entry, job.indices, attempt);
+    const results: DeliveryResult[] = skip || indices.length === 0 ? [] : await job.transport.deliver({ msg, indices, open: () => this.#o.spool.openMessage(msg) });
     const events = this.#o.events;
     for (let k = 0; k < results.length; k++) {
       const result = results[k]!;
-      const i = job.indices[k]!;
+      const i = indices[k]!;
       state.lastReply[i] = result.reply;
       if (result.status === 'ok') {
         state.status[i] = 'delivered';
@@ -299,7 +317,7 @@ export class Scheduler {
     if (entry.running > 0) {
       // Other destinations of this message are still running: record progress
       // now so what was delivered is never delivered again after a crash.
-      if (results.length > 0 && !entry.deleted) await this.#o.spool.writeState(envelope.id, state).catch((e: unknown) => this.#o.log.error('could not record delivery state', { id: envelope.id, error: e }));
+      if ((results.length > 0 || indices.length < job.indices.length) && !entry.deleted) await this.#o.spool.writeState(envelope.id, state).catch((e: unknown) => this.#o.log.error('could not record delivery state', { id: envelope.id, error: e }));
       return;
     }
     try {
@@ -310,6 +328,39 @@ export class Scheduler {
       state.nextAttempt = this.#o.now() + this.retryDelay(Math.max(1, automaticAttempts(state)));
       this.#schedule(entry);
     }
+  }
+
+  /**
+   * Settles the suppressed recipients among `indices` and returns the
+   * others. Local mailboxes are never suppressed (docs/suppressions.md). A
+   * suppressed recipient fails with our own 550 5.7.1 (RFC 3463 §3.8: not
+   * authorized) and a 'suppressed' event, not 'bounced': nothing was tried.
+   * A DSN follows only when the recipient's NOTIFY asked for failures
+   * explicitly (RFC 3461 §4.1), since the default (no NOTIFY: API mail,
+   * most clients) would mail the sender about our own decision each time.
+   */
+  #withoutSuppressed(entry: Entry, indices: number[], attempt: number): number[] {
+    const list = this.#o.suppressions;
+    if (!list) return indices;
+    const { msg } = entry;
+    const { recipients } = msg.envelope;
+    let kept: number[] | null = null;
+    for (let k = 0; k < indices.length; k++) {
+      const i = indices[k]!;
+      const r = recipients[i]!;
+      const hit = r.mailbox ? null : list.lookup(r.address);
+      if (!hit) {
+        kept?.push(i);
+        continue;
+      }
+      kept ??= indices.slice(0, k);
+      const reply: DeliveryReply = { code: 550, enhanced: '5.7.1', text: `Recipient is on the suppression list (${hit.reason})` };
+      msg.state.status[i] = 'failed';
+      msg.state.lastReply[i] = reply;
+      if (r.notify?.includes('FAILURE')) entry.failed.push({ index: i, reply, relay: null });
+      this.#o.events?.emit('suppressed', msg, i, attempt, { reply, relay: null, tls: null });
+    }
+    return kept ?? indices;
   }
 
   /** Every job of the round is done: bounce, finish, or set the next attempt. */
@@ -383,6 +434,7 @@ export class Scheduler {
   }
 
   async #remove(id: string): Promise<void> {
+    if (this.#entries.get(id)?.msg.state.held) this.#held--;
     this.#entries.delete(id);
     await this.#o.spool.remove(id);
   }
@@ -512,6 +564,7 @@ export class Scheduler {
   async hold(id: string): Promise<boolean> {
     const e = this.#entries.get(id);
     if (!e) return false;
+    if (!e.msg.state.held) this.#held++;
     e.msg.state.held = true;
     this.#waiting.delete(e);
     await this.#o.spool.writeState(id, e.msg.state);
@@ -521,6 +574,7 @@ export class Scheduler {
   async release(id: string): Promise<boolean> {
     const e = this.#entries.get(id);
     if (!e) return false;
+    if (e.msg.state.held) this.#held--;
     e.msg.state.held = false;
     e.msg.state.nextAttempt = this.#o.now();
     await this.#o.spool.writeState(id, e.msg.state);

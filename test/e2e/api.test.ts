@@ -102,7 +102,7 @@ describe('HTTP API', () => {
     assert.equal(res.status, 200);
     const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { required: string[]; additionalProperties: boolean } }> } }>> };
     assert.equal(doc.openapi, '3.1.0');
-    assert.deepEqual(Object.keys(doc.paths).sort(), ['/v1/events', '/v1/messages', '/v1/messages/batch', '/v1/messages/{id}', '/v1/openapi.json']);
+    assert.deepEqual(Object.keys(doc.paths).sort(), ['/v1/events', '/v1/messages', '/v1/messages/batch', '/v1/messages/{id}', '/v1/openapi.json', '/v1/suppressions', '/v1/suppressions/{address}', '/v1/webhooks', '/v1/webhooks/{id}']);
     const body = doc.paths['/v1/messages']!.post!.requestBody!.content['application/json']!.schema;
     assert.deepEqual(body.required, ['from']);
     assert.ok('raw' in (body as unknown as { properties: object }).properties && 'attachments' in (body as unknown as { properties: object }).properties);
