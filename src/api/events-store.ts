@@ -9,6 +9,7 @@
 import { BatchingSubscriber, type EventStream } from '../events/events.ts';
 import type { EventStore, StoredEvent } from '../store/store.ts';
 import type { Logger } from '../util/log.ts';
+import type { Envelope } from '../spool/types.ts';
 import { deleteInBatches } from '../util/batches.ts';
 
 /** Events deleted per statement: a few milliseconds of SQLite work. */
@@ -28,7 +29,8 @@ export const RETENTION_INTERVAL_MS = 60_000;
 export class EventRecorder {
   readonly #batcher: BatchingSubscriber;
   readonly #unsubscribe: () => void;
-  readonly #senders = new WeakMap<object, string>();
+  /** Each event's message envelope (shared, not copied), for what the store keeps of the message. */
+  readonly #envelopes = new WeakMap<object, Envelope>();
   readonly #store: EventStore;
   readonly #retention: number;
   readonly #log: Logger;
@@ -44,16 +46,22 @@ export class EventRecorder {
     this.#retention = o.retentionMs;
     this.#log = o.log;
     this.#batcher = new BatchingSubscriber(
-      (batch) => this.#writeBatch(batch.map((event) => ({ event, sender: this.#senders.get(event) ?? '' }))),
+      (batch) =>
+        this.#writeBatch(
+          batch.map((event) => {
+            const e = this.#envelopes.get(event);
+            return { event, sender: e?.sender ?? '', subject: e?.subject, messageId: e?.messageId };
+          }),
+        ),
       (e) => o.log.error('events store write failed', { error: e }),
       { delayMs: o.flushMs ?? EVENTS_FLUSH_MS, maxBatch: EVENTS_MAX_BATCH },
     );
-    // The batcher keeps only the event: its message's sender rides along, keyed by the (shared, immutable) event object.
+    // The batcher keeps only the event: its message's envelope rides along, keyed by the (shared, immutable) event object.
     this.#unsubscribe =
       o.enabled === false
         ? () => {}
         : o.events.subscribe((event, msg, index) => {
-            this.#senders.set(event, msg.envelope.sender);
+            this.#envelopes.set(event, msg.envelope);
             this.#batcher.subscriber(event, msg, index);
           });
     this.#timer = setInterval(() => void this.expire(), RETENTION_INTERVAL_MS);

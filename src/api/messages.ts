@@ -39,6 +39,7 @@ export function messageView(message: MessageRecord, events: MessageEvent[]) {
   return {
     id: message.id,
     messageId: message.messageId,
+    subject: message.subject,
     from: message.sender,
     createdAt: new Date(events[0] ? Date.parse(events[0].timestamp) : message.createdAt).toISOString(),
     tags,

@@ -133,7 +133,8 @@ export const messageResponse = {
   type: 'object',
   properties: {
     id: { type: 'string' },
-    messageId: { type: ['string', 'null'] },
+    messageId: { type: ['string', 'null'], description: 'The Message-ID field, for mail from every source (null: the message had none)' },
+    subject: { type: ['string', 'null'], description: 'The Subject field as received, unfolded (RFC 2047 words left encoded), up to 1 KiB' },
     from: { type: 'string' },
     createdAt: { type: 'string', format: 'date-time' },
     tags: { type: ['object', 'null'], additionalProperties: { type: 'string' } },

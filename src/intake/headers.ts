@@ -22,6 +22,16 @@ export { MAX_ORIGINATOR_BYTES };
 /** Fields whose values are kept: who wrote and who sent the message, also when resent. */
 export const ORIGINATOR_FIELDS: readonly string[] = ['from', 'sender', 'resent-from', 'resent-sender'];
 const CAPTURE = new Set(ORIGINATOR_FIELDS);
+/**
+ * Fields kept for display and search only (the events store, the
+ * dashboard): the first of each, cut silently at DISPLAY_BYTES, and apart
+ * from the originators' budget, so a long Subject never makes a message
+ * uncheckable.
+ */
+export const DISPLAY_FIELDS: readonly string[] = ['subject', 'message-id'];
+const DISPLAY = new Set(DISPLAY_FIELDS);
+/** Per display field: RFC 5322 §2.1.1's 998-octet line, with room for a fold or two. */
+export const DISPLAY_BYTES = 1024;
 
 /** Where the scanner is in the current line. */
 const State = {
@@ -55,6 +65,8 @@ export class HeaderScanner {
   #name = '';
   /** The captured field the current line (or its continuation) belongs to. */
   #capturing: string[] | null = null;
+  /** The current capture is a display field: its own budget, cut without `truncated`. */
+  #display = false;
   #capturedBytes = 0;
 
   push(chunk: Buffer): void {
@@ -128,11 +140,24 @@ export class HeaderScanner {
       list.push('');
       this.values.set(name, list);
       this.#capturing = list;
+      this.#display = false;
+      this.#state = State.VALUE;
+    } else if (DISPLAY.has(name) && !this.values.has(name)) {
+      const list = [''];
+      this.values.set(name, list);
+      this.#capturing = list;
+      this.#display = true;
       this.#state = State.VALUE;
     }
   }
 
   #append(chunk: Buffer, from: number, end: number): void {
+    if (this.#display) {
+      const list = this.#capturing!;
+      const room = DISPLAY_BYTES - list[0]!.length;
+      if (room > 0) list[0] += chunk.toString('latin1', from, Math.min(end, from + room));
+      return;
+    }
     const room = MAX_ORIGINATOR_BYTES - this.#capturedBytes;
     if (end - from > room) {
       this.truncated = true;
@@ -142,6 +167,11 @@ export class HeaderScanner {
   }
 
   #appendText(s: string): void {
+    if (this.#display) {
+      const list = this.#capturing!;
+      if (list[0]!.length + s.length <= DISPLAY_BYTES) list[0] += s;
+      return;
+    }
     if (this.#capturedBytes + s.length > MAX_ORIGINATOR_BYTES) {
       this.truncated = true;
       return;

@@ -74,6 +74,14 @@ export interface Envelope {
    * message. Absent on mail from SMTP and in older queue files.
    */
   tags?: Record<string, string> | undefined;
+  /**
+   * The message's Subject and Message-ID as intake read them (unfolded,
+   * UTF-8; the Subject's RFC 2047 words left encoded), cut at 1 KiB: for
+   * display and search only (the events store, the dashboard). Absent
+   * when the message has none, and in older queue files.
+   */
+  subject?: string | undefined;
+  messageId?: string | undefined;
 }
 
 /** How the reverse-path of mail from outside was verified, as recorded at acceptance. */

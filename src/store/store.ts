@@ -81,6 +81,9 @@ export interface StoredEvent {
   event: MessageEvent;
   /** Lower-cased reverse-path; '' for bounces. */
   sender: string;
+  /** The message's Subject and Message-ID (Envelope.subject, .messageId), when known: kept with the message. */
+  subject?: string | undefined;
+  messageId?: string | undefined;
 }
 
 /** What a reader may see: every message (admin), or those whose envelope sender one of `sendAs` covers. */
@@ -102,6 +105,8 @@ export interface MessageRecord {
   messageId: string | null;
   /** Epoch ms of the first stored event. */
   createdAt: number;
+  /** The Subject, when the message had one. */
+  subject: string | null;
 }
 
 export interface EventStore {
@@ -253,6 +258,8 @@ const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
   SUPPRESSION_SCHEMA,
   // A key's own hourly message limit (NULL: submission.messagesPerHour).
   `ALTER TABLE api_keys ADD COLUMN messages_per_hour INTEGER`,
+  // What a message says it is, for search and display (the dashboard): its Subject.
+  `ALTER TABLE messages ADD COLUMN subject TEXT`,
 ];
 
 /** The schema version this Tern writes. */
@@ -355,8 +362,9 @@ class SqliteStore implements Store {
     this.#evPut = db.prepare('INSERT OR IGNORE INTO events (id, queue_id, type, recipient, body) VALUES (?, ?, ?, ?, ?)');
     // The API may record the Message-ID before the first event is written: the events' sender wins.
     this.#msgPut = db.prepare(
-      `INSERT INTO messages (id, sender, sender_base, sender_domain, created_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET sender = excluded.sender, sender_base = excluded.sender_base, sender_domain = excluded.sender_domain`,
+      `INSERT INTO messages (id, sender, sender_base, sender_domain, created_at, subject, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET sender = excluded.sender, sender_base = excluded.sender_base, sender_domain = excluded.sender_domain,
+         subject = excluded.subject, message_id = coalesce(excluded.message_id, message_id)`,
     );
     this.#msgSetId = db.prepare(`INSERT INTO messages (id, sender, message_id, created_at) VALUES (?, '', ?, ?) ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id`);
     this.#evByQueue = db.prepare('SELECT body FROM events WHERE queue_id = ? ORDER BY id');
@@ -416,14 +424,14 @@ class SqliteStore implements Store {
 
   addEvents(events: StoredEvent[]): void {
     this.transaction(() => {
-      for (const { event, sender } of events) {
+      for (const { event, sender, subject, messageId } of events) {
         this.#evPut.run(event.id, event.queueId, event.type, event.recipient.toLowerCase(), JSON.stringify(event));
         if (this.#known.has(event.queueId)) continue;
         // Once per message (per process): the sender and its forms for scoped reads.
         if (this.#known.size >= KNOWN_MESSAGES_MAX) this.#known.clear();
         this.#known.add(event.queueId);
         const f = senderForms(sender);
-        this.#msgPut.run(event.queueId, f.sender, f.base, f.domain, Date.parse(event.timestamp));
+        this.#msgPut.run(event.queueId, f.sender, f.base, f.domain, Date.parse(event.timestamp), subject ?? null, messageId ?? null);
       }
     });
   }
@@ -455,14 +463,14 @@ class SqliteStore implements Store {
   messageEvents(queueId: string, scope: EventScope): { message: MessageRecord; events: MessageEvent[] } | null {
     const sc = scopeClause(scope);
     const m = this.#db.prepare(`SELECT * FROM messages m WHERE id = ? AND ${sc.sql}`).get(queueId, ...sc.args) as
-      | { id: string; sender: string; message_id: string | null; created_at: number }
+      | { id: string; sender: string; message_id: string | null; created_at: number; subject: string | null }
       | undefined;
     if (!m) return null;
     const rows = this.#evByQueue.all(queueId) as { body: string }[];
     // A message without events is, for this reader, not there at all.
     if (rows.length === 0) return null;
     return {
-      message: { id: m.id, sender: m.sender, messageId: m.message_id, createdAt: m.created_at },
+      message: { id: m.id, sender: m.sender, messageId: m.message_id, createdAt: m.created_at, subject: m.subject },
       events: rows.map((r) => JSON.parse(r.body) as MessageEvent),
     };
   }

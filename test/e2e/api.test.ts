@@ -196,16 +196,18 @@ describe('HTTP API', () => {
     assert.match(await c.cmd('MAIL FROM:<alice@tern.test>'), /^250/);
     assert.match(await c.cmd('RCPT TO:<carol@catch.test>'), /^250/);
     assert.match(await c.cmd('DATA'), /^354/);
-    const reply = await c.cmd('From: alice@tern.test\r\nTo: carol@catch.test\r\nSubject: smtp\r\n\r\nbody\r\n.');
+    const reply = await c.cmd('From: alice@tern.test\r\nTo: carol@catch.test\r\nSubject: smtp,\r\n folded\r\nMessage-ID: <m1@client.test>\r\n\r\nbody\r\n.');
     await c.cmd('QUIT');
     c.close();
     smtpId = /queued as (\w+)/.exec(reply)![1]!;
     const m = await waitFor(async () => {
       const res = await api(`/v1/messages/${smtpId}`, alice);
-      const m = res.status === 200 ? ((await res.json()) as { recipients: { status: string }[]; events: MessageEvent[] }) : null;
+      const m = res.status === 200 ? ((await res.json()) as { subject: string | null; messageId: string | null; recipients: { status: string }[]; events: MessageEvent[] }) : null;
       return m?.recipients[0]?.status === 'delivered' ? m : null;
     }, 10_000, 'smtp message delivered');
     assert.ok(m);
+    assert.equal(m.subject, 'smtp, folded', 'unfolded');
+    assert.equal(m.messageId, '<m1@client.test>');
     assert.deepEqual(m.events.map((e) => [e.type, e.data.source]), [['queued', 'smtp'], ['delivered', 'smtp']]);
   });
 
