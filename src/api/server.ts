@@ -56,6 +56,12 @@ export interface ApiDeps {
   suppressions?: SuppressionApi | undefined;
   /** http.metricsFrom: whether a client address may read /metrics without a key. */
   metricsFrom: (ip: string) => boolean;
+  /**
+   * Whatever else the listener serves outside /v1/ (the dashboard at / and
+   * its JSON under /ui/: src/dashboard/): registered on the same Fastify
+   * instance after the API's routes, with their own authentication.
+   */
+  mount?: ((app: FastifyInstance) => void) | undefined;
 }
 
 /** One API route: everything Fastify and the OpenAPI document need. */
@@ -184,6 +190,7 @@ export class ApiServer {
       const { contentType, body } = await exposition();
       return reply.type(contentType).send(body);
     });
+    this.#deps.mount?.(app);
     for (const route of this.routes) {
       app.route({
         method: route.method,

@@ -20,8 +20,8 @@ test('CRUD: put, get (case-insensitive), replace, list sorted, delete', () => {
     assert.equal(store.getUser('alice@tern.test'), null);
     store.putUser(alice);
     store.putUser(bob);
-    assert.deepEqual(store.getUser('ALICE@tern.test'), { ...alice, recipientsPerMessage: undefined });
-    assert.deepEqual(store.getUser('bob@tern.test'), { ...bob, address: 'bob@tern.test', messagesPerHour: undefined });
+    assert.deepEqual(store.getUser('ALICE@tern.test'), { ...alice, recipientsPerMessage: undefined, admin: undefined });
+    assert.deepEqual(store.getUser('bob@tern.test'), { ...bob, address: 'bob@tern.test', messagesPerHour: undefined, admin: undefined });
     store.putUser({ ...alice, passwordHash: '$scrypt$z', sendAs: [] });
     assert.equal(store.getUser('alice@tern.test')!.passwordHash, '$scrypt$z');
     assert.deepEqual(store.getUser('alice@tern.test')!.sendAs, []);

@@ -10,6 +10,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { eventIdFloor, type MessageEvent } from '../events/events.ts';
 import { SqliteWebhookStore, WEBHOOK_SCHEMA, type WebhookStore } from './webhooks.ts';
 import { SqliteSuppressionStore, SUPPRESSION_SCHEMA, type SuppressionStore } from './suppressions.ts';
+import { SqliteDashboardStore, DASHBOARD_SCHEMA, type DashboardStore } from './dashboard.ts';
 
 export interface UserRecord {
   /** Lower-case local@domain; the login name (RFC 4954 authcid). */
@@ -20,6 +21,8 @@ export interface UserRecord {
   sendAs: string[];
   messagesPerHour?: number | undefined;
   recipientsPerMessage?: number | undefined;
+  /** May log in to the dashboard (`tern user add --admin`). */
+  admin?: boolean | undefined;
   /** Epoch milliseconds. */
   createdAt: number;
 }
@@ -157,6 +160,7 @@ export interface IdempotencyStore {
 export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore, IdempotencyStore {
   readonly webhooks: WebhookStore;
   readonly suppressions: SuppressionStore;
+  readonly dashboard: DashboardStore;
 }
 
 export const STORE_FILE = 'tern.db';
@@ -260,6 +264,9 @@ const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
   `ALTER TABLE api_keys ADD COLUMN messages_per_hour INTEGER`,
   // What a message says it is, for search and display (the dashboard): its Subject.
   `ALTER TABLE messages ADD COLUMN subject TEXT`,
+  // Accounts that may log in to the dashboard (`tern user add --admin`).
+  `ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0`,
+  DASHBOARD_SCHEMA,
 ];
 
 /** The schema version this Tern writes. */
@@ -281,6 +288,7 @@ interface UserRow {
   messages_per_hour: number | null;
   recipients_per_message: number | null;
   created_at: number;
+  admin: number;
 }
 
 export function openStore(dataDir: string): Store {
@@ -326,6 +334,7 @@ function migrate(db: DatabaseSync): void {
 class SqliteStore implements Store {
   readonly webhooks: SqliteWebhookStore;
   readonly suppressions: SqliteSuppressionStore;
+  readonly dashboard: SqliteDashboardStore;
   #db: DatabaseSync;
   #depth = 0;
   /** Queue ids whose messages row this process has written (bounded): later events of the message skip the upsert. */
@@ -352,6 +361,7 @@ class SqliteStore implements Store {
     this.#db = db;
     this.webhooks = new SqliteWebhookStore(db, (fn) => this.transaction(fn));
     this.suppressions = new SqliteSuppressionStore(db);
+    this.dashboard = new SqliteDashboardStore(db, (fn) => this.transaction(fn));
     this.#idemGet = db.prepare('SELECT body_hash, created_at, status, response FROM idempotency WHERE api_key = ? AND idem_key = ?');
     this.#idemPut = db.prepare('INSERT OR REPLACE INTO idempotency (api_key, idem_key, body_hash, created_at, status, response) VALUES (?, ?, ?, ?, NULL, NULL)');
     // Bounded like the events' retention: oldest first, through the created_at index.
@@ -373,8 +383,8 @@ class SqliteStore implements Store {
     this.#msgExpire = db.prepare('DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?)');
     this.#get = db.prepare('SELECT * FROM users WHERE address = ?');
     this.#put = db.prepare(
-      `INSERT OR REPLACE INTO users (address, password_hash, send_as, messages_per_hour, recipients_per_message, created_at)
-       VALUES (?, ?, ?, ?, ?, ?)`,
+      `INSERT OR REPLACE INTO users (address, password_hash, send_as, messages_per_hour, recipients_per_message, created_at, admin)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     );
     this.#del = db.prepare('DELETE FROM users WHERE address = ?');
     this.#list = db.prepare('SELECT * FROM users ORDER BY address');
@@ -535,7 +545,7 @@ class SqliteStore implements Store {
   }
 
   putUser(u: UserRecord): void {
-    this.#put.run(u.address.toLowerCase(), u.passwordHash, JSON.stringify(u.sendAs), u.messagesPerHour ?? null, u.recipientsPerMessage ?? null, u.createdAt);
+    this.#put.run(u.address.toLowerCase(), u.passwordHash, JSON.stringify(u.sendAs), u.messagesPerHour ?? null, u.recipientsPerMessage ?? null, u.createdAt, u.admin ? 1 : 0);
   }
 
   deleteUser(address: string): boolean {
@@ -588,6 +598,7 @@ function fromRow(r: UserRow): UserRecord {
     sendAs: JSON.parse(r.send_as) as string[],
     messagesPerHour: r.messages_per_hour ?? undefined,
     recipientsPerMessage: r.recipients_per_message ?? undefined,
+    admin: r.admin === 1 ? true : undefined,
     createdAt: r.created_at,
   };
 }
