@@ -44,6 +44,15 @@ import type { SmtpListenerConfig } from './config/types.ts';
 import { ApiServer } from './api/server.ts';
 import { Sender } from './api/send.ts';
 import { EventRecorder } from './api/events-store.ts';
+import { Webhooks } from './webhooks/webhooks.ts';
+import { SuppressionList } from './suppress/list.ts';
+import { suppressHardBounces } from './suppress/auto.ts';
+import { ComplaintReader } from './suppress/complaints.ts';
+import { countEvents } from './metrics/events.ts';
+import { watchQueue } from './metrics/queue.ts';
+import { watchSuppressions } from './metrics/suppressions.ts';
+// Registers tern_webhook_deliveries_total (src/metrics/webhooks.ts) until the webhook sender imports it to count.
+import './metrics/webhooks.ts';
 
 export interface TernOptions {
   log?: Logger;
@@ -52,6 +61,8 @@ export interface TernOptions {
   /** Tests: a resolver of their own, and TLS options for outbound (e.g. a test CA). */
   resolver?: Resolver;
   outboundTls?: RemoteDeliveryOptions['tlsOptions'];
+  /** Tests: the delays between webhook attempts (src/webhooks/retry.ts), short instead of minutes. */
+  webhookRetrySchedule?: readonly number[];
 }
 
 export interface RunningTern {
@@ -97,11 +108,19 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   // Everything that happens to a message; the JSON log's delivery lines are its first subscriber.
   const events = new EventStream({ onError: (e, ev) => log.error('event subscriber failed', { type: ev.type, id: ev.queueId, error: e }) });
   logDeliveries(events, log);
+  const store = openStore(config.dataDir);
+  const directory = new Directory(config.domains);
+  // The suppression list (src/suppress/): asked before every remote attempt, fed by the API, hard bounces and ARF complaints.
+  const suppressions = new SuppressionList(store.suppressions, { log });
+  if (config.suppression.hardBounces) suppressHardBounces(events, suppressions);
+  const { complaintAddresses } = config.suppression;
+  const complaints = config.suppression.complaints ? new ComplaintReader({ list: suppressions, events, store, directory, addresses: complaintAddresses, log }) : null;
+  if (complaints) directory.setSinks(complaints.isSink);
   // Everything a reload replaces, swapped as one reference (assigned below, before any delivery or connection can read it).
   let live: LiveParts;
   const router = new DeliveryRouter({
-    maildir,
-    discard: new DiscardTransport(),
+    maildir: complaints ? complaints.wrap(maildir) : maildir,
+    discard: complaints ? complaints.wrap(new DiscardTransport()) : new DiscardTransport(),
     localDelivery: (domain) => (live.discardDomains.has(domain) ? 'discard' : 'maildir'),
     remote,
     perDestination: config.outbound.perDestination,
@@ -112,11 +131,14 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     events,
     concurrency: config.outbound.concurrency,
     notify: (n) => bouncer!.notify(n),
+    suppressions,
     retrySchedule: config.queue.retrySchedule,
     maxLifetime: config.queue.maxLifetime,
     delayWarning: config.queue.delayWarning,
     log,
   });
+  // Prometheus (/metrics, src/metrics/): received, delivery results and times from the stream; the queue and the suppression list read at each scrape.
+  const unwatchMetrics = [countEvents(events), watchQueue(scheduler), watchSuppressions(() => suppressions.size)];
   // The quick part of recovery (tmp/, the journal, listings); the queue files are read once everything is bound, below.
   const recovery = spool.beginRecovery();
   /** Every queue file read: queue commands wait for it, so a list is complete and every id is found. */
@@ -139,8 +161,6 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       ? { verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }) }
       : undefined,
   });
-  const store = openStore(config.dataDir);
-  const directory = new Directory(config.domains);
   const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), sendRate: new SendRate(), log };
   live = buildLive(config, shared, undefined);
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
@@ -163,18 +183,26 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   };
   // Every event of every message, durably, for the API (before any mail can move).
   const recorder = new EventRecorder({ events, store, retentionMs: config.events.retention, log, enabled: config.events.enabled });
+  // Webhooks: outbox rows commit with the recorder's events; POSTs start once everything is bound (webhooks.start below).
+  const webhooks = new Webhooks({
+    store: store.webhooks,
+    log,
+    timeoutMs: config.webhooks.timeout,
+    retryForMs: config.webhooks.retryFor,
+    concurrency: config.webhooks.concurrency,
+    schedule: opts.webhookRetrySchedule,
+  });
+  webhooks.attach(recorder);
   const sender = new Sender({
-    intake,
-    directory,
     store,
     hostname: config.hostname,
     limits: () => live.config.limits,
-    messagesPerHour: () => live.config.submission.messagesPerHour,
-    rate: shared.sendRate,
+    backend: () => live.backend,
+    suppressed: (address) => suppressions.lookup(address) !== null,
   });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'
-      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), metricsFrom: (ip) => live.metricsFrom(ip) })
+      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), webhooks, suppressions: { list: suppressions }, metricsFrom: (ip) => live.metricsFrom(ip) })
       : new Listener(l as SmtpListenerConfig, deps),
   );
   try {
@@ -203,6 +231,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   // batch per turn of the event loop: 100,000 files take seconds to read,
   // and neither the greeting nor new mail need wait (docs/queue-scale.md).
   for (const msg of recovery.journaled) scheduler.add(msg);
+  webhooks.start();
   const recoveryStart = Date.now();
   let fromFiles = 0;
   const addRecovered = (msg: QueuedMessage) => {
@@ -269,6 +298,9 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await spool.journal.close(); // done marks of the last deliveries
       await router.close();
       await recorder.close();
+      webhooks.close(); // after the last events' outbox rows, before the store closes
+      suppressions.close();
+      for (const unwatch of unwatchMetrics) unwatch();
       store.close();
       // Group commit at work: journal records per fdatasync since start.
       log.info('tern stopped', { journal: spool.journal.stats });

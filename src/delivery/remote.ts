@@ -15,6 +15,7 @@ import { ClientError, SmtpClient, type ClientOptions, type ClientReply, type Sen
 import type { DeliveryJob, DeliveryReply, DeliveryResult, Relay, TlsUsed, Transport } from './types.ts';
 import { fromClientReply, reply, replyLine } from './reply.ts';
 import type { Logger } from '../util/log.ts';
+import { countTlsSession } from '../metrics/tls.ts';
 
 interface Target {
   /** Name for logs, TLS SNI and DSNs (MX host, or smarthost). */
@@ -210,7 +211,10 @@ export class RemoteDelivery {
       timeouts: c.timeouts,
     };
     try {
-      return await SmtpClient.connect(base);
+      const client = await SmtpClient.connect(base);
+      // A new connection only: a reused one (above) is the same TLS session. The plaintext fallback below has none.
+      if (client.tls) countTlsSession('outbound', client.tls.protocol);
+      return client;
     } catch (e) {
       // RFC 7435 opportunistic security: a broken STARTTLS should not stop
       // mail where plaintext is allowed; try the same host without it.

@@ -28,6 +28,7 @@ import { SmtpError } from '../smtp/reply.ts';
 import { DkimSigner, type DkimKeys } from './dkim.ts';
 import { AuthResultsFilter } from './ar-filter.ts';
 import type { ArcSealKey, AuthOutcome, InboundVerifier, Verification } from './authenticate.ts';
+import { countInboundResults } from './inbound-metrics.ts';
 import { CHECKS_DISABLED, checkSender } from '../bounce/backscatter.ts';
 
 export interface Trace {
@@ -436,6 +437,11 @@ export class IncomingMessage implements ReadMessage {
       const r = this.envelope.recipients[i];
       if (r?.mailbox) r.folder = folder;
     }
+    // For display and search (the events store, `tern queue show`): what the message says it is.
+    const subject = this.#headers.get('subject')[0];
+    if (subject) this.envelope.subject = subject;
+    const messageId = this.#headers.get('message-id')[0] ?? /^Message-ID: (.*)\r$/m.exec(this.#fixups ?? '')?.[1];
+    if (messageId) this.envelope.messageId = messageId;
     const signature = this.#signer ? await this.#signer.finish() : '';
     if (this.#signer?.errors.length) this.#opts.log.warn('dkim signing problem', { id: this.id, errors: this.#signer.errors });
     // The data stage's fields on top, then Authentication-Results (RFC 8601 §5), then what a submission adds.
@@ -452,6 +458,7 @@ export class IncomingMessage implements ReadMessage {
    */
   async #finishChecks(verification: Verification): Promise<string> {
     const outcome = await verification.finish();
+    countInboundResults(outcome);
     this.#auth = outcome;
     this.envelope.outside = checkSender(this.envelope.sender, outcome);
     if (outcome.sealError !== undefined) this.#opts.log.warn('forwarded mail not ARC-sealed', { id: this.id, reason: outcome.sealError });

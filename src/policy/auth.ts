@@ -10,6 +10,7 @@ import type { UserStore } from '../store/store.ts';
 import type { AuthThrottle } from './auth-throttle.ts';
 import type { ConfigUser } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
+import { CounterFamily } from '../metrics/counter.ts';
 
 export interface Account {
   address: string;
@@ -21,6 +22,17 @@ export interface Account {
 
 const BAD_CREDENTIALS = new SmtpError(535, '5.7.8', 'Authentication credentials invalid');
 const LOCKED = new SmtpError(454, '4.7.0', 'Too many failed authentication attempts; try again later');
+
+/**
+ * Both kinds of refusal count: a wrong password or unknown account, and an
+ * attempt turned away while locked out (the throttle at work). A steady
+ * rate is password guessing; alert on it rather than on the log.
+ */
+const failures = new CounterFamily({
+  name: 'tern_auth_failures_total',
+  help: 'Failed SMTP AUTH attempts (RFC 4954): wrong credentials, and attempts refused while the client or account was locked out.',
+  labelNames: [],
+}).child({});
 
 export class Authenticator {
   readonly #store: UserStore | null;
@@ -42,6 +54,7 @@ export class Authenticator {
     if (locked) {
       await sleep(delayMs);
       this.#log.warn('auth refused: locked out', { conn, ip, user: login });
+      failures.inc();
       throw LOCKED;
     }
     // Count the attempt as a failure before checking it: guesses sent in
@@ -54,6 +67,7 @@ export class Authenticator {
     if (!ok || !record) {
       // The password is never logged; the user name is (it is what admins search for).
       this.#log.warn('auth failed', { conn, ip, user: login });
+      failures.inc();
       throw BAD_CREDENTIALS;
     }
     this.#throttle.success(ip, login);

@@ -16,6 +16,7 @@ import { Session, ignoreSocketError, type SessionDeps } from './session.ts';
 import { ProxyHeaderParser } from './proxy-protocol.ts';
 import { normalizeIp } from '../policy/policy.ts';
 import type { SmtpListenerConfig } from '../config/types.ts';
+import { CounterFamily, type Count } from '../metrics/counter.ts';
 
 /**
  * How long a refused connection may take to read our 421 and close. A peer
@@ -34,6 +35,18 @@ export interface ListenerDeps extends SessionDeps {
   /** How long a proxy has to send its header (ms). */
   proxyTimeout?: number | undefined;
 }
+
+/**
+ * Labelled by the listener's role, not its address and port: roles are a
+ * fixed set (smtp, submission, submissions) that dashboards compare, while
+ * two listeners of one role (say, on IPv4 and IPv6) are one service.
+ */
+const connections = new CounterFamily({
+  name: 'tern_smtp_connections_total',
+  help: 'SMTP connections accepted (past the connection limits, before any TLS handshake), by listener role: smtp, submission, submissions.',
+  labelNames: ['listener'],
+});
+for (const role of ['smtp', 'submission', 'submissions']) connections.child({ listener: role });
 
 /** When proxyTimeout is not given. */
 const DEFAULT_PROXY_TIMEOUT_MS = 5000;
@@ -115,9 +128,11 @@ export class Listener {
   readonly #awaitingHeader = new Set<net.Socket>();
 
   #boundPort: number;
+  readonly #accepted: Count;
 
   constructor(config: SmtpListenerConfig, deps: ListenerDeps) {
     this.#boundPort = config.port;
+    this.#accepted = connections.child({ listener: config.role });
     this.config = config;
     this.#deps = deps;
     this.#server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.#onConnection(s));
@@ -248,6 +263,7 @@ export class Listener {
       return;
     }
     d.counter.add(ip);
+    this.#accepted.inc();
     if (this.config.role === 'submissions') {
       if (!d.secureContext) {
         socket.destroy();

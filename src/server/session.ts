@@ -27,6 +27,7 @@ import type { LimitsConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
 import { createMechanism, MECHANISMS, type SaslMechanism, type SaslStep } from './sasl.ts';
 import type { IdleSweeper, Timed } from './idle-sweeper.ts';
+import { countTlsSession } from '../metrics/tls.ts';
 
 export interface SessionDeps {
   hostname: string;
@@ -170,7 +171,11 @@ export class Session implements Timed {
       role,
       tls: implicitTls,
     };
-    if (implicitTls) this.#tlsInfo = describeTls(socket as tls.TLSSocket);
+    if (implicitTls) {
+      // The listener starts a session only once the handshake has succeeded (RFC 8314 §3.3).
+      this.#tlsInfo = describeTls(socket as tls.TLSSocket);
+      countTlsSession('inbound', (socket as tls.TLSSocket).getProtocol?.());
+    }
   }
 
   /** Begin: run connect checks, then greet (RFC 5321 §4.3.1: 220, or 554 to refuse). */
@@ -904,6 +909,7 @@ export class Session implements Timed {
       this.#esmtp = false;
       this.#resetTransaction();
       this.#tlsInfo = describeTls(secure);
+      countTlsSession('inbound', secure.getProtocol());
       this.#mode = 'command';
       this.#progressed();
       this.#attach(secure);
