@@ -1,0 +1,140 @@
+// The webhook tables: registration and listing (with the owner key's name,
+// gone when revoked), the outbox's claims under a lease, reschedules,
+// releases, purges and expiry, and the bounded record of deliveries.
+
+import { after, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openStore, type Store } from './store.ts';
+import type { OutboxInsert, WebhookRecord } from './webhooks.ts';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-webhooks-store-'));
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+let n = 0;
+
+const T0 = 1_765_000_000_000;
+
+function hook(id: string, owner: string, extra: Partial<WebhookRecord> = {}): WebhookRecord {
+  return { id, owner, url: `http://127.0.0.1:9/${id}`, events: null, secret: 'whsec_AAAA', createdAt: T0 + n++, disabledAt: null, disabledReason: null, ...extra };
+}
+
+function row(webhookId: string, eventId: string, nextAttempt: number, eventAt = T0): OutboxInsert {
+  return { webhookId, eventId, eventAt, body: `{"id":"${eventId}"}`, nextAttempt };
+}
+
+describe('webhook store', () => {
+  let store: Store;
+  beforeEach(() => {
+    store?.close();
+    store = openStore(path.join(root, `d${n++}`));
+    store.addApiKey({ name: 'alice-app', hash: 'h-alice', sendAs: ['alice@tern.test'], admin: false, createdAt: T0 });
+    store.addApiKey({ name: 'ops', hash: 'h-ops', sendAs: [], admin: true, createdAt: T0 });
+  });
+  after(() => store?.close());
+
+  it('adds, lists by owner or all (with the owner key\'s name), gets, disables and deletes', () => {
+    const w = store.webhooks;
+    w.addWebhook(hook('wh_a', 'h-alice', { events: ['bounced', 'delivered'] }));
+    w.addWebhook(hook('wh_b', 'h-ops'));
+    assert.equal(w.countWebhooks('h-alice'), 1);
+    assert.deepEqual(w.listWebhooks('h-alice').map((x) => [x.id, x.ownerName, x.events]), [['wh_a', 'alice-app', ['bounced', 'delivered']]]);
+    assert.deepEqual(w.listWebhooks(null).map((x) => x.id), ['wh_a', 'wh_b']);
+    assert.equal(w.getWebhook('wh_b')!.events, null);
+    assert.equal(w.getWebhook('wh_nope'), null);
+
+    assert.deepEqual(w.activeWebhooks().map((x) => [x.id, x.ownerAdmin, x.ownerSendAs]), [['wh_a', false, ['alice@tern.test']], ['wh_b', true, []]]);
+    assert.equal(w.disableWebhook('wh_b', T0 + 5, '410'), true);
+    assert.equal(w.disableWebhook('wh_b', T0 + 6, 'again'), false, 'the first reason stays');
+    assert.deepEqual([w.getWebhook('wh_b')!.disabledAt, w.getWebhook('wh_b')!.disabledReason], [T0 + 5, '410']);
+    assert.deepEqual(w.activeWebhooks().map((x) => x.id), ['wh_a'], 'a disabled webhook is not active');
+
+    // A revoked key's webhooks stay listed (for an admin), owner null, and are not active.
+    store.revokeApiKey('alice-app');
+    assert.equal(w.getWebhook('wh_a')!.ownerName, null);
+    assert.deepEqual(w.activeWebhooks(), []);
+
+    w.recordDelivery({ webhookId: 'wh_a', eventId: 'e1', attempt: 1, at: T0, status: 500, error: null, durationMs: 3, outcome: 'retrying' });
+    assert.equal(w.deleteWebhook('wh_a'), true);
+    assert.equal(w.deleteWebhook('wh_a'), false);
+    assert.deepEqual(w.recentDeliveries('wh_a', 10), [], 'its deliveries went with it');
+    w.recordDelivery({ webhookId: 'wh_a', eventId: 'e2', attempt: 1, at: T0, status: 200, error: null, durationMs: 3, outcome: 'delivered' });
+    assert.deepEqual(w.recentDeliveries('wh_a', 10), [], 'an attempt that ends after the delete leaves nothing');
+  });
+
+  it('claims due rows in due order, per webhook, under a lease; a lease that ran out is claimed again', () => {
+    const w = store.webhooks;
+    w.enqueue([row('wh_a', 'e3', T0 + 30), row('wh_a', 'e1', T0 + 10), row('wh_b', 'x1', T0), row('wh_a', 'e2', T0 + 20), row('wh_a', 'e4', T0 + 1000)]);
+    assert.equal(w.nextDue('wh_a'), T0 + 10);
+    const first = w.claim('wh_a', T0 + 100, T0 + 500, 2);
+    assert.deepEqual(first.map((r) => [r.eventId, r.attempts, r.body]), [['e1', 0, '{"id":"e1"}'], ['e2', 0, '{"id":"e2"}']]);
+    assert.equal(w.nextDue('wh_a'), T0 + 30, 'leased rows do not count as due');
+    assert.deepEqual(w.claim('wh_a', T0 + 100, T0 + 500, 10).map((r) => r.eventId), ['e3'], 'not e4 (later), not e1/e2 (leased), not x1 (another webhook)');
+    assert.deepEqual(w.claim('wh_a', T0 + 100, T0 + 500, 10), []);
+    // A dispatcher that died: past its lease, the rows are due again.
+    assert.deepEqual(w.claim('wh_a', T0 + 501, T0 + 900, 10).map((r) => r.eventId), ['e1', 'e2', 'e3']);
+    assert.equal(w.countPending('wh_a', 100), 4);
+    assert.equal(w.countPending('wh_a', 2), 2, 'counted up to the limit');
+  });
+
+  it('finish deletes, reschedule counts the attempt and ends the lease, release ends it without one', () => {
+    const w = store.webhooks;
+    w.enqueue([row('wh_a', 'e1', T0), row('wh_a', 'e2', T0), row('wh_a', 'e3', T0)]);
+    const [r1, r2, r3] = w.claim('wh_a', T0, T0 + 60_000, 3);
+    w.finish(r1!.seq);
+    w.reschedule(r2!.seq, 1, T0 + 5000);
+    w.release([r3!.seq]);
+    assert.equal(w.nextDue('wh_a'), T0);
+    assert.deepEqual(w.claim('wh_a', T0 + 1, T0 + 60_000, 10).map((r) => [r.eventId, r.attempts]), [['e3', 0]]);
+    assert.deepEqual(w.claim('wh_a', T0 + 5000, T0 + 60_000, 10).map((r) => [r.eventId, r.attempts, r.nextAttempt]), [['e2', 1, T0 + 5000]]);
+    // At start, every lease is a dead process's.
+    assert.equal(w.releaseAllClaims(), 2);
+    assert.equal(w.releaseAllClaims(), 0);
+    assert.deepEqual(w.claim('wh_a', T0 + 5000, T0 + 60_000, 10).map((r) => r.eventId).sort(), ['e2', 'e3']);
+  });
+
+  it('purges one webhook\'s rows and expires old rows, a bounded batch at a time', () => {
+    const w = store.webhooks;
+    w.enqueue(Array.from({ length: 5 }, (_, i) => row('wh_a', `a${i}`, T0)));
+    w.enqueue(Array.from({ length: 3 }, (_, i) => row('wh_b', `b${i}`, T0)));
+    assert.equal(w.purgeOutbox('wh_a', 2), 2);
+    assert.equal(w.purgeOutbox('wh_a', 10), 3);
+    assert.equal(w.countPending('wh_a', 100), 0);
+    assert.equal(w.countPending('wh_b', 100), 3);
+
+    w.enqueue([row('wh_c', 'new', T0, T0 + 10_000)]);
+    // Rows of events before T0 + 1 (wh_b's three) go; the newer one stays.
+    assert.equal(w.expireOutbox(T0 + 1, 2), 2);
+    assert.equal(w.expireOutbox(T0 + 1, 2), 1);
+    assert.equal(w.expireOutbox(T0 + 1, 2), 0);
+    assert.equal(w.countPending('wh_c', 10), 1);
+  });
+
+  it('keeps the newest deliveries per webhook, newest first', () => {
+    const w = store.webhooks;
+    w.addWebhook(hook('wh_a', 'h-alice'));
+    w.addWebhook(hook('wh_b', 'h-alice'));
+    for (let i = 1; i <= 8; i++) {
+      w.recordDelivery({ webhookId: 'wh_a', eventId: `e${i}`, attempt: i, at: T0 + i, status: i % 2 ? null : 500, error: i % 2 ? 'ECONNREFUSED' : null, durationMs: i, outcome: 'retrying' });
+      w.pruneDeliveries('wh_a', 5);
+    }
+    w.recordDelivery({ webhookId: 'wh_b', eventId: 'b1', attempt: 1, at: T0, status: 204, error: null, durationMs: 1, outcome: 'delivered' });
+    w.pruneDeliveries('wh_b', 5);
+    assert.deepEqual(w.recentDeliveries('wh_a', 100).map((d) => d.eventId), ['e8', 'e7', 'e6', 'e5', 'e4']);
+    assert.deepEqual(w.recentDeliveries('wh_a', 2).map((d) => [d.status, d.error]), [[500, null], [null, 'ECONNREFUSED']]);
+    assert.deepEqual(w.recentDeliveries('wh_b', 100).map((d) => [d.eventId, d.outcome]), [['b1', 'delivered']], 'another webhook\'s are untouched');
+  });
+
+  it('the outbox commits with the events\' transaction or not at all', () => {
+    assert.throws(() =>
+      store.transaction(() => {
+        store.webhooks.enqueue([row('wh_a', 'e1', T0)]);
+        throw new Error('the events write failed');
+      }),
+    );
+    assert.equal(store.webhooks.countPending('wh_a', 10), 0);
+    store.transaction(() => store.webhooks.enqueue([row('wh_a', 'e1', T0)]));
+    assert.equal(store.webhooks.countPending('wh_a', 10), 1);
+  });
+});

@@ -1,0 +1,129 @@
+// The fan-out into the durable outbox. It runs inside the events' own
+// transaction (EventRecorder.alsoWrite), so the rows commit with the events
+// or not at all: a stored event is an event that will be announced
+// (docs/architecture.md, "Events that leave the process … are written
+// durably before they are announced further").
+//
+// For each event, every enabled webhook whose filter takes its type and
+// whose owner key may read it (CONTRACT.md: "a key manages its own
+// webhooks, which get the events that key may read") gets one row with the
+// exact bytes to POST, built once per event and shared by every webhook.
+//
+// The webhooks and their owners' scopes are kept in memory and read again
+// when the API changes one (invalidate) and at least every
+// ACTIVE_REFRESH_MS: keys are revoked by `tern apikey revoke`, another
+// process, and that key's webhooks must stop getting events. With no
+// webhook, a batch costs one clock read.
+
+import type { KeyObject } from 'node:crypto';
+import type { EventType } from '../events/events.ts';
+import { mayUseAddress } from '../policy/senders.ts';
+import type { StoredEvent } from '../store/store.ts';
+import type { OutboxInsert, WebhookStore } from '../store/webhooks.ts';
+import { webhookPayload } from './payload.ts';
+import { postTarget, type PostTarget } from './post.ts';
+import { signingKey } from './sign.ts';
+
+/** How stale the in-memory webhook list may get: a revoked key's webhooks get no new events after this long. */
+export const ACTIVE_REFRESH_MS = 5000;
+
+/** An enabled webhook of an existing key, ready to fan out to and POST to. */
+export interface ActiveWebhook {
+  id: string;
+  url: string;
+  /** The key's name, for the log. */
+  ownerName: string;
+  /** Null: every type. */
+  types: ReadonlySet<EventType> | null;
+  /** Reads every event (an --admin key's webhook); otherwise `sendAs` decides, as for GET /v1/events. */
+  admin: boolean;
+  sendAs: string[];
+  /** The HMAC key (the bytes of the secret). */
+  key: KeyObject;
+  target: PostTarget;
+}
+
+/** Whether `hook`'s owner may read events of mail from `sender` (the scope of GET /v1/events: src/api/server.ts, scopeOf). */
+export function mayRead(hook: Pick<ActiveWebhook, 'admin' | 'sendAs'>, sender: string): boolean {
+  return hook.admin || (sender !== '' && mayUseAddress(sender, hook.sendAs));
+}
+
+export class WebhookOutbox {
+  readonly #store: WebhookStore;
+  readonly #now: () => number;
+  #active: ActiveWebhook[] = [];
+  #loadedAt = -Infinity;
+  /** Bumped at every reload: the dispatcher compares it to notice added and removed webhooks. */
+  #generation = 0;
+  /** Webhooks that got rows in the last batch written (cleared before each). */
+  #touched = new Set<string>();
+
+  constructor(store: WebhookStore, now: () => number = Date.now) {
+    this.#store = store;
+    this.#now = now;
+  }
+
+  /** The enabled webhooks of existing keys, read again when older than ACTIVE_REFRESH_MS or invalidated. */
+  active(): readonly ActiveWebhook[] {
+    if (this.#now() - this.#loadedAt >= ACTIVE_REFRESH_MS) this.#reload();
+    return this.#active;
+  }
+
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** A webhook was created, deleted or disabled here: the next use reads the list again. */
+  invalidate(): void {
+    this.#loadedAt = -Infinity;
+  }
+
+  #reload(): void {
+    const active: ActiveWebhook[] = [];
+    for (const w of this.#store.activeWebhooks()) {
+      try {
+        active.push({
+          id: w.id,
+          url: w.url,
+          ownerName: w.ownerName,
+          types: w.events === null ? null : new Set(w.events),
+          admin: w.ownerAdmin,
+          sendAs: w.ownerSendAs,
+          key: signingKey(w.secret),
+          target: postTarget(new URL(w.url)),
+        });
+      } catch {
+        // The API checked both when the webhook was made; a row edited by hand must not fail the events' transaction (and lose the events).
+        continue;
+      }
+    }
+    this.#active = active;
+    this.#loadedAt = this.#now();
+    this.#generation++;
+  }
+
+  /** For EventRecorder.alsoWrite: adds the batch's rows in the caller's transaction. */
+  readonly write = (batch: StoredEvent[]): void => {
+    if (this.#touched.size > 0) this.#touched = new Set();
+    const hooks = this.active();
+    if (hooks.length === 0) return;
+    const now = this.#now();
+    const rows: OutboxInsert[] = [];
+    for (const { event, sender } of batch) {
+      let body: string | undefined;
+      for (const h of hooks) {
+        if (h.types !== null && !h.types.has(event.type)) continue;
+        if (!mayRead(h, sender)) continue;
+        body ??= webhookPayload(event);
+        rows.push({ webhookId: h.id, eventId: event.id, eventAt: Date.parse(event.timestamp), body, nextAttempt: now });
+        this.#touched.add(h.id);
+      }
+    }
+    if (rows.length > 0) this.#store.enqueue(rows);
+  };
+
+  /** The webhooks that got rows in the last batch (for EventRecorder.afterWrite: only committed rows are announced). */
+  touched(): ReadonlySet<string> {
+    return this.#touched;
+  }
+}
