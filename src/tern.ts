@@ -51,8 +51,6 @@ import { ComplaintReader } from './suppress/complaints.ts';
 import { countEvents } from './metrics/events.ts';
 import { watchQueue } from './metrics/queue.ts';
 import { watchSuppressions } from './metrics/suppressions.ts';
-// Registers tern_webhook_deliveries_total (src/metrics/webhooks.ts) until the webhook sender imports it to count.
-import './metrics/webhooks.ts';
 
 export interface TernOptions {
   log?: Logger;
