@@ -134,7 +134,7 @@ export class ApiServer {
       logger: false,
       bodyLimit,
       // A path parameter may be a whole address (/v1/suppressions/{address}: up to 256 octets, percent-encoded up to three times that).
-      maxParamLength: 1024,
+      routerOptions: { maxParamLength: 1024 },
       forceCloseConnections: true,
       return503OnClosing: true,
       ...(this.config.tls
