@@ -3,7 +3,9 @@
 # (interop clients), postfix (smtp-source for load, and a real peer MTA) and
 # python3-dkim (dkimpy, the independent DKIM verifier of the signing tests and
 # dkimsign, the independent signer of the inbound tests) and python3-spf (its
-# rfc7208-tests.yml.gz is the OpenSPF RFC 7208 suite the SPF tests run).
+# rfc7208-tests.yml.gz is the OpenSPF RFC 7208 suite the SPF tests run) and
+# chromium (the real browser the dashboard's tests in test/browser/ drive
+# through puppeteer-core, which brings no browser of its own).
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
@@ -17,7 +19,8 @@ have_all() {
     perl -MNet::SSLeay -e 1 >/dev/null 2>&1 &&
     [ -x /usr/sbin/smtp-source ] &&
     command -v dkimverify >/dev/null 2>&1 &&
-    [ -f /usr/share/doc/python3-spf/rfc7208-tests.yml.gz ]
+    [ -f /usr/share/doc/python3-spf/rfc7208-tests.yml.gz ] &&
+    [ -x /usr/bin/chromium ]
 }
 
 if have_all; then
@@ -29,7 +32,7 @@ if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     SUDO=(sudo -n)
   else
-    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix/python3-dkim/python3-spf" >&2
+    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix/python3-dkim/python3-spf/chromium" >&2
     exit 1
   fi
 fi
@@ -54,7 +57,7 @@ trap cleanup EXIT
 
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf
+  swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf chromium
 
 # If something started postfix anyway, stop it so that nothing holds port 25.
 if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
@@ -65,6 +68,6 @@ if command -v service >/dev/null 2>&1; then
 fi
 
 if ! have_all; then
-  echo "install-test-deps: still missing swaks, Net::SSLeay, python3, /usr/sbin/smtp-source, dkimverify or the python3-spf test suite after install" >&2
+  echo "install-test-deps: still missing swaks, Net::SSLeay, python3, /usr/sbin/smtp-source, dkimverify, the python3-spf test suite or chromium after install" >&2
   exit 1
 fi

@@ -45,6 +45,8 @@ import { ApiServer } from './api/server.ts';
 import { Sender } from './api/send.ts';
 import { EventRecorder } from './api/events-store.ts';
 import { Webhooks } from './webhooks/webhooks.ts';
+import { Dashboard } from './dashboard/dashboard.ts';
+import { mountStatic } from './dashboard/static.ts';
 import { SuppressionList } from './suppress/list.ts';
 import { suppressHardBounces } from './suppress/auto.ts';
 import { ComplaintReader } from './suppress/complaints.ts';
@@ -191,6 +193,19 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     schedule: opts.webhookRetrySchedule,
   });
   webhooks.attach(recorder);
+  // The dashboard (src/dashboard/): its aggregates commit with the recorder's events; its routes go on each http listener.
+  const dashboard = new Dashboard({
+    store,
+    scheduler,
+    spool,
+    throttle: shared.throttle,
+    suppressions,
+    webhooks,
+    flushEvents: () => recorder.drain(),
+    minPasswordLength: () => live.config.submission.minPasswordLength,
+    log,
+  });
+  dashboard.attach(recorder);
   const sender = new Sender({
     store,
     hostname: config.hostname,
@@ -200,7 +215,10 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'
-      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), webhooks, suppressions: { list: suppressions }, metricsFrom: (ip) => live.metricsFrom(ip) })
+      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), webhooks, suppressions: { list: suppressions }, metricsFrom: (ip) => live.metricsFrom(ip), mount: (app) => {
+          dashboard.mount(app, { secure: l.tls === true });
+          mountStatic(app);
+        } })
       : new Listener(l as SmtpListenerConfig, deps),
   );
   try {
@@ -291,6 +309,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       while (counter.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const s of [...counter.sessions]) s.destroy();
       await closed;
+      dashboard.close();
       await control.close();
       await scheduler.stop();
       await spool.journal.close(); // done marks of the last deliveries

@@ -42,8 +42,11 @@ test('tern user add / list / passwd / del', { timeout: 60_000 }, async () => {
   assert.equal(r.stdout, 'alice@tern.test: added\n');
   assert.equal(await verifies('alice@tern.test', 'hunter2-Sekrit'), true);
 
-  r = tern('carol-Passw0rd\r\nsecond line ignored\n', 'add', 'carol@elsewhere.test', '--send-as', 'c@x.test', '--messages-per-hour', '50');
+  r = tern('carol-Passw0rd\r\nsecond line ignored\n', 'add', 'carol@elsewhere.test', '--send-as', 'c@x.test', '--messages-per-hour', '50', '--admin');
   assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'carol@elsewhere.test: added (dashboard admin)\n');
+  assert.equal(openStoreAndGet('carol@elsewhere.test')?.admin, true);
+  assert.equal(openStoreAndGet('alice@tern.test')?.admin, undefined, 'no --admin: no dashboard login');
   assert.match(r.stderr, /elsewhere\.test is not one of the configured domains/);
   assert.equal(await verifies('carol@elsewhere.test', 'carol-Passw0rd'), true);
 
@@ -76,16 +79,20 @@ test('tern user add / list / passwd / del', { timeout: 60_000 }, async () => {
   r = tern('pw\n', 'add', 'dave@tern.test', 'extra');
   assert.equal(r.status, 2);
   assert.match(r.stderr, /Usage:/);
+  // --admin belongs to add only.
+  r = tern('', 'del', 'dave@tern.test', '--admin');
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /Usage:/);
 
   r = tern('', 'list');
   assert.equal(r.status, 0);
-  assert.match(r.stdout, /^ADDRESS\s+SEND-AS\s+LIMITS\s+CREATED\n/);
-  assert.match(r.stdout, /alice@tern\.test\s+@tern\.test,bob@example\.test\s+-/);
-  assert.match(r.stdout, /carol@elsewhere\.test\s+c@x\.test\s+50 msg\/h/);
+  assert.match(r.stdout, /^ADDRESS\s+ADMIN\s+SEND-AS\s+LIMITS\s+CREATED\n/);
+  assert.match(r.stdout, /alice@tern\.test\s+-\s+@tern\.test,bob@example\.test\s+-/);
+  assert.match(r.stdout, /carol@elsewhere\.test\s+yes\s+c@x\.test\s+50 msg\/h/);
   assert.match(r.stdout, /2 users\n$/);
   r = tern('', 'list', '--json');
   const list = JSON.parse(r.stdout) as Record<string, unknown>[];
-  assert.deepEqual(list.map((u) => [u.address, u.sendAs]), [['alice@tern.test', ['@tern.test', 'bob@example.test']], ['carol@elsewhere.test', ['c@x.test']]]);
+  assert.deepEqual(list.map((u) => [u.address, u.sendAs, u.admin]), [['alice@tern.test', ['@tern.test', 'bob@example.test'], false], ['carol@elsewhere.test', ['c@x.test'], true]]);
   assert.ok(list.every((u) => !('passwordHash' in u)) && !r.stdout.includes('$scrypt$'));
 
   r = tern('n3w-Passphrase\n', 'passwd', 'ALICE@tern.test');
@@ -105,7 +112,7 @@ test('tern user add / list / passwd / del', { timeout: 60_000 }, async () => {
   assert.deepEqual((JSON.parse(r.stdout) as { address: string }[]).map((u) => u.address), ['carol@elsewhere.test']);
 });
 
-function openStoreAndGet(address: string): { sendAs: string[] } | null {
+function openStoreAndGet(address: string): { sendAs: string[]; admin?: boolean | undefined } | null {
   const store = openStore(dataDir);
   try {
     return store.getUser(address);

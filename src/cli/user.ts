@@ -1,5 +1,5 @@
 // `tern user …`: the accounts that may log in to submission (RFC 6409, AUTH
-// per RFC 4954). Works on the store directly: it is shared in WAL mode with a
+// per RFC 4954), and with --admin to the dashboard (src/dashboard/). Works on the store directly: it is shared in WAL mode with a
 // running server, which reads each login afresh, so no restart is needed.
 // Passwords come from standard input or a no-echo prompt, never from argv,
 // where `ps` and shell history would show them.
@@ -10,12 +10,13 @@ import { openStore, type UserRecord, type UserStore } from '../store/store.ts';
 import { hashPassword, preparePassword } from '../store/passwords.ts';
 import { MAX_FIELD } from '../server/sasl.ts';
 
-export const USER_USAGE = `  tern user add ADDRESS [--send-as LIST] [--messages-per-hour N] [--recipients-per-message N]
+export const USER_USAGE = `  tern user add ADDRESS [--admin] [--send-as LIST] [--messages-per-hour N] [--recipients-per-message N]
                                     add a submission login; LIST is addresses and @domains
-                                    it may also send as (a@x.test,@y.test)
+                                    it may also send as (a@x.test,@y.test); --admin: it may
+                                    also log in to the dashboard (http listener, /)
   tern user passwd ADDRESS          set a new password
   tern user del ADDRESS             remove a login
-  tern user list [--json]           logins, what they may send as, their limits
+  tern user list [--json]           logins, dashboard admins, what they may send as, their limits
                                     (passwords: first line of stdin, or prompted twice)
 `;
 
@@ -32,6 +33,7 @@ export interface UserIo {
 interface Parsed {
   positional: string[];
   json: boolean;
+  admin: boolean;
   sendAs?: string | undefined;
   messagesPerHour?: string | undefined;
   recipientsPerMessage?: string | undefined;
@@ -50,7 +52,7 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
     const [sub, address, extra] = args.positional;
     if (!sub || extra !== undefined || (sub === 'list') === (address !== undefined)) throw new UsageError();
     if (!['add', 'passwd', 'del', 'list'].includes(sub)) throw new UsageError();
-    if (sub !== 'add' && (args.sendAs !== undefined || args.messagesPerHour !== undefined || args.recipientsPerMessage !== undefined)) throw new UsageError();
+    if (sub !== 'add' && (args.admin || args.sendAs !== undefined || args.messagesPerHour !== undefined || args.recipientsPerMessage !== undefined)) throw new UsageError();
     if (sub !== 'list' && args.json) throw new UsageError();
     store = openStore(config.dataDir);
     if (sub === 'list') return list(store, args.json, full.stdout);
@@ -68,12 +70,13 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
           sendAs: parseSendAs(args.sendAs, addr),
           messagesPerHour: positiveInt(args.messagesPerHour, '--messages-per-hour'),
           recipientsPerMessage: positiveInt(args.recipientsPerMessage, '--recipients-per-message'),
+          admin: args.admin ? true : undefined,
           createdAt: Date.now(),
         };
         record.passwordHash = await hashPassword(await readPassword(full, addr, config.submission.minPasswordLength));
         if (store.getUser(addr)) throw new UserError(`${addr} already exists`);
         store.putUser(record);
-        full.stdout.write(`${addr}: added\n`);
+        full.stdout.write(`${addr}: added${record.admin ? ' (dashboard admin)' : ''}\n`);
         return 0;
       }
       case 'passwd': {
@@ -103,7 +106,7 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
 }
 
 function parseArgv(argv: string[]): Parsed {
-  const out: Parsed = { positional: [], json: false };
+  const out: Parsed = { positional: [], json: false, admin: false };
   const valued: Record<string, 'sendAs' | 'messagesPerHour' | 'recipientsPerMessage' | 'config'> = {
     '--send-as': 'sendAs',
     '--messages-per-hour': 'messagesPerHour',
@@ -121,6 +124,7 @@ function parseArgv(argv: string[]): Parsed {
       if (value === undefined) throw new UsageError(`${name} needs a value`);
       if (key !== 'config') out[key] = value;
     } else if (a === '--json') out.json = true;
+    else if (a === '--admin') out.admin = true;
     else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
     else out.positional.push(a);
   }
@@ -158,7 +162,8 @@ function positiveInt(v: string | undefined, flag: string): number | undefined {
 }
 
 function list(store: UserStore, json: boolean, out: Out): number {
-  const users = store.listUsers().map(({ passwordHash: _, ...u }) => u);
+  // admin always present in JSON (false, not absent): scripts test it without a default.
+  const users = store.listUsers().map(({ passwordHash: _, ...u }) => ({ ...u, admin: u.admin === true }));
   if (json) {
     out.write(JSON.stringify(users, null, 2) + '\n');
     return 0;
@@ -169,11 +174,12 @@ function list(store: UserStore, json: boolean, out: Out): number {
   }
   const rows = users.map((u) => [
     u.address,
+    u.admin ? 'yes' : '-',
     u.sendAs.join(',') || '-',
     [u.messagesPerHour && `${u.messagesPerHour} msg/h`, u.recipientsPerMessage && `${u.recipientsPerMessage} rcpt/msg`].filter(Boolean).join(', ') || '-',
     new Date(u.createdAt).toISOString().slice(0, 10),
   ]);
-  const head = ['ADDRESS', 'SEND-AS', 'LIMITS', 'CREATED'];
+  const head = ['ADDRESS', 'ADMIN', 'SEND-AS', 'LIMITS', 'CREATED'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   out.write([fmt(head), ...rows.map(fmt)].join('\n') + `\n${users.length} user${users.length === 1 ? '' : 's'}\n`);

@@ -184,6 +184,11 @@ export class Scheduler {
     return { total: this.#entries.size, waiting: this.#waiting.size, held: this.#held };
   }
 
+  /** O(1), for the dashboard's queue figures (src/dashboard/queue.ts): delivery jobs running now (one per destination of a message). */
+  get inFlight(): number {
+    return this.#active;
+  }
+
   get(id: string): QueuedMessage | undefined {
     return this.#entries.get(id)?.msg;
   }

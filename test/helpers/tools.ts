@@ -1,5 +1,5 @@
 // The system programs some tests drive (swaks, Python, dkimpy, the OpenSPF
-// suite, Postfix). Where one is missing, those tests skip with a reason
+// suite, Postfix, Chromium). Where one is missing, those tests skip with a reason
 // that names the Debian package, instead of failing with an obscure error;
 // `sudo scripts/install-test-deps.sh` installs them all.
 //
@@ -98,4 +98,12 @@ export function requirePostfix(available: () => boolean): string | false {
     }
     return missing('Postfix (/usr/lib/postfix/sbin and the postfix user)', 'postfix');
   });
+}
+
+/** Debian's Chromium, which the dashboard's browser tests drive (puppeteer-core brings no browser). */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/** Chromium at CHROMIUM, for test/browser/. */
+export function requireChromium(): string | false {
+  return requireTool(CHROMIUM, 'chromium');
 }

@@ -1,0 +1,309 @@
+// Dashboard queries at scale (issue 14, "Performance"): with 1,000,000
+// events stored, the overview must answer in under 200 ms and the message
+// search in under 500 ms.
+//
+// A fresh store (the real one: openStore, node:sqlite, WAL) is filled with
+// --events events (1,000,000 by default) spread over the 30 days before
+// now, in batches of 2,000 written exactly as the events recorder writes
+// them (src/api/events-store.ts, #writeBatch): store.addEvents and the
+// dashboard's aggregate maintainer (StatsMaintainer.write) in one
+// transaction. The mail is made up but shaped like real mail, from a seeded
+// generator (the same store every run):
+//
+//   - messages arrive all day, more in the working hours (UTC); 1 to 3
+//     recipients (70/20/10 %);
+//   - per recipient: queued; a deferral first for a quarter of them; then
+//     delivered, or bounced (12 %, in a few bounce classes); which comes to
+//     about 44 % queued, 40 % delivered, 11 % deferred, 5 % bounced events
+//     (printed);
+//   - 3,000 recipient domains with a long tail (Zipf-like), 20 % local
+//     (Maildir), 70 % over MX (85 % of them with TLS), 10 % via a smarthost;
+//   - 20,000 senders on 400 domains, also Zipf-like; subjects from a small
+//     vocabulary with a number, a Message-ID per message.
+//
+// Then, warm (the first run of each is reported on its own as "cold"),
+// --runs times each: the overview of each range as GET /ui/api/overview
+// reads it (overviewStats: the aggregates), and searches as GET
+// /ui/api/messages runs them (searchMessages: ids, then the page's rows
+// and recipients' events), for a page of 50: by a busy and a rare sender,
+// by a recipient, by Message-ID (with and without <>), by queue id, by a
+// subject word that is everywhere, one in a few hundred messages and one
+// in none (the whole bounded scan), by a day's date range, by an address
+// within a week, and the second page of a busy sender. Median and max per
+// query; the query plans (EXPLAIN QUERY PLAN) of every statement.
+//
+//   node bench/dashboard.ts [--events N] [--runs R] [--keep DIR] [--json FILE]
+//
+// --keep DIR: build the store in DIR and keep it (a second run with the
+// same DIR skips the fill).
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { openStore, STORE_FILE, type StoredEvent } from '../src/store/store.ts';
+import { DASHBOARD_SQL, ID_TOP } from '../src/store/dashboard.ts';
+import type { BounceClass, EventType, MessageEvent } from '../src/events/events.ts';
+import { DAY, MINUTE, StatsMaintainer, overviewStats, type Range } from '../src/dashboard/stats.ts';
+import { idTimePrefix, searchMessages, type SearchQuery } from '../src/dashboard/search.ts';
+import { cli, median } from './lib.ts';
+
+const args = cli();
+const EVENTS = args.num('events', 1_000_000);
+const RUNS = args.num('runs', 9);
+const KEEP = args.str('keep');
+const JSON_OUT = args.str('json');
+const BATCH = 2000;
+const NOW = Date.now();
+const START = NOW - 30 * DAY;
+
+/** mulberry32: small, fast, seeded. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const random = rng(14);
+const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+/** 0..n-1, small numbers far more often (about Zipf with s = 1). */
+const zipf = (n: number): number => Math.min(n - 1, Math.floor(Math.exp(random() * Math.log(n + 1)) - 1));
+
+const DOMAINS = Array.from({ length: 3000 }, (_, i) => `d${i}.example`);
+const SENDER_DOMAINS = Array.from({ length: 400 }, (_, i) => `s${i}.example.net`);
+const SENDERS = Array.from({ length: 20_000 }, (_, i) => `user${i}@${SENDER_DOMAINS[i % SENDER_DOMAINS.length]}`);
+const WORDS = ['Invoice', 'Order', 'Shipping update', 'Newsletter', 'Weekly report', 'Meeting', 'Password reset', 'Welcome', 'Receipt', 'Your account', 'Alert', 'Summary'];
+const CLASSES: BounceClass[] = ['invalid-recipient', 'mailbox-full', 'policy', 'spam-block', 'content', 'dns'];
+const TLS = { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: true };
+const RELAY = { host: 'mx.example', ip: '192.0.2.10', port: 25 };
+
+const B32 = '0123456789abcdefghjkmnpqrstvwxyz';
+const b32 = (n: number, width: number): string => {
+  let s = '';
+  for (let i = 0; i < width; i++) {
+    s = B32[n % 32]! + s;
+    n = Math.floor(n / 32);
+  }
+  return s;
+};
+let eventSeq = 0;
+/** As EventIds makes them: 10 characters of time, 4 of sequence, a 6-character tag. */
+const eventId = (ms: number): string => b32(ms, 10) + b32(eventSeq++ % 32 ** 4, 4) + 'bench0';
+let queueSeq = 0;
+/** As Spool#newId makes them: 9 base-36 digits of time, 2 of counter, 5 random. */
+const queueId = (ms: number): string =>
+  idTimePrefix(ms) + (queueSeq++ % 1296).toString(36).toUpperCase().padStart(2, '0') + Math.floor(random() * 36 ** 5).toString(36).toUpperCase().padStart(5, '0');
+
+/** Messages per day shape: working hours (08–18 UTC) three times as busy as the night. */
+function arrivalTimes(count: number): number[] {
+  const out: number[] = [];
+  while (out.length < count) {
+    const t = START + random() * (NOW - START - 10 * MINUTE);
+    const hour = new Date(t).getUTCHours();
+    if (hour >= 8 && hour < 18 ? true : random() < 1 / 3) out.push(Math.floor(t));
+  }
+  return out.sort((a, b) => a - b);
+}
+
+interface Made {
+  mix: Record<string, number>;
+  messages: number;
+}
+
+/** The events, message by message (a message's events in time order), made as they are written: memory stays one batch. */
+function* makeEvents(total: number, made: Made): Generator<StoredEvent> {
+  // About 2.25 events per recipient and 1.4 recipients per message.
+  const times = arrivalTimes(Math.ceil(total / (2.25 * 1.4)));
+  let produced = 0;
+  const ev = (type: EventType, id: string, recipient: string, at: number, data: Partial<MessageEvent['data']>, stored: Omit<StoredEvent, 'event'>): StoredEvent => {
+    made.mix[type] = (made.mix[type] ?? 0) + 1;
+    produced++;
+    return {
+      ...stored,
+      event: {
+        id: eventId(at),
+        type,
+        timestamp: new Date(at).toISOString(),
+        queueId: id,
+        recipient,
+        data: { attempt: null, relay: null, tls: null, reply: null, bounceClass: null, source: 'smtp', tags: null, transport: null, ...data },
+      },
+    };
+  };
+  for (const t of times) {
+    if (produced >= total) return;
+    made.messages++;
+    const id = queueId(t);
+    const sender = SENDERS[zipf(SENDERS.length)]!;
+    const n = random() < 0.7 ? 1 : random() < 2 / 3 ? 2 : 3;
+    const subject = `${pick(WORDS)} #${Math.floor(random() * 1_000_000)}`;
+    const messageId = `<${id.toLowerCase()}.${made.messages}@${sender.slice(sender.indexOf('@') + 1)}>`;
+    const stored = { sender, subject, messageId };
+    const rcpts = Array.from({ length: n }, () => {
+      const local = random() < 0.2;
+      return { address: `r${Math.floor(random() * 50_000)}@${local ? 'tern.test' : DOMAINS[zipf(DOMAINS.length)]}`, transport: local ? 'maildir' : random() < 7 / 8 ? 'mx' : 'smarthost' };
+    });
+    for (const r of rcpts) yield ev('queued', id, r.address, t, {}, stored);
+    for (const r of rcpts) {
+      let at = t + 200 + Math.floor(random() * 3000);
+      let attempt = 1;
+      const remote = r.transport !== 'maildir';
+      const tls = remote && random() < 0.85 ? TLS : null;
+      if (random() < 0.25) {
+        yield ev('deferred', id, r.address, at, { attempt, transport: r.transport, relay: remote ? RELAY : null, tls, reply: { code: 451, enhanced: '4.7.1', text: 'try again later' }, bounceClass: 'policy' }, stored);
+        at += 5 * MINUTE + Math.floor(random() * 55 * MINUTE);
+        attempt++;
+      }
+      if (random() < 0.12) {
+        yield ev('bounced', id, r.address, at, { attempt, transport: r.transport, relay: remote ? RELAY : null, tls, reply: { code: 550, enhanced: '5.1.1', text: 'no such user' }, bounceClass: pick(CLASSES) }, stored);
+      } else {
+        yield ev('delivered', id, r.address, at, { attempt, transport: r.transport, relay: remote ? RELAY : null, tls, reply: { code: 250, enhanced: '2.0.0', text: 'ok' } }, stored);
+      }
+    }
+  }
+}
+
+function fill(dir: string): { seconds: number; made: Made } {
+  const made: Made = { mix: {}, messages: 0 };
+  const store = openStore(dir);
+  const stats = new StatsMaintainer(store.dashboard, () => NOW);
+  const t1 = performance.now();
+  let written = 0;
+  let batch: StoredEvent[] = [];
+  const write = (): void => {
+    // EventRecorder#writeBatch: the events and their aggregates in one transaction.
+    store.transaction(() => {
+      store.addEvents(batch);
+      stats.write(batch);
+    });
+    written += batch.length;
+    batch = [];
+    if ((written / BATCH) % 50 === 0) process.stderr.write(`\rfill: ${written} / ${EVENTS}`);
+  };
+  for (const e of makeEvents(EVENTS, made)) {
+    batch.push(e);
+    if (batch.length === BATCH) write();
+  }
+  if (batch.length > 0) write();
+  // The running maintainer prunes once per minute of the clock; here the clock stood still.
+  stats.prune(NOW);
+  store.close();
+  const seconds = (performance.now() - t1) / 1000;
+  process.stderr.write(`\rfill: ${written} events in ${seconds.toFixed(1)} s (making them included)\n`);
+  return { seconds, made };
+}
+
+interface Row {
+  name: string;
+  coldMs: number;
+  medianMs: number;
+  maxMs: number;
+  rows: number;
+  limitMs: number;
+}
+
+function time(name: string, limitMs: number, fn: () => number): Row {
+  const samples: number[] = [];
+  let rows = 0;
+  for (let i = 0; i < RUNS + 1; i++) {
+    const t = performance.now();
+    rows = fn();
+    samples.push(performance.now() - t);
+  }
+  const [cold, ...warm] = samples;
+  return { name, coldMs: cold!, medianMs: median(warm), maxMs: Math.max(...warm), rows, limitMs };
+}
+
+async function main(): Promise<void> {
+  const dir = KEEP ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tern-bench-dashboard-'));
+  const file = path.join(dir, STORE_FILE);
+  let made: Made | null = null;
+  let fillSeconds: number | null = null;
+  if (!fs.existsSync(file)) {
+    const f = fill(dir);
+    made = f.made;
+    fillSeconds = f.seconds;
+  } else {
+    process.stderr.write(`using the store in ${dir}\n`);
+  }
+  try {
+    const store = openStore(dir);
+    const db = new DatabaseSync(file);
+    const count = (sql: string): number => (db.prepare(sql).get() as { n: number }).n;
+    const totals = { events: count('SELECT count(*) AS n FROM events'), messages: count('SELECT count(*) AS n FROM messages'), statRows: count('SELECT count(*) AS n FROM dash_stats') };
+    const sample = db.prepare(`SELECT m.id, m.message_id, m.sender, e.recipient FROM messages m JOIN events e ON e.queue_id = m.id AND e.type = 'queued' WHERE m.id >= ? ORDER BY m.id LIMIT 1`).get(idTimePrefix(NOW - 15 * DAY)) as {
+      id: string;
+      message_id: string;
+      sender: string;
+      recipient: string;
+    };
+    const busySender = (db.prepare('SELECT sender FROM messages WHERE sender = ? LIMIT 1').get('user0@s0.example.net') as { sender: string } | undefined)?.sender ?? sample.sender;
+    const rareSender = 'user19999@s399.example.net';
+
+    const rows: Row[] = [];
+    for (const range of ['hour', 'day', 'month'] as Range[]) {
+      rows.push(time(`overview ${range}`, 200, () => overviewStats(store.dashboard, range, NOW).buckets.length));
+    }
+    const search = (q: Omit<SearchQuery, 'limit'>) => () => searchMessages(store.dashboard, { limit: 50, ...q }).messages.length;
+    const day = NOW - 10 * DAY;
+    const searches: [string, Omit<SearchQuery, 'limit'>][] = [
+      ['search: busy sender', { q: busySender }],
+      ['search: rare sender', { q: rareSender }],
+      ['search: recipient', { q: sample.recipient }],
+      ['search: Message-ID <…>', { q: sample.message_id }],
+      ['search: Message-ID bare', { q: sample.message_id.slice(1, -1) }],
+      ['search: queue id', { q: sample.id }],
+      ['search: subject, common', { q: 'invoice' }],
+      ['search: subject, rare', { q: '#4242' }],
+      ['search: subject, absent', { q: 'no such words' }],
+      ['search: one day', { since: day, until: day + DAY - 1 }],
+      ['search: sender in a week', { q: busySender, since: NOW - 14 * DAY, until: NOW - 7 * DAY }],
+      ['search: all, newest', {}],
+    ];
+    for (const [name, q] of searches) rows.push(time(name, 500, search(q)));
+    const first = searchMessages(store.dashboard, { q: busySender, limit: 50 });
+    rows.push(time('search: busy sender, page 2', 500, search({ q: busySender, before: first.next ?? undefined })));
+
+    const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
+    const plans: [string, string, (string | number)[]][] = [
+      ['series', DASHBOARD_SQL.series(4), [MINUTE, 'received', 'delivered', 'deferred', 'bounced', 0]],
+      ['top keys', DASHBOARD_SQL.top, [DAY, 'domain', 0, 10]],
+      ['by sender', DASHBOARD_SQL.bySender, [busySender, ...w, 50]],
+      ['by recipient', DASHBOARD_SQL.byRecipient, [sample.recipient, ...w, 50]],
+      ['by Message-ID', DASHBOARD_SQL.byMessageId(2), [sample.message_id, sample.message_id.slice(1, -1), ...w, 50]],
+      ['by subject', DASHBOARD_SQL.bySubject, [...w, 500_000, '%x%', 50]],
+      ['by time', DASHBOARD_SQL.byTime, [...w, 50]],
+    ];
+    const planText = plans.map(([name, sql, a]) => `${name.padEnd(14)} ${(db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...a) as { detail: string }[]).map((r) => r.detail).join(' | ')}`);
+
+    const size = ['', '-wal'].reduce((s, ext) => s + (fs.existsSync(file + ext) ? fs.statSync(file + ext).size : 0), 0);
+    const out: string[] = [];
+    out.push(`Dashboard queries, ${totals.events.toLocaleString('en')} events, ${totals.messages.toLocaleString('en')} messages, ${totals.statRows.toLocaleString('en')} aggregate rows, tern.db ${(size / 2 ** 20).toFixed(0)} MiB`);
+    if (made) {
+      const all = Object.values(made.mix).reduce((a, b) => a + b, 0);
+      out.push(`mix: ${Object.entries(made.mix).map(([k, v]) => `${k} ${((100 * v) / all).toFixed(1)} %`).join(', ')}; fill ${fillSeconds!.toFixed(1)} s (${Math.round(all / fillSeconds!).toLocaleString('en')} events/s, batches of ${BATCH})`);
+    }
+    out.push(`node ${process.version}, SQLite ${(db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}, ${os.cpus()[0]?.model ?? 'cpu'}; ${RUNS} warm runs each`);
+    out.push('');
+    out.push(`${'query'.padEnd(30)} ${'cold ms'.padStart(8)} ${'median ms'.padStart(10)} ${'max ms'.padStart(8)} ${'rows'.padStart(5)}  target`);
+    for (const r of rows) {
+      const ok = r.maxMs < r.limitMs && r.coldMs < r.limitMs ? 'ok' : 'OVER';
+      out.push(`${r.name.padEnd(30)} ${r.coldMs.toFixed(1).padStart(8)} ${r.medianMs.toFixed(1).padStart(10)} ${r.maxMs.toFixed(1).padStart(8)} ${String(r.rows).padStart(5)}  < ${r.limitMs} ms ${ok}`);
+    }
+    out.push('');
+    out.push('query plans:');
+    out.push(...planText.map((p) => `  ${p}`));
+    console.log(out.join('\n'));
+    if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ totals, mix: made?.mix ?? null, fillSeconds, rows, plans: planText }, null, 2));
+    db.close();
+    store.close();
+  } finally {
+    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
