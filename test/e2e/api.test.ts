@@ -16,6 +16,7 @@ import { silentLogger } from '../../src/util/log.ts';
 import { runApiKey } from '../../src/cli/apikey.ts';
 import { ROOT, RawClient, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
 import type { MessageEvent } from '../../src/events/events.ts';
+import SwaggerParser from '@apidevtools/swagger-parser';
 
 const LISTENERS = [
   { role: 'smtp', address: '127.0.0.1', port: 0 },
@@ -107,6 +108,16 @@ describe('HTTP API', () => {
     assert.deepEqual(body.required, ['from']);
     assert.ok('raw' in (body as unknown as { properties: object }).properties && 'attachments' in (body as unknown as { properties: object }).properties);
     assert.equal(body.additionalProperties, false);
+  });
+
+  it('the OpenAPI document validates against the OpenAPI 3.1 schema (an independent validator, swagger-parser)', async () => {
+    const doc = (await (await api('/v1/openapi.json', null)).json()) as object;
+    // validate() checks the document against the official 3.1 JSON Schema and resolves every $ref; it throws naming the fault.
+    await SwaggerParser.validate(structuredClone(doc) as never);
+    // And it can fail: a path parameter must be required (OpenAPI 3.1 §4.8.12.1); one that is not is refused.
+    const broken = structuredClone(doc) as { paths: Record<string, Record<string, { parameters: { in: string; required: boolean }[] }>> };
+    broken.paths['/v1/messages/{id}']!.get!.parameters.find((p) => p.in === 'path')!.required = false;
+    await assert.rejects(SwaggerParser.validate(broken as never));
   });
 
   let apiId = '';
