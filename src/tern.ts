@@ -36,6 +36,7 @@ import { mailauthResolver } from './dns/mailauth-resolver.ts';
 import { openStore } from './store/store.ts';
 import { Authenticator } from './policy/auth.ts';
 import { AuthThrottle } from './policy/auth-throttle.ts';
+import { VerifiedLogins } from './policy/verified-logins.ts';
 import { SendRate } from './policy/rate-limit.ts';
 import { SubmissionCheck, senderFieldsCheck } from './policy/submission.ts';
 import { TernBackend } from './policy/backend.ts';
@@ -161,7 +162,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       ? { verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }) }
       : undefined,
   });
-  const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), sendRate: new SendRate(), log };
+  const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), verified: new VerifiedLogins(), sendRate: new SendRate(), log };
   live = buildLive(config, shared, undefined);
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
   const serverTls = await ServerTls.load(config, log);
@@ -369,6 +370,8 @@ interface PolicyShared {
   resolver: Resolver;
   plugins: Check[];
   throttle: AuthThrottle;
+  /** Logins checked recently (src/policy/verified-logins.ts), kept across reloads. */
+  verified: VerifiedLogins;
   sendRate: SendRate;
   log: Logger;
 }
@@ -395,7 +398,7 @@ function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts
   const { edge, submission, inbound } = config;
   const edgeKey = JSON.stringify([edge.rate, edge.dnsbl, edge.greylist, config.trustedNetworks]);
   const edgeParts = previous?.edge.key === edgeKey ? previous.edge : { checks: edgeChecks(config, { resolver, store, directory, log }), key: edgeKey };
-  const auth = new Authenticator({ store, configUsers: config.users, throttle: shared.throttle, log });
+  const auth = new Authenticator({ store, configUsers: config.users, throttle: shared.throttle, log, verified: shared.verified });
   const submissionCheck = new SubmissionCheck({ ...submission, authConfigured: true, isTrusted: ipMatcher(config.trustedNetworks), rate: shared.sendRate });
   const policy = new Policy({
     directory,

@@ -11,6 +11,7 @@ import type { AuthThrottle } from './auth-throttle.ts';
 import type { ConfigUser } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
 import { CounterFamily } from '../metrics/counter.ts';
+import { VerifiedLogins } from './verified-logins.ts';
 
 export interface Account {
   address: string;
@@ -39,8 +40,11 @@ export class Authenticator {
   readonly #config: Map<string, ConfigUser>;
   readonly #throttle: AuthThrottle;
   readonly #log: Logger;
+  readonly #verified: VerifiedLogins;
 
-  constructor(opts: { store: UserStore | null; configUsers: ConfigUser[]; throttle: AuthThrottle; log: Logger }) {
+  /** `verified` is shared across reloads (tern.ts), so a new config does not make every client pay the derivation again. */
+  constructor(opts: { store: UserStore | null; configUsers: ConfigUser[]; throttle: AuthThrottle; log: Logger; verified?: VerifiedLogins }) {
+    this.#verified = opts.verified ?? new VerifiedLogins();
     this.#store = opts.store;
     this.#config = new Map(opts.configUsers.map((u) => [u.address.toLowerCase(), u]));
     this.#throttle = opts.throttle;
@@ -57,11 +61,21 @@ export class Authenticator {
       failures.inc();
       throw LOCKED;
     }
-    // Count the attempt as a failure before checking it: guesses sent in
-    // parallel then see each other, so they cannot slip past the lockout.
-    this.#throttle.failure(ip, login);
     const record = this.#store?.getUser(login) ?? this.#config.get(login) ?? null;
-    const ok = record ? await verifyPassword(password, record.passwordHash) : await dummyVerify(password);
+    const tag = record ? this.#verified.tag(record.passwordHash, password) : null;
+    let ok: boolean;
+    let counted = false;
+    if (tag !== null && this.#verified.known(tag)) {
+      ok = true; // checked within the last minutes (verified-logins.ts)
+    } else if (tag !== null && this.#verified.inflight(tag)) {
+      ok = await this.#verified.inflight(tag)!; // the same attempt, already being derived and counted
+    } else {
+      // Count the attempt as a failure before checking it: guesses sent in
+      // parallel then see each other, so they cannot slip past the lockout.
+      this.#throttle.failure(ip, login);
+      counted = true;
+      ok = record && tag !== null ? await this.#verified.verify(tag, () => verifyPassword(password, record.passwordHash)) : await dummyVerify(password);
+    }
     // The delay applies whatever the outcome, so its presence says nothing about the password.
     await sleep(delayMs);
     if (!ok || !record) {
@@ -71,7 +85,7 @@ export class Authenticator {
       throw BAD_CREDENTIALS;
     }
     this.#throttle.success(ip, login);
-    this.#throttle.forgive(ip);
+    if (counted) this.#throttle.forgive(ip);
     this.#log.info('auth', { conn, ip, user: login });
     return {
       address: record.address,
