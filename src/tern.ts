@@ -208,7 +208,6 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   });
   dashboard.attach(recorder);
   const sender = new Sender({
-    store,
     hostname: config.hostname,
     limits: () => live.config.limits,
     backend: () => live.backend,

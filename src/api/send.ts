@@ -10,7 +10,7 @@ import { parseHeaderSection } from '../intake/intake.ts';
 import { mayUseAddress } from '../policy/senders.ts';
 import { formatAddress, parseMailbox } from '../smtp/address.ts';
 import { SmtpError } from '../smtp/reply.ts';
-import type { ApiKeyRecord, EventStore } from '../store/store.ts';
+import type { ApiKeyRecord } from '../store/store.ts';
 import { ApiError, fieldError } from './problem.ts';
 import type { TernBackend } from '../policy/backend.ts';
 import MailComposer from 'nodemailer/lib/mail-composer';
@@ -52,7 +52,6 @@ export interface SendResult {
 }
 
 export interface SenderOptions {
-  store: EventStore;
   hostname: string;
   /** limits.messageSize and limits.recipients, read at each send (a reload changes them). */
   limits: () => { messageSize: number; recipients: number };
@@ -176,7 +175,7 @@ export class Sender {
       } catch (e) {
         throw refusal(e);
       }
-      this.#o.store.setMessageId(queued.id, messageId);
+      // No write of our own here: intake read the Message-ID into the envelope, and the events store keeps it with the message's first event (batched).
       const suppressed = this.#o.suppressed;
       return {
         id: queued.id,

@@ -13,7 +13,8 @@ import { MAX_FIELD } from '../server/sasl.ts';
 export const USER_USAGE = `  tern user add ADDRESS [--admin] [--send-as LIST] [--messages-per-hour N] [--recipients-per-message N]
                                     add a submission login; LIST is addresses and @domains
                                     it may also send as (a@x.test,@y.test); --admin: it may
-                                    also log in to the dashboard (http listener, /)
+                                    also log in to the dashboard (http listener, /);
+                                    --messages-per-hour 0: no hourly limit
   tern user passwd ADDRESS          set a new password
   tern user del ADDRESS             remove a login
   tern user list [--json]           logins, dashboard admins, what they may send as, their limits
@@ -68,7 +69,7 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
           address: addr,
           passwordHash: '',
           sendAs: parseSendAs(args.sendAs, addr),
-          messagesPerHour: positiveInt(args.messagesPerHour, '--messages-per-hour'),
+          messagesPerHour: wholeInt(args.messagesPerHour, '--messages-per-hour'),
           recipientsPerMessage: positiveInt(args.recipientsPerMessage, '--recipients-per-message'),
           admin: args.admin ? true : undefined,
           createdAt: Date.now(),
@@ -153,6 +154,13 @@ function parseSendAs(list: string | undefined, own: string): string[] {
     if (norm !== own) out.add(norm);
   }
   return [...out];
+}
+
+/** 0 included: for the hourly limit, 0 is "no limit" (submission.messagesPerHour's meaning). */
+function wholeInt(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^(0|[1-9]\d{0,8})$/.test(v)) throw new UserError(`${flag}: expected a whole number (0: no limit), got ${JSON.stringify(v)}`);
+  return Number(v);
 }
 
 function positiveInt(v: string | undefined, flag: string): number | undefined {

@@ -55,6 +55,7 @@ export class Authenticator {
   async authenticate(ip: string, user: string, password: string, conn: string): Promise<Account> {
     const login = user.toLowerCase();
     const { locked, delayMs } = this.#throttle.check(ip, login);
+    let delay = delayMs;
     if (locked) {
       await sleep(delayMs);
       this.#log.warn('auth refused: locked out', { conn, ip, user: login });
@@ -68,7 +69,10 @@ export class Authenticator {
     if (tag !== null && this.#verified.known(tag)) {
       ok = true; // checked within the last minutes (verified-logins.ts)
     } else if (tag !== null && this.#verified.inflight(tag)) {
-      ok = await this.#verified.inflight(tag)!; // the same attempt, already being derived and counted
+      // The same attempt, already being derived and counted: it gets that one's answer, and no
+      // delay of its own (the first attempt's pending count must not slow its own duplicates).
+      ok = await this.#verified.inflight(tag)!;
+      delay = 0;
     } else {
       // Count the attempt as a failure before checking it: guesses sent in
       // parallel then see each other, so they cannot slip past the lockout.
@@ -77,7 +81,7 @@ export class Authenticator {
       ok = record && tag !== null ? await this.#verified.verify(tag, () => verifyPassword(password, record.passwordHash)) : await dummyVerify(password);
     }
     // The delay applies whatever the outcome, so its presence says nothing about the password.
-    await sleep(delayMs);
+    await sleep(delay);
     if (!ok || !record) {
       // The password is never logged; the user name is (it is what admins search for).
       this.#log.warn('auth failed', { conn, ip, user: login });
