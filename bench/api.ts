@@ -14,6 +14,8 @@
 //                       agent of 20 connections
 //      api-built        the built form ({from, to, subject, text}), which
 //                       Tern composes with nodemailer into the same ~1 KB
+//      api-batch        POST /v1/messages/batch, the raw form, --batch (50)
+//                       messages per request
 //      api-raw-https    api-raw over the `tls: true` listener (the like for
 //                       like of submission, which needs STARTTLS)
 //      smtp-sub         20 sessions: STARTTLS, AUTH PLAIN, then 100 messages
@@ -100,6 +102,8 @@ const RETRY_NOISY = args.num('retry-noisy', 1);
 const NOISY_CORES = 0.2;
 
 const CONCURRENCY = 20;
+/** Messages per request of the api-batch row (the endpoint takes up to 500). */
+const BATCH = args.num('batch', 50);
 const SIZE = 1024;
 /** Messages per SMTP connection in smtp-sub: nodemailer's pool sends 100 before it reconnects. */
 const PER_CONNECTION = 100;
@@ -127,6 +131,8 @@ interface HttpJob {
   concurrency: number;
   client: 'http' | 'fetch';
   timeoutMs: number;
+  /** Messages per request: 1 posts `body` to /v1/messages; more post {"messages": [body × n]} to /v1/messages/batch. */
+  perRequest?: number;
 }
 
 interface SmtpJob {
@@ -199,26 +205,31 @@ async function runJob(job: Job): Promise<LoadResult> {
 
 async function httpLoad(job: HttpJob, t: Tally): Promise<void> {
   const headers = { authorization: `Bearer ${job.key}`, 'content-type': 'application/json' };
-  const url = `${job.tls ? 'https' : 'http'}://127.0.0.1:${job.port}/v1/messages`;
-  let post: () => Promise<{ status: number; text: string }>;
+  const per = job.perRequest ?? 1;
+  const path = per > 1 ? '/v1/messages/batch' : '/v1/messages';
+  const url = `${job.tls ? 'https' : 'http'}://127.0.0.1:${job.port}${path}`;
+  const batchOf = (n: number): string => `{"messages":[${Array(n).fill(job.body).join(',')}]}`;
+  const full = per > 1 ? batchOf(per) : job.body;
+  let post: (body: string) => Promise<{ status: number; text: string }>;
   let close = (): void => {};
   if (job.client === 'fetch') {
     if (job.tls) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
-    post = async () => {
-      const res = await fetch(url, { method: 'POST', headers, body: job.body });
+    post = async (b) => {
+      const res = await fetch(url, { method: 'POST', headers, body: b });
       const text = await res.text();
       return { status: res.status, text };
     };
   } else {
-    const body = Buffer.from(job.body);
     const agent = job.tls
       ? new https.Agent({ keepAlive: true, maxSockets: job.concurrency, rejectUnauthorized: false })
       : new http.Agent({ keepAlive: true, maxSockets: job.concurrency });
     const request = job.tls ? https.request : http.request;
-    const opts = { host: '127.0.0.1', port: job.port, method: 'POST', path: '/v1/messages', agent, headers: { ...headers, 'content-length': String(body.length) } };
+    const fullBytes = Buffer.from(full);
     close = () => agent.destroy();
-    post = () =>
+    post = (b) =>
       new Promise((resolve) => {
+        const bytes = b === full ? fullBytes : Buffer.from(b);
+        const opts = { host: '127.0.0.1', port: job.port, method: 'POST', path, agent, headers: { ...headers, 'content-length': String(bytes.length) } };
         const req = request(opts, (res) => {
           let text = '';
           res.setEncoding('utf8');
@@ -227,14 +238,28 @@ async function httpLoad(job: HttpJob, t: Tally): Promise<void> {
           res.on('error', (e) => resolve({ status: 0, text: e.message }));
         });
         req.on('error', (e) => resolve({ status: 0, text: e.message }));
-        req.end(body);
+        req.end(bytes);
       });
   }
   const client = async (): Promise<void> => {
-    while (t.claim()) {
-      const r = await post();
-      if (r.status === 202) t.ok++;
-      else t.fail(`${r.status} ${r.text.slice(0, 200)}`);
+    for (;;) {
+      let n = 0;
+      while (n < per && t.claim()) n++;
+      if (n === 0) return;
+      const r = await post(n === per ? full : batchOf(n));
+      if (per === 1) {
+        if (r.status === 202) t.ok++;
+        else t.fail(`${r.status} ${r.text.slice(0, 200)}`);
+        continue;
+      }
+      if (r.status !== 207) {
+        for (let i = 0; i < n; i++) t.fail(`${r.status} ${r.text.slice(0, 200)}`);
+        continue;
+      }
+      for (const res of (JSON.parse(r.text) as { results: { status: number }[] }).results) {
+        if (res.status === 202) t.ok++;
+        else t.fail(`batch result ${res.status}`);
+      }
     }
   };
   await Promise.all(Array.from({ length: job.concurrency }, client));
@@ -714,7 +739,7 @@ interface ApiBenchResult {
 
 function tables(res: ApiBenchResult): string {
   const part = (names: string[]) => res.rows.filter((r) => names.includes(r.row));
-  const one = part(['api-raw', 'api-built', 'api-raw-https', 'smtp-sub', 'smtp-sub-new']);
+  const one = part(['api-raw', 'api-built', 'api-batch', 'api-raw-https', 'smtp-sub', 'smtp-sub-new']);
   const two = part(['events-off', 'events-on', 'events-webhook']);
   const out: string[] = [];
   if (one.length) {
@@ -797,9 +822,9 @@ async function main(): Promise<void> {
 
   const servers = new Map<string, Server>();
   const server = (name: string) => () => servers.get(name)!;
-  const httpJob = (name: string, tlsOn: boolean, body: string) => (messages: number) => {
+  const httpJob = (name: string, tlsOn: boolean, body: string, perRequest = 1) => (messages: number) => {
     const s = servers.get(name)!;
-    return gen.run({ kind: 'http', port: tlsOn ? s.ports.https! : s.ports.http!, tls: tlsOn, key: s.key, body, messages, concurrency: CONCURRENCY, client: CLIENT, timeoutMs: RUN_TIMEOUT_MS });
+    return gen.run({ kind: 'http', port: tlsOn ? s.ports.https! : s.ports.http!, tls: tlsOn, key: s.key, body, messages, concurrency: CONCURRENCY, client: CLIENT, timeoutMs: RUN_TIMEOUT_MS, perRequest });
   };
   const smtpJob = (perConnection: number) => (messages: number) =>
     gen.run({ kind: 'smtp', port: servers.get('submit')!.ports.submission!, user: FROM, password: PASSWORD, from: FROM, to: TO, content, messages, sessions: CONCURRENCY, perConnection, serialAuth: SERIAL_AUTH, timeoutMs: RUN_TIMEOUT_MS });
@@ -812,6 +837,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [
     { name: 'api-raw', part: 1, what: `POST /v1/messages, raw form, ${CLIENT === 'http' ? 'node:http' : 'fetch'} keep-alive, 20 connections`, server: server('submit'), messages: MESSAGES, load: httpJob('submit', false, rawBody) },
     { name: 'api-built', part: 1, what: `the built form (nodemailer composes ${built.composed} B)`, server: server('submit'), messages: MESSAGES, load: httpJob('submit', false, built.body) },
+    { name: 'api-batch', part: 1, what: `POST /v1/messages/batch, ${BATCH} raw messages per request`, server: server('submit'), messages: MESSAGES, load: httpJob('submit', false, rawBody, BATCH) },
     { name: 'api-raw-https', part: 1, what: 'api-raw over HTTPS (`tls: true` listener)', server: server('submit'), messages: MESSAGES, load: httpJob('submit', true, rawBody) },
     { name: 'smtp-sub', part: 1, what: `submission: STARTTLS + AUTH, ${PER_CONNECTION} messages per connection, 20 sessions, pipelined`, server: server('submit'), messages: MESSAGES, load: smtpJob(PER_CONNECTION) },
     { name: 'smtp-sub-new', part: 1, what: 'submission, one connection (TLS handshake, AUTH) per message', server: server('submit'), messages: Math.max(10, Math.round(MESSAGES / 4)), load: smtpJob(1) },
@@ -878,6 +904,7 @@ async function main(): Promise<void> {
   const ratios: Record<string, number> = {
     'api-raw/smtp-sub rate': pairedRatio(runs, 'api-raw', 'smtp-sub', (r) => r.rate),
     'api-raw/smtp-sub-new rate': pairedRatio(runs, 'api-raw', 'smtp-sub-new', (r) => r.rate),
+    'api-batch/smtp-sub rate': pairedRatio(runs, 'api-batch', 'smtp-sub', (r) => r.rate),
     'api-raw-https/smtp-sub rate': pairedRatio(runs, 'api-raw-https', 'smtp-sub', (r) => r.rate),
     'api-built/smtp-sub rate': pairedRatio(runs, 'api-built', 'smtp-sub', (r) => r.rate),
     'events-on/events-off cpu': pairedRatio(runs, 'events-on', 'events-off', (r) => r.serverCpuMsPerMsg),
@@ -890,7 +917,7 @@ async function main(): Promise<void> {
   const targets: ApiBenchResult['targets'] = [
     {
       target: 'API msg/s ≥ SMTP submission msg/s (api-raw vs the faster submission row)',
-      measured: `api-raw ${apiRate.toFixed(0)} msg/s, smtp-sub ${num(get('smtp-sub')?.rate.median ?? NaN, 1)}, smtp-sub-new ${num(get('smtp-sub-new')?.rate.median ?? NaN, 1)}; paired api-raw/smtp-sub ${ratios['api-raw/smtp-sub rate']!.toFixed(2)}x, api-raw-https/smtp-sub ${ratios['api-raw-https/smtp-sub rate']!.toFixed(2)}x`,
+      measured: `api-raw ${apiRate.toFixed(0)} msg/s, api-batch ${num(get('api-batch')?.rate.median ?? NaN, 1)}, smtp-sub ${num(get('smtp-sub')?.rate.median ?? NaN, 1)}, smtp-sub-new ${num(get('smtp-sub-new')?.rate.median ?? NaN, 1)}; paired api-raw/smtp-sub ${ratios['api-raw/smtp-sub rate']!.toFixed(2)}x, api-batch/smtp-sub ${ratios['api-batch/smtp-sub rate']!.toFixed(2)}x, api-raw-https/smtp-sub ${ratios['api-raw-https/smtp-sub rate']!.toFixed(2)}x`,
       met: known(apiRate) && known(bestSmtp) ? apiRate >= bestSmtp : null,
     },
     { target: 'API ≥ 2,000 msg/s for 1 KB (api-raw)', measured: `${apiRate.toFixed(0)} msg/s`, met: known(apiRate) ? apiRate >= 2000 : null },
