@@ -24,7 +24,7 @@ const suppressionSchema = {
   properties: {
     address: { type: 'string', description: 'local@domain, lower case: addresses match without regard to case' },
     reason: { type: 'string', description: "'hard-bounce', 'complaint', or the reason given to PUT" },
-    source: { type: 'string', enum: ['api', 'bounce', 'complaint'], description: 'Who added it: the API, a hard bounce (5.1.x, 5.2.1), an ARF complaint (RFC 5965)' },
+    source: { type: 'string', enum: ['api', 'cli', 'bounce', 'complaint'], description: 'Who added it: the API (or the dashboard), `tern suppression add`, a hard bounce (5.1.x, 5.2.1), an ARF complaint (RFC 5965)' },
     detail: { type: ['string', 'null'], description: "What the entry rests on: the bounce's reply and relay, the complaint's Feedback-Type and reporter; null from the API" },
     createdAt: { type: 'string', format: 'date-time' },
   },

@@ -26,8 +26,8 @@ export const SUPPRESSION_SCHEMA = `CREATE TABLE suppressions (
    CREATE TRIGGER suppressions_deleted AFTER DELETE ON suppressions BEGIN UPDATE suppression_version SET n = n + 1; END;
    CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id)`;
 
-/** Who put an address on the list: the HTTP API, a hard bounce, an ARF complaint. */
-export type SuppressionSource = 'api' | 'bounce' | 'complaint';
+/** Who put an address on the list: the HTTP API (or the dashboard), `tern suppression add`, a hard bounce, an ARF complaint. */
+export type SuppressionSource = 'api' | 'cli' | 'bounce' | 'complaint';
 
 export interface SuppressionRecord {
   /** Lower case. */
@@ -195,7 +195,7 @@ export class SqliteSuppressionStore implements SuppressionStore {
   }
 }
 
-const SOURCES: readonly string[] = ['api', 'bounce', 'complaint'] satisfies SuppressionSource[];
+const SOURCES: readonly string[] = ['api', 'cli', 'bounce', 'complaint'] satisfies SuppressionSource[];
 
 function fromRow(r: Row): SuppressionRecord {
   // A row written by something newer (or by hand) keeps its meaning as 'api': a deliberate entry.
