@@ -78,7 +78,7 @@ test('npm pack, npm install -g, then the installed tern: --version, config check
     stringify({
       hostname: 'mx.tern.test',
       dataDir,
-      listeners: [{ role: 'smtp', address: '127.0.0.1', port: 0 }],
+      listeners: [{ role: 'smtp', address: '127.0.0.1', port: 0 }, { role: 'http', address: '127.0.0.1', port: 0 }],
       domains: [{ name: 'tern.test', mailboxes: ['alice'] }],
       // SPF/DKIM/DMARC would ask the system resolver about the sender's domain; CI has no DNS for it.
       inbound: { enabled: false },
@@ -105,6 +105,15 @@ test('npm pack, npm install -g, then the installed tern: --version, config check
     await c.cmd('QUIT');
     const file = await waitFor(() => mailbox(dataDir, 'tern.test', 'alice')[0], 10_000, 'the message in the Maildir');
     assert.match(fs.readFileSync(file, 'utf8'), /^Subject: installed\r?$[\s\S]*from the packed tern/m);
+    // The installed package serves the dashboard (web/ and uPlot shipped in it), the API and /metrics.
+    const http = `http://127.0.0.1:${listeners.find((l) => l.role === 'http')!.port}`;
+    const page = await fetch(`${http}/`);
+    assert.equal(page.status, 200);
+    const html = await page.text();
+    assert.match(html, /<script[^>]+src="\/assets\//);
+    for (const asset of html.match(/\/assets\/[^"]+/g) ?? []) assert.equal((await fetch(http + asset)).status, 200, asset);
+    assert.match(await (await fetch(`${http}/metrics`)).text(), /^# HELP tern_messages_received_total /m);
+    assert.equal((await fetch(`${http}/v1/openapi.json`)).status, 200);
   } finally {
     server.kill('SIGTERM');
   }
