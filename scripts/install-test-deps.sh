@@ -5,7 +5,9 @@
 # dkimsign, the independent signer of the inbound tests) and python3-spf (its
 # rfc7208-tests.yml.gz is the OpenSPF RFC 7208 suite the SPF tests run) and
 # chromium (the real browser the dashboard's tests in test/browser/ drive
-# through puppeteer-core, which brings no browser of its own).
+# through puppeteer-core, which brings no browser of its own) and
+# dovecot-lmtpd with dovecot-core (a real LMTP server: the LMTP delivery test
+# starts a private instance on its own port, test/e2e/lmtp.test.ts).
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
@@ -20,7 +22,9 @@ have_all() {
     [ -x /usr/sbin/smtp-source ] &&
     command -v dkimverify >/dev/null 2>&1 &&
     [ -f /usr/share/doc/python3-spf/rfc7208-tests.yml.gz ] &&
-    [ -x /usr/bin/chromium ]
+    [ -x /usr/bin/chromium ] &&
+    [ -x /usr/sbin/dovecot ] &&
+    [ -x /usr/lib/dovecot/lmtp ]
 }
 
 if have_all; then
@@ -32,7 +36,7 @@ if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     SUDO=(sudo -n)
   else
-    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix/python3-dkim/python3-spf/chromium" >&2
+    echo "install-test-deps: not root and no sudo; cannot install swaks/python3/postfix/python3-dkim/python3-spf/chromium/dovecot" >&2
     exit 1
   fi
 fi
@@ -41,7 +45,8 @@ fi
 # the tests start it themselves, on their own ports, when they need a peer.
 echo "postfix postfix/main_mailer_type select No configuration" | "${SUDO[@]}" debconf-set-selections
 
-# Keep the package from starting its service (and binding :25) during install,
+# Keep the packages from starting their services (Postfix binding :25, Dovecot
+# its IMAP/LMTP listeners) during install,
 # unless the machine already has a policy-rc.d of its own.
 policy=/usr/sbin/policy-rc.d
 added_policy=0
@@ -57,7 +62,8 @@ trap cleanup EXIT
 
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf chromium
+  swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf chromium \
+  dovecot-core dovecot-lmtpd
 
 # If something started postfix anyway, stop it so that nothing holds port 25.
 if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
@@ -65,9 +71,14 @@ if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; 
 fi
 if command -v service >/dev/null 2>&1; then
   "${SUDO[@]}" service postfix stop >/dev/null 2>&1 || true
+  "${SUDO[@]}" service dovecot stop >/dev/null 2>&1 || true
+fi
+# The same for the system's Dovecot (the tests run their own, with their own config).
+if [ -e /run/dovecot/master.pid ]; then
+  "${SUDO[@]}" doveadm stop >/dev/null 2>&1 || true
 fi
 
 if ! have_all; then
-  echo "install-test-deps: still missing swaks, Net::SSLeay, python3, /usr/sbin/smtp-source, dkimverify, the python3-spf test suite or chromium after install" >&2
+  echo "install-test-deps: still missing swaks, Net::SSLeay, python3, /usr/sbin/smtp-source, dkimverify, the python3-spf test suite, chromium or dovecot (with its lmtp) after install" >&2
   exit 1
 fi

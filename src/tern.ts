@@ -11,6 +11,7 @@ import { IdleSweeper } from './server/idle-sweeper.ts';
 import { Scheduler } from './queue/scheduler.ts';
 import { MaildirTransport } from './delivery/maildir.ts';
 import { DiscardTransport } from './delivery/discard.ts';
+import { LmtpTransport, parseLmtpTarget } from './delivery/lmtp.ts';
 import { DeliveryRouter } from './delivery/router.ts';
 import { EventStream } from './events/events.ts';
 import { logDeliveries } from './events/log.ts';
@@ -48,6 +49,7 @@ import { EventRecorder } from './api/events-store.ts';
 import { Webhooks } from './webhooks/webhooks.ts';
 import { Dashboard } from './dashboard/dashboard.ts';
 import { mountStatic } from './dashboard/static.ts';
+import { mountMtaSts, policyForHost } from './api/mta-sts.ts';
 import { SuppressionList } from './suppress/list.ts';
 import { suppressHardBounces } from './suppress/auto.ts';
 import { ComplaintReader } from './suppress/complaints.ts';
@@ -122,7 +124,15 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const router = new DeliveryRouter({
     maildir: complaints ? complaints.wrap(maildir) : maildir,
     discard: complaints ? complaints.wrap(new DiscardTransport()) : new DiscardTransport(),
-    localDelivery: (domain) => (live.discardDomains.has(domain) ? 'discard' : 'maildir'),
+    localDelivery: (domain) => (live.discardDomains.has(domain) ? 'discard' : live.lmtpDomains.get(domain) ?? 'maildir'),
+    // One transport (and pool of connections) per LMTP target, made when mail first goes there.
+    lmtp: (spec) => {
+      const target = parseLmtpTarget(spec);
+      if ('problem' in target) throw new Error(target.problem); // the config check already refused it
+      const o = config.outbound;
+      const lmtp = new LmtpTransport({ target, heloName: o.heloName, timeouts: o.timeouts, reuseMs: o.connectionReuse, log, tlsOptions: opts.outboundTls });
+      return { transport: complaints ? complaints.wrap(lmtp) : lmtp, close: () => lmtp.close() };
+    },
     remote,
     perDestination: config.outbound.perDestination,
   });
@@ -218,6 +228,8 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), webhooks, suppressions: { list: suppressions }, metricsFrom: (ip) => live.metricsFrom(ip), mount: (app) => {
           dashboard.mount(app, { secure: l.tls === true });
           mountStatic(app);
+          // The policy of config.mtaSts (read at start) for mta-sts.<each local domain> (live: a reload's new domains are served).
+          mountMtaSts(app, (host) => policyForHost(host, live.config.domains.map((d) => d.name), live.config.mtaSts));
         } })
       : new Listener(l as SmtpListenerConfig, deps),
   );
@@ -335,7 +347,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
  * queue, log, plugins, and the parts of a section named in RESTART_ONLY)
  * is read once at start: a reload that changes it logs that a restart is needed.
  */
-export const RELOADED_LIVE = ['tls', 'domains', 'trustedNetworks', 'limits', 'users', 'submission', 'edge', 'inbound'] as const;
+export const RELOADED_LIVE = ['tls', 'domains', 'trustedNetworks', 'limits', 'users', 'submission', 'edge', 'inbound', 'mtaSts'] as const;
 /** Inside the live sections, what is still built once at start (the intake's Received cap and inbound verifier). */
 export const RESTART_ONLY = ['limits.maxReceived', 'inbound.enabled', 'inbound.authservId', 'inbound.timeout'] as const;
 
@@ -380,6 +392,8 @@ interface LiveParts {
   config: TernConfig;
   backend: TernBackend;
   discardDomains: Set<string>;
+  /** Local domains delivered over LMTP, to their target (`domains[].delivery`). */
+  lmtpDomains: Map<string, `lmtp:${string}`>;
   proxyFrom: (ip: string) => boolean;
   metricsFrom: (ip: string) => boolean;
   /** The edge checks and the config they were built from: kept (with their counters and caches) while it is unchanged. */
@@ -409,6 +423,7 @@ function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts
     config,
     backend: new TernBackend({ hostname: shared.started.hostname, policy, intake, auth, authOnSmtp: submission.authOnSmtp, log }),
     discardDomains: new Set(config.domains.filter((d) => d.delivery === 'discard').map((d) => d.name.toLowerCase())),
+    lmtpDomains: new Map(config.domains.flatMap((d) => (d.delivery?.startsWith('lmtp:') ? [[d.name.toLowerCase(), d.delivery as `lmtp:${string}`] as const] : []))),
     proxyFrom: ipMatcher(edge.proxyFrom),
     metricsFrom: ipMatcher(config.http.metricsFrom),
     edge: edgeParts,

@@ -31,6 +31,7 @@ import {
 import { Idempotency, type Outcome } from './idempotency.ts';
 import { buildOpenApi } from './openapi.ts';
 import { exposition } from '../metrics/registry.ts';
+import { SERVER_TLS_OPTIONS } from '../server/tls.ts';
 import { messageView } from './messages.ts';
 import { RateLimited, type Sender, type SendBody } from './send.ts';
 import { webhookRoutes, type WebhookApi } from './webhook-routes.ts';
@@ -141,7 +142,8 @@ export class ApiServer {
         ? {
             https: (() => {
               const t = tls();
-              const opts: https.ServerOptions = { cert: t.cert, key: t.key, minVersion: 'TLSv1.2', SNICallback: (_name, cb) => cb(null, tls().context) };
+              // The SMTP listeners' offer (TLS 1.2 AEAD and 1.3): OpenSSL fixes the cipher list before SNI switches context, so it is set here too.
+              const opts: https.ServerOptions = { cert: t.cert, key: t.key, ...SERVER_TLS_OPTIONS, SNICallback: (_name, cb) => cb(null, tls().context) };
               return opts;
             })(),
           }

@@ -11,13 +11,14 @@ import { USER_USAGE, runUser } from './user.ts';
 import { DKIM_USAGE, runDkim } from './dkim.ts';
 import { APIKEY_USAGE, runApiKey } from './apikey.ts';
 import { SUPPRESSION_USAGE, runSuppression } from './suppression.ts';
+import { DNS_USAGE, runDns } from './dns.ts';
 
 const SERVE_USAGE = `  tern serve [--config FILE]        run the server (embedded defaults without a file)
 `;
 const CONFIG_USAGE = `  tern config check FILE            validate a config file; exit 1 on any problem
 `;
 const USAGE = `Usage:
-${SERVE_USAGE}${CONFIG_USAGE}${QUEUE_USAGE}${USER_USAGE}${DKIM_USAGE}${APIKEY_USAGE}${SUPPRESSION_USAGE}Options:
+${SERVE_USAGE}${CONFIG_USAGE}${QUEUE_USAGE}${USER_USAGE}${DKIM_USAGE}${APIKEY_USAGE}${SUPPRESSION_USAGE}${DNS_USAGE}Options:
   --config FILE                     the config file (also: TERN_CONFIG)
   --version, -V                     print the version and exit
 `;
@@ -78,6 +79,10 @@ export async function main(argv: string[]): Promise<number> {
       const config = loadOrReport(args.config);
       return config ? runSuppression(config, argv.slice(argv.indexOf(cmd) + 1)) : 1;
     }
+    case 'dns': {
+      const config = loadOrReport(args.config);
+      return config ? runDns(config, argv.slice(argv.indexOf(cmd) + 1)) : 1;
+    }
     case 'user':
     case 'dkim': {
       // These parse their own options (some take values); --config is skipped by them.
@@ -102,7 +107,7 @@ function packageVersion(): string {
 
 /** `tern queue --help`, `tern help user`: that command's lines; the whole usage for anything else. */
 function usageOf(command: string | undefined): string {
-  const part = new Map([['serve', SERVE_USAGE], ['config', CONFIG_USAGE], ['queue', QUEUE_USAGE], ['user', USER_USAGE], ['dkim', DKIM_USAGE], ['apikey', APIKEY_USAGE], ['suppression', SUPPRESSION_USAGE]]).get(command ?? '');
+  const part = new Map([['serve', SERVE_USAGE], ['config', CONFIG_USAGE], ['queue', QUEUE_USAGE], ['user', USER_USAGE], ['dkim', DKIM_USAGE], ['apikey', APIKEY_USAGE], ['suppression', SUPPRESSION_USAGE], ['dns', DNS_USAGE]]).get(command ?? '');
   return part ? `Usage:\n${part}Options:\n  --config FILE                     the config file (also: TERN_CONFIG)\n` : USAGE;
 }
 

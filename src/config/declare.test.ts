@@ -17,7 +17,7 @@ const same = <A, B>(ok: Equal<A, B>): Equal<A, B> => ok;
 same<ListenerConfig, { role: 'smtp' | 'submission' | 'submissions' | 'http'; address: string; port: number; proxyProtocol?: boolean | undefined; tls?: boolean | undefined }>(true);
 same<DomainConfig['mailboxes'], string[] | '*'>(true);
 same<DomainConfig['aliases'], { [name: string]: string[] }>(true);
-same<DomainConfig['delivery'], 'maildir' | 'discard' | undefined>(true);
+same<DomainConfig['delivery'], 'maildir' | 'discard' | `lmtp:${string}` | undefined>(true);
 same<TernConfig['tls'], { cert: string; key: string } | undefined>(true);
 same<TernConfig['queue']['retrySchedule'], number[]>(true);
 same<SmarthostConfig['auth'], { user: string; password: string } | undefined>(true);

@@ -16,8 +16,12 @@ interface DeclaredDomain {
   /** A single target as a string, several as a list, as written (problems are reported where the user wrote them). */
   aliases: Record<string, string | string[]>;
   catchAll?: string | undefined;
-  delivery: 'maildir' | 'discard';
+  /** maildir, discard, or an LMTP target (checked by deliveryProblem). */
+  delivery: string;
 }
+
+/** `domains[].delivery` once checked (deliveryProblem). */
+export type DeliveryMode = 'maildir' | 'discard' | `lmtp:${string}`;
 
 /** What the alias-chain walk needs of a resolved domain. */
 interface LinkedDomain { name: string; mailboxes: string[] | '*'; aliases: Record<string, string[]>; catchAll?: string | undefined }
@@ -78,8 +82,8 @@ export function linkDomains(declared: DeclaredDomain[], at: Seg[], report: Repor
       return [k.trim().toLowerCase(), typeof targets === 'string' ? [target(targets, d.name, segs)] : targets.map((x, j) => target(x, d.name, [...segs, j]))];
     }));
     const catchAll = d.catchAll === undefined ? undefined : target(d.catchAll, d.name, [...at, 'catchAll']);
-    // Typed as every mode, so code may still name the default explicitly.
-    const delivery = (d.delivery === 'discard' ? d.delivery : undefined) as DeclaredDomain['delivery'] | undefined;
+    // The default (maildir) is left out; code may still name it explicitly.
+    const delivery = d.delivery === 'maildir' ? undefined : (d.delivery as DeliveryMode); // checked by deliveryProblem
     return { name: d.name, mailboxes: d.mailboxes, aliases, ...(catchAll === undefined ? {} : { catchAll }), ...(delivery === undefined ? {} : { delivery }) };
   });
   for (const p of aliasChainProblems(resolved)) report([...pending[p.domain]!.at, p.key], p.message);
@@ -182,4 +186,42 @@ function aliasChainProblems(domains: LinkedDomain[]): { domain: number; key: 'al
     });
   }
   return problems;
+}
+
+// ---------------------------------------------------------------------------
+// `domains[].delivery`: maildir, discard, or an LMTP target (RFC 2033).
+
+/** Where an LMTP agent listens: TCP (host, port) or a unix socket (path). */
+export type LmtpTarget = { host: string; port: number } | { path: string };
+
+/** RFC 2033 has no assigned port; 24 is the one commonly used (Dovecot's examples, /etc/services "lmtp"). */
+export const LMTP_DEFAULT_PORT = 24;
+
+/**
+ * `lmtp://HOST:PORT` (HOST an IP address or a name; `[v6]` for IPv6; PORT
+ * defaults to 24), or `lmtp:/absolute/path` (a unix socket). Returns the
+ * target, or a problem for `tern config check`.
+ */
+export function parseLmtpTarget(spec: string): LmtpTarget | { problem: string } {
+  const usage = 'must be maildir, discard, lmtp://HOST:PORT or lmtp:/path/to/socket';
+  if (spec.startsWith('lmtp://')) {
+    const m = /^lmtp:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+)(?::(\d{1,5}))?\/?$/.exec(spec);
+    if (!m) return { problem: `"${spec}" ${usage}` };
+    const port = m[2] === undefined ? LMTP_DEFAULT_PORT : Number(m[2]);
+    if (port < 1 || port > 65535) return { problem: `"${spec}": port must be 1-65535` };
+    return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  }
+  if (spec.startsWith('lmtp:/')) {
+    const p = spec.slice('lmtp:'.length);
+    if (/[\0\s]/.test(p)) return { problem: `"${spec}": the socket path has white space` };
+    return { path: p };
+  }
+  return { problem: `"${spec}" ${usage}` };
+}
+
+/** The problem with a `domains[].delivery` value, or undefined. */
+export function deliveryProblem(v: string): string | undefined {
+  if (v === 'maildir' || v === 'discard') return undefined;
+  const t = parseLmtpTarget(v);
+  return 'problem' in t ? t.problem : undefined;
 }

@@ -94,6 +94,7 @@ describe('loadConfig', () => {
       events: { enabled: true, retention: 30 * 24 * 3600 * 1000 },
       webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 8 },
       suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },
+      mtaSts: { mode: 'testing', mx: ['mx.tern.test'], maxAge: 604_800_000 },
       edge: {
         dnsbl: { zones: [], cacheTtl: 300_000 },
         greylist: { enabled: false, delay: 300_000, expire: 172_800_000, keep: 3_110_400_000 },

@@ -13,11 +13,14 @@ import path from 'node:path';
 import { isIP } from 'node:net';
 import { bool, computed, duration, int, list, oneOf, optional, record, section, size, str, stringOrList, type Ctx, type Seg } from './declare.ts';
 import { cidrProblem, dataDirProblem, dnsServerProblem, domainProblem, fileProblem, localPartProblem, normDomain, tlsPairProblems } from './checks.ts';
-import { aliasNameProblems, defaultDomains, linkDomains } from './domains.ts';
+import { aliasNameProblems, defaultDomains, deliveryProblem, linkDomains } from './domains.ts';
 
 // The words a key may take, each list named once.
 export const LISTENER_ROLES = ['smtp', 'submission', 'submissions', 'http'] as const;
-/** Local delivery: write to the Maildir, or discard once durably queued, like Postfix's discard(8) (sinkhole domains, benchmarks). */
+/**
+ * Local delivery: write to the Maildir, or discard once durably queued, like Postfix's discard(8) (sinkhole domains,
+ * benchmarks); `domains[].delivery` also takes an LMTP target, `lmtp://HOST:PORT` or `lmtp:/path/to/socket` (RFC 2033).
+ */
 export const DELIVERY_MODES = ['maildir', 'discard'] as const;
 /** STARTTLS to remote MX hosts: opportunistic (use when offered, RFC 7435), required, none. */
 export const OUTBOUND_TLS_MODES = ['opportunistic', 'required', 'none'] as const;
@@ -26,6 +29,10 @@ export const SMARTHOST_TLS_MODES = ['starttls', 'implicit', 'none'] as const;
 /** What an SPF `fail` (RFC 7208 §8.4) of the MAIL FROM identity does: record it only, deliver to Junk, or 550 5.7.23. */
 export const SPF_FAIL_ACTIONS = ['mark', 'quarantine', 'reject'] as const;
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+/** RFC 8461 §3.2 policy modes. */
+export const MTA_STS_MODES = ['enforce', 'testing', 'none'] as const;
+/** RFC 8461 §3.2: max_age is at most 31557600 seconds. */
+export const MTA_STS_MAX_AGE_MS = 31_557_600_000;
 
 /** RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF; servers must accept that much. */
 export const MIN_LINE_LENGTH = 1000;
@@ -37,6 +44,8 @@ const hostnameOf = (ctx: Ctx): string => ctx.root.hostname as string;
 const hostName = (s: string): string => s.trim().replace(/\.$/, '');
 const isDomainName = (s: string): string | undefined => domainProblem(s.toLowerCase());
 const lowerCase = (s: string): string => s.toLowerCase();
+/** An MTA-STS mx pattern: a host name, or `*.` and a domain (RFC 8461 §4.1). */
+const mxPatternProblem = (s: string): string | undefined => domainProblem(s.startsWith('*.') ? s.slice(2) : s);
 const fromFileDir = (s: string, ctx: Ctx): string => path.resolve(ctx.dir, s);
 const cidr = str({ map: (s) => s.trim(), check: cidrProblem });
 const ipPort = { min: 1, max: 65535 };
@@ -86,7 +95,7 @@ const domain = section({
     missing: [],
   }), { keyName: '<alias>' }),
   catchAll: optional(str()),
-  delivery: oneOf(DELIVERY_MODES, 'maildir'),
+  delivery: str({ default: 'maildir', map: (s) => s.trim(), check: deliveryProblem }),
 }, { finish: (d, at, ctx) => aliasNameProblems(d, at, ctx.report) });
 
 /** The inbound policy of one recipient domain; the section's own values fill in what a domain leaves out. */
@@ -342,6 +351,28 @@ export const CONFIG = section({
         if (l.proxyProtocol === true && edge.proxyFrom.length === 0) ctx.report(['listeners', i, 'proxyProtocol'], 'needs the proxies\' addresses in edge.proxyFrom');
       });
       return edge;
+    },
+  }),
+  /**
+   * Our own MTA-STS policy (RFC 8461), served by the http listener at
+   * https://mta-sts.<each local domain>/.well-known/mta-sts.txt
+   * (src/api/mta-sts.ts); `tern dns DOMAIN` prints the records that announce it.
+   */
+  mtaSts: section({
+    /**
+     * testing: senders deliver anyway and only report failures (TLS-RPT,
+     * RFC 8460), the safe way to start; enforce once the reports are clean.
+     * none: withdraw a published policy (RFC 8461 §3.2).
+     */
+    mode: oneOf(MTA_STS_MODES, 'testing'),
+    /** The MX names senders may deliver to (RFC 8461 §4.1: `*.example.net` matches one leftmost label); every MX record should be listed. */
+    mx: list(str({ map: (s) => hostName(s).toLowerCase(), check: mxPatternProblem }), { default: computed('[hostname]', (ctx) => [hostName(hostnameOf(ctx)).toLowerCase()]) }),
+    /** How long senders keep the policy: RFC 8461 §3.2 allows up to 31557600 s (a year); weeks are usual. */
+    maxAge: duration('1w', { min: 1 }),
+  }, {
+    finish: (mtaSts, at, ctx) => {
+      if (mtaSts.maxAge > MTA_STS_MAX_AGE_MS) ctx.report([...at, 'maxAge'], 'must be at most 31557600s (RFC 8461 §3.2)');
+      return mtaSts;
     },
   }),
   /** Plugin modules in the order they run: code, so relative to the config file, and they must exist now rather than at the first connection. */

@@ -1,6 +1,7 @@
 // Which transport takes a recipient. Local recipients (intake resolved them
 // to a mailbox) go the way their domain's `domains[].delivery` says:
-// Maildir or discard (LMTP will be one more destination per domain).
+// Maildir, discard, or an LMTP server (one destination per LMTP target, so
+// recipients of several domains served by one agent share a transaction).
 // Remote ones go to the smarthost when it takes their domain, else by MX,
 // one destination per domain. Destinations are made once and reused: this
 // runs for every recipient of every delivery round.
@@ -9,7 +10,16 @@ import type { Envelope } from '../spool/types.ts';
 import type { Destination, Router, Transport } from './types.ts';
 
 /** What local delivery does for a domain (`domains[].delivery`). */
-export type LocalDelivery = 'maildir' | 'discard';
+export type LocalDelivery = 'maildir' | 'discard' | `lmtp:${string}`;
+
+/** Jobs in flight at once to one LMTP server: its delivery processes, not ours, are the limit. */
+export const LMTP_CONCURRENCY = 10;
+
+/** An LMTP target's transport (src/delivery/lmtp.ts), and how to close its idle connections. */
+export interface LmtpDestination {
+  transport: Transport;
+  close(): Promise<void>;
+}
 
 /** Maildir writes in flight at once: the disk, not the network, is the limit. */
 export const LOCAL_CONCURRENCY = 20;
@@ -27,6 +37,8 @@ export interface DeliveryRouterOptions {
   discard: Transport;
   /** The local delivery of a local domain (lower case, as the directory resolves it); absent: Maildir for all. */
   localDelivery?: ((domain: string) => LocalDelivery) | undefined;
+  /** Makes the transport of an LMTP target (`lmtp://HOST:PORT`, `lmtp:/path`), once per target; absent: such domains get Maildir. */
+  lmtp?: ((spec: `lmtp:${string}`) => LmtpDestination) | undefined;
   /** Absent: remote recipients stay queued until there is a way to deliver them. */
   remote?: RemoteTransports | undefined;
   /** Jobs in flight at once to one remote destination (a domain, or the smarthost). */
@@ -39,6 +51,7 @@ export class DeliveryRouter implements Router {
   readonly #discard: Destination;
   readonly #smarthost: Destination | null;
   readonly #mx = new Map<string, Destination>();
+  readonly #lmtp = new Map<string, { d: Destination; close(): Promise<void> }>();
 
   constructor(opts: DeliveryRouterOptions) {
     this.#o = opts;
@@ -49,7 +62,12 @@ export class DeliveryRouter implements Router {
 
   route(envelope: Envelope, index: number): Destination | null {
     const r = envelope.recipients[index]!;
-    if (r.mailbox) return this.#o.localDelivery?.(r.mailbox.domain) === 'discard' ? this.#discard : this.#maildir;
+    if (r.mailbox) {
+      const how = this.#o.localDelivery?.(r.mailbox.domain);
+      if (how === 'discard') return this.#discard;
+      if (how?.startsWith('lmtp:') && this.#o.lmtp) return this.#lmtpDestination(how as `lmtp:${string}`, this.#o.lmtp);
+      return this.#maildir;
+    }
     const remote = this.#o.remote;
     if (!remote) return null;
     const domain = r.address.slice(r.address.lastIndexOf('@') + 1).toLowerCase();
@@ -64,7 +82,18 @@ export class DeliveryRouter implements Router {
     return d;
   }
 
-  close(): Promise<void> {
-    return this.#o.remote?.close() ?? Promise.resolve();
+  /** Bounded by the LMTP targets in the config (a reload that changes one adds one). */
+  #lmtpDestination(spec: `lmtp:${string}`, make: (spec: `lmtp:${string}`) => LmtpDestination): Destination {
+    let e = this.#lmtp.get(spec);
+    if (!e) {
+      const made = make(spec);
+      e = { d: { key: spec, limit: LMTP_CONCURRENCY, transport: made.transport }, close: () => made.close() };
+      this.#lmtp.set(spec, e);
+    }
+    return e.d;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.#o.remote?.close(), ...[...this.#lmtp.values()].map((e) => e.close())]);
   }
 }

@@ -1,5 +1,5 @@
 // The one transport interface (docs/architecture.md): Maildir, discard, remote MX,
-// smarthost (and LMTP next) all take a message and some of its recipients
+// smarthost and LMTP all take a message and some of its recipients
 // and return one structured result per recipient. Transports never decide
 // retries; the scheduler does. The scheduler knows no transport by name: it
 // asks a Router where each recipient goes and hands the job to that

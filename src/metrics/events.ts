@@ -33,7 +33,7 @@ const deliveries = new CounterFamily({
 });
 
 /** The transports the router has (src/delivery/router.ts); made up front so every series exists from the start. */
-export const TRANSPORTS = ['maildir', 'discard', 'mx', 'smarthost'] as const;
+export const TRANSPORTS = ['maildir', 'discard', 'lmtp', 'mx', 'smarthost'] as const;
 
 /**
  * From acceptance to delivery: the buckets span a local delivery

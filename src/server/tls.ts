@@ -34,6 +34,43 @@ const MIN_VERSION = 'TLSv1.2';
  */
 export const SERVER_SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
 
+/**
+ * The cipher suites Tern offers, best first (issue 15: "AEAD only").
+ * TLS 1.3's three suites are all AEAD (RFC 8446 §9.1 makes AES-128-GCM
+ * mandatory). For TLS 1.2 only ECDHE key exchange (forward secrecy) with
+ * AES-GCM or ChaCha20-Poly1305 (RFC 7905): no CBC (Lucky 13 and the padding
+ * oracles, RFC 7457 §2.3), no static RSA key exchange (no forward secrecy,
+ * ROBOT), no SHA-1 MACs. This is Mozilla's "intermediate" profile, which
+ * every TLS 1.2 mail server and client of the last decade speaks; ECDSA and
+ * RSA certificates both work. Node takes the TLS_* names as the TLS 1.3
+ * suites: leaving them out would turn TLS 1.3 off.
+ */
+export const SERVER_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/**
+ * Every option of the server's TLS offer, in one place: the SMTP listeners'
+ * context (secureContext below) and the HTTPS listener (src/api/server.ts,
+ * spread into its https options so clients without SNI get the same offer)
+ * use these, so the two cannot drift apart.
+ */
+export const SERVER_TLS_OPTIONS = {
+  minVersion: MIN_VERSION,
+  ciphers: SERVER_CIPHERS,
+  /** Our order, not the client's: an AEAD suite with ECDHE is then what any client gets. */
+  honorCipherOrder: true,
+  secureOptions: SERVER_SECURE_OPTIONS,
+} as const satisfies tls.SecureContextOptions;
+
 export async function loadTls(config: TernConfig): Promise<TlsMaterial> {
   let cert: string;
   let key: string;
@@ -189,7 +226,7 @@ export class ServerTls {
 }
 
 function secureContext(cert: string, key: string): tls.SecureContext {
-  return tls.createSecureContext({ cert, key, minVersion: MIN_VERSION, secureOptions: SERVER_SECURE_OPTIONS });
+  return tls.createSecureContext({ cert, key, ...SERVER_TLS_OPTIONS });
 }
 
 /** What an operator wants to see after a renewal: which certificate is now served, and until when. */

@@ -19,6 +19,11 @@
 // (too big, 8-bit to a 7-bit peer, UTF-8 addresses without SMTPUTF8) is
 // refused locally, with no bytes sent. Converting 8-bit MIME to 7-bit (RFC
 // 6152 §3 allows it) would break DKIM signatures and is rarely needed now.
+//
+// LMTP (RFC 2033), for local delivery agents such as Dovecot: the same
+// dialogue with LHLO for EHLO (no HELO fallback, §4.1), DATA rather than
+// BDAT, and after the final dot one reply per accepted recipient, in RCPT
+// order (§4.2); `path` reaches a server on a unix socket.
 
 import net from 'node:net';
 import tls from 'node:tls';
@@ -51,9 +56,13 @@ export class ClientError extends Error {
 }
 
 export interface ClientOptions {
-  /** IP address to connect to. */
+  /** IP address to connect to (with `path`: only a name for messages). */
   host: string;
   port: number;
+  /** A unix socket to connect to instead of host and port (LMTP). */
+  path?: string | undefined;
+  /** Speak LMTP (RFC 2033): LHLO, and one reply per accepted recipient after the message. */
+  lmtp?: boolean | undefined;
   /** MX host name: SNI (when not an IP) and messages. */
   servername?: string | undefined;
   heloName: string;
@@ -138,6 +147,8 @@ export class SmtpClient {
   #busy = false;
   /** MAIL was accepted and the transaction not ended: RSET before the next MAIL. */
   #dirty = false;
+  /** LMTP: the per-recipient replies after the message are being read (some may already be final). */
+  #finalReplies = false;
 
   private constructor(socket: net.Socket, opts: ClientOptions) {
     this.#opts = opts;
@@ -191,12 +202,23 @@ export class SmtpClient {
     await this.#run(async () => {
       const refusal = this.#refuse(env);
       if (refusal) return void out.fill(refusal);
+      this.#finalReplies = false;
       try {
         await this.#transaction(env, open, out);
       } catch (e) {
-        // §3.8: a 421 closes the connection; it is the answer for every recipient not yet answered.
-        if (!(e instanceof ClientError && e.reply?.code === 421)) throw e;
-        for (let i = 0; i < out.length; i++) out[i] ??= e.reply;
+        if (!(e instanceof ClientError)) throw e;
+        if (e.reply?.code === 421) {
+          // §3.8: a 421 closes the connection; it is the answer for every recipient not yet answered.
+          for (let i = 0; i < out.length; i++) out[i] ??= e.reply;
+          return;
+        }
+        // LMTP, RFC 2033 §4.2: once the per-recipient replies after the
+        // message have begun, the ones already read stand (those recipients
+        // have their mail); only the rest are left in doubt, and retried.
+        if (!this.#finalReplies) throw e;
+        this.#fail(e);
+        const lost = local(451, '4.4.2', `no reply after the message: ${e.message}`);
+        for (let i = 0; i < out.length; i++) out[i] ??= lost;
       }
     });
     return { recipients: out as ClientReply[] };
@@ -387,10 +409,11 @@ export class SmtpClient {
   async #hello(): Promise<void> {
     const cmd = this.#opts.timeouts.command;
     const name = this.#opts.heloName;
+    const lmtp = this.#opts.lmtp === true;
     this.#phase = 'ehlo';
     this.#ext = new Map();
-    this.#command(`EHLO ${name}\r\n`, 1);
-    let verb = 'EHLO';
+    let verb = lmtp ? 'LHLO' : 'EHLO';
+    this.#command(`${verb} ${name}\r\n`, 1);
     let r = await this.#read(cmd, verb);
     if (r.code === 250) {
       // §4.1.1.1: the first line is the server's name, then one keyword (and parameters) per line.
@@ -402,8 +425,8 @@ export class SmtpClient {
       }
       return;
     }
-    // §3.2: a server that does not know EHLO says 500 or 502; then HELO (and no extensions).
-    if (r.code === 500 || r.code === 502) {
+    // §3.2: a server that does not know EHLO says 500 or 502; then HELO (and no extensions). LMTP has no HELO.
+    if (!lmtp && (r.code === 500 || r.code === 502)) {
       verb = 'HELO';
       this.#command(`HELO ${name}\r\n`, 1);
       r = await this.#read(cmd, verb);
@@ -520,7 +543,8 @@ export class SmtpClient {
     const ext = this.#ext;
     const cmd = this.#opts.timeouts.command;
     const pipelining = ext.has('PIPELINING');
-    const chunking = ext.has('CHUNKING');
+    // LMTP with BDAT (RFC 2033 §4.2 via RFC 3030 §2) is left out: DATA's per-recipient replies are enough.
+    const chunking = ext.has('CHUNKING') && this.#opts.lmtp !== true;
     const dsn = ext.has('DSN');
     let mail = `MAIL FROM:<${env.from}>`;
     if (ext.has('SIZE')) mail += ` SIZE=${env.size}`;
@@ -589,15 +613,25 @@ export class SmtpClient {
         for (const i of accepted) out[i] = d;
         return;
       }
+      const lmtp = this.#opts.lmtp === true;
       if (accepted.length === 0) {
         // RFC 2920 §3.1: DATA was pipelined, no recipient was accepted and the
-        // server still said 354. An empty message ends the transaction cleanly.
-        this.#command('.\r\n', 1);
-        await this.#read(this.#opts.timeouts.dataEnd, 'the end of data');
+        // server still said 354. An empty message ends the transaction cleanly
+        // (LMTP answers it with one reply per accepted recipient: none).
+        this.#command('.\r\n', lmtp ? 0 : 1);
+        if (!lmtp) await this.#read(this.#opts.timeouts.dataEnd, 'the end of data');
         this.#dirty = false;
         return;
       }
-      await this.#sendData(open());
+      await this.#sendData(open(), lmtp ? accepted.length : 1);
+      if (lmtp) {
+        // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order. A
+        // 421 among them ends the connection: send() gives it to the rest.
+        this.#finalReplies = true;
+        for (const i of accepted) out[i] = this.#final(await this.#read(this.#opts.timeouts.dataEnd, 'the end of data'), 'the end of data');
+        this.#dirty = false;
+        return;
+      }
       const e = this.#final(await this.#read(this.#opts.timeouts.dataEnd, 'the end of data'), 'the end of data');
       this.#dirty = false;
       for (const i of accepted) out[i] = e;
@@ -616,7 +650,7 @@ export class SmtpClient {
   }
 
   /** DATA content (§4.5.2): dot-stuffed, one write per input chunk, paced by the socket. */
-  async #sendData(stream: NodeJS.ReadableStream): Promise<void> {
+  async #sendData(stream: NodeJS.ReadableStream, replies: number): Promise<void> {
     const s = this.#socket;
     const enc = new DotStuffer();
     const write = (part: Buffer): void => void s.write(part);
@@ -628,7 +662,7 @@ export class SmtpClient {
       await this.#flowed();
     }
     this.#check();
-    this.#outstanding++;
+    this.#outstanding += replies;
     s.write(enc.end());
   }
 
@@ -684,9 +718,9 @@ export class SmtpClient {
 
 /** TCP connection within the connect timeout. */
 function dial(opts: ClientOptions): Promise<net.Socket> {
-  const where = `${opts.servername ? opts.servername + ' ' : ''}[${opts.host}]:${opts.port}`;
+  const where = opts.path !== undefined ? opts.path : `${opts.servername ? opts.servername + ' ' : ''}[${opts.host}]:${opts.port}`;
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress });
+    const s = opts.path !== undefined ? net.connect({ path: opts.path }) : net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress });
     const timer = setTimeout(() => {
       s.destroy();
       reject(new ClientError('timeout', true, `connecting to ${where} timed out after ${opts.timeouts.connect} ms`));

@@ -107,3 +107,27 @@ export const CHROMIUM = '/usr/bin/chromium';
 export function requireChromium(): string | false {
   return requireTool(CHROMIUM, 'chromium');
 }
+
+/** Debian's Dovecot: the master and its LMTP service (dovecot-core, dovecot-lmtpd). */
+export const DOVECOT = '/usr/sbin/dovecot';
+export const DOVECOT_LMTP = '/usr/lib/dovecot/lmtp';
+
+/**
+ * Dovecot as an LMTP server, for the LMTP delivery test: both binaries, and
+ * root (its master starts as root and drops to its service users). Like
+ * Postfix, not being root skips locally and fails under CI.
+ */
+export function requireDovecot(): string | false {
+  return cached('dovecot', () => {
+    const core = requireTool(DOVECOT, 'dovecot-core');
+    if (core) return core;
+    const lmtp = requireTool(DOVECOT_LMTP, 'dovecot-lmtpd');
+    if (lmtp) return lmtp;
+    if (process.getuid?.() !== 0) {
+      const reason = 'needs root (Dovecot\'s master starts as root)';
+      if (skipsForbidden()) throw new Error(`${reason}; CI is set, where a skipped test is a failure`);
+      return reason;
+    }
+    return false;
+  });
+}
