@@ -24,6 +24,7 @@ import type { UserStore } from '../store/store.ts';
 import type { DashboardStore, UiSession } from '../store/dashboard.ts';
 import { dummyVerify, verifyPassword } from '../store/passwords.ts';
 import type { AuthThrottle } from '../policy/auth-throttle.ts';
+import { countAuthFailure } from '../policy/auth.ts';
 
 export const SESSION_COOKIE = 'tern_session';
 /** How long a login lasts (OWASP suggests an absolute timeout of hours for an admin console). */
@@ -133,6 +134,7 @@ export class Sessions {
     const { locked, delayMs } = this.#throttle.check(ip, login);
     if (locked) {
       await sleep(delayMs);
+      countAuthFailure();
       throw new LoginRefused(429);
     }
     this.#throttle.failure(ip, login);
@@ -140,7 +142,10 @@ export class Sessions {
     const ok = user ? await verifyPassword(password, user.passwordHash) : await dummyVerify(password);
     await sleep(delayMs);
     // A right password of an account that is no admin is refused like a wrong one, and stays counted as a failure.
-    if (!ok || !user?.admin) throw new LoginRefused(401);
+    if (!ok || !user?.admin) {
+      countAuthFailure();
+      throw new LoginRefused(401);
+    }
     this.#throttle.success(ip, login);
     this.#throttle.forgive(ip);
     const now = this.#now();

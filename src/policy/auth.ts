@@ -27,13 +27,20 @@ const LOCKED = new SmtpError(454, '4.7.0', 'Too many failed authentication attem
 /**
  * Both kinds of refusal count: a wrong password or unknown account, and an
  * attempt turned away while locked out (the throttle at work). A steady
- * rate is password guessing; alert on it rather than on the log.
+ * rate is password guessing; alert on it rather than on the log. The
+ * dashboard's login counts here too (countAuthFailure): it shares the
+ * throttle, so guesses over SMTP and HTTP are one series.
  */
 const failures = new CounterFamily({
   name: 'tern_auth_failures_total',
-  help: 'Failed SMTP AUTH attempts (RFC 4954): wrong credentials, and attempts refused while the client or account was locked out.',
+  help: 'Failed logins: SMTP AUTH (RFC 4954) and the dashboard; wrong credentials, and attempts refused while the client or account was locked out.',
   labelNames: [],
 }).child({});
+
+/** One failed login elsewhere than SMTP AUTH (the dashboard), for tern_auth_failures_total. */
+export function countAuthFailure(): void {
+  failures.inc();
+}
 
 export class Authenticator {
   readonly #store: UserStore | null;

@@ -447,6 +447,9 @@ describe('dashboard HTTP API', () => {
 
   // Last: it locks 127.0.0.1 out of logging in (and out of SMTP AUTH: the throttle is shared).
   it('refuses non-admins and wrong passwords alike (401), then throttles (429)', async () => {
+    // Failed dashboard logins are counted with SMTP AUTH's (tern_auth_failures_total, process-wide).
+    const authFailures = async (): Promise<number> => Number(/^tern_auth_failures_total (\d+)$/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? NaN);
+    const failuresBefore = await authFailures();
     // In parallel: each is checked before the others count, so none waits for the throttle's delay.
     const refused = await Promise.all([
       login(PLAIN_USER.address, PLAIN_USER.password), // a right password, but no admin
@@ -460,6 +463,7 @@ describe('dashboard HTTP API', () => {
       assert.deepEqual(res.headers.getSetCookie(), []);
     }
     assert.equal(details.size, 1, 'one answer for every refusal');
+    assert.ok((await authFailures()) >= failuresBefore + 4, 'the four refusals are counted');
     // Guesses in parallel see each other (each counts before it is checked): after the lockout, even the right password gets 429.
     const burst = await Promise.all(Array.from({ length: 10 }, () => login(ADMIN.address, 'still wrong')));
     assert.ok(burst.every((r) => r.status === 401 || r.status === 429), burst.map((r) => r.status).join());
