@@ -205,11 +205,14 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   });
   webhooks.attach(recorder);
   // The dashboard (src/dashboard/): its aggregates commit with the recorder's events; its routes go on each http listener.
+  const dashboardAuth = new Authenticator({ store, configUsers: [], throttle: shared.throttle, log, verified: shared.verified });
   const dashboard = new Dashboard({
     store,
     scheduler,
     spool,
     throttle: shared.throttle,
+    // Store users only: config-file users are never dashboard admins.
+    authenticate: (ip, login, password) => dashboardAuth.authenticate(ip, login, password, 'dashboard'),
     suppressions,
     webhooks,
     flushEvents: () => recorder.drain(),

@@ -27,6 +27,8 @@ export interface DashboardDeps {
   spool: { openMessage(msg: QueuedMessage): Readable };
   /** The AuthThrottle SMTP AUTH uses: guesses over both add up. */
   throttle: AuthThrottle;
+  /** SMTP AUTH's credential check over the same throttle (an Authenticator of the store's users). */
+  authenticate: (ip: string, login: string, password: string) => Promise<unknown>;
   suppressions: SuppressionApi['list'];
   /** The webhooks (absent: their routes are not served). */
   webhooks?: WebhookApi | undefined;
@@ -69,7 +71,7 @@ export class Dashboard {
     this.deps = deps;
     this.#now = deps.now ?? Date.now;
     this.stats = new StatsMaintainer(deps.store.dashboard, this.#now);
-    this.sessions = new Sessions({ users: deps.store, store: deps.store.dashboard, throttle: deps.throttle, now: this.#now });
+    this.sessions = new Sessions({ users: deps.store, store: deps.store.dashboard, throttle: deps.throttle, authenticate: deps.authenticate, now: this.#now });
     this.live = new LiveHub({
       snapshot: () => this.liveUpdate(),
       queueSignature: () => {

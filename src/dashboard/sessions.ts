@@ -13,18 +13,17 @@
 //   cookie in current browsers), and every state change must also carry
 //   the session's own token in X-CSRF-Token (a header a cross-site form
 //   cannot set) and, when the browser sends one, an Origin equal to Host.
-// - Login is throttled with SMTP AUTH's AuthThrottle (the same instance:
-//   guesses over SMTP and over HTTP add up), answers a wrong password, an
-//   unknown account and a non-admin alike (the same status, text and cost),
+// - Login is checked by SMTP AUTH's Authenticator with the same throttle
+//   (guesses over SMTP and over HTTP add up), and answers a wrong password,
+//   an unknown account and a non-admin alike (the same status and text),
 //   and sets a new session id (no fixation: an id is never reused).
 
 import crypto from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { UserStore } from '../store/store.ts';
 import type { DashboardStore, UiSession } from '../store/dashboard.ts';
-import { dummyVerify, verifyPassword } from '../store/passwords.ts';
 import type { AuthThrottle } from '../policy/auth-throttle.ts';
 import { countAuthFailure } from '../policy/auth.ts';
+import { SmtpError } from '../smtp/reply.ts';
 
 export const SESSION_COOKIE = 'tern_session';
 /** How long a login lasts (OWASP suggests an absolute timeout of hours for an admin console). */
@@ -102,6 +101,9 @@ export function originMatches(origin: string | undefined, host: string | undefin
 export interface SessionsOptions {
   users: Pick<UserStore, 'getUser'>;
   store: DashboardStore;
+  /** SMTP AUTH's credential check (Authenticator.authenticate): throttle, lockout, dummy derivation, remembered logins. */
+  authenticate: (ip: string, login: string, password: string) => Promise<unknown>;
+  /** The throttle behind it: a right password of a non-admin is counted as a failure here. */
   throttle: AuthThrottle;
   now?: () => number;
 }
@@ -113,41 +115,39 @@ export class Sessions {
   readonly #users: Pick<UserStore, 'getUser'>;
   readonly #store: DashboardStore;
   readonly #throttle: AuthThrottle;
+  readonly #authenticate: SessionsOptions['authenticate'];
   readonly #now: () => number;
 
   constructor(o: SessionsOptions) {
     this.#users = o.users;
     this.#store = o.store;
     this.#throttle = o.throttle;
+    this.#authenticate = o.authenticate;
     this.#now = o.now ?? Date.now;
   }
 
   /**
-   * Checks the password as SMTP AUTH does (src/policy/auth.ts): the
-   * attempt counts as a failure before the check (parallel guesses see each
-   * other), the throttle's delay applies whatever the outcome, an unknown
-   * account costs a dummy derivation. Resolves with the cookie's token and
-   * the new session, or throws LoginRefused.
+   * Checks the password with SMTP AUTH's own check (src/policy/auth.ts:
+   * the attempt counts before it is checked, the throttle's delay applies
+   * whatever the outcome, an unknown account costs a dummy derivation),
+   * then the admin flag. Resolves with the cookie's token and the new
+   * session, or throws LoginRefused.
    */
   async login(ip: string, address: string, password: string): Promise<{ token: string; session: UiSession }> {
     const login = address.trim().toLowerCase();
-    const { locked, delayMs } = this.#throttle.check(ip, login);
-    if (locked) {
-      await sleep(delayMs);
-      countAuthFailure();
-      throw new LoginRefused(429);
+    try {
+      await this.#authenticate(ip, login, password);
+    } catch (e) {
+      if (e instanceof SmtpError) throw new LoginRefused(e.code === 454 ? 429 : 401);
+      throw e;
     }
-    this.#throttle.failure(ip, login);
     const user = this.#users.getUser(login);
-    const ok = user ? await verifyPassword(password, user.passwordHash) : await dummyVerify(password);
-    await sleep(delayMs);
-    // A right password of an account that is no admin is refused like a wrong one, and stays counted as a failure.
-    if (!ok || !user?.admin) {
+    if (!user?.admin) {
+      // A right password of an account that is no admin (or a config-file user) is refused like a wrong one, and counted as one.
+      this.#throttle.failure(ip, login);
       countAuthFailure();
       throw new LoginRefused(401);
     }
-    this.#throttle.success(ip, login);
-    this.#throttle.forgive(ip);
     const now = this.#now();
     const token = newToken();
     const session: UiSession = { tokenHash: tokenHash(token), csrf: newToken(), user: user.address, createdAt: now, expiresAt: now + SESSION_LIFETIME_MS };

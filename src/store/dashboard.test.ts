@@ -15,6 +15,8 @@ import { DASHBOARD_SQL, ID_TOP } from './dashboard.ts';
 import type { EventType, MessageEvent } from '../events/events.ts';
 import { DAY, HOUR, KEPT, MINUTE, StatsMaintainer, currentMinute, overviewStats, rangeStart, statDeltas } from '../dashboard/stats.ts';
 import { LoginRefused, SESSIONS_PER_USER, Sessions, cookieValue, tokenHash } from '../dashboard/sessions.ts';
+import { Authenticator } from '../policy/auth.ts';
+import { silentLogger } from '../util/log.ts';
 import { containsPattern, idTimePrefix, searchMessages } from '../dashboard/search.ts';
 import { AuthThrottle } from '../policy/auth-throttle.ts';
 import { hashPassword } from './passwords.ts';
@@ -172,7 +174,8 @@ describe('dashboard sessions', () => {
     store.putUser({ address: 'user@tern.test', passwordHash: hash, sendAs: [], createdAt: T });
     let now = T;
     const throttle = new AuthThrottle({ baseDelayMs: 0, lockoutAfter: 4, now: () => now });
-    const sessions = new Sessions({ users: store, store: store.dashboard, throttle, now: () => now });
+    const auth = new Authenticator({ store, configUsers: [], throttle, log: silentLogger });
+    const sessions = new Sessions({ users: store, store: store.dashboard, throttle, authenticate: (ip, login, pw) => auth.authenticate(ip, login, pw, 'test'), now: () => now });
 
     const { token, session } = await sessions.login('192.0.2.1', 'ROOT@tern.test', 'correct horse battery');
     assert.match(token, /^[A-Za-z0-9_-]{43}$/, '256 bits, base64url');
