@@ -10,19 +10,13 @@ import fs from 'node:fs';
 import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { runApiKey } from '../../src/cli/apikey.ts';
 import { hashApiKey } from '../../src/api/keys.ts';
 import { requestHash } from '../../src/api/idempotency.ts';
 import { openStore } from '../../src/store/store.ts';
 import { mailbox, waitFor, writeConfig } from '../helpers/server.ts';
 import type { MessageEvent } from '../../src/events/events.ts';
+import { createKey } from '../helpers/apikey.ts';
 
-function createKey(file: string, ...args: string[]): string {
-  let out = '';
-  const code = runApiKey(loadConfig(file), ['create', ...args], { write: (s: string) => (out += s) }, { write: () => true });
-  assert.equal(code, 0);
-  return out.trim();
-}
 
 interface SendResult {
   id: string;

@@ -11,16 +11,10 @@ import net from 'node:net';
 import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { runApiKey } from '../../src/cli/apikey.ts';
 import path from 'node:path';
 import { ROOT, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
+import { createKey } from '../helpers/apikey.ts';
 
-function createKey(file: string, ...args: string[]): string {
-  let out = '';
-  const code = runApiKey(loadConfig(file), ['create', ...args], { write: (s: string) => (out += s) }, { write: () => true });
-  assert.equal(code, 0);
-  return out.trim();
-}
 
 const MESSAGE_SIZE = 64 * 1024;
 

@@ -17,18 +17,13 @@ import { runApiKey } from '../../src/cli/apikey.ts';
 import { ROOT, RawClient, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
 import type { MessageEvent } from '../../src/events/events.ts';
 import SwaggerParser from '@apidevtools/swagger-parser';
+import { createKey } from '../helpers/apikey.ts';
 
 const LISTENERS = [
   { role: 'smtp', address: '127.0.0.1', port: 0 },
   { role: 'http', address: '127.0.0.1', port: 0 },
 ];
 
-function createKey(file: string, ...args: string[]): string {
-  let out = '';
-  const code = runApiKey(loadConfig(file), ['create', ...args], { write: (s: string) => (out += s) }, { write: () => true });
-  assert.equal(code, 0);
-  return out.trim();
-}
 
 describe('HTTP API', () => {
   let cfg: ReturnType<typeof writeConfig>;

@@ -15,9 +15,9 @@ import fs from 'node:fs';
 import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { runApiKey } from '../../src/cli/apikey.ts';
 import { RawClient, mailbox, waitFor, writeConfig } from '../helpers/server.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
+import { createKey } from '../helpers/apikey.ts';
 
 /** The families of ../shared/CONTRACT.md, "Metrics", with their Prometheus types. */
 const CONTRACT: Record<string, 'counter' | 'gauge' | 'histogram'> = {
@@ -92,12 +92,6 @@ function sumOf(e: Exposition, name: string, labels: Record<string, string>): num
   return e.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((n, s) => n + s.value, 0);
 }
 
-function createKey(file: string, ...args: string[]): string {
-  let out = '';
-  const code = runApiKey(loadConfig(file), ['create', ...args], { write: (s: string) => (out += s) }, { write: () => true });
-  assert.equal(code, 0);
-  return out.trim();
-}
 
 describe('/metrics', () => {
   let cfg: ReturnType<typeof writeConfig>;

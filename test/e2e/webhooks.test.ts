@@ -14,22 +14,16 @@ import { Webhook } from 'standardwebhooks';
 import { loadConfig } from '../../src/config/load.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { runApiKey } from '../../src/cli/apikey.ts';
 import type { MessageEvent } from '../../src/events/events.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { RawClient, freePort, spawnServer, waitFor, writeConfig } from '../helpers/server.ts';
+import { createKey } from '../helpers/apikey.ts';
 
 const LISTENERS = [
   { role: 'smtp', address: '127.0.0.1', port: 0 },
   { role: 'http', address: '127.0.0.1', port: 0 },
 ];
 
-function createKey(file: string, ...args: string[]): string {
-  let out = '';
-  const code = runApiKey(loadConfig(file), ['create', ...args], { write: (s: string) => (out += s) }, { write: () => true });
-  assert.equal(code, 0);
-  return out.trim();
-}
 
 interface Hit {
   id: string;
