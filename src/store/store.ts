@@ -121,8 +121,6 @@ export interface EventStore {
   transaction<T>(fn: () => T): T;
   /** One transaction (joining the caller's, if any): all or nothing. */
   addEvents(events: StoredEvent[]): void;
-  /** Records the Message-ID of a message (the API knows it); kept with the message's events. */
-  setMessageId(queueId: string, messageId: string): void;
   /** Oldest first. */
   queryEvents(q: EventQuery): MessageEvent[];
   /** The message and its events (oldest first), if `scope` may read it. */
@@ -349,7 +347,6 @@ class SqliteStore implements Store {
   #keyByHash: StatementSync;
   #evPut: StatementSync;
   #msgPut: StatementSync;
-  #msgSetId: StatementSync;
   #evByQueue: StatementSync;
   #evExpire: StatementSync;
   #msgExpire: StatementSync;
@@ -370,13 +367,12 @@ class SqliteStore implements Store {
     );
     this.#keyByHash = db.prepare('SELECT * FROM api_keys WHERE hash = ?');
     this.#evPut = db.prepare('INSERT OR IGNORE INTO events (id, queue_id, type, recipient, body) VALUES (?, ?, ?, ?, ?)');
-    // The API may record the Message-ID before the first event is written: the events' sender wins.
+    // Written once per message per process (#known); after a restart or a cleared #known the same row comes again and simply replaces itself.
     this.#msgPut = db.prepare(
       `INSERT INTO messages (id, sender, sender_base, sender_domain, created_at, subject, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET sender = excluded.sender, sender_base = excluded.sender_base, sender_domain = excluded.sender_domain,
          subject = excluded.subject, message_id = coalesce(excluded.message_id, message_id)`,
     );
-    this.#msgSetId = db.prepare(`INSERT INTO messages (id, sender, message_id, created_at) VALUES (?, '', ?, ?) ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id`);
     this.#evByQueue = db.prepare('SELECT body FROM events WHERE queue_id = ? ORDER BY id');
     // Bounded: each call deletes at most `max` rows, oldest first, walking the primary key.
     this.#evExpire = db.prepare('DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ? ORDER BY id LIMIT ?)');
@@ -444,10 +440,6 @@ class SqliteStore implements Store {
         this.#msgPut.run(event.queueId, f.sender, f.base, f.domain, Date.parse(event.timestamp), subject ?? null, messageId ?? null);
       }
     });
-  }
-
-  setMessageId(queueId: string, messageId: string): void {
-    this.#msgSetId.run(queueId, messageId, Date.now());
   }
 
   queryEvents(q: EventQuery): MessageEvent[] {

@@ -107,8 +107,7 @@ test('changedElsewhere: false after a full read and after own writes; true after
 test('sentMessage finds an API message by its Message-ID, as recorded with its events', () => {
   const t = tempStore();
   try {
-    t.store.setMessageId('Q1', '<abc@mx.tern.test>');
-    t.store.addEvents([{ sender: 'Alice@tern.test', event: { id: '01', type: 'queued', timestamp: new Date(1_700_000_000_000).toISOString(), queueId: 'Q1', recipient: 'r@x.test', data: { attempt: null, relay: null, tls: null, reply: null, bounceClass: null, source: 'api', tags: null, transport: null } } }]);
+    t.store.addEvents([{ sender: 'Alice@tern.test', messageId: '<abc@mx.tern.test>', event: { id: '01', type: 'queued', timestamp: new Date(1_700_000_000_000).toISOString(), queueId: 'Q1', recipient: 'r@x.test', data: { attempt: null, relay: null, tls: null, reply: null, bounceClass: null, source: 'api', tags: null, transport: null } } }]);
     const found = t.store.suppressions.sentMessage('<abc@mx.tern.test>');
     assert.equal(found?.id, 'Q1');
     assert.equal(found?.sender, 'alice@tern.test');

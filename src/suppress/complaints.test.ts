@@ -66,9 +66,8 @@ function setup(addresses: string[] = []) {
 
   // What the events store knows: an API message with its Message-ID, delivered to reader@, and an SMTP message delivered to seen@.
   const data = (source: 'api' | 'smtp') => ({ attempt: 1, relay: null, tls: null, reply: null, bounceClass: null, source, tags: source === 'api' ? { campaign: 'spring' } : null, transport: 'mx' });
-  store.setMessageId('QAPI', '<api-1@mx.tern.test>');
   store.addEvents([
-    { sender: 'shop@tern.test', event: { id: '0001', type: 'queued', timestamp: new Date().toISOString(), queueId: 'QAPI', recipient: 'reader@customers.test', data: data('api') } },
+    { sender: 'shop@tern.test', messageId: '<api-1@mx.tern.test>', event: { id: '0001', type: 'queued', timestamp: new Date().toISOString(), queueId: 'QAPI', recipient: 'reader@customers.test', data: data('api') } },
     { sender: 'shop@tern.test', event: { id: '0002', type: 'delivered', timestamp: new Date().toISOString(), queueId: 'QAPI', recipient: 'reader@customers.test', data: data('api') } },
     { sender: 'shop@tern.test', event: { id: '0003', type: 'delivered', timestamp: new Date().toISOString(), queueId: 'QSMTP', recipient: 'seen@customers.test', data: data('smtp') } },
   ]);
