@@ -79,6 +79,7 @@ export class Sender {
 
   async send(body: SendBody, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
     const from = mailbox(addressOf(body.from), '/body/from');
+    // The submission stage checks this again at MAIL; asked first here so a refused sender costs no MIME composing.
     if (!mayUseAddress(from, key.sendAs)) throw new ApiError(403, `The key "${key.name}" may not send as <${from}>`, [{ path: '/body/from', message: 'outside the key\'s send-as' }]);
     if (body.raw !== undefined) {
       const mixed = BUILT_ONLY.find((k) => body[k] !== undefined);
