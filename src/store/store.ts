@@ -11,6 +11,8 @@ import { eventIdFloor, type MessageEvent } from '../events/events.ts';
 import { SqliteWebhookStore, WEBHOOK_SCHEMA, type WebhookStore } from './webhooks.ts';
 import { SqliteSuppressionStore, SUPPRESSION_SCHEMA, type SuppressionStore } from './suppressions.ts';
 import { SqliteDashboardStore, DASHBOARD_SCHEMA, type DashboardStore } from './dashboard.ts';
+import { SqliteMtaStsStore, MTA_STS_SCHEMA, type MtaStsStore } from './mta-sts.ts';
+import { SqliteTlsReportStore, TLS_REPORT_SCHEMA, type TlsReportStore } from './tls-reports.ts';
 
 export interface UserRecord {
   /** Lower-case local@domain; the login name (RFC 4954 authcid). */
@@ -159,6 +161,8 @@ export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore
   readonly webhooks: WebhookStore;
   readonly suppressions: SuppressionStore;
   readonly dashboard: DashboardStore;
+  readonly mtaSts: MtaStsStore;
+  readonly tlsReports: TlsReportStore;
 }
 
 export const STORE_FILE = 'tern.db';
@@ -265,6 +269,9 @@ const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
   // Accounts that may log in to the dashboard (`tern user add --admin`).
   `ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0`,
   DASHBOARD_SCHEMA,
+  // Outbound transport security (RFC 8461 policy cache, RFC 8460 report counts).
+  MTA_STS_SCHEMA,
+  TLS_REPORT_SCHEMA,
 ];
 
 /** The schema version this Tern writes. */
@@ -333,6 +340,8 @@ class SqliteStore implements Store {
   readonly webhooks: SqliteWebhookStore;
   readonly suppressions: SqliteSuppressionStore;
   readonly dashboard: SqliteDashboardStore;
+  readonly mtaSts: SqliteMtaStsStore;
+  readonly tlsReports: SqliteTlsReportStore;
   #db: DatabaseSync;
   #depth = 0;
   /** Queue ids whose messages row this process has written (bounded): later events of the message skip the upsert. */
@@ -358,6 +367,8 @@ class SqliteStore implements Store {
     this.#db = db;
     this.webhooks = new SqliteWebhookStore(db, (fn) => this.transaction(fn));
     this.suppressions = new SqliteSuppressionStore(db);
+    this.mtaSts = new SqliteMtaStsStore(db);
+    this.tlsReports = new SqliteTlsReportStore(db, (fn) => this.transaction(fn));
     this.dashboard = new SqliteDashboardStore(db, (fn) => this.transaction(fn));
     this.#idemGet = db.prepare('SELECT body_hash, created_at, status, response FROM idempotency WHERE api_key = ? AND idem_key = ?');
     this.#idemPut = db.prepare('INSERT OR REPLACE INTO idempotency (api_key, idem_key, body_hash, created_at, status, response) VALUES (?, ?, ?, ?, NULL, NULL)');
