@@ -7,7 +7,10 @@
 # chromium (the real browser the dashboard's tests in test/browser/ drive
 # through puppeteer-core, which brings no browser of its own) and
 # dovecot-lmtpd with dovecot-core (a real LMTP server: the LMTP delivery test
-# starts a private instance on its own port, test/e2e/lmtp.test.ts).
+# starts a private instance on its own port, test/e2e/lmtp.test.ts) and
+# unbound, nsd and ldnsutils (DANE: a zone signed at test time with
+# ldns-keygen/ldns-signzone, served by a private nsd, validated by a private
+# unbound, test/helpers/dnssec.ts) and testssl.sh (the audit of our TLS offer).
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
@@ -24,7 +27,11 @@ have_all() {
     [ -f /usr/share/doc/python3-spf/rfc7208-tests.yml.gz ] &&
     [ -x /usr/bin/chromium ] &&
     [ -x /usr/sbin/dovecot ] &&
-    [ -x /usr/lib/dovecot/lmtp ]
+    [ -x /usr/lib/dovecot/lmtp ] &&
+    [ -x /usr/sbin/unbound ] &&
+    [ -x /usr/sbin/nsd ] &&
+    command -v ldns-signzone >/dev/null 2>&1 &&
+    command -v testssl >/dev/null 2>&1
 }
 
 if have_all; then
@@ -63,7 +70,7 @@ trap cleanup EXIT
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf chromium \
-  dovecot-core dovecot-lmtpd
+  dovecot-core dovecot-lmtpd unbound nsd ldnsutils testssl.sh
 
 # If something started postfix anyway, stop it so that nothing holds port 25.
 if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
@@ -72,6 +79,8 @@ fi
 if command -v service >/dev/null 2>&1; then
   "${SUDO[@]}" service postfix stop >/dev/null 2>&1 || true
   "${SUDO[@]}" service dovecot stop >/dev/null 2>&1 || true
+  "${SUDO[@]}" service unbound stop >/dev/null 2>&1 || true
+  "${SUDO[@]}" service nsd stop >/dev/null 2>&1 || true
 fi
 # The same for the system's Dovecot (the tests run their own, with their own config).
 if [ -e /run/dovecot/master.pid ]; then
