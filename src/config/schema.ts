@@ -214,6 +214,18 @@ export const CONFIG = section({
     /** In `dns.Resolver#setServers` syntax: "ip", "ip:port", "[ipv6]:port"; [] = system resolver. */
     servers: list(str({ check: dnsServerProblem }), { shown: 'the system resolver' }),
     timeout: duration('5s'),
+    /**
+     * The configured servers validate DNSSEC: Tern asks them with the DO bit
+     * and trusts TLSA records (DANE, RFC 7672) only from answers with the AD
+     * bit set. Needs `servers` (a validating resolver such as unbound on
+     * 127.0.0.1), because node's own resolver hides the AD bit.
+     */
+    dnssec: bool(false),
+  }, {
+    finish: (dns, at, ctx) => {
+      if (dns.dnssec && dns.servers.length === 0) ctx.report([...at, 'dnssec'], 'needs dns.servers: the validating resolver Tern asks directly for the AD bit');
+      return dns;
+    },
   }),
   outbound: section({
     /** Remote SMTP port; 25 in production. */
@@ -241,6 +253,15 @@ export const CONFIG = section({
     }),
     /** How long an idle connection is kept for reuse; 0 = no reuse. */
     connectionReuse: duration('5s', { min: 0 }),
+    /**
+     * Honour recipient domains' MTA-STS policies (RFC 8461): in enforce mode
+     * mail goes only to the MX hosts the policy names, over TLS with a valid
+     * certificate, or waits. DANE (dns.dnssec) takes precedence where a
+     * domain has both.
+     */
+    mtaSts: bool(true),
+    /** The port policies are fetched from (https://mta-sts.DOMAIN:PORT/.well-known/mta-sts.txt); 443 except in tests. */
+    mtaStsPort: int({ default: 443, ...ipPort }),
     smarthost: optional(section({
       host: str({ required: true, shown: 'none' }),
       port: int({ ...ipPort, default: computed('587', (_ctx, smarthost) => (smarthost.tls === 'implicit' ? 465 : 587)) }),
@@ -374,6 +395,18 @@ export const CONFIG = section({
       if (mtaSts.maxAge > MTA_STS_MAX_AGE_MS) ctx.report([...at, 'maxAge'], 'must be at most 31557600s (RFC 8461 §3.2)');
       return mtaSts;
     },
+  }),
+  /**
+   * TLS-RPT (RFC 8460): outbound TLS results per recipient domain, sent once a
+   * day to the addresses a domain publishes in its `_smtp._tls` TXT record.
+   */
+  tlsRpt: section({
+    /** Record results and send the daily reports. */
+    enabled: bool(true),
+    /** "organization-name" of our reports. */
+    organization: str({ minLength: 1, default: computed('hostname', hostnameOf) }),
+    /** "contact-info" of our reports, and the From of those sent by mail. */
+    contact: str({ minLength: 3, default: computed('postmaster@hostname', (ctx) => `postmaster@${hostName(hostnameOf(ctx)).toLowerCase()}`) }),
   }),
   /** Plugin modules in the order they run: code, so relative to the config file, and they must exist now rather than at the first connection. */
   plugins: list(str({ minLength: 1, map: fromFileDir, check: fileProblem })),
