@@ -80,11 +80,11 @@ describe('loadConfig', () => {
         timeouts: { command: 300_000, data: 300_000, greeting: 0, evictAfter: 5000 },
       },
       queue: { retrySchedule: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], maxLifetime: 432_000_000, delayWarning: 14_400_000 },
-      dns: { servers: ['127.0.0.1:5353'], timeout: 5000 },
+      dns: { servers: ['127.0.0.1:5353'], timeout: 5000, dnssec: false },
       outbound: {
         port: 25, heloName: 'mx.tern.test', concurrency: 100, perDestination: 10, maxMxHosts: 10,
         // An optional key that is absent is left out (no smarthost), like tls above.
-        tls: 'opportunistic', plaintextFallback: true, connectionReuse: 5000,
+        tls: 'opportunistic', plaintextFallback: true, connectionReuse: 5000, mtaSts: true, mtaStsPort: 443,
         timeouts: { connect: 30_000, command: 300_000, dataBlock: 180_000, dataEnd: 600_000 },
       },
       users: [],
@@ -95,6 +95,7 @@ describe('loadConfig', () => {
       webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 8 },
       suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },
       mtaSts: { mode: 'testing', mx: ['mx.tern.test'], maxAge: 604_800_000 },
+      tlsRpt: { enabled: true, organization: 'mx.tern.test', contact: 'postmaster@mx.tern.test' },
       edge: {
         dnsbl: { zones: [], cacheTtl: 300_000 },
         greylist: { enabled: false, delay: 300_000, expire: 172_800_000, keep: 3_110_400_000 },
@@ -118,7 +119,7 @@ describe('loadConfig', () => {
     assert.deepEqual(c.domains.map((d) => [d.name, d.mailboxes]), [['localhost', '*'], ['mx.example.org', '*']]);
     assert.deepEqual(c.limits, DEFAULT_LIMITS);
     assert.deepEqual(c.queue, DEFAULT_QUEUE);
-    assert.deepEqual(c.dns, { servers: [], timeout: 5000 });
+    assert.deepEqual(c.dns, { servers: [], timeout: 5000, dnssec: false });
     assert.equal(c.tls, undefined);
     assert.equal(c.log.level, 'info');
   });
