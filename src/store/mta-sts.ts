@@ -2,9 +2,8 @@
 // recipient domain, kept across restarts, so that an attacker who blocks the
 // policy fetch later cannot downgrade a domain we have already learnt. The
 // meaning lives in src/delivery/mta-sts-policy.ts; this file only stores rows.
-// (Owned by the MTA-STS work of issue 15; the class is filled in there.)
 
-import type { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 
 /** Schema step 12 of store.ts's MIGRATIONS. */
 export const MTA_STS_SCHEMA = `CREATE TABLE mta_sts_policies (
@@ -29,29 +28,55 @@ export interface CachedStsPolicy {
 }
 
 export interface MtaStsStore {
+  /** The row for `domain` (lower case), expired or not: the caller judges expiry by its own clock. */
   get(domain: string): CachedStsPolicy | null;
+  /** Insert or replace the domain's row: one policy per domain. */
   put(row: CachedStsPolicy): void;
   delete(domain: string): void;
   /** Removes rows that expired before `before`; returns how many. */
   expire(before: number): number;
 }
 
+interface Row {
+  domain: string;
+  policy_id: string;
+  policy: string;
+  fetched_at: number;
+  expires_at: number;
+}
+
 export class SqliteMtaStsStore implements MtaStsStore {
-  readonly #db: DatabaseSync;
+  readonly #get: StatementSync;
+  readonly #put: StatementSync;
+  readonly #delete: StatementSync;
+  readonly #expire: StatementSync;
+
   constructor(db: DatabaseSync) {
-    this.#db = db;
+    this.#get = db.prepare('SELECT * FROM mta_sts_policies WHERE domain = ?');
+    this.#put = db.prepare(
+      `INSERT INTO mta_sts_policies (domain, policy_id, policy, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, policy = excluded.policy,
+         fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`,
+    );
+    this.#delete = db.prepare('DELETE FROM mta_sts_policies WHERE domain = ?');
+    // A scan: one row per domain we send to, and it runs rarely (the policy cache's own housekeeping).
+    this.#expire = db.prepare('DELETE FROM mta_sts_policies WHERE expires_at < ?');
   }
-  get(_domain: string): CachedStsPolicy | null {
-    void this.#db;
-    throw new Error('not built yet');
+
+  get(domain: string): CachedStsPolicy | null {
+    const r = this.#get.get(domain) as Row | undefined;
+    return r ? { domain: r.domain, policyId: r.policy_id, policy: r.policy, fetchedAt: r.fetched_at, expiresAt: r.expires_at } : null;
   }
-  put(_row: CachedStsPolicy): void {
-    throw new Error('not built yet');
+
+  put(row: CachedStsPolicy): void {
+    this.#put.run(row.domain, row.policyId, row.policy, row.fetchedAt, row.expiresAt);
   }
-  delete(_domain: string): void {
-    throw new Error('not built yet');
+
+  delete(domain: string): void {
+    this.#delete.run(domain);
   }
-  expire(_before: number): number {
-    throw new Error('not built yet');
+
+  expire(before: number): number {
+    return Number(this.#expire.run(before).changes);
   }
 }
