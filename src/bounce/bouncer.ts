@@ -56,7 +56,8 @@ export class Bouncer {
       envelope,
       recipients,
       original: () => this.#o.spool.openMessage(n.msg),
-      returnFull: may.returnFull,
+      // RFC 8689 §5: the content of a REQUIRETLS message must not travel where TLS is not assured: headers only.
+      returnFull: envelope.requireTls ? false : may.returnFull,
     });
     if (!dsn) return; // null sender: never bounce a bounce (RFC 5321 §6.1)
     const to = this.#route(dsn.to);
@@ -65,7 +66,8 @@ export class Bouncer {
       return;
     }
     const queued = await this.#o.intake.submit(
-      { sender: '', recipients: to, params: { smtputf8: dsn.smtputf8, body: dsn.body }, trace: { ip: '127.0.0.1', helo: 'localhost', protocol: 'local' } },
+      // The notice about a REQUIRETLS message is itself sent with REQUIRETLS (RFC 8689 §5): it quotes the header section.
+      { sender: '', recipients: to, params: { smtputf8: dsn.smtputf8, body: dsn.body, requireTls: envelope.requireTls || undefined }, trace: { ip: '127.0.0.1', helo: 'localhost', protocol: 'local' } },
       dsn.message,
     );
     this.#o.log.info('dsn', { id: queued.envelope.id, about: envelope.id, kind: n.kind, to: dsn.to, recipients: recipients.length });

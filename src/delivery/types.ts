@@ -30,6 +30,12 @@ export interface TlsUsed {
   verified: boolean;
   /** The certificate's subject CN, when there is one. */
   peer?: string | undefined;
+  /**
+   * The recipient domain's policy that judged the session: 'dane' (RFC 7672),
+   * 'mta-sts' (RFC 8461 enforce), 'mta-sts-testing' (checked, only reported).
+   * Absent: opportunistic TLS (RFC 7435).
+   */
+  policy?: 'dane' | 'mta-sts' | 'mta-sts-testing' | undefined;
 }
 
 /**

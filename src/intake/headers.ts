@@ -23,12 +23,12 @@ export { MAX_ORIGINATOR_BYTES };
 export const ORIGINATOR_FIELDS: readonly string[] = ['from', 'sender', 'resent-from', 'resent-sender'];
 const CAPTURE = new Set(ORIGINATOR_FIELDS);
 /**
- * Fields kept for display and search only (the events store, the
- * dashboard): the first of each, cut silently at DISPLAY_BYTES, and apart
- * from the originators' budget, so a long Subject never makes a message
- * uncheckable.
+ * Fields kept for display and search (the events store, the dashboard), and
+ * TLS-Required (RFC 8689 §3, read by delivery): the first of each, cut
+ * silently at DISPLAY_BYTES, and apart from the originators' budget, so a
+ * long Subject never makes a message uncheckable.
  */
-export const DISPLAY_FIELDS: readonly string[] = ['subject', 'message-id'];
+export const DISPLAY_FIELDS: readonly string[] = ['subject', 'message-id', 'tls-required'];
 const DISPLAY = new Set(DISPLAY_FIELDS);
 /** Per display field: RFC 5322 §2.1.1's 998-octet line, with room for a fold or two. */
 export const DISPLAY_BYTES = 1024;

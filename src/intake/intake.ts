@@ -154,6 +154,7 @@ export class Intake {
       smtputf8: m.params.smtputf8,
       ret: m.params.ret,
       envid: m.params.envid,
+      requireTls: m.params.requireTls || undefined,
       // Mail from outside: no DSN to its sender unless verified (backscatter.ts); #finishChecks records the result when the checks run.
       outside: m.authenticate ? CHECKS_DISABLED : undefined,
       client: { ip: m.trace.ip, helo: m.trace.helo, role: m.trace.role, tls: m.trace.tls },
@@ -442,6 +443,9 @@ export class IncomingMessage implements ReadMessage {
     if (subject) this.envelope.subject = subject;
     const messageId = this.#headers.get('message-id')[0] ?? /^Message-ID: (.*)\r$/m.exec(this.#fixups ?? '')?.[1];
     if (messageId) this.envelope.messageId = messageId;
+    // RFC 8689 §3: "TLS-Required: No" asks relays to ignore recipient TLS policies; REQUIRETLS on MAIL FROM overrides it (§4.2.2).
+    const tlsRequired = this.#headers.get('tls-required')[0];
+    if (tlsRequired !== undefined && /^[ \t]*no[ \t]*(\r?\n)?$/i.test(tlsRequired) && !this.envelope.requireTls) this.envelope.tlsOptional = true;
     const signature = this.#signer ? await this.#signer.finish() : '';
     if (this.#signer?.errors.length) this.#opts.log.warn('dkim signing problem', { id: this.id, errors: this.#signer.errors });
     // The data stage's fields on top, then Authentication-Results (RFC 8601 §5), then what a submission adds.

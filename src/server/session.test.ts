@@ -185,6 +185,20 @@ describe('session with a fake backend', () => {
     }
   });
 
+  it('REQUIRETLS is not offered in plain text, and MAIL FROM … REQUIRETLS there is refused with 530 5.7.10 (RFC 8689 §4.1)', async () => {
+    const c = await connect(srv.port, false);
+    try {
+      const ehlo = await c.cmd('EHLO client.test');
+      assert.match(ehlo, /^250-/);
+      assert.doesNotMatch(ehlo, /REQUIRETLS/, 'not advertised without TLS');
+      c.send('MAIL FROM:<s@x.test> REQUIRETLS\r\n');
+      await replies(c, /^530 5\.7\.10 /);
+      assert.ok(!backend.calls.some((x) => x.startsWith('mail')), 'the backend never heard of it');
+    } finally {
+      c.close();
+    }
+  });
+
   it('a commit that fails (not an SmtpError) → 451 4.3.0; the next transaction works', async () => {
     const c = await connect(srv.port);
     try {

@@ -570,6 +570,8 @@ export class Session implements Timed {
       'DSN',
     ];
     if (this.#deps.secureContext && !this.info.tls) lines.push('STARTTLS');
+    // RFC 8689 §2: REQUIRETLS is offered only inside TLS.
+    else if (this.info.tls) lines.push('REQUIRETLS');
     // RFC 4954 §4 + RFC 8314: mechanisms that send passwords only over TLS,
     // so AUTH is not even advertised before it.
     if (this.#authOffered() && this.info.tls) lines.push(`AUTH ${MECHANISMS.join(' ')}`);
@@ -584,6 +586,8 @@ export class Session implements Timed {
     if (!m) throw new SmtpError(501, '5.5.4', 'Syntax: MAIL FROM:<address>');
     const { address, rest } = parsePath(arg.slice(m[0].length), true);
     const params = parseMailParams(rest, { esmtp: this.#esmtp });
+    // RFC 8689 §4.1: REQUIRETLS only in a TLS session (it is not even offered outside one).
+    if (params.requireTls && !this.info.tls) throw new SmtpError(530, '5.7.10', 'REQUIRETLS needs a TLS session: STARTTLS first');
     // RFC 6531 §3.4: UTF-8 addresses only in SMTPUTF8 transactions.
     if (address?.utf8 && !params.smtputf8) throw new SmtpError(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8');
     // RFC 1870 §6.2: refuse a declared size over the limit up front.

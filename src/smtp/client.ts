@@ -46,12 +46,15 @@ export class ClientError extends Error {
   readonly phase: ClientPhase;
   /** The server's reply, when there was one (a 421 always has it). */
   readonly reply?: ClientReply | undefined;
-  constructor(phase: ClientPhase, temporary: boolean, message: string, reply?: ClientReply, options?: { cause?: unknown }) {
+  /** Why TLS was not good enough, in RFC 8460 §4.3 terms, when that is what failed (for TLS-RPT). */
+  readonly tlsFailure?: string | undefined;
+  constructor(phase: ClientPhase, temporary: boolean, message: string, reply?: ClientReply, options?: { cause?: unknown; tlsFailure?: string }) {
     super(message, options);
     this.name = 'ClientError';
     this.phase = phase;
     this.temporary = temporary;
     this.reply = reply;
+    this.tlsFailure = options?.tlsFailure;
   }
 }
 
@@ -79,6 +82,13 @@ export interface ClientOptions {
   /** RFC 5321 §4.5.3.2. */
   timeouts: { connect: number; command: number; dataBlock: number; dataEnd: number };
   localAddress?: string | undefined;
+  /**
+   * Judges the TLS session before anything is sent over it (MTA-STS, DANE):
+   * null to go on, or why not, with the RFC 8460 §4.3 result type. When set,
+   * the handshake itself does not reject a certificate (this decides), so the
+   * reason can be precise.
+   */
+  verifyTls?: ((socket: tls.TLSSocket) => { failure: string; reason: string } | null) | undefined;
   /** EHLO keywords to treat as not offered (like Postfix's smtp_discard_ehlo_keywords): interop workarounds and tests. */
   discardExtensions?: string[] | undefined;
 }
@@ -100,6 +110,8 @@ export interface SendEnvelope {
   smtputf8: boolean;
   ret?: 'FULL' | 'HDRS' | undefined;
   envid?: string | undefined;
+  /** MAIL FROM … REQUIRETLS (RFC 8689 §4.2.1): only over TLS, only to a server that offers it. */
+  requireTls?: boolean | undefined;
 }
 
 export interface SendResult {
@@ -400,7 +412,7 @@ export class SmtpClient {
     const mode = this.#opts.tls;
     if (mode === 'opportunistic' || mode === 'required') {
       if (this.#ext.has('STARTTLS')) await this.#starttls();
-      else if (mode === 'required') throw new ClientError('starttls', true, `${this.#name} does not offer STARTTLS, and TLS is required`);
+      else if (mode === 'required') throw new ClientError('starttls', true, `${this.#name} does not offer STARTTLS, and TLS is required`, undefined, { tlsFailure: 'starttls-not-supported' });
     }
     if (this.#opts.auth) await this.#auth(this.#opts.auth);
     this.#phase = 'mail';
@@ -468,8 +480,9 @@ export class SmtpClient {
       // (default "localhost"): give it the name (or IP) we meant to reach.
       host: name || this.#opts.host,
       servername: name && !net.isIP(name) ? name : undefined,
-      rejectUnauthorized: this.#opts.tls !== 'opportunistic',
+      rejectUnauthorized: this.#opts.tls !== 'opportunistic' && !this.#opts.verifyTls,
       ...this.#opts.tlsOptions,
+      ...(this.#opts.verifyTls ? { rejectUnauthorized: false } : {}),
     });
     this.#socket = s;
     const prev = this.#phase;
@@ -488,6 +501,14 @@ export class SmtpClient {
       const onSecure = (): void => done();
       s.once('secureConnect', onSecure).once('error', onError).once('close', onClose);
     });
+    const verdict = this.#opts.verifyTls?.(s) ?? null;
+    if (verdict) {
+      // Nothing at all goes over a session the policy refuses (RFC 8461 §5, RFC 7672 §2.2).
+      const e = new ClientError('starttls', true, `TLS with ${this.#name} refused: ${verdict.reason}`, undefined, { tlsFailure: verdict.failure });
+      s.destroy();
+      this.#fail(e);
+      throw e;
+    }
     this.#phase = prev;
     this.#attach(s);
     this.#parser = new ReplyParser();
@@ -535,6 +556,8 @@ export class SmtpClient {
     if (limit > 0 && env.size > limit) return local(552, '5.3.4', `Message size ${env.size} exceeds the ${limit} octets ${this.#name} accepts`);
     if (env.eightBit && !ext.has('8BITMIME')) return local(554, '5.6.3', `Conversion required and not supported: ${this.#name} does not accept 8-bit data`);
     if (env.smtputf8 && !ext.has('SMTPUTF8')) return local(553, '5.6.7', `${this.#name} does not support SMTPUTF8 (non-ASCII addresses)`);
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only over TLS to a server that offers REQUIRETLS; 5.7.30 otherwise (§5).
+    if (env.requireTls && (!this.#tls || !ext.has('REQUIRETLS'))) return local(550, '5.7.30', `REQUIRETLS not supported by ${this.#name}`);
     if (unsafe(env.from)) return local(501, '5.1.7', 'Bad sender address syntax');
     return null;
   }
@@ -550,6 +573,7 @@ export class SmtpClient {
     if (ext.has('SIZE')) mail += ` SIZE=${env.size}`;
     if (env.eightBit) mail += ' BODY=8BITMIME';
     if (env.smtputf8) mail += ' SMTPUTF8';
+    if (env.requireTls) mail += ' REQUIRETLS';
     // RFC 3461 §4: DSN parameters only to a server that offers DSN.
     if (dsn && env.ret) mail += ` RET=${env.ret}`;
     if (dsn && env.envid !== undefined) mail += ` ENVID=${encodeXtext(env.envid)}`;

@@ -39,6 +39,14 @@ describe('parseMailParams', () => {
     throwsSmtp(() => parseMailParams('BODY', ESMTP), 501, '5.5.4');
   });
 
+  it('REQUIRETLS (RFC 8689 §4.1): a flag without a value', () => {
+    assert.deepEqual(parseMailParams('REQUIRETLS', ESMTP), { smtputf8: false, requireTls: true });
+    assert.deepEqual(parseMailParams('requiretls SIZE=10', ESMTP), { smtputf8: false, requireTls: true, size: 10 });
+    throwsSmtp(() => parseMailParams('REQUIRETLS=yes', ESMTP), 501, '5.5.4');
+    throwsSmtp(() => parseMailParams('REQUIRETLS REQUIRETLS', ESMTP), 501, '5.5.4');
+    throwsSmtp(() => parseMailParams('REQUIRETLS', HELO), 555, '5.5.4');
+  });
+
   it('SMTPUTF8', () => {
     assert.deepEqual(parseMailParams('SMTPUTF8', ESMTP), { smtputf8: true });
     assert.deepEqual(parseMailParams('smtputf8', ESMTP), { smtputf8: true });

@@ -1,6 +1,6 @@
 // ESMTP parameters on MAIL and RCPT (RFC 5321 §4.1.2 Mail-parameters):
 // SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461
-// §4.3-4.4) on MAIL; NOTIFY/ORCPT (RFC 3461 §4.1-4.2) on RCPT.
+// §4.3-4.4), REQUIRETLS (RFC 8689 §4.1) on MAIL; NOTIFY/ORCPT (RFC 3461 §4.1-4.2) on RCPT.
 
 import { isUtf8 } from 'node:buffer';
 import { SmtpError } from './reply.ts';
@@ -15,6 +15,8 @@ export interface MailParams {
   ret?: 'FULL' | 'HDRS' | undefined;
   /** ENVID, decoded from xtext. */
   envid?: string | undefined;
+  /** REQUIRETLS (RFC 8689): the session must be TLS; the session checks that. */
+  requireTls?: boolean | undefined;
 }
 
 export interface RcptParams {
@@ -105,6 +107,10 @@ export function parseMailParams(rest: string, ext: Extensions): MailParams {
       case 'SMTPUTF8':
         if (raw !== true) throw new SmtpError(501, '5.5.4', 'SMTPUTF8 takes no value');
         params.smtputf8 = true;
+        break;
+      case 'REQUIRETLS':
+        if (raw !== true) throw new SmtpError(501, '5.5.4', 'REQUIRETLS takes no value');
+        params.requireTls = true;
         break;
       case 'RET': {
         const v = value(key, raw).toUpperCase();

@@ -47,6 +47,10 @@ export interface Envelope {
   smtputf8: boolean;
   ret?: 'FULL' | 'HDRS' | undefined;
   envid?: string | undefined;
+  /** MAIL FROM … REQUIRETLS (RFC 8689): relay only over TLS a policy authenticates, to servers that offer REQUIRETLS. */
+  requireTls?: boolean | undefined;
+  /** The message carries `TLS-Required: No` (RFC 8689 §3): recipient TLS policies are reported, not enforced. */
+  tlsOptional?: boolean | undefined;
   /**
    * Header fields added at commit, delivered before the stored bytes (e.g.
    * DKIM-Signature, Authentication-Results: known only after the body).
