@@ -35,6 +35,10 @@ import { InboundVerifier } from './intake/authenticate.ts';
 import { InboundCheck, InboundPolicy } from './policy/inbound.ts';
 import { mailauthResolver } from './dns/mailauth-resolver.ts';
 import { openStore } from './store/store.ts';
+import { TlsResults } from './tlsrpt/results.ts';
+import { MtaStsPolicies } from './delivery/mta-sts-policy.ts';
+import { TlsPolicy } from './delivery/tls-policy.ts';
+import { createSecureResolver } from './dns/secure.ts';
 import { Authenticator } from './policy/auth.ts';
 import { AuthThrottle } from './policy/auth-throttle.ts';
 import { VerifiedLogins } from './policy/verified-logins.ts';
@@ -106,12 +110,18 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const resolver = opts.resolver ?? createResolver(config.dns);
   // Plugins first: a broken one stops the start before anything is running.
   const plugins = await loadPlugins(config.plugins, { config, log, resolver });
-  const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls });
   let bouncer: Bouncer | undefined;
   // Everything that happens to a message; the JSON log's delivery lines are its first subscriber.
   const events = new EventStream({ onError: (e, ev) => log.error('event subscriber failed', { type: ev.type, id: ev.queueId, error: e }) });
   logDeliveries(events, log);
   const store = openStore(config.dataDir);
+  // Outbound transport security (docs/transport-security.md): recipient domains' DANE and MTA-STS policies, and TLS-RPT's counts.
+  const tlsResults = config.tlsRpt.enabled ? new TlsResults({ store: store.tlsReports, log }) : undefined;
+  const mtaSts = config.outbound.mtaSts
+    ? new MtaStsPolicies({ store: store.mtaSts, resolver, log, port: config.outbound.mtaStsPort, ca: opts.outboundTls?.ca })
+    : undefined;
+  const tlsPolicy = new TlsPolicy({ dane: config.dns.dnssec ? createSecureResolver(config.dns) : undefined, sts: mtaSts });
+  const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls, tlsPolicy, tlsReports: tlsResults });
   const directory = new Directory(config.domains);
   // The suppression list (src/suppress/): asked before every remote attempt, fed by the API, hard bounces and ARF complaints.
   const suppressions = new SuppressionList(store.suppressions, { log });
@@ -332,6 +342,8 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await recorder.close();
       webhooks.close(); // after the last events' outbox rows, before the store closes
       suppressions.close();
+      mtaSts?.close();
+      tlsResults?.close(); // the last counts, before the store closes
       for (const unwatch of unwatchMetrics) unwatch();
       store.close();
       // Group commit at work: journal records per fdatasync since start.

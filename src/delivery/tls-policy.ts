@@ -19,48 +19,11 @@
 import type { TLSSocket } from 'node:tls';
 import type { MxHost } from './mx.ts';
 import type { TlsAttempt, TlsFailure } from '../tlsrpt/types.ts';
+import type { SecureResolver, TlsaRecord } from '../dns/secure.ts';
+import { peerChain, tlsaToString, usableTlsa, verifyDane } from './dane.ts';
+import { mxMatches, type StsLookup } from './mta-sts-policy.ts';
 
-/** RFC 7672 §2.2 TLSA records, as the secure resolver returns them. */
-export interface TlsaRecord {
-  usage: number;
-  selector: number;
-  matchingType: number;
-  data: Buffer;
-}
-
-/** The parts of the DNSSEC-aware resolver (src/dns/secure.ts) used here. */
-export interface SecureLookups {
-  a(name: string): Promise<{ rcode: string; secure: boolean; records: string[] }>;
-  aaaa(name: string): Promise<{ rcode: string; secure: boolean; records: string[] }>;
-  tlsa(name: string): Promise<{ rcode: string; secure: boolean; records: TlsaRecord[] }>;
-}
-
-/** The DANE checks (src/delivery/dane.ts). */
-export interface DaneChecks {
-  usableTlsa(records: TlsaRecord[]): TlsaRecord[];
-  verifyDane(
-    records: TlsaRecord[],
-    chain: import('node:crypto').X509Certificate[],
-    names: string[],
-    now: Date,
-  ): { ok: true; usage: 2 | 3 } | { ok: false; failure: string; reason: string };
-  peerChain(socket: TLSSocket): import('node:crypto').X509Certificate[];
-  tlsaToString(r: TlsaRecord): string;
-}
-
-export interface StsPolicy {
-  id: string;
-  mode: 'enforce' | 'testing' | 'none';
-  mx: string[];
-  maxAge: number;
-}
-
-/** What the MTA-STS cache (src/delivery/mta-sts-policy.ts) answers for a domain. */
-export type StsLookup =
-  | { kind: 'policy'; policy: StsPolicy; text: string }
-  | { kind: 'none' }
-  | { kind: 'error'; failure: 'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid'; reason: string };
-
+/** Where a domain's MTA-STS policy comes from (MtaStsPolicies in mta-sts-policy.ts). */
 export interface StsSource {
   get(domain: string): Promise<StsLookup>;
 }
@@ -98,8 +61,8 @@ export interface DomainTls {
 }
 
 export interface TlsPolicyOptions {
-  /** Set when dns.dnssec: DANE is used. */
-  dane?: { lookups: SecureLookups; checks: DaneChecks } | undefined;
+  /** Set when dns.dnssec: DANE is used, with this resolver's validated answers. */
+  dane?: SecureResolver | undefined;
   /** Set when outbound.mtaSts. */
   sts?: StsSource | undefined;
   now?: () => number;
@@ -111,19 +74,6 @@ export interface TlsDemand {
   requireTls: boolean;
   /** `TLS-Required: No`: report policy failures but deliver anyway (ignored with REQUIRETLS, §4.2.2). */
   tlsOptional: boolean;
-}
-
-/** RFC 8461 §4.1: "*.example.net" matches exactly one leftmost label; names compare without case or a final dot. */
-export function mxPatternMatches(patterns: string[], host: string): boolean {
-  const h = host.toLowerCase().replace(/\.$/, '');
-  for (const raw of patterns) {
-    const p = raw.toLowerCase().replace(/\.$/, '');
-    if (p.startsWith('*.')) {
-      const dot = h.indexOf('.');
-      if (dot > 0 && h.slice(dot + 1) === p.slice(2)) return true;
-    } else if (p === h) return true;
-  }
-  return false;
 }
 
 /** Node's verification error codes (an OpenSSL X509_V_ERR name, or ERR_TLS_CERT_ALTNAME_INVALID) as RFC 8460 §4.3 result types. */
@@ -175,7 +125,7 @@ export class TlsPolicy {
       const enforce = (policy.mode === 'enforce' && !demand.tlsOptional) || demand.requireTls;
       const decided: HostDecision[] = [];
       for (const host of hosts) {
-        const listed = mxPatternMatches(policy.mx, host.name);
+        const listed = mxMatches(policy, host.name);
         if (!listed && enforce) {
           decided.push({ host, fail: { failure: 'validation-failure', reason: `MX host ${host.name} is not named by the MTA-STS policy of ${domain}` } });
           continue;
@@ -216,11 +166,11 @@ export class TlsPolicy {
    * domain falls back to MTA-STS or opportunistic TLS.
    */
   async #daneHosts(hosts: MxHost[], demand: TlsDemand): Promise<HostDecision[] | null> {
-    const { lookups, checks } = this.#o.dane!;
+    const lookups = this.#o.dane!;
     const decided: HostDecision[] = [];
     let any = false;
     for (const host of hosts) {
-      const d = await this.#daneHost(host, lookups, checks, demand);
+      const d = await this.#daneHost(host, lookups, demand);
       if (d === null) {
         decided.push({ host, tls: { mode: 'configured', verify: null, enforce: false, authenticated: false, reuseKey: '', report: NO_POLICY } });
         continue;
@@ -231,14 +181,17 @@ export class TlsPolicy {
     return any ? decided : null;
   }
 
-  async #daneHost(host: MxHost, lookups: SecureLookups, checks: DaneChecks, demand: TlsDemand): Promise<HostDecision | null> {
+  async #daneHost(host: MxHost, lookups: SecureResolver, demand: TlsDemand): Promise<HostDecision | null> {
     // An address literal or an IP has no TLSA base name.
     if (/^[\d.]+$|:/.test(host.name)) return null;
     // §2.2.2: TLSA records are looked up only for a host whose address records are secure.
     let secureAddress: boolean;
+    // §3.2.2: the MX host name is a reference identifier, and so is its CNAME-expanded name when the chain is secure.
+    const names = [host.name];
     try {
       const [a, aaaa] = await Promise.all([lookups.a(host.name), lookups.aaaa(host.name)]);
       secureAddress = (a.secure && a.rcode === 'NOERROR') || (aaaa.secure && aaaa.rcode === 'NOERROR');
+      if (a.secure && a.canonical && a.canonical !== host.name) names.push(a.canonical);
       // A validating resolver answers SERVFAIL for bogus data (RFC 4035 §5.5): that host cannot be trusted with anything.
       if (!secureAddress && (a.rcode === 'SERVFAIL' || aaaa.rcode === 'SERVFAIL')) {
         return { host, fail: { failure: 'dnssec-invalid', reason: `DNSSEC validation of ${host.name} failed (SERVFAIL)` } };
@@ -248,7 +201,7 @@ export class TlsPolicy {
     }
     if (!secureAddress) return null;
     const base = `_25._tcp.${host.name}`;
-    let tlsa: { rcode: string; secure: boolean; records: TlsaRecord[] };
+    let tlsa: { rcode: string; secure: boolean; records: readonly TlsaRecord[] };
     try {
       tlsa = await lookups.tlsa(base);
     } catch (e) {
@@ -258,17 +211,16 @@ export class TlsPolicy {
     if (tlsa.rcode === 'SERVFAIL') return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed validation (SERVFAIL)` } };
     if (tlsa.rcode !== 'NOERROR' && tlsa.rcode !== 'NXDOMAIN') return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed: ${tlsa.rcode}` } };
     if (!tlsa.secure || tlsa.records.length === 0) return null;
-    const usable = checks.usableTlsa(tlsa.records);
-    const report: TlsAttempt['policy'] = { type: 'tlsa', strings: tlsa.records.map((r) => checks.tlsaToString(r)), mxHosts: [] };
+    const usable = usableTlsa([...tlsa.records]);
+    const report: TlsAttempt['policy'] = { type: 'tlsa', strings: tlsa.records.map((r) => tlsaToString(r)), mxHosts: [] };
     // TLS-Required: No asks the sender to ignore the recipient's policy (RFC 8689 §4.2.2): check and report, deliver anyway.
     const enforce = !demand.tlsOptional || demand.requireTls;
     if (usable.length === 0) {
       // §2.2: secure TLSA records that are all unusable still mean the host does TLS: encrypt, without authentication.
       return { host, tls: { mode: enforce ? 'required' : 'configured', verify: null, enforce, authenticated: false, reuseKey: enforce ? `tls:${host.name}` : '', report } };
     }
-    const names = [host.name];
     const verify = (socket: TLSSocket): TlsVerdict => {
-      const v = checks.verifyDane(usable, checks.peerChain(socket), names, new Date(this.#o.now?.() ?? Date.now()));
+      const v = verifyDane(usable, peerChain(socket), names, new Date(this.#o.now?.() ?? Date.now()));
       return v.ok ? null : { failure: v.failure as TlsFailure, reason: `DANE: ${v.reason}` };
     };
     return { host, tls: { mode: enforce ? 'required' : 'configured', verify, enforce, authenticated: true, reuseKey: enforce ? `dane:${host.name}` : '', report } };
