@@ -52,7 +52,7 @@ export async function composeReportMail(m: ReportMailInput): Promise<Buffer> {
     `Report-ID: ${m.reportId}`,
     `Questions about it: ${m.from}`,
     '',
-  ].join('\n');
+  ].join('\r\n'); // CRLF already: a 7bit part is written as given
   const composer = new MailComposer({
     from: m.from,
     to: m.to,

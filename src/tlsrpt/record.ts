@@ -72,17 +72,24 @@ function destination(uri: string): TlsRptDestination | null {
     // RFC 6068: mailto:addr-spec[,addr-spec…][?hfields], percent-encoded. hfields (a subject, a body) are ignored: the report's are fixed.
     const query = uri.indexOf('?');
     const to = uri.slice(colon + 1, query === -1 ? undefined : query);
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(to);
+    } catch {
+      return null;
+    }
+    // The rua list is split at raw commas, so several addresses in one mailto: come percent-encoded (%2C).
     const addresses: string[] = [];
-    for (const part of to.split(',')) {
-      let a: string;
+    for (const part of decoded.split(',')) {
+      const a = part.trim();
+      if (a === '' || /[\x00-\x20\x7f<>]/.test(a)) return null;
+      let address: string;
       try {
-        a = decodeURIComponent(part).trim();
-        if (a === '' || /[\x00-\x20\x7f<>]/.test(a)) return null;
-        a = formatAddress(parseMailbox(a));
+        address = formatAddress(parseMailbox(a));
       } catch {
         return null;
       }
-      if (!addresses.includes(a)) addresses.push(a);
+      if (!addresses.includes(address)) addresses.push(address);
     }
     return addresses.length > 0 ? { kind: 'mailto', uri, addresses } : null;
   }

@@ -14,7 +14,7 @@
 
 import type { Logger } from '../util/log.ts';
 import type { TlsReportStore, TlsResultRow } from '../store/tls-reports.ts';
-import { countTlsResult } from '../metrics/tlsrpt.ts';
+import { countTlsResult, TLS_POLICY_TYPES, TLS_RESULTS } from '../metrics/tlsrpt.ts';
 import type { TlsAttempt, TlsResultSink } from './types.ts';
 
 export interface TlsResultsOptions {
@@ -40,6 +40,9 @@ const MAX_POLICY_STRINGS = 64;
 const MAX_POLICY_STRING = 1024;
 
 const DAY_MS = 86_400_000;
+/** What the report may name (RFC 8460 §4.3, §4.4); anything else is a caller's bug, not a result. */
+const TYPES: ReadonlySet<string> = new Set(TLS_POLICY_TYPES);
+const RESULTS: ReadonlySet<string> = new Set(TLS_RESULTS);
 
 export class TlsResults implements TlsResultSink {
   readonly #store: TlsReportStore;
@@ -72,6 +75,7 @@ export class TlsResults implements TlsResultSink {
     try {
       const type = a.policy.type;
       const result = a.result;
+      if (!TYPES.has(type) || !RESULTS.has(result)) throw new Error(`unknown policy type or result: ${type} ${result}`);
       countTlsResult(type, result);
       const now = this.#now();
       if (now >= this.#dayEnd || now < this.#dayStart) this.#setDay(now);
