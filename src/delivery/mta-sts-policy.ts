@@ -163,12 +163,14 @@ interface Flight {
 type TxtAnswer = { id: string } | { id: null; why: string };
 
 /**
- * The MTA-STS policies of recipient domains. `get` never throws and never
- * waits for a fetch when a valid policy is known: a policy past half its
- * max_age is fetched again in the background (§5.1 lets a sender look for a
- * new policy at any time), so a domain mailed at least that often never
- * loses its policy; a domain mailed less often finds it expired and learns
- * it again, as at first contact.
+ * The MTA-STS policies of recipient domains. `get` never throws. It waits
+ * for a fetch only to learn a policy: at first contact, or when the TXT id
+ * changed (then at most once per FAILED_FETCH_RETRY while the fetch fails,
+ * the cached policy answering meanwhile). Renewing a known policy never
+ * makes it wait: a policy past half its max_age is fetched again in the
+ * background (§5.1 lets a sender look for a new policy at any time), so a
+ * domain mailed at least that often never loses its policy; a domain mailed
+ * less often finds it expired and learns it again, as at first contact.
  */
 export class MtaStsPolicies {
   readonly #o: MtaStsPoliciesOptions;
