@@ -35,7 +35,7 @@ const DOMAINS = [
   'enforce.test', 'idchange.test', 'keep.test', 'nocache.test', 'selfsigned.test', 'wrongname.test', 'expired.test', 'untrusted.test',
   'redirect.test', 'mediatype.test', 'huge.test', 'biglength.test', 'slow.test', 'slowheaders.test', 'syntax.test', 'lf.test', 'none.test', 'spf-only.test',
   'two.test', 'malformed.test', 'restart.test', 'flight.test', 'withdraw.test', 'refresh.test', 'refreshfail.test', 'expiry.test', 'vanish.test',
-  'nohost.test', 'closed.test', 'case.test',
+  'nohost.test', 'closed.test', 'case.test', 'servfail.test',
 ];
 
 let ca: TestCa;
@@ -184,6 +184,19 @@ describe('fetching and caching', () => {
     assert.deepEqual(await p.get('vanish.test'), { kind: 'none' });
     assert.equal(store.mtaSts.get('vanish.test'), null, 'the expired row is dropped');
     p.close();
+  });
+
+  it('a failing TXT lookup keeps a cached policy; without one it is no policy', async () => {
+    publish('servfail.test', 'sf1', ENFORCE(['mx.servfail.test']));
+    const p = policies();
+    expectPolicy(await p.get('servfail.test'));
+    zone['_mta-sts.servfail.test'] = { SERVFAIL: true };
+    clock += RECHECK_INTERVAL;
+    assert.equal(expectPolicy(await p.get('servfail.test')).id, 'sf1');
+    assert.equal(server.requestsFor('mta-sts.servfail.test').length, 1);
+    p.close();
+    zone['_mta-sts.brokendns.test'] = { SERVFAIL: true };
+    assert.deepEqual(await policies().get('brokendns.test'), { kind: 'none' });
   });
 
   it('a policy that expired is not applied', async () => {
