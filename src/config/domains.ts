@@ -191,8 +191,8 @@ function aliasChainProblems(domains: LinkedDomain[]): { domain: number; key: 'al
 // ---------------------------------------------------------------------------
 // `domains[].delivery`: maildir, discard, or an LMTP target (RFC 2033).
 
-/** Where an LMTP agent listens: TCP (host, port) or a unix socket (path). */
-export type LmtpTarget = { host: string; port: number } | { path: string };
+/** Where an LMTP agent listens: TCP (host, port, and credentials when it wants AUTH) or a unix socket (path). */
+export type LmtpTarget = { host: string; port: number; auth?: { user: string; password: string } | undefined } | { path: string };
 
 /** RFC 2033 has no assigned port; 24 is the one commonly used (Dovecot's examples, /etc/services "lmtp"). */
 export const LMTP_DEFAULT_PORT = 24;
@@ -205,11 +205,18 @@ export const LMTP_DEFAULT_PORT = 24;
 export function parseLmtpTarget(spec: string): LmtpTarget | { problem: string } {
   const usage = 'must be maildir, discard, lmtp://HOST:PORT or lmtp:/path/to/socket';
   if (spec.startsWith('lmtp://')) {
-    const m = /^lmtp:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+)(?::(\d{1,5}))?\/?$/.exec(spec);
-    if (!m) return { problem: `"${spec}" ${usage}` };
-    const port = m[2] === undefined ? LMTP_DEFAULT_PORT : Number(m[2]);
-    if (port < 1 || port > 65535) return { problem: `"${spec}": port must be 1-65535` };
-    return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+    // Credentials as URL userinfo (RFC 3986 §3.2.1, percent-encoded), for an agent that wants AUTH (RFC 4954) over TCP.
+    const m = /^lmtp:\/\/(?:([^\s:@/]+):([^\s@/]*)@)?(\[[0-9a-fA-F:.]+\]|[^\s:/[\]@]+)(?::(\d{1,5}))?\/?$/.exec(spec);
+    if (!m) return { problem: `"${redact(spec)}" ${usage}` };
+    const port = m[4] === undefined ? LMTP_DEFAULT_PORT : Number(m[4]);
+    if (port < 1 || port > 65535) return { problem: `"${redact(spec)}": port must be 1-65535` };
+    const host = m[3]!.replace(/^\[|\]$/g, '');
+    if (m[1] === undefined) return { host, port };
+    try {
+      return { host, port, auth: { user: decodeURIComponent(m[1]), password: decodeURIComponent(m[2]!) } };
+    } catch {
+      return { problem: `"${redact(spec)}": bad percent-encoding in the credentials` };
+    }
   }
   if (spec.startsWith('lmtp:/')) {
     const p = spec.slice('lmtp:'.length);
@@ -217,6 +224,11 @@ export function parseLmtpTarget(spec: string): LmtpTarget | { problem: string } 
     return { path: p };
   }
   return { problem: `"${spec}" ${usage}` };
+}
+
+/** The spec without its password, for messages. */
+function redact(spec: string): string {
+  return spec.replace(/^(lmtp:\/\/[^:@/]*:)[^@/]*@/, '$1***@');
 }
 
 /** The problem with a `domains[].delivery` value, or undefined. */

@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,6 +17,7 @@ import type { DeliveryJob } from './types.ts';
 import type { Envelope, QueuedMessage, Recipient } from '../spool/types.ts';
 import { silentLogger } from '../util/log.ts';
 import { checkConfig } from '../config/load.ts';
+import { makeTestCa } from '../../test/helpers/test-ca.ts';
 
 interface PeerScript {
   /** LHLO keywords. */
@@ -26,6 +28,10 @@ interface PeerScript {
   final?: (address: string) => string;
   /** Close the connection once this many message bytes have arrived. */
   dropAfterBytes?: number;
+  /** Offer STARTTLS with this certificate. */
+  tls?: { cert: string; key: string };
+  /** Offer AUTH PLAIN (after STARTTLS) and take only these credentials. */
+  credentials?: { user: string; password: string };
 }
 
 interface PeerConn {
@@ -34,6 +40,9 @@ interface PeerConn {
   /** How many command lines arrived in each socket read (pipelining shows as several in one). */
   reads: number[];
   messages: string[];
+  tls: boolean;
+  /** The user AUTH PLAIN authenticated, if any. */
+  auth?: string;
 }
 
 /** A scripted LMTP server: just enough RFC 2033 for the transport's tests. */
@@ -57,22 +66,23 @@ class LmtpPeer {
     this.#sockets.add(s);
     s.on('close', () => this.#sockets.delete(s));
     s.on('error', () => {});
-    const conn: PeerConn = { lines: [], reads: [], messages: [] };
+    const conn: PeerConn = { lines: [], reads: [], messages: [], tls: false };
     this.conns.push(conn);
+    let sock: net.Socket = s;
     let buf = '';
     let inData = false;
     let data = '';
     let accepted: string[] = [];
     let mail = false;
     s.write('220 lmtp.test LMTP ready\r\n');
-    s.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       buf += chunk.toString('latin1');
       let n = 0;
       let out = '';
       for (;;) {
         if (inData) {
           const end = buf.indexOf('\r\n.\r\n');
-          if (script.dropAfterBytes !== undefined && data.length + buf.length >= script.dropAfterBytes) return void s.destroy();
+          if (script.dropAfterBytes !== undefined && data.length + buf.length >= script.dropAfterBytes) return void sock.destroy();
           if (end < 0 && !buf.startsWith('.\r\n')) break;
           const body = buf.startsWith('.\r\n') ? '' : buf.slice(0, end + 2);
           buf = buf.slice(buf.startsWith('.\r\n') ? 3 : end + 5);
@@ -92,7 +102,29 @@ class LmtpPeer {
         conn.lines.push(line);
         n++;
         const verb = line.split(' ')[0]!.toUpperCase();
-        if (verb === 'LHLO') out += ['250-lmtp.test', ...(script.extensions ?? ['PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME'])].join('\r\n250-').replace(/250-([^\r]*)$/, '250 $1') + '\r\n';
+        if (verb === 'LHLO') {
+          const ext = [...(script.extensions ?? ['PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME'])];
+          if (script.tls && !conn.tls) ext.push('STARTTLS');
+          if (script.credentials && conn.tls) ext.push('AUTH PLAIN');
+          out += ['250-lmtp.test', ...ext].join('\r\n250-').replace(/250-([^\r]*)$/, '250 $1') + '\r\n';
+        } else if (verb === 'STARTTLS' && script.tls && !conn.tls) {
+          sock.write(out + '220 2.0.0 Ready to start TLS\r\n');
+          sock.off('data', onData);
+          const t = new tls.TLSSocket(sock, { isServer: true, secureContext: tls.createSecureContext(script.tls) });
+          t.on('error', () => {});
+          t.on('data', onData);
+          sock = t;
+          conn.tls = true;
+          buf = '';
+          return;
+        } else if (verb === 'AUTH' && script.credentials && conn.tls) {
+          const [, mech, initial] = line.split(' ');
+          const [, user, password] = Buffer.from(initial ?? '', 'base64').toString('utf8').split('\0');
+          if (mech?.toUpperCase() === 'PLAIN' && user === script.credentials.user && password === script.credentials.password) {
+            conn.auth = user;
+            out += '235 2.7.0 Authentication successful\r\n';
+          } else out += '535 5.7.8 Authentication credentials invalid\r\n';
+        }
         else if (verb === 'EHLO' || verb === 'HELO') out += '500 5.5.1 This is LMTP\r\n';
         else if (verb === 'MAIL') {
           mail = true;
@@ -113,13 +145,14 @@ class LmtpPeer {
           mail = false;
           out += '250 2.0.0 OK\r\n';
         } else if (verb === 'QUIT') {
-          s.end('221 2.0.0 Bye\r\n');
+          sock.end('221 2.0.0 Bye\r\n');
           return;
         } else out += '502 5.5.2 Unknown command\r\n';
       }
       if (n > 0) conn.reads.push(n);
-      if (out) s.write(out);
-    });
+      if (out) sock.write(out);
+    };
+    s.on('data', onData);
   }
 
   async close(): Promise<void> {
@@ -149,9 +182,13 @@ describe('LMTP targets', () => {
     assert.deepEqual(parseLmtpTarget('lmtp://mail.internal'), { host: 'mail.internal', port: 24 });
     assert.deepEqual(parseLmtpTarget('lmtp://[::1]:24'), { host: '::1', port: 24 });
     assert.deepEqual(parseLmtpTarget('lmtp:/var/run/dovecot/lmtp'), { path: '/var/run/dovecot/lmtp' });
-    for (const bad of ['lmtp://', 'lmtp://h:0', 'lmtp://h:99999', 'lmtp://h:x', 'lmtp:relative', 'smtp://h:25', 'lmtp:/a b']) {
+    assert.deepEqual(parseLmtpTarget('lmtp://tern:s%40cret%3A1@mail.internal:2424'), { host: 'mail.internal', port: 2424, auth: { user: 'tern', password: 's@cret:1' } });
+    for (const bad of ['lmtp://', 'lmtp://h:0', 'lmtp://h:99999', 'lmtp://h:x', 'lmtp:relative', 'smtp://h:25', 'lmtp:/a b', 'lmtp://u:%zz@h:24']) {
       assert.ok('problem' in parseLmtpTarget(bad), bad);
     }
+    // A problem never repeats the password.
+    const p = parseLmtpTarget('lmtp://u:topsecret@h:0');
+    assert.ok('problem' in p && !p.problem.includes('topsecret'), JSON.stringify(p));
   });
 });
 
@@ -234,6 +271,55 @@ describe('LMTP delivery', () => {
     } finally {
       await t.close();
       await peer.close();
+    }
+  });
+
+  it('STARTTLS when the agent offers it over TCP (opportunistic, not verified)', async () => {
+    const ca = await makeTestCa();
+    try {
+      const { peer, target } = await LmtpPeer.start({ tls: await ca.issue(['lmtp.test']) });
+      const t = transport(target);
+      try {
+        const [r] = await t.deliver(job(['bob']));
+        assert.equal(r!.status, 'ok');
+        assert.equal(peer.conns[0]!.tls, true);
+        assert.equal(r!.tls?.verified, false, 'self-made CA, not trusted: recorded, not required');
+        assert.equal(peer.conns[0]!.messages.length, 1);
+      } finally {
+        await t.close();
+        await peer.close();
+      }
+    } finally {
+      ca.close();
+    }
+  });
+
+  it('AUTH with the credentials of lmtp://user:password@host: only over TLS with a verified certificate', async () => {
+    const ca = await makeTestCa();
+    try {
+      const cert = await ca.issue(['127.0.0.1']);
+      const credentials = { user: 'tern', password: 's@cret' };
+      const { peer, target } = await LmtpPeer.start({ tls: cert, credentials });
+      const withAuth = { ...target, auth: credentials } as LmtpTarget;
+      const trusted = new LmtpTransport({ target: withAuth, heloName: 'tern.test', timeouts: TIMEOUTS, reuseMs: 0, log: silentLogger, tlsOptions: { ca: ca.cert } });
+      const [ok] = await trusted.deliver(job(['bob']));
+      assert.equal(ok!.status, 'ok', JSON.stringify(ok!.reply));
+      assert.equal(peer.conns.at(-1)!.auth, 'tern');
+      assert.equal(ok!.tls?.verified, true);
+      // Wrong password: the agent's 535 defers (a local agent's refusal is a reason to wait, see lmtp.ts).
+      const wrong = new LmtpTransport({ target: { ...withAuth, auth: { user: 'tern', password: 'nope' } } as LmtpTarget, heloName: 'tern.test', timeouts: TIMEOUTS, reuseMs: 0, log: silentLogger, tlsOptions: { ca: ca.cert } });
+      const [bad] = await wrong.deliver(job(['bob']));
+      assert.equal(bad!.status, 'tempfail');
+      assert.equal(bad!.reply.code, 451);
+      // A certificate nobody vouches for: the password is never sent.
+      const before = peer.conns.length;
+      const untrusted = new LmtpTransport({ target: withAuth, heloName: 'tern.test', timeouts: TIMEOUTS, reuseMs: 0, log: silentLogger });
+      const [refused] = await untrusted.deliver(job(['bob']));
+      assert.equal(refused!.status, 'tempfail');
+      assert.ok(peer.conns.slice(before).every((c) => !c.lines.some((l) => l.startsWith('AUTH'))), 'no AUTH line reached the agent');
+      await peer.close();
+    } finally {
+      ca.close();
     }
   });
 

@@ -8,8 +8,12 @@
 // The dialogue is the SMTP client's (src/smtp/client.ts, `lmtp: true`): LHLO,
 // PIPELINING when offered (RFC 2920), opportunistic STARTTLS over TCP when
 // offered (RFC 3207; not verified, RFC 7435: the agent is usually on the same
-// host or network). AUTH is not used: LMTP agents trust their network or
-// socket permissions. Connections are kept for `reuseMs` and reused.
+// host or network). AUTH (RFC 4954) only when the target names credentials
+// (`lmtp://user:password@host:port`): then TLS is required and the agent's
+// certificate must verify (system CAs plus NODE_EXTRA_CA_CERTS), as for a
+// smarthost, because the password goes to whoever answers. Most agents trust
+// their network or socket permissions instead. Connections are kept for
+// `reuseMs` and reused.
 //
 // Trouble before any per-recipient reply (no connection, a refused LHLO, a
 // connection lost during the message) defers every recipient of the job: a
@@ -114,6 +118,7 @@ export class LmtpTransport implements Transport {
     }
     const t = this.#o.target;
     const tcp = !('path' in t);
+    const auth = tcp ? t.auth : undefined;
     return SmtpClient.connect({
       host: tcp ? t.host : 'localhost',
       port: tcp ? t.port : 0,
@@ -121,9 +126,10 @@ export class LmtpTransport implements Transport {
       servername: tcp ? t.host : t.path,
       heloName: this.#o.heloName,
       lmtp: true,
-      // Opportunistic over TCP (RFC 7435); a unix socket never leaves the host.
-      tls: tcp ? 'opportunistic' : 'none',
-      tlsOptions: { rejectUnauthorized: false, ...this.#o.tlsOptions },
+      // Opportunistic over TCP (RFC 7435), required with a password; a unix socket never leaves the host.
+      tls: auth ? 'required' : tcp ? 'opportunistic' : 'none',
+      tlsOptions: { rejectUnauthorized: auth !== undefined, ...this.#o.tlsOptions },
+      auth,
       timeouts: this.#o.timeouts,
     });
   }
