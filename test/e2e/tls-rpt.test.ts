@@ -108,7 +108,7 @@ const validate = new Ajv({ allErrors: true, strict: true }).compile(REPORT_SCHEM
 
 function checkReport(report: unknown): TlsReportJson {
   assert.ok(validate(report), JSON.stringify(validate.errors));
-  const r = report as TlsReportJson;
+  const r = report as unknown as TlsReportJson;
   for (const p of r.policies) {
     const failed = (p['failure-details'] ?? []).reduce((n, f) => n + f['failed-session-count'], 0);
     assert.equal(p.summary['total-failure-session-count'], failed, 'the failure total is the sum of the details');
