@@ -58,6 +58,9 @@ describe('outbound DANE (RFC 7672)', { skip }, () => {
       // MX and address secure, the TLSA signatures broken: the resolver answers SERVFAIL for the TLSA.
       'bogus.test': { kind: 'bogus', bogus: ['TLSA'], records: zone('127.0.0.2', ee) },
       'plain.test': { kind: 'signed', records: zone('127.0.0.3', ee) },
+      // The certificate does not name mx.noname.test / mx.tanoname.test: fine for DANE-EE, not for DANE-TA.
+      'noname.test': { kind: 'signed', records: zone('127.0.0.2', ee) },
+      'tanoname.test': { kind: 'signed', records: zone('127.0.0.2', tlsa(2, 1, ca.cert)) },
     });
 
     srv = await startServer({
@@ -101,7 +104,7 @@ describe('outbound DANE (RFC 7672)', { skip }, () => {
   }
 
   it('the DNSSEC test network starts in a few seconds', (t) => {
-    t.diagnostic(`nsd + unbound, six zones signed: ${dns.startupMs} ms`);
+    t.diagnostic(`nsd + unbound with the zones above (keys made, zones signed): ${dns.startupMs} ms`);
     assert.ok(dns.startupMs < 5000);
   });
 
@@ -121,6 +124,18 @@ describe('outbound DANE (RFC 7672)', { skip }, () => {
     assert.equal(e.data.tls?.verified, true);
     assert.equal(e.data.tls?.policy, 'dane');
     assert.ok(receivedBy(tlsPeer, 'carol@ta.test'));
+  });
+
+  it('DANE-EE does not check the name (RFC 7672 §3.1.1): a certificate for other hosts still delivers', async () => {
+    const e = await attempt(await send('ivan@noname.test'));
+    assert.equal(e.type, 'delivered', JSON.stringify(e.data.reply));
+    assert.equal(e.data.tls?.policy, 'dane');
+  });
+
+  it('DANE-TA does (RFC 7672 §3.2): a certificate that does not name the MX host is deferred', async (t) => {
+    const e = await deferral(await send('judy@tanoname.test'), t);
+    assert.match(e.data.reply?.text ?? '', /DANE: .*names none of mx\.tanoname\.test/);
+    assert.ok(!receivedBy(tlsPeer, 'judy@tanoname.test'));
   });
 
   it('a secure TLSA record for another key: deferred, the reason naming DANE, nothing sent', async (t) => {
