@@ -108,10 +108,10 @@ export function parseServer(s: string): Server {
 
 const norm = (name: string) => name.toLowerCase().replace(/\.$/, '');
 
-/** RFC 1035 §2.3.4: labels of 1-63 octets, 255 octets in all (253 characters in text form). ASCII only: IDNs arrive as A-labels. */
+/** RFC 1035 §2.3.4: labels of 1-63 octets, 255 octets in all (253 characters in text form). Printable ASCII only: IDNs arrive as A-labels. */
 function nameProblem(name: string): string | null {
   if (name === '' || name.length > 253) return 'bad length';
-  if (/[^\x21-\x7e]/.test(name)) return 'not ASCII';
+  if (/[^\x21-\x7e]/.test(name)) return 'not printable ASCII';
   for (const label of name.split('.')) if (label.length === 0 || label.length > 63) return 'bad label';
   return null;
 }
