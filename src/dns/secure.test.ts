@@ -6,8 +6,7 @@ import * as packet from 'dns-packet';
 import type { Answer, DecodedPacket, OptAnswer } from 'dns-packet';
 import { DnsError } from './resolver.ts';
 import { createSecureResolver, parseServer, EDNS_UDP_SIZE, MAX_NEGATIVE_TTL } from './secure.ts';
-import { requireTool } from '../../test/helpers/tools.ts';
-import { startSignedDns, type SignedDns } from '../../test/helpers/dnssec.ts';
+import { requireDnssecTools, startSignedDns, type SignedDns } from '../../test/helpers/dnssec.ts';
 
 // ---------------------------------------------------------------------------
 // Byte level: a loopback server scripted per test with dns-packet.
@@ -319,7 +318,7 @@ test('parseServer: the dns.servers forms', () => {
 // ---------------------------------------------------------------------------
 // The real thing: unbound validating zones nsd serves (test/helpers/dnssec.ts).
 
-const skipReal = requireTool('nsd', 'nsd') || requireTool('unbound', 'unbound') || requireTool('ldns-signzone', 'ldnsutils');
+const skipReal = requireDnssecTools();
 
 describe('against nsd + unbound', { skip: skipReal }, () => {
   let dns: SignedDns;

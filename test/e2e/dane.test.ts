@@ -14,12 +14,11 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { ScriptedPeer } from '../helpers/scripted-peer.ts';
 import { startServer, waitFor, type TestServer } from '../helpers/server.ts';
 import { makeTestCa, type TestCa } from '../helpers/test-ca.ts';
-import { startSignedDns, type SignedDns } from '../helpers/dnssec.ts';
-import { requireTool } from '../helpers/tools.ts';
+import { requireDnssecTools, startSignedDns, type SignedDns } from '../helpers/dnssec.ts';
 import { open, sendMail } from './smtp-kit.ts';
 import type { MessageEvent } from '../../src/events/events.ts';
 
-const skip = requireTool('nsd', 'nsd') || requireTool('unbound', 'unbound') || requireTool('ldns-signzone', 'ldnsutils');
+const skip = requireDnssecTools();
 
 /** TLSA association data in zone-file form (RFC 6698 §2.2), computed from the certificate. */
 function tlsa(usage: number, selector: number, pem: string): string {

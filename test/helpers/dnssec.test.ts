@@ -8,10 +8,9 @@ import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import * as packet from 'dns-packet';
 import type { DecodedPacket, TlsaAnswer } from 'dns-packet';
-import { requireTool } from './tools.ts';
-import { startSignedDns, type SignedDns } from './dnssec.ts';
+import { requireDnssecTools, startSignedDns, type SignedDns } from './dnssec.ts';
 
-const skip = requireTool('nsd', 'nsd') || requireTool('unbound', 'unbound') || requireTool('ldns-signzone', 'ldnsutils');
+const skip = requireDnssecTools();
 const DIGEST_A = 'aa'.repeat(32);
 const DIGEST_B = 'bb'.repeat(32);
 

@@ -12,8 +12,8 @@
 // the test process, with every file (configuration, zones, keys, logs, pid and
 // control sockets) in one temporary directory that `close` removes.
 //
-// Tests guard with requireTool('nsd', 'nsd'), requireTool('unbound', 'unbound')
-// and requireTool('ldns-signzone', 'ldnsutils') (test/helpers/tools.ts).
+// Tests guard with `requireDnssecTools()`: requireTool (test/helpers/tools.ts)
+// for nsd, unbound and ldns-signzone, found in PATH or in /usr/sbin.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -25,6 +25,7 @@ import { randomInt } from 'node:crypto';
 import * as packet from 'dns-packet';
 import type { DecodedPacket, SoaAnswer } from 'dns-packet';
 import { freePort } from './server.ts';
+import { findExecutable, requireTool } from './tools.ts';
 
 const run = promisify(execFile);
 
@@ -67,6 +68,16 @@ const STARTUP_TIMEOUT_MS = 10_000;
 const PROBE_TIMEOUT_MS = 200;
 
 const norm = (zone: string) => zone.toLowerCase().replace(/\.$/, '');
+
+/** A program by name: from PATH, else from /usr/sbin, where Debian puts the daemons (often not in a non-root PATH). */
+function tool(name: string): string {
+  return findExecutable(name) ?? findExecutable(`/usr/sbin/${name}`) ?? name;
+}
+
+/** The skip reason when nsd, unbound or ldnsutils is missing (an error under CI); false when all are there. */
+export function requireDnssecTools(): string | false {
+  return requireTool(tool('nsd'), 'nsd') || requireTool(tool('unbound'), 'unbound') || requireTool(tool('ldns-signzone'), 'ldnsutils');
+}
 
 /** One UDP question; null on timeout. Only for readiness checks: no retries, no TCP. */
 async function probe(port: number, name: string, type: 'SOA'): Promise<DecodedPacket | null> {
@@ -177,7 +188,7 @@ export async function startSignedDns(zones: Record<string, ZoneSpec>): Promise<S
     // its own trust anchor, so a key split would only add files.
     await Promise.all(
       [...state.values()].filter((z) => z.spec.kind !== 'unsigned').map(async (z) => {
-        const { stdout } = await run('ldns-keygen', ['-a', 'ECDSAP256SHA256', '-k', `${z.name}.`], { cwd: dir });
+        const { stdout } = await run(tool('ldns-keygen'), ['-a', 'ECDSAP256SHA256', '-k', `${z.name}.`], { cwd: dir });
         z.key = path.join(dir, stdout.trim());
         const ds = fs.readFileSync(`${z.key}.ds`, 'utf8').trim().split(/\s+/);
         // "zone. IN DS tag alg type digest" (ldns may add a TTL; the DS fields are the last four).
@@ -202,7 +213,7 @@ export async function startSignedDns(zones: Record<string, ZoneSpec>): Promise<S
       fs.writeFileSync(zoneFile(z), lines.join('\n'));
       if (z.spec.kind === 'unsigned') return;
       const now = Date.now();
-      await run('ldns-signzone', ['-i', stamp(now + SIG_INCEPTION_MS), '-e', stamp(now + SIG_EXPIRATION_MS), '-o', `${z.name}.`, '-f', servedFile(z), zoneFile(z), z.key!]);
+      await run(tool('ldns-signzone'), ['-i', stamp(now + SIG_INCEPTION_MS), '-e', stamp(now + SIG_EXPIRATION_MS), '-o', `${z.name}.`, '-f', servedFile(z), zoneFile(z), z.key!]);
       if (z.spec.kind === 'bogus') fs.writeFileSync(servedFile(z), corrupt(fs.readFileSync(servedFile(z), 'utf8'), z.spec.bogus));
     };
     await Promise.all([...state.values()].map(writeZone));
@@ -293,8 +304,8 @@ export async function startSignedDns(zones: Record<string, ZoneSpec>): Promise<S
       child.on('error', (e) => (exitError ??= new Error(`${name}: ${e.message}`)));
       child.on('exit', (code, signal) => (exitError ??= new Error(`${name} exited (${signal ?? code}) during start-up:\n${tail(name)}`)));
     };
-    daemon('nsd', 'nsd', ['-d', '-c', nsdConf]);
-    daemon('unbound', 'unbound', ['-d', '-c', unboundConf]);
+    daemon('nsd', tool('nsd'), ['-d', '-c', nsdConf]);
+    daemon('unbound', tool('unbound'), ['-d', '-c', unboundConf]);
 
     /** Poll until `ready` holds; a daemon that exits, or the deadline, ends the wait with its log. */
     const waitFor = async (what: string, ready: () => Promise<boolean>) => {
@@ -313,7 +324,7 @@ export async function startSignedDns(zones: Record<string, ZoneSpec>): Promise<S
     // From here on an exit is a crash the tests will notice themselves.
     for (const c of children) c.removeAllListeners('exit');
 
-    const control = (tool: 'nsd-control' | 'unbound-control', conf: string, ...args: string[]) => run(tool, ['-c', conf, ...args]);
+    const control = (program: 'nsd-control' | 'unbound-control', conf: string, ...args: string[]) => run(tool(program), ['-c', conf, ...args]);
     let chain = Promise.resolve();
     return {
       resolver: `127.0.0.1:${resolverPort}`,
