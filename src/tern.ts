@@ -36,6 +36,7 @@ import { InboundCheck, InboundPolicy } from './policy/inbound.ts';
 import { mailauthResolver } from './dns/mailauth-resolver.ts';
 import { openStore } from './store/store.ts';
 import { TlsResults } from './tlsrpt/results.ts';
+import { TlsReporter } from './tlsrpt/reporter.ts';
 import { MtaStsPolicies } from './delivery/mta-sts-policy.ts';
 import { TlsPolicy } from './delivery/tls-policy.ts';
 import { createSecureResolver } from './dns/secure.ts';
@@ -185,6 +186,23 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), verified: new VerifiedLogins(), sendRate: new SendRate(), log };
   live = buildLive(config, shared, undefined);
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
+  // TLS-RPT (RFC 8460): the daily reports. Mailed ones go through intake as our own mail (fixed up and
+  // DKIM-signed like submission's); a report to a local address is delivered like a DSN.
+  const tlsReporter = tlsResults
+    ? new TlsReporter({
+        store: store.tlsReports,
+        resolver,
+        log,
+        organization: config.tlsRpt.organization,
+        contact: config.tlsRpt.contact,
+        flush: () => tlsResults.flush(),
+        submit: async ({ from, to, raw }) => {
+          const recipients = to.flatMap((address) => directory.recipientsFor(address) ?? []);
+          if (recipients.length === 0) throw new Error(`no such local address: ${to.join(', ')}`);
+          await intake.submit({ sender: from, recipients, params: { smtputf8: false }, trace: { ip: '127.0.0.1', helo: 'localhost', protocol: 'local' }, submission: {} }, raw);
+        },
+      })
+    : undefined;
   const serverTls = await ServerTls.load(config, log);
   const counter = new ConnectionCounter();
   // Listeners and sessions read these at each use: a reload's swap of `live`
@@ -336,6 +354,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       await closed;
       dashboard.close();
       await control.close();
+      await tlsReporter?.close(); // it submits into intake and the spool
       await scheduler.stop();
       await spool.journal.close(); // done marks of the last deliveries
       await router.close();

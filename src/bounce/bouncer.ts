@@ -78,15 +78,6 @@ export class Bouncer {
 
   /** Where the DSN goes: the original sender, resolved like any RCPT. */
   #route(address: string): Recipient[] | null {
-    const at = address.lastIndexOf('@');
-    const domain = address.slice(at + 1).toLowerCase();
-    if (!this.#o.directory.isLocalDomain(domain)) return [{ address, original: address }];
-    const targets = this.#o.directory.resolve(address.slice(0, at), domain);
-    if (!targets || targets.length === 0) return null;
-    return targets.map((t) => ({
-      address: t.address,
-      original: address,
-      mailbox: t.kind === 'local' ? { domain: t.domain, localPart: t.localPart } : undefined,
-    }));
+    return this.#o.directory.recipientsFor(address);
   }
 }

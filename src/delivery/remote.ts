@@ -232,6 +232,7 @@ export class RemoteDelivery {
       return { targets: hosts.flatMap((h) => h.addresses.map((address) => ({ name: h.name, address, port: c.port, tls }))) };
     }
     const decided = await policy.decide(domain, hosts, demand);
+    // A policy that could not be had has no strings to report (RFC 8460 §4.4 allows them to be absent).
     if (decided.policyFailure) this.#report({ policyDomain: domain, policy: { type: 'sts', strings: [], mxHosts: [] }, result: decided.policyFailure.failure, mxHost: '', receivingIp: '', reason: decided.policyFailure.reason });
     const targets: Target[] = [];
     let refused: DeliveryResult | undefined;
@@ -239,7 +240,7 @@ export class RemoteDelivery {
       if ('fail' in d) {
         // A host the policy rules out (not named by MTA-STS, a TLSA lookup that failed): reported, and the next one is tried.
         refused ??= tlsRefusal(d.fail.reason);
-        this.#report({ policyDomain: domain, policy: { type: decided.kind === 'dane' ? 'tlsa' : decided.kind === 'sts' ? 'sts' : 'no-policy-found', strings: [], mxHosts: [] }, result: d.fail.failure, mxHost: d.host.name, receivingIp: '', reason: d.fail.reason });
+        this.#report({ policyDomain: domain, policy: d.fail.report, result: d.fail.failure, mxHost: d.host.name, receivingIp: '', reason: d.fail.reason });
         continue;
       }
       for (const address of d.host.addresses) targets.push({ name: d.host.name, address, port: c.port, tls, policy: { domain, host: d.tls } });
@@ -297,13 +298,13 @@ export class RemoteDelivery {
       if (client.tls) countTlsSession('outbound', client.tls.protocol);
       if (t.policy) {
         const result = !client.tls ? 'starttls-not-supported' : checks.verdict ? checks.verdict.failure : 'success';
-        this.#report(attempt(t, result, checks.verdict?.reason));
+        this.#report(attempt(t, result, checks.verdict?.reason, client.localAddress));
       }
       return client;
     } catch (e) {
       if (t.policy && e instanceof ClientError && !e.reply) {
         const failure = e.tlsFailure ?? (e.phase === 'starttls' ? 'validation-failure' : null);
-        if (failure) this.#report(attempt(t, failure as TlsAttempt['result'], e.message));
+        if (failure) this.#report(attempt(t, failure as TlsAttempt['result'], e.message, e.localAddress));
       }
       // RFC 7435 opportunistic security: a broken STARTTLS should not stop
       // mail where plaintext is allowed; try the same host without it.
@@ -362,6 +363,6 @@ function policyName(h: HostTls): TlsUsed['policy'] {
   return h.enforce ? 'mta-sts' : 'mta-sts-testing';
 }
 
-function attempt(t: Target, result: TlsAttempt['result'], reason?: string): TlsAttempt {
-  return { policyDomain: t.policy!.domain, policy: t.policy!.host.report, result, mxHost: t.name, receivingIp: t.address, reason };
+function attempt(t: Target, result: TlsAttempt['result'], reason?: string, sendingIp?: string): TlsAttempt {
+  return { policyDomain: t.policy!.domain, policy: t.policy!.host.report, result, mxHost: t.name, receivingIp: t.address, sendingIp, reason };
 }

@@ -46,7 +46,7 @@ export interface HostTls {
   report: TlsAttempt['policy'];
 }
 
-export type HostDecision = { host: MxHost; tls: HostTls } | { host: MxHost; fail: { failure: TlsFailure; reason: string } };
+export type HostDecision = { host: MxHost; tls: HostTls } | { host: MxHost; fail: { failure: TlsFailure; reason: string; report: TlsAttempt['policy'] } };
 
 /** The decision for one recipient domain: the hosts to try, in order, each with its TLS. */
 export interface DomainTls {
@@ -94,6 +94,8 @@ function pkixVerify(socket: TLSSocket): TlsVerdict {
 }
 
 const NO_POLICY: TlsAttempt['policy'] = { type: 'no-policy-found', strings: [], mxHosts: [] };
+/** A TLSA policy whose records could not be had (the lookup failed): RFC 8460 §4.4 lets policy-string be absent. */
+const TLSA_UNKNOWN: TlsAttempt['policy'] = { type: 'tlsa', strings: [], mxHosts: [] };
 
 export class TlsPolicy {
   readonly #o: TlsPolicyOptions;
@@ -127,7 +129,7 @@ export class TlsPolicy {
       for (const host of hosts) {
         const listed = mxMatches(policy, host.name);
         if (!listed && enforce) {
-          decided.push({ host, fail: { failure: 'validation-failure', reason: `MX host ${host.name} is not named by the MTA-STS policy of ${domain}` } });
+          decided.push({ host, fail: { failure: 'validation-failure', reason: `MX host ${host.name} is not named by the MTA-STS policy of ${domain}`, report } });
           continue;
         }
         decided.push({
@@ -194,10 +196,10 @@ export class TlsPolicy {
       if (a.secure && a.canonical && a.canonical !== host.name) names.push(a.canonical);
       // A validating resolver answers SERVFAIL for bogus data (RFC 4035 §5.5): that host cannot be trusted with anything.
       if (!secureAddress && (a.rcode === 'SERVFAIL' || aaaa.rcode === 'SERVFAIL')) {
-        return { host, fail: { failure: 'dnssec-invalid', reason: `DNSSEC validation of ${host.name} failed (SERVFAIL)` } };
+        return { host, fail: { failure: 'dnssec-invalid', reason: `DNSSEC validation of ${host.name} failed (SERVFAIL)`, report: TLSA_UNKNOWN } };
       }
     } catch (e) {
-      return { host, fail: { failure: 'dnssec-invalid', reason: `DNSSEC lookup of ${host.name} failed: ${(e as Error).message}` } };
+      return { host, fail: { failure: 'dnssec-invalid', reason: `DNSSEC lookup of ${host.name} failed: ${(e as Error).message}`, report: TLSA_UNKNOWN } };
     }
     if (!secureAddress) return null;
     const base = `_25._tcp.${host.name}`;
@@ -206,10 +208,10 @@ export class TlsPolicy {
       tlsa = await lookups.tlsa(base);
     } catch (e) {
       // §2.2: a TLSA lookup that fails (not "no records") leaves the host unusable: never fall back to clear text.
-      return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed: ${(e as Error).message}` } };
+      return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed: ${(e as Error).message}`, report: TLSA_UNKNOWN } };
     }
-    if (tlsa.rcode === 'SERVFAIL') return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed validation (SERVFAIL)` } };
-    if (tlsa.rcode !== 'NOERROR' && tlsa.rcode !== 'NXDOMAIN') return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed: ${tlsa.rcode}` } };
+    if (tlsa.rcode === 'SERVFAIL') return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed validation (SERVFAIL)`, report: TLSA_UNKNOWN } };
+    if (tlsa.rcode !== 'NOERROR' && tlsa.rcode !== 'NXDOMAIN') return { host, fail: { failure: 'dnssec-invalid', reason: `TLSA lookup for ${base} failed: ${tlsa.rcode}`, report: TLSA_UNKNOWN } };
     if (!tlsa.secure || tlsa.records.length === 0) return null;
     const usable = usableTlsa([...tlsa.records]);
     const report: TlsAttempt['policy'] = { type: 'tlsa', strings: tlsa.records.map((r) => tlsaToString(r)), mxHosts: [] };

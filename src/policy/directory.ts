@@ -2,6 +2,7 @@
 // catch-alls, resolved into final delivery targets. Pure; built from config.
 
 import type { DomainConfig } from '../config/types.ts';
+import type { Recipient } from '../spool/types.ts';
 
 export type Target =
   | { kind: 'local'; domain: string; localPart: string; address: string }
@@ -72,6 +73,24 @@ export class Directory {
     if (!this.#domains.has(d)) return null;
     const base = candidates(localPart.toLowerCase()).at(-1)!;
     return this.#isSink(base, d) ? [{ kind: 'local', domain: d, localPart: base, address: `${base}@${d}` }] : null;
+  }
+
+  /**
+   * The envelope recipients for mail Tern writes itself (DSNs, TLS-RPT
+   * reports) to `address`: as it is when remote; resolved like any RCPT
+   * when local (null: nobody by that name lives here).
+   */
+  recipientsFor(address: string): Recipient[] | null {
+    const at = address.lastIndexOf('@');
+    const domain = address.slice(at + 1).toLowerCase();
+    if (!this.isLocalDomain(domain)) return [{ address, original: address }];
+    const targets = this.resolve(address.slice(0, at), domain);
+    if (!targets || targets.length === 0) return null;
+    return targets.map((t) => ({
+      address: t.address,
+      original: address,
+      mailbox: t.kind === 'local' ? { domain: t.domain, localPart: t.localPart } : undefined,
+    }));
   }
 
   /**

@@ -48,6 +48,8 @@ export class ClientError extends Error {
   readonly reply?: ClientReply | undefined;
   /** Why TLS was not good enough, in RFC 8460 §4.3 terms, when that is what failed (for TLS-RPT). */
   readonly tlsFailure?: string | undefined;
+  /** Our side's address, when the connection got that far (TLS-RPT's sending-mta-ip). */
+  localAddress?: string | undefined;
   constructor(phase: ClientPhase, temporary: boolean, message: string, reply?: ClientReply, options?: { cause?: unknown; tlsFailure?: string }) {
     super(message, options);
     this.name = 'ClientError';
@@ -155,6 +157,7 @@ export class SmtpClient {
   #phase: ClientPhase = 'greeting';
   #ext = new Map<string, string>();
   #tls: TlsInfo | null = null;
+  #localAddress: string | undefined;
   #greeting: ClientReply = { code: 0, lines: [] };
   #busy = false;
   /** MAIL was accepted and the transaction not ended: RSET before the next MAIL. */
@@ -172,15 +175,24 @@ export class SmtpClient {
   /** Connect, read the greeting, EHLO (HELO fallback), STARTTLS per opts.tls, AUTH when opts.auth. */
   static async connect(opts: ClientOptions): Promise<SmtpClient> {
     if (opts.auth && opts.tls === 'none') throw new ClientError('auth', false, 'AUTH refused: credentials are never sent without TLS');
-    const client = new SmtpClient(await dial(opts), opts);
+    const socket = await dial(opts);
+    const localAddress = socket.localAddress;
+    const client = new SmtpClient(socket, opts);
     try {
       if (opts.tls === 'implicit') await client.#secure(opts.timeouts.connect);
       await client.#open();
     } catch (e) {
+      if (e instanceof ClientError) e.localAddress ??= localAddress;
       client.#fail(e instanceof ClientError ? e : new ClientError('protocol', true, String(e), undefined, { cause: e }));
       throw e;
     }
+    client.#localAddress = localAddress;
     return client;
+  }
+
+  /** Our side's address of the connection (undefined over a unix socket). */
+  get localAddress(): string | undefined {
+    return this.#localAddress;
   }
 
   /** Upper-case EHLO keyword → its parameters ('' if none); empty after HELO. */
