@@ -13,10 +13,10 @@ import type { TernConfig } from '../config/types.ts';
 
 export type MtaStsConfig = TernConfig['mtaSts'];
 
-/** RFC 8461 §3.3: the one path a sender fetches. */
-export const MTA_STS_PATH = '/.well-known/mta-sts.txt';
-/** RFC 8461 §3: the policy host is this label in front of the policy domain. */
-export const MTA_STS_HOST_LABEL = 'mta-sts';
+import { MTA_STS_HOST_LABEL, MTA_STS_PATH } from '../smtp/mta-sts.ts';
+
+// The names and the mx pattern syntax, shared with the sending side.
+export { MTA_STS_HOST_LABEL, MTA_STS_PATH, mxMatches } from '../smtp/mta-sts.ts';
 
 /**
  * The policy body, RFC 8461 §3.2: `key: value` lines ending in CRLF, one
@@ -39,15 +39,6 @@ export function policyText(p: MtaStsConfig): string {
  */
 export function policyId(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 32);
-}
-
-/** RFC 8461 §4.1: an mx pattern names a host exactly, or `*.` matches exactly one leftmost label. */
-export function mxMatches(pattern: string, host: string): boolean {
-  const p = pattern.toLowerCase();
-  const h = host.toLowerCase().replace(/\.$/, '');
-  if (!p.startsWith('*.')) return p === h;
-  const dot = h.indexOf('.');
-  return dot > 0 && h.slice(dot + 1) === p.slice(2);
 }
 
 /** The name in a Host header, without port or trailing dot, lower case. */

@@ -18,7 +18,8 @@
 
 import type { TernConfig } from '../config/types.ts';
 import { DkimKeys, dnsNameFor, dnsRecordFor, normalizeDomain } from '../intake/dkim.ts';
-import { MTA_STS_HOST_LABEL, mxMatches, policyId, policyText } from '../api/mta-sts.ts';
+import { policyId, policyText } from '../api/mta-sts.ts';
+import { MTA_STS_HOST_LABEL, mxMatches } from '../smtp/mta-sts.ts';
 
 export const DNS_USAGE = `  tern dns DOMAIN                   the DNS records DOMAIN should publish (MX, SPF, DKIM, DMARC,
                                     MTA-STS, TLS-RPT), as zone file lines

@@ -17,7 +17,7 @@ import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import { parsePolicy } from 'mailauth/lib/mta-sts.js';
-import { MTA_STS_HOST_LABEL, MTA_STS_PATH, mxMatches as patternMatches } from '../api/mta-sts.ts';
+import { MTA_STS_HOST_LABEL, MTA_STS_PATH, mxMatches as patternMatches } from '../smtp/mta-sts.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { CachedStsPolicy, MtaStsStore } from '../store/mta-sts.ts';
 import type { Logger } from '../util/log.ts';
