@@ -1,6 +1,16 @@
 // Accepting mail, side by side (peers in bench/peers.ts: tern, tern-checks,
-// tern-maildir, postfix, haraka, sink), each pinned to CPU 0, with the load
-// generator and this driver on CPU 1.
+// tern-maildir, tern-default, postfix, postfix-maildir, haraka, sink), each
+// pinned to CPU 0, with the load generator and this driver on CPU 1.
+//
+// First the configuration users run (issue 16), both servers delivering into
+// a Maildir and a message counting only once its file is in new/:
+//   md-1k-s20-new    tern-default (checks on), postfix-maildir, tern-maildir
+//                    (checks off): Tern's defaults and like for like
+//   md-1k-s100-new   tern-maildir, postfix-maildir
+//   md-100k-s20-new  tern-maildir, postfix-maildir
+// Each of them a new connection per message; each pair (tern-default /
+// postfix-maildir, tern-maildir / postfix-maildir) compared round by round
+// on acceptance, end to end and CPU per message.
 //
 // Throughput: for each scenario (message size × concurrent sessions × a new
 // connection per message or many per connection, `smtp-source -d`),
@@ -26,11 +36,17 @@
 // the Node servers (Haraka's CPU per message settles only after a few
 // thousand), process pools for Postfix.
 //
-//   node bench/accept.ts [--quick] [--runs R] [--scale F | --messages N] [--only REGEX] [--json FILE]
+//   node bench/accept.ts [--quick] [--issue16] [--runs R] [--scale F | --messages N] [--only REGEX] [--json FILE]
 //
 // --scale multiplies every message count (--messages N: the 1 KB count
 // becomes N, the others in proportion); --only runs the scenarios whose id
-// matches (e.g. '^1k-s20-').
+// matches (e.g. '^1k-s20-'); --issue16 runs only the three Maildir scenarios
+// above (no latency), about three minutes with 3 rounds:
+//
+//   node bench/accept.ts --issue16 --runs 3
+//
+// (`npm run bench -- --issue16` runs that and the relay rows and writes
+// docs/benchmarks.md.)
 
 import fs from 'node:fs';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
@@ -40,11 +56,12 @@ import {
   cachedPids, cli, cpuMeter, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
 } from './lib.ts';
 import type { Spread } from './lib.ts';
-import { startHarakaPeer, startPostfixPeer, startSinkPeer, startTernPeer, ternJournal, TERN_LIMITS } from './peers.ts';
+import { startHarakaPeer, startPostfixMaildirPeer, startPostfixPeer, startSinkPeer, startTernPeer, ternJournal, TERN_LIMITS } from './peers.ts';
 import type { Peer, PeerName } from './peers.ts';
 
 const args = cli();
 const QUICK = args.flag('quick');
+const ISSUE16 = args.flag('issue16');
 const RUNS = args.num('runs', QUICK ? 1 : 3);
 const SCALE = args.str('messages') !== undefined ? args.num('messages', 5000) / 5000 : args.num('scale', 1);
 const WARMUP = args.num('warmup', QUICK ? 2000 : 3000);
@@ -65,12 +82,42 @@ export interface Scenario {
   reuse: boolean;
   messages: number;
   peers: PeerName[];
+  /** Pairs compared round by round (first/second), besides the ratios to `tern`. */
+  pairs?: [PeerName, PeerName][] | undefined;
 }
 
 const PEERS: PeerName[] = ['tern', 'postfix', 'haraka', 'sink'];
 /** Peers compared with Tern (Tern/peer) and Tern variants (variant/Tern). */
 export const OTHERS = ['postfix', 'haraka', 'sink'] as const;
 export const VARIANTS = ['tern-checks', 'tern-maildir'] as const;
+
+/**
+ * Issue 16's scenarios: Tern's defaults (checks on, Maildir) and Tern like
+ * for like (checks off, Maildir) against Postfix delivering into a Maildir
+ * through virtual(8). Ids start with "md-".
+ */
+function maildirScenarios(): Scenario[] {
+  const sets = [
+    { id: 'md-1k-s20-new', label: '1 KB', bytes: KB, sessions: 20, messages: 5000, peers: ['tern-default', 'postfix-maildir', 'tern-maildir'] as PeerName[] },
+    { id: 'md-1k-s100-new', label: '1 KB', bytes: KB, sessions: 100, messages: 5000, peers: ['tern-maildir', 'postfix-maildir'] as PeerName[] },
+    { id: 'md-100k-s20-new', label: '100 KB', bytes: 100 * KB, sessions: 20, messages: 1000, peers: ['tern-maildir', 'postfix-maildir'] as PeerName[] },
+  ];
+  // The smoke test keeps the headline pair only.
+  return (QUICK ? sets.slice(0, 1) : sets).map((x) => {
+    const messages = Math.max(2, Math.round((QUICK ? Math.min(2000, x.messages) : x.messages) * SCALE));
+    return {
+      id: x.id,
+      name: `Maildir, ${x.label}, ${x.sessions} sessions, new connection per message`,
+      size: x.bytes,
+      requestedSessions: x.sessions,
+      sessions: Math.max(1, Math.min(x.sessions, Math.floor(messages / 2))),
+      reuse: false,
+      messages,
+      peers: x.peers,
+      pairs: x.peers.filter((p) => p !== 'postfix-maildir').map((p): [PeerName, PeerName] => [p, 'postfix-maildir']),
+    };
+  });
+}
 
 /**
  * The scenarios, with message counts chosen so that one run of the slowest
@@ -104,7 +151,10 @@ function scenarios(): Scenario[] {
       peers: [PEERS[0]!, ...extra, ...PEERS.slice(1)],
     });
   };
-  if (QUICK) {
+  out.push(...maildirScenarios());
+  if (ISSUE16) {
+    // only the Maildir scenarios
+  } else if (QUICK) {
     add(sizes[0]!, 20, false);
     add(sizes[0]!, 20, true);
   } else {
@@ -123,6 +173,8 @@ export interface Run {
   seconds: number;
   rate: number;
   drainSeconds: number;
+  /** Messages / drainSeconds: end to end, until the server has handled every one. */
+  e2eRate: number;
   cpuMsPerMsg: number;
   peakRssKiB: number;
   peakPssKiB: number;
@@ -147,17 +199,19 @@ async function measure(p: Peer, s: { size: number; sessions: number; reuse: bool
     const error = r.status !== 0
       ? `smtp-source exited ${r.status} after ${r.seconds.toFixed(1)} s: ${said}`
       : `only ${p.done() - done0} of ${s.messages} handled${said ? `; smtp-source: ${said}` : ''}`;
-    return { peer: p.name, round, ok: false, error, seconds: r.seconds, rate: NaN, drainSeconds: NaN, cpuMsPerMsg: NaN, peakRssKiB: NaN, peakPssKiB: NaN };
+    return { peer: p.name, round, ok: false, error, seconds: r.seconds, rate: NaN, drainSeconds: NaN, e2eRate: NaN, cpuMsPerMsg: NaN, peakRssKiB: NaN, peakPssKiB: NaN };
   }
   if (said) console.warn(`  ${p.name}: smtp-source said: ${said}`);
   return {
-    peer: p.name, round, ok: true, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, cpuMsPerMsg: cpuMs / s.messages,
+    peer: p.name, round, ok: true, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, e2eRate: s.messages / drainSeconds, cpuMsPerMsg: cpuMs / s.messages,
     peakRssKiB: peak.rssKiB, peakPssKiB: peak.pssKiB,
   };
 }
 
-export interface PeerSummary { runs: number; failed: number; rate: Spread; cpuMsPerMsg: Spread; drainSeconds: Spread; peakRssKiB: Spread; peakPssKiB: Spread }
+export interface PeerSummary { runs: number; failed: number; rate: Spread; e2eRate?: Spread; cpuMsPerMsg: Spread; drainSeconds: Spread; peakRssKiB: Spread; peakPssKiB: Spread }
 export interface Ratio { rate: number; cpuMsPerMsg: number; pairs: number }
+/** a/b round by round: acceptance, end to end and CPU per message, median and range over the rounds. */
+export interface PairRatio { a: PeerName; b: PeerName; rate: Spread; e2eRate: Spread; cpuMsPerMsg: Spread; pairs: number }
 export interface ScenarioResult extends Scenario {
   runs: Run[];
   summary: Partial<Record<PeerName, PeerSummary>>;
@@ -165,6 +219,8 @@ export interface ScenarioResult extends Scenario {
   ratios: Partial<Record<(typeof OTHERS)[number], Ratio>>;
   /** Variant/Tern (what the checks or the Maildir write cost), the same way. */
   variants: Partial<Record<(typeof VARIANTS)[number], Ratio>>;
+  /** The scenario's `pairs`, compared. */
+  compared?: PairRatio[];
 }
 
 function summarize(s: Scenario, runs: Run[]): ScenarioResult {
@@ -174,13 +230,14 @@ function summarize(s: Scenario, runs: Run[]): ScenarioResult {
     const rs = okRuns(p);
     const all = runs.filter((r) => r.peer === p);
     if (!rs.length) {
-      summary[p] = { runs: all.length, failed: all.length, rate: nan(), cpuMsPerMsg: nan(), drainSeconds: nan(), peakRssKiB: nan(), peakPssKiB: nan() };
+      summary[p] = { runs: all.length, failed: all.length, rate: nan(), e2eRate: nan(), cpuMsPerMsg: nan(), drainSeconds: nan(), peakRssKiB: nan(), peakPssKiB: nan() };
       continue;
     }
     summary[p] = {
       runs: all.length,
       failed: all.length - rs.length,
       rate: spread(rs.map((r) => r.rate)),
+      e2eRate: spread(rs.map((r) => r.e2eRate)),
       cpuMsPerMsg: spread(rs.map((r) => r.cpuMsPerMsg)),
       drainSeconds: spread(rs.map((r) => r.drainSeconds)),
       peakRssKiB: spread(rs.map((r) => r.peakRssKiB)),
@@ -206,7 +263,20 @@ function summarize(s: Scenario, runs: Run[]): ScenarioResult {
     const r = ratio(p, 'tern');
     if (r) variants[p] = r;
   }
-  return { ...s, runs, summary, ratios, variants };
+  const compared: PairRatio[] = [];
+  for (const [a, b] of s.pairs ?? []) {
+    const rounds = okRuns(a).flatMap((x) => {
+      const y = okRuns(b).find((r) => r.round === x.round);
+      return y ? [{ rate: x.rate / y.rate, e2e: x.e2eRate / y.e2eRate, cpu: x.cpuMsPerMsg / y.cpuMsPerMsg }] : [];
+    });
+    if (rounds.length) {
+      compared.push({
+        a, b, pairs: rounds.length,
+        rate: spread(rounds.map((q) => q.rate)), e2eRate: spread(rounds.map((q) => q.e2e)), cpuMsPerMsg: spread(rounds.map((q) => q.cpu)),
+      });
+    }
+  }
+  return { ...s, runs, summary, ratios, variants, compared };
 }
 
 function nan(): Spread {
@@ -262,6 +332,8 @@ async function latency(peers: Map<PeerName, Peer>): Promise<LatencyRow[]> {
 export interface AcceptResult {
   kind: 'accept';
   quick: boolean;
+  /** Only issue 16's Maildir scenarios were run (--issue16). */
+  issue16?: boolean;
   runsEach: number;
   scale: number;
   warmupMessages: number;
@@ -284,14 +356,15 @@ async function main(): Promise<void> {
   pinSelf();
   const dns = await startDnsServer({});
   const list = scenarios();
-  const needed = new Set<PeerName>([...list.flatMap((s) => s.peers), ...LATENCY_PEERS]);
+  const needed = new Set<PeerName>([...list.flatMap((s) => s.peers), ...(ISSUE16 ? [] : LATENCY_PEERS)]);
   const peers = new Map<PeerName, Peer>();
   const results: ScenarioResult[] = [];
   let lat: LatencyRow[] = [];
   try {
-    for (const name of ['tern', 'tern-checks', 'tern-maildir', 'postfix', 'haraka', 'sink'] as const) {
+    for (const name of ['tern', 'tern-checks', 'tern-maildir', 'tern-default', 'postfix', 'postfix-maildir', 'haraka', 'sink'] as const) {
       if (!needed.has(name)) continue;
       const p = name === 'postfix' ? await startPostfixPeer()
+        : name === 'postfix-maildir' ? await startPostfixMaildirPeer()
         : name === 'haraka' ? await startHarakaPeer()
         : name === 'sink' ? await startSinkPeer()
         : await startTernPeer(name, dns.address);
@@ -310,21 +383,24 @@ async function main(): Promise<void> {
           const run = await measure(peers.get(name)!, s, round);
           runs.push(run);
           if (run.ok) {
-            console.log(`  ${name.padEnd(12)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s)`);
-          } else console.log(`  ${name.padEnd(12)} FAILED: ${run.error}`);
+            console.log(`  ${name.padEnd(15)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s: ${run.e2eRate.toFixed(0)} msg/s end to end)`);
+          } else console.log(`  ${name.padEnd(15)} FAILED: ${run.error}`);
         }
       }
       const r = summarize(s, runs);
-      console.log(`  tern/postfix ${fmtRatio(r.ratios.postfix)}; tern/haraka ${fmtRatio(r.ratios.haraka)}; tern/sink ${fmtRatio(r.ratios.sink)}`);
+      if (s.peers.includes('tern')) console.log(`  tern/postfix ${fmtRatio(r.ratios.postfix)}; tern/haraka ${fmtRatio(r.ratios.haraka)}; tern/sink ${fmtRatio(r.ratios.sink)}`);
+      for (const c of r.compared ?? []) {
+        console.log(`  ${c.a}/${c.b}: ${c.rate.median.toFixed(2)}x accepted, ${c.e2eRate.median.toFixed(2)}x end to end, ${c.cpuMsPerMsg.median.toFixed(2)}x CPU/msg`);
+      }
       results.push(r);
     }
-    lat = await latency(peers);
+    if (!ISSUE16) lat = await latency(peers);
   } finally {
     for (const p of peers.values()) await p.stop().catch((e: unknown) => console.warn(`${p.name}: stop: ${(e as Error).message}`));
     await dns.close();
   }
   const out: AcceptResult = {
-    kind: 'accept', quick: QUICK, runsEach: RUNS, scale: SCALE, warmupMessages: WARMUP, haraka: HARAKA_VERSION, ternLimits: TERN_LIMITS,
+    kind: 'accept', quick: QUICK, issue16: ISSUE16, runsEach: RUNS, scale: SCALE, warmupMessages: WARMUP, haraka: HARAKA_VERSION, ternLimits: TERN_LIMITS,
     peerConfigs: Object.fromEntries([...peers].map(([n, p]) => [n, p.config])),
     machine: machine(), scenarios: results, latency: lat, seconds: (Date.now() - t0) / 1000,
     ternJournal,

@@ -14,9 +14,16 @@
 //   tern-checks   the same with the inbound checks on (Tern's default).
 //   tern-maildir  the same (checks off) delivering to a Maildir (no
 //                 `delivery` key). Handled = files in the Maildir's new/.
+//   tern-default  Tern's defaults for a receiving domain: the inbound checks
+//                 on and Maildir delivery (issue 16's headline). Handled =
+//                 files in the Maildir's new/.
 //   postfix       a private instance (test/helpers/postfix.ts): smtpd into its
 //                 real queue (fsynced), qmgr hands each message to discard(8).
 //                 Handled = "status=sent" lines in its maillog.
+//   postfix-maildir  the same instance layout delivering into a Maildir
+//                 through virtual(8) (the helper's own virtual_mailbox_*
+//                 settings; no SPF/DKIM/DMARC: Postfix has none built in).
+//                 Handled = files in the Maildir's new/, as for Tern.
 //   haraka        Haraka from npm (bench/haraka.ts), one process, queueing
 //                 each message to an fsynced file. Handled = files queued.
 //
@@ -36,7 +43,13 @@ import {
   countFiles, emptyDir, logCounter, pinPids, SERVER_CPU, sleep, startSink, startTern, tempDir, waitUntil,
 } from './lib.ts';
 
-export type PeerName = 'tern' | 'tern-checks' | 'tern-maildir' | 'postfix' | 'haraka' | 'sink';
+export type PeerName = 'tern' | 'tern-checks' | 'tern-maildir' | 'tern-default' | 'postfix' | 'postfix-maildir' | 'haraka' | 'sink';
+export type TernVariant = 'tern' | 'tern-checks' | 'tern-maildir' | 'tern-default';
+
+/** Variants that deliver into a Maildir (and count files in its new/ as handled). */
+const MAILDIR_VARIANTS: readonly TernVariant[] = ['tern-maildir', 'tern-default'];
+/** Variants with the inbound checks on (no `inbound` key: Tern's default). */
+const CHECKING_VARIANTS: readonly TernVariant[] = ['tern-checks', 'tern-default'];
 
 export interface Peer {
   name: PeerName;
@@ -62,19 +75,19 @@ export interface TernLimits { connections?: number; connectionsPerIp?: number; m
 export const TERN_LIMITS = { connectionsPerIp: 1000, connections: 2000, messageSize: 128 * MiB };
 
 /** The Tern configuration of a variant (written to tern.yaml as is; shown in docs/benchmarks.md). */
-export function ternConfig(variant: 'tern' | 'tern-checks' | 'tern-maildir', o: { port: number; dataDir: string; dns: string; limits?: TernLimits }): Record<string, unknown> {
+export function ternConfig(variant: TernVariant, o: { port: number; dataDir: string; dns: string; limits?: TernLimits }): Record<string, unknown> {
   return {
     hostname: 'bench.tern.test',
     dataDir: o.dataDir,
     listeners: [{ role: 'smtp', address: '127.0.0.1', port: o.port }],
-    domains: [variant === 'tern-maildir' ? { name: 'tern.test', mailboxes: ['user'] } : { name: 'tern.test', delivery: 'discard' }],
-    ...(variant === 'tern-checks' ? {} : { inbound: { enabled: false } }),
+    domains: [MAILDIR_VARIANTS.includes(variant) ? { name: 'tern.test', mailboxes: ['user'] } : { name: 'tern.test', delivery: 'discard' }],
+    ...(CHECKING_VARIANTS.includes(variant) ? {} : { inbound: { enabled: false } }),
     limits: { ...TERN_LIMITS, ...o.limits },
     dns: { servers: [o.dns] },
   };
 }
 
-export async function startTernPeer(variant: 'tern' | 'tern-checks' | 'tern-maildir', dns: string, limits?: TernLimits): Promise<Peer> {
+export async function startTernPeer(variant: TernVariant, dns: string, limits?: TernLimits): Promise<Peer> {
   const dir = tempDir(`tern-bench-${variant}-`);
   const port = await freePort('127.0.0.1');
   const dataDir = path.join(dir, 'data');
@@ -89,9 +102,9 @@ export async function startTernPeer(variant: 'tern' | 'tern-checks' | 'tern-mail
     port,
     to: 'user@tern.test',
     pids: () => [tern.pid],
-    done: variant === 'tern-maildir' ? () => maildir0.base + countFiles(maildir) : discarded,
+    done: MAILDIR_VARIANTS.includes(variant) ? () => maildir0.base + countFiles(maildir) : discarded,
     clean: () => {
-      if (variant !== 'tern-maildir') return;
+      if (!MAILDIR_VARIANTS.includes(variant)) return;
       maildir0.base += countFiles(maildir);
       emptyDir(maildir);
     },
@@ -124,6 +137,43 @@ export async function startPostfixPeer(mainCf: Record<string, string> = {}): Pro
   pinPids(SERVER_CPU, pids());
   const sent = logCounter(path.join(postfix.dir, 'maillog'), ' status=sent ');
   return { name: 'postfix', config, port: postfix.port, to: 'user@pf.test', pids, done: sent, clean: () => {}, stop: () => postfix.stop() };
+}
+
+/**
+ * Postfix delivering into a Maildir through virtual(8), as the helper sets it
+ * up (virtual_mailbox_domains = pf.test, virtual_mailbox_maps =
+ * static:Maildir/ under virtual_mailbox_base, static uid/gid of the postfix
+ * user: virtual(8) refuses root, and any unprivileged owner costs the same).
+ * virtual(8) fsyncs each file before linking it into new/.
+ */
+export async function startPostfixMaildirPeer(): Promise<Peer> {
+  const settings = { virtual_transport: 'virtual', default_process_limit: '200', message_size_limit: String(TERN_LIMITS.messageSize) };
+  const postfix = await startPostfix({ address: '127.0.0.1', domain: 'pf.test', mainCf: settings });
+  const pids = () => postfixProcesses(postfix);
+  pinPids(SERVER_CPU, pids());
+  const newDir = path.join(postfix.dir, 'mail', 'Maildir', 'new');
+  const count = { base: 0 };
+  const config = {
+    ...settings,
+    virtual_mailbox_domains: 'pf.test',
+    virtual_mailbox_base: '<instance dir>/mail',
+    virtual_mailbox_maps: 'static:Maildir/',
+    virtual_uid_maps: 'static:<uid of postfix>',
+    virtual_gid_maps: 'static:<gid of postfix>',
+  };
+  return {
+    name: 'postfix-maildir',
+    config,
+    port: postfix.port,
+    to: 'user@pf.test',
+    pids,
+    done: () => count.base + countFiles(newDir),
+    clean: () => {
+      count.base += countFiles(newDir);
+      emptyDir(newDir);
+    },
+    stop: () => postfix.stop(),
+  };
 }
 
 export async function startHarakaPeer(): Promise<Peer> {
