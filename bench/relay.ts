@@ -1,63 +1,115 @@
 // Relay throughput, Tern vs Postfix, in one run: smtp-source sends N 1 KB
 // messages over S sessions to the MTA, which relays them to Postfix's
 // smtp-sink on another loopback address; the clock stops when the sink has
-// received all N. Tern finds the sink by MX lookup (a DNS server on
-// loopback); Postfix is given it as relayhost (it would need the system
-// resolver for MX), which spares Postfix the lookups.
+// received all N (end to end), and the time until smtp-source has had every
+// 250 is kept too (acceptance). Tern finds the sink by MX lookup (a DNS
+// server on loopback); Postfix is given it as relayhost (it would need the
+// system resolver for MX), which spares Postfix the lookups.
+//
+// Three relays, each its own process started once:
+//   tern       Tern relaying for 127.0.0.0/8 (trustedNetworks), no signing
+//   postfix    Postfix relaying for 127.0.0.0/8 (mynetworks)
+//   tern-dkim  the same Tern with a DKIM key for the sender's domain
+//              (load.test, one of its domains; the key made by `tern dkim
+//              keygen` as a user does, rsa-sha256 2048-bit by default): mail
+//              from a trusted network is submission, fixed up and signed
+//              before the spool commit (issue 16's submission-style relay).
+//              Postfix has no signer, so it is compared with the same
+//              Postfix row.
 //
 // Fair on a 2-core machine: each MTA is pinned to CPU 0 (taskset), the load
-// generator and the sink to CPU 1; runs alternate Tern, Postfix, Tern, …;
-// medians and ranges are reported. Both are durable (Tern fsyncs its queue
-// file; Postfix its queue file), both log.
+// generator and the sink to CPU 1; runs alternate tern, postfix, tern-dkim,
+// tern, …; medians, ranges and round-by-round ratios are reported. Both are
+// durable (Tern fsyncs its queue file; Postfix its queue file), both log.
 //
 // Shared helpers are in bench/lib.ts; `npm run bench` (bench/run.ts) runs
 // this after bench/accept.ts and bench/memory.ts.
 //
-//   node bench/relay.ts [--messages N] [--sessions S] [--runs R] [--json FILE]
+// Each relay first gets an unmeasured warm-up (--warmup, 1,000 messages).
+//
+//   node bench/relay.ts [--messages N] [--sessions S] [--runs R] [--warmup N] [--no-dkim] [--dkim-algo rsa|ed25519] [--json FILE]
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { stringify } from 'yaml';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { postfixAvailable, postfixProcesses, startPostfix } from '../test/helpers/postfix.ts';
 import { freePort } from '../test/helpers/server.ts';
-import { cli, cpuMeter, haveTaskset, LOAD_CPU, machine, median, pin, pinPids, pinSelf, SERVER_CPU, startSink, startTern, tempDir, waitUntil } from './lib.ts';
-import type { Sink } from './lib.ts';
-import { spawn } from 'node:child_process';
+import { cli, cpuMeter, haveTaskset, LOAD_CPU, machine, pin, pinPids, pinSelf, ROOT, SERVER_CPU, spread, startSink, startTern, tempDir, waitUntil } from './lib.ts';
+import type { Sink, Spread } from './lib.ts';
 
 const args = cli();
 const MESSAGES = args.num('messages', 2000);
 const SESSIONS = args.num('sessions', 20);
 const RUNS = args.num('runs', 3);
+const WARMUP = args.num('warmup', 1000);
+const DKIM = !args.flag('no-dkim');
+const DKIM_ALGO = args.str('dkim-algo') ?? 'rsa';
 const SIZE = 1024;
+const SENDER_DOMAIN = 'load.test';
 const jsonOut = args.str('json');
 
-interface Run { mta: string; seconds: number; acceptSeconds: number; rate: number; cpuMsPerMsg: number }
-interface RelaySummary { mta: string; median: number; min: number; max: number; cpuMsPerMsg: number }
+type Mta = 'tern' | 'postfix' | 'tern-dkim';
+interface Run { mta: Mta; round: number; seconds: number; acceptSeconds: number; rate: number; acceptRate: number; cpuMsPerMsg: number }
+interface RelaySummary { mta: Mta; median: number; min: number; max: number; cpuMsPerMsg: number; accept?: Spread; cpu?: Spread }
 export interface RelayResult {
   messages: number;
   sessions: number;
   size: number;
+  warmupMessages?: number;
   runs: Run[];
   tern: RelaySummary;
   postfix: RelaySummary;
-  /** Tern/Postfix messages/s, median of run-by-run ratios. */
+  /** Tern with DKIM signing (absent with --no-dkim). */
+  ternDkim?: RelaySummary | undefined;
+  dkimAlgorithm?: string | undefined;
+  /** Tern/Postfix messages/s end to end, median of run-by-run ratios. */
   ratioMedian: number;
+  /** The same ratios: end to end and acceptance, median and range. */
+  ratio?: { e2e: Spread; accept: Spread } | undefined;
+  /** tern-dkim/Postfix, the same way. */
+  ratioDkim?: { e2e: Spread; accept: Spread } | undefined;
   pinned: boolean;
   machine: ReturnType<typeof machine>;
 }
 
-async function load(port: number, sink: Sink, cpuPids: () => number[], mta: string): Promise<Run> {
+async function load(port: number, sink: Sink, cpuPids: () => number[], mta: Mta, round: number, messages = MESSAGES): Promise<Run> {
   sink.reset();
   const cpu = cpuMeter(cpuPids);
   const t0 = process.hrtime.bigint();
-  const [cmd, argv] = pin(LOAD_CPU, 'smtp-source', ['-s', String(SESSIONS), '-m', String(MESSAGES), '-l', String(SIZE), '-f', 'load@load.test', '-t', 'user@sink.test', `127.0.0.1:${port}`]);
+  const [cmd, argv] = pin(LOAD_CPU, 'smtp-source', ['-s', String(SESSIONS), '-m', String(messages), '-l', String(SIZE), '-f', `load@${SENDER_DOMAIN}`, '-t', 'user@sink.test', `127.0.0.1:${port}`]);
   const src = spawn(cmd, argv, { stdio: 'ignore' });
   const accepted = new Promise<number>((r) => src.once('exit', () => r(Number(process.hrtime.bigint() - t0) / 1e9)));
-  const ok = await waitUntil(() => sink.count() >= MESSAGES, Number(process.env.BENCH_TIMEOUT ?? 300_000));
+  const ok = await waitUntil(() => sink.count() >= messages, Number(process.env.BENCH_TIMEOUT ?? 300_000));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const acceptSeconds = await accepted;
-  if (!ok) throw new Error(`${mta}: after ${seconds}s only ${sink.count()} of ${MESSAGES} reached the sink`);
-  return { mta, seconds, acceptSeconds, rate: MESSAGES / seconds, cpuMsPerMsg: cpu() / MESSAGES };
+  if (!ok) throw new Error(`${mta}: after ${seconds}s only ${sink.count()} of ${messages} reached the sink`);
+  return { mta, round, seconds, acceptSeconds, rate: messages / seconds, acceptRate: messages / acceptSeconds, cpuMsPerMsg: cpu() / messages };
+}
+
+/** Tern as a user would run a relay (durable spool, info logs); with `dkim`, a signing key for the sender's domain made by `tern dkim keygen`. */
+async function startRelayTern(o: { dns: string; sinkPort: number; dkim: boolean }) {
+  const dir = tempDir(o.dkim ? 'tern-bench-dkim-' : 'tern-bench-');
+  const ternPort = await freePort('127.0.0.1');
+  const config = {
+    hostname: 'bench.tern.test',
+    dataDir: path.join(dir, 'data'),
+    listeners: [{ role: 'smtp', address: '127.0.0.1', port: ternPort }],
+    domains: [{ name: 'tern.test', mailboxes: ['alice'] }, ...(o.dkim ? [{ name: SENDER_DOMAIN, mailboxes: ['load'] }] : [])],
+    trustedNetworks: ['127.0.0.0/8'],
+    dns: { servers: [o.dns], timeout: '2s' },
+    outbound: { port: o.sinkPort, tls: 'none' },
+    limits: { connectionsPerIp: 1000 },
+  };
+  if (o.dkim) {
+    const file = path.join(dir, 'tern.yaml');
+    fs.writeFileSync(file, stringify(config));
+    const k = spawnSync(process.execPath, [path.join(ROOT, 'src/cli/main.ts'), 'dkim', 'keygen', SENDER_DOMAIN, '--selector', 'bench', '--algo', DKIM_ALGO, '--config', file], { encoding: 'utf8' });
+    if (k.status !== 0) throw new Error(`tern dkim keygen failed (${k.status}): ${k.stderr}`);
+  }
+  const tern = await startTern(config, dir, SERVER_CPU);
+  return { port: ternPort, tern, dir };
 }
 
 async function main(): Promise<void> {
@@ -67,19 +119,8 @@ async function main(): Promise<void> {
   const sink = startSink('127.0.0.3', sinkPort, LOAD_CPU);
   const dns = await startDnsServer({ 'sink.test': { MX: [{ preference: 10, exchange: 'mx.sink.test' }] }, 'mx.sink.test': { A: ['127.0.0.3'] } });
 
-  // Tern, configured as a user would run a relay (durable spool, info logs).
-  const dir = tempDir('tern-bench-');
-  const ternPort = await freePort('127.0.0.1');
-  const tern = await startTern({
-    hostname: 'bench.tern.test',
-    dataDir: path.join(dir, 'data'),
-    listeners: [{ role: 'smtp', address: '127.0.0.1', port: ternPort }],
-    domains: [{ name: 'tern.test', mailboxes: ['alice'] }],
-    trustedNetworks: ['127.0.0.0/8'],
-    dns: { servers: [dns.address], timeout: '2s' },
-    outbound: { port: sinkPort, tls: 'none' },
-    limits: { connectionsPerIp: 1000 },
-  }, dir, SERVER_CPU);
+  const plain = await startRelayTern({ dns: dns.address, sinkPort, dkim: false });
+  const signing = DKIM ? await startRelayTern({ dns: dns.address, sinkPort, dkim: true }) : undefined;
 
   // Postfix as a relay for 127.0.0.0/8, to the sink as relayhost.
   const postfix = await startPostfix({
@@ -100,26 +141,58 @@ async function main(): Promise<void> {
 
   const runs: Run[] = [];
   try {
+    // Unmeasured, as in bench/accept.ts: JIT for Tern, process pools and connection caches for Postfix.
+    if (WARMUP > 0) {
+      await load(plain.port, sink, () => [plain.tern.pid], 'tern', -1, WARMUP);
+      await load(postfix.port, sink, pfPids, 'postfix', -1, WARMUP);
+      if (signing) await load(signing.port, sink, () => [signing.tern.pid], 'tern-dkim', -1, WARMUP);
+    }
     for (let r = 0; r < RUNS; r++) {
-      runs.push(await load(ternPort, sink, () => [tern.pid], 'tern'));
-      runs.push(await load(postfix.port, sink, pfPids, 'postfix'));
+      runs.push(await load(plain.port, sink, () => [plain.tern.pid], 'tern', r));
+      runs.push(await load(postfix.port, sink, pfPids, 'postfix', r));
+      if (signing) runs.push(await load(signing.port, sink, () => [signing.tern.pid], 'tern-dkim', r));
+    }
+    if (signing) {
+      const problems = fs.readFileSync(signing.tern.logFile, 'utf8').split('\n').filter((l) => l.includes('dkim signing problem'));
+      if (problems.length) throw new Error(`tern-dkim: ${problems.length} signing problems, e.g. ${problems[0]}`);
     }
   } finally {
-    await tern.stop();
+    for (const t of [plain, signing]) {
+      if (!t) continue;
+      await t.tern.stop();
+      fs.rmSync(t.dir, { recursive: true, force: true });
+    }
     await postfix.stop();
     sink.stop();
     await dns.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  const summary = (mta: string) => {
+  const summary = (mta: Mta): RelaySummary => {
     const rs = runs.filter((r) => r.mta === mta);
-    return { mta, median: median(rs.map((r) => r.rate)), min: Math.min(...rs.map((r) => r.rate)), max: Math.max(...rs.map((r) => r.rate)), cpuMsPerMsg: median(rs.map((r) => r.cpuMsPerMsg)) };
+    const e2e = spread(rs.map((r) => r.rate));
+    const cpu = spread(rs.map((r) => r.cpuMsPerMsg));
+    return { mta, median: e2e.median, min: e2e.min, max: e2e.max, cpuMsPerMsg: cpu.median, cpu, accept: spread(rs.map((r) => r.acceptRate)) };
   };
-  const ratios = runs.filter((r) => r.mta === 'tern').map((t, i) => t.rate / runs.filter((r) => r.mta === 'postfix')[i]!.rate);
-  const result: RelayResult = { messages: MESSAGES, sessions: SESSIONS, size: SIZE, runs, tern: summary('tern'), postfix: summary('postfix'), ratioMedian: median(ratios), pinned: haveTaskset, machine: machine() };
+  /** a/Postfix round by round, end to end and acceptance. */
+  const vsPostfix = (a: Mta) => {
+    const pairs = runs.filter((r) => r.mta === a).flatMap((x) => {
+      const y = runs.find((r) => r.mta === 'postfix' && r.round === x.round);
+      return y ? [{ e2e: x.rate / y.rate, accept: x.acceptRate / y.acceptRate }] : [];
+    });
+    return { e2e: spread(pairs.map((p) => p.e2e)), accept: spread(pairs.map((p) => p.accept)) };
+  };
+  const ratio = vsPostfix('tern');
+  const result: RelayResult = {
+    messages: MESSAGES, sessions: SESSIONS, size: SIZE, warmupMessages: WARMUP, runs, tern: summary('tern'), postfix: summary('postfix'),
+    ternDkim: signing ? summary('tern-dkim') : undefined, dkimAlgorithm: signing ? `${DKIM_ALGO === 'rsa' ? 'rsa-sha256, 2048-bit' : 'ed25519-sha256'}` : undefined,
+    ratioMedian: ratio.e2e.median, ratio, ratioDkim: signing ? vsPostfix('tern-dkim') : undefined,
+    pinned: haveTaskset, machine: machine(),
+  };
   console.log(`relay ${MESSAGES} x ${SIZE} B, ${SESSIONS} sessions, ${RUNS} runs each (pinned: ${haveTaskset})`);
-  for (const s of [result.tern, result.postfix]) console.log(`  ${s.mta.padEnd(8)} ${s.median.toFixed(0)} msg/s (min ${s.min.toFixed(0)}, max ${s.max.toFixed(0)}), ${s.cpuMsPerMsg.toFixed(2)} ms CPU/msg`);
-  console.log(`  tern/postfix (median of pairwise ratios): ${result.ratioMedian.toFixed(2)}x`);
+  for (const s of [result.tern, result.postfix, result.ternDkim]) {
+    if (s) console.log(`  ${s.mta.padEnd(9)} ${s.median.toFixed(0)} msg/s end to end (min ${s.min.toFixed(0)}, max ${s.max.toFixed(0)}), ${s.accept!.median.toFixed(0)} msg/s accepted, ${s.cpuMsPerMsg.toFixed(2)} ms CPU/msg`);
+  }
+  console.log(`  tern/postfix (median of pairwise ratios): ${ratio.e2e.median.toFixed(2)}x end to end, ${ratio.accept.median.toFixed(2)}x accepted`);
+  if (result.ratioDkim) console.log(`  tern-dkim/postfix: ${result.ratioDkim.e2e.median.toFixed(2)}x end to end, ${result.ratioDkim.accept.median.toFixed(2)}x accepted`);
   if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(result, null, 2));
 }
 
