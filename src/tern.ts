@@ -37,6 +37,19 @@ import { mailauthResolver } from './dns/mailauth-resolver.ts';
 import { openStore } from './store/store.ts';
 import { TlsResults } from './tlsrpt/results.ts';
 import { TlsReporter } from './tlsrpt/reporter.ts';
+import { DrainTransport, parseDrainTarget } from './delivery/drain.ts';
+import type { DeliveryReply } from './spool/types.ts';
+
+/** What `tern queue drain` answers. */
+export interface DrainSummary {
+  to: string;
+  /** Messages that left the queue (every recipient taken by the other node). */
+  moved: number;
+  /** Held messages: not drained (release or delete them first). */
+  held: string[];
+  /** Messages still here, with the last reply (the other node's refusal, or why it could not be reached). */
+  notTaken: { id: string; reply: DeliveryReply | null }[];
+}
 import { MtaStsPolicies } from './delivery/mta-sts-policy.ts';
 import { TlsPolicy } from './delivery/tls-policy.ts';
 import { createSecureResolver } from './dns/secure.ts';
@@ -186,6 +199,39 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), verified: new VerifiedLogins(), sendRate: new SendRate(), log };
   live = buildLive(config, shared, undefined);
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
+  /**
+   * `tern queue drain --to HOST:PORT` (src/delivery/drain.ts): from now on every recipient goes to that
+   * node; everything queued is tried at once, and again while that moves more (a message that was being
+   * delivered when the drain began is retried through it after). Held messages stay, and are named.
+   */
+  const drainQueue = async (to: string): Promise<DrainSummary> => {
+    const target = parseDrainTarget(to);
+    if (!target) throw new Error(`--to needs HOST:PORT (got "${to}")`);
+    const o = config.outbound;
+    const transport = new DrainTransport({ target, heloName: o.heloName, timeouts: o.timeouts, log, tlsOptions: opts.outboundTls });
+    router.drain({ transport, close: () => transport.close(), limit: o.perDestination });
+    const start = new Set(scheduler.list().map((m) => m.id));
+    log.warn('queue drain', { to, messages: start.size });
+    let left = start.size + 1;
+    for (let round = 0; round < 5; round++) {
+      scheduler.retry();
+      await scheduler.idle();
+      const now = scheduler.list().filter((m) => m.state !== 'held').length;
+      if (now === 0 || now >= left) break;
+      left = now;
+    }
+    const rest = scheduler.list();
+    const summary: DrainSummary = {
+      to,
+      moved: [...start].filter((id) => !rest.some((m) => m.id === id)).length,
+      held: rest.filter((m) => m.state === 'held').map((m) => m.id),
+      notTaken: rest
+        .filter((m) => m.state !== 'held')
+        .map((m) => ({ id: m.id, reply: m.recipients.map((x) => x.lastReply).find((x) => x) ?? null })),
+    };
+    log.warn('queue drained', { to, moved: summary.moved, held: summary.held.length, notTaken: summary.notTaken.length });
+    return summary;
+  };
   // TLS-RPT (RFC 8460): the daily reports. Mailed ones go through intake as our own mail (fixed up and
   // DKIM-signed like submission's); a report to a local address is delivered like a DSN.
   const tlsReporter = tlsResults
@@ -277,6 +323,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     'queue.hold': (r) => scheduler.hold(String(r.id)),
     'queue.release': (r) => scheduler.release(String(r.id)),
     'queue.delete': (r) => scheduler.delete(String(r.id)),
+    'queue.drain': (r) => drainQueue(String(r.to ?? '')),
   }, log, { ready: () => recovered });
   try {
     await control.listen();

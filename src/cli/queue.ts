@@ -8,6 +8,7 @@ import type { QueueSummary, RetryOutcome } from '../queue/scheduler.ts';
 import type { DeliveryReply, Envelope, SuppressedDsn } from '../spool/types.ts';
 import { replyLine } from '../delivery/reply.ts';
 import type { TernConfig } from '../config/types.ts';
+import type { DrainSummary } from '../tern.ts';
 
 export const QUEUE_USAGE = `  tern queue list [--json]          queued messages: id, age, sender, recipients, next attempt, last reply
   tern queue show ID [--json]       one message: envelope and per-recipient state
@@ -15,6 +16,8 @@ export const QUEUE_USAGE = `  tern queue list [--json]          queued messages:
   tern queue hold ID                stop trying until released
   tern queue release ID             try again now
   tern queue delete ID              remove, without a bounce
+  tern queue drain --to HOST:PORT   hand every queued message to another node over SMTP (each
+                                    removed after its 250); this node keeps forwarding until restarted
 `;
 
 export function controlPath(config: TernConfig): string {
@@ -33,7 +36,7 @@ export async function runQueue(config: TernConfig, args: string[], flags: Set<st
   const json = flags.has('--json');
   const sock = controlPath(config);
   const dataDir = path.resolve(config.dataDir);
-  if (['list', 'show', 'retry', 'hold', 'release', 'delete'].includes(sub ?? '')) err.write(`tern: server at ${dataDir} (control.sock; ${origin})\n`);
+  if (['list', 'show', 'retry', 'hold', 'release', 'delete', 'drain'].includes(sub ?? '')) err.write(`tern: server at ${dataDir} (control.sock; ${origin})\n`);
   const need = (what: string): boolean => {
     if (id) return true;
     err.write(`tern queue ${what}: needs a queue id\n`);
@@ -66,6 +69,22 @@ export async function runQueue(config: TernConfig, args: string[], flags: Set<st
         const held = r.held > 0 ? ` (${r.held} held message${r.held === 1 ? '' : 's'} left alone: \`tern queue release ID\` tries one)` : '';
         out.write(json ? JSON.stringify(r) + '\n' : `${r.scheduled} message${r.scheduled === 1 ? '' : 's'} scheduled for delivery now${held}\n`);
         return 0;
+      }
+      case 'drain': {
+        const to = [...flags].find((f) => f.startsWith('--to='))?.slice('--to='.length) ?? (flags.has('--to') ? id : undefined);
+        if (!to) {
+          err.write('tern queue drain: needs --to HOST:PORT (another Tern node that relays for this one)\n');
+          return 2;
+        }
+        // However long it takes: the server sends spaces while it works (the timeout is for silence).
+        const r = (await controlRequest(sock, { cmd: 'queue.drain', to })) as DrainSummary;
+        if (json) out.write(JSON.stringify(r) + '\n');
+        else {
+          out.write(`${r.moved} message${r.moved === 1 ? '' : 's'} handed to ${r.to}\n`);
+          if (r.held.length) out.write(`${r.held.length} held, not drained (release or delete them, then drain again): ${r.held.join(' ')}\n`);
+          for (const m of r.notTaken) out.write(`not taken: ${m.id}${m.reply ? `  (${replyLine(m.reply)})` : ''}\n`);
+        }
+        return r.held.length === 0 && r.notTaken.length === 0 ? 0 : 1;
       }
       case 'hold':
       case 'release':

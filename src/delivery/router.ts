@@ -4,7 +4,8 @@
 // recipients of several domains served by one agent share a transaction).
 // Remote ones go to the smarthost when it takes their domain, else by MX,
 // one destination per domain. Destinations are made once and reused: this
-// runs for every recipient of every delivery round.
+// runs for every recipient of every delivery round. While a drain is on
+// (`tern queue drain`, drain.ts), every recipient goes to the drain target.
 
 import type { Envelope } from '../spool/types.ts';
 import type { Destination, Router, Transport } from './types.ts';
@@ -52,6 +53,7 @@ export class DeliveryRouter implements Router {
   readonly #smarthost: Destination | null;
   readonly #mx = new Map<string, Destination>();
   readonly #lmtp = new Map<string, { d: Destination; close(): Promise<void> }>();
+  #drain: { d: Destination; close(): Promise<void> } | null = null;
 
   constructor(opts: DeliveryRouterOptions) {
     this.#o = opts;
@@ -60,7 +62,22 @@ export class DeliveryRouter implements Router {
     this.#smarthost = opts.remote ? { key: 'smarthost', limit: opts.perDestination, transport: opts.remote.smarthost } : null;
   }
 
+  /**
+   * Sends every recipient, local or remote, to `transport` from now on (null:
+   * back to normal routing). The previous drain transport is closed.
+   */
+  drain(drain: { transport: Transport; close(): Promise<void>; limit: number } | null): void {
+    const old = this.#drain;
+    this.#drain = drain ? { d: { key: `drain:${drain.transport.name}`, limit: drain.limit, transport: drain.transport }, close: () => drain.close() } : null;
+    void old?.close();
+  }
+
+  get draining(): boolean {
+    return this.#drain !== null;
+  }
+
   route(envelope: Envelope, index: number): Destination | null {
+    if (this.#drain) return this.#drain.d;
     const r = envelope.recipients[index]!;
     if (r.mailbox) {
       const how = this.#o.localDelivery?.(r.mailbox.domain);
@@ -94,6 +111,6 @@ export class DeliveryRouter implements Router {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.#o.remote?.close(), ...[...this.#lmtp.values()].map((e) => e.close())]);
+    await Promise.all([this.#o.remote?.close(), this.#drain?.close(), ...[...this.#lmtp.values()].map((e) => e.close())]);
   }
 }
