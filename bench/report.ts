@@ -1,14 +1,17 @@
 // docs/benchmarks.md from the results of bench/run.ts (the object it writes
-// to docs/benchmarks.json): the headline ratios, the targets of issue 6 with
-// the measured value and met / not met (computed here from the data), the
-// machine, how it was run, and every table.
+// to docs/benchmarks.json): first issue 16's rows (Tern's defaults and Tern
+// like for like, both delivering into a Maildir, against Postfix delivering
+// into a Maildir through virtual(8); relaying, with and without DKIM
+// signing) with its targets; then the headline ratios, the targets of issue
+// 6, the machine, how it was run, and every table. Met / not met is computed
+// here from the data.
 //
 //   node bench/report.ts [docs/benchmarks.json]   rewrites docs/benchmarks.md from that file
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import type { AcceptResult, Ratio, ScenarioResult } from './accept.ts';
+import type { AcceptResult, PairRatio, Ratio, ScenarioResult } from './accept.ts';
 import type { Machine, Spread } from './lib.ts';
 import type { MemoryResult } from './memory.ts';
 import type { PeerName } from './peers.ts';
@@ -138,6 +141,133 @@ export function targets(d: BenchResults): TargetRow[] {
 
 const metText = (m: boolean | undefined) => (m === undefined ? 'not measured' : m ? '**met**' : 'not met');
 
+// ---------------------------------------------------------------- issue 16
+
+/** Median (min–max) of a spread, or one value when the spread is a single run. */
+const mmr = (x: Spread | undefined, f: (v: number) => string, suffix = '') =>
+  !x || !Number.isFinite(num(x.median)) ? 'n/a'
+    : num(x.min) === num(x.max) ? `${f(x.median)}${suffix}` : `${f(x.median)}${suffix} (${f(x.min)}–${f(x.max)})`;
+
+/** The round-by-round comparison of `a` with postfix-maildir in a Maildir scenario. */
+function vsPostfixMaildir(d: BenchResults, id: string, a: PeerName): { s: ScenarioResult; c: PairRatio } | undefined {
+  const s = d.accept.scenarios.find((x) => x.id === id);
+  const c = s?.compared?.find((x) => x.a === a && x.b === 'postfix-maildir');
+  return s && c ? { s, c } : undefined;
+}
+
+const ISSUE16_ACCEPT: { label: string; id: string; tern: PeerName; min: number }[] = [
+  { label: "Tern's defaults (checks on, Maildir)", id: 'md-1k-s20-new', tern: 'tern-default', min: 3 },
+  { label: 'like for like (checks off, Maildir)', id: 'md-1k-s20-new', tern: 'tern-maildir', min: 4 },
+  { label: 'like for like (checks off, Maildir)', id: 'md-1k-s100-new', tern: 'tern-maildir', min: 4 },
+  { label: 'like for like (checks off, Maildir)', id: 'md-100k-s20-new', tern: 'tern-maildir', min: 3 },
+];
+/** Issue 16: Tern's defaults at most this much server CPU per 1 KB message. */
+const DEFAULTS_CPU_MS = 0.5;
+const RELAY_MIN = 5;
+const RELAY_DKIM_MIN = 4;
+
+const where = (s: ScenarioResult | undefined, id: string) => (s ? s.name.replace(/^Maildir, /, '') : describeId(id.replace(/^md-/, '')));
+
+export function issue16Targets(d: BenchResults): TargetRow[] {
+  const rows: TargetRow[] = [];
+  for (const t of ISSUE16_ACCEPT) {
+    const x = vsPostfixMaildir(d, t.id, t.tern);
+    const s = d.accept.scenarios.find((y) => y.id === t.id);
+    for (const [what, key] of [['acceptance', 'rate'], ['end to end', 'e2eRate']] as const) {
+      const r = x?.c[key];
+      const tern = x?.s.summary[t.tern]?.[key];
+      const pf = x?.s.summary['postfix-maildir']?.[key];
+      rows.push({
+        target: `${t.label}: ≥ ${t.min}× Postfix (Maildir), ${what}`,
+        where: where(s, t.id),
+        measured: r ? `${mmr(r, f2, '×')} (Tern ${f0(tern?.median)}, Postfix ${f0(pf?.median)} msg/s)` : 'not measured',
+        met: r && Number.isFinite(num(r.median)) ? num(r.median) >= t.min : undefined,
+      });
+    }
+    if (t.tern === 'tern-default') {
+      const cpu = x?.s.summary['tern-default']?.cpuMsPerMsg;
+      rows.push({
+        target: `Tern's defaults: ≤ ${DEFAULTS_CPU_MS} ms server CPU per message`,
+        where: where(s, t.id),
+        measured: cpu ? `${mmr(cpu, f3, ' ms')}` : 'not measured',
+        met: cpu && Number.isFinite(num(cpu.median)) ? num(cpu.median) <= DEFAULTS_CPU_MS : undefined,
+      });
+    }
+  }
+  const r = d.relay;
+  const relayWhere = `relay, ${r?.messages ?? 2000} × 1 KB, ${r?.sessions ?? 20} sessions`;
+  const e2e = r?.ratio?.e2e ?? (r ? { median: r.ratioMedian, min: r.ratioMedian, max: r.ratioMedian } : undefined);
+  rows.push({
+    target: `relay: ≥ ${RELAY_MIN}× Postfix end to end`, where: relayWhere,
+    measured: e2e ? `${mmr(e2e, f2, '×')} (Tern ${f0(r.tern.median)}, Postfix ${f0(r.postfix.median)} msg/s)` : 'not measured',
+    met: e2e && Number.isFinite(num(e2e.median)) ? num(e2e.median) >= RELAY_MIN : undefined,
+  });
+  const dk = r?.ratioDkim?.e2e;
+  rows.push({
+    target: `relay with DKIM signing: ≥ ${RELAY_DKIM_MIN}× Postfix end to end`, where: `${relayWhere}; Tern signs (${r?.dkimAlgorithm ?? 'rsa-sha256'}), Postfix does not`,
+    measured: dk && r.ternDkim ? `${mmr(dk, f2, '×')} (Tern ${f0(r.ternDkim.median)}, Postfix ${f0(r.postfix.median)} msg/s)` : 'not measured',
+    met: dk && Number.isFinite(num(dk.median)) ? num(dk.median) >= RELAY_DKIM_MIN : undefined,
+  });
+  return rows;
+}
+
+/** The rows users run, first: one line per comparison with acceptance, end to end and CPU, medians (min–max). */
+function issue16Table(d: BenchResults): string[] {
+  const out = [
+    '| row | load | Tern accepted msg/s | Postfix accepted msg/s | Tern/Postfix accepted | Tern end to end msg/s | Postfix end to end msg/s | Tern/Postfix end to end | Tern CPU ms/msg | Postfix CPU ms/msg |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const t of ISSUE16_ACCEPT) {
+    const x = vsPostfixMaildir(d, t.id, t.tern);
+    const s = d.accept.scenarios.find((y) => y.id === t.id);
+    const load = s ? `${s.messages} × ${size(s.size)}, ${s.sessions} sessions, new connection per message` : where(s, t.id);
+    if (!x) {
+      out.push(`| ${t.label} | ${load} | not measured | | | | | | | |`);
+      continue;
+    }
+    const tn = x.s.summary[t.tern];
+    const pf = x.s.summary['postfix-maildir'];
+    out.push(`| ${t.label} | ${load} | ${mmr(tn?.rate, f0)} | ${mmr(pf?.rate, f0)} | **${mmr(x.c.rate, f2, '×')}** | ${mmr(tn?.e2eRate, f0)} | ${mmr(pf?.e2eRate, f0)} | **${mmr(x.c.e2eRate, f2, '×')}** | ${mmr(tn?.cpuMsPerMsg, f3)} | ${mmr(pf?.cpuMsPerMsg, f3)} |`);
+  }
+  const r = d.relay;
+  if (r) {
+    const relayRow = (label: string, t: typeof r.tern, ratio: { e2e: Spread; accept: Spread } | undefined) =>
+      `| ${label} | ${r.messages} × 1 KB, ${r.sessions} sessions, to smtp-sink | ${mmr(t.accept, f0)} | ${mmr(r.postfix.accept, f0)} | **${mmr(ratio?.accept, f2, '×')}** | ${mmr(t, f0)} | ${mmr(r.postfix, f0)} | **${mmr(ratio?.e2e ?? { median: r.ratioMedian, min: r.ratioMedian, max: r.ratioMedian }, f2, '×')}** | ${mmr(t.cpu ?? { median: t.cpuMsPerMsg, min: t.cpuMsPerMsg, max: t.cpuMsPerMsg }, f3)} | ${mmr(r.postfix.cpu ?? { median: r.postfix.cpuMsPerMsg, min: r.postfix.cpuMsPerMsg, max: r.postfix.cpuMsPerMsg }, f3)} |`;
+    out.push(relayRow('relay (MX lookup, durable queue)', r.tern, r.ratio));
+    if (r.ternDkim) out.push(relayRow(`relay with DKIM signing (Tern ${r.dkimAlgorithm ?? 'rsa-sha256'}; Postfix unsigned, the same row)`, r.ternDkim, r.ratioDkim));
+  }
+  return out;
+}
+
+function issue16Section(d: BenchResults): string[] {
+  const tgt = issue16Targets(d);
+  const rounds = d.accept.runsEach;
+  return [
+    '## The configuration users run (issue 16)',
+    '',
+    'Both servers deliver into a Maildir and a message counts as handled when its file is in the Maildir\'s `new/`. ' +
+      '**Tern\'s defaults**: the inbound SPF/DKIM/DMARC/ARC checks on (no `inbound` key), Maildir delivery (`tern-default`). **Like for like**: the same with the checks off (`inbound.enabled: false`; `tern-maildir`). ' +
+      '**Postfix**: smtpd into its queue, then virtual(8) into a Maildir (`postfix-maildir`); it runs no SPF/DKIM/DMARC at all. ' +
+      `Each server pinned to CPU 0, smtp-source on CPU 1; ${rounds} interleaved round(s) (tern-default, postfix-maildir, tern-maildir, then again), after an unmeasured warm-up of ${d.accept.warmupMessages} messages each. ` +
+      '**Accepted**: messages / time until smtp-source has had the last 250. **End to end**: messages / time until the last file is in `new/` (relay: until the sink has the last message). ' +
+      '**CPU**: the server\'s user+system time from the start until every message is handled, per message. Ratios are taken round by round, then the median (min–max over the rounds); rates are medians (min–max).',
+    '',
+    ...issue16Table(d),
+    '',
+    d.relay?.ternDkim ? `Postfix has no DKIM signer: the DKIM row compares Tern signing every message (a key for the sender's domain made by \`tern dkim keygen\`, ${d.relay.dkimAlgorithm ?? 'rsa-sha256'}; relayed mail from a trusted network is treated as submission) with the same unsigned Postfix runs.
+` : '',
+    '### Targets (issue 16)',
+    '',
+    '| target | where | measured | |',
+    '| --- | --- | --- | --- |',
+    ...tgt.map((t) => `| ${t.target} | ${t.where} | ${t.measured} | ${metText(t.met)} |`),
+    '',
+    `${tgt.filter((t) => t.met === true).length} of ${tgt.length} met, ${tgt.filter((t) => t.met === false).length} not met, ${tgt.filter((t) => t.met === undefined).length} not measured. ` +
+      'Met is read on the median ratio; the range shows how far single rounds strayed.',
+    '',
+  ];
+}
+
 // ---------------------------------------------------------------- tables
 
 const range = (s: Spread | undefined, f: (x: number) => string, runs: number) =>
@@ -175,10 +305,13 @@ function headline(d: BenchResults): string[] {
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const s of d.accept.scenarios) {
+    if (!s.peers.includes('tern')) continue; // issue 16's Maildir scenarios have their own table
     const sessions = s.sessions !== s.requestedSessions ? ` (${s.sessions} run)` : '';
     out.push(`| ${s.name}${sessions} | ${s.messages} × ${size(s.size)} | ${f0(s.summary.tern?.rate.median)} | **${xr(s.ratios.postfix)}**${dagger(noisy(s, 'postfix'))} | ${xr(s.ratios.haraka)}${dagger(noisy(s, 'haraka'))} | ${xr(s.ratios.sink)}${dagger(noisy(s, 'sink'))} | ${f3(s.summary.tern?.cpuMsPerMsg.median)} | ${f3(s.summary.postfix?.cpuMsPerMsg.median)} | ${f3(s.summary.haraka?.cpuMsPerMsg.median)} |`);
   }
   out.push(`| relay to smtp-sink, 20 sessions | ${d.relay.messages} × 1 KB | ${f0(d.relay.tern.median)} | **${f2(d.relay.ratioMedian)}×**${dagger(relayNoisy(d.relay))} | – | – | ${f3(d.relay.tern.cpuMsPerMsg)} | ${f3(d.relay.postfix.cpuMsPerMsg)} | – |`);
+  const dk = d.relay.ternDkim;
+  if (dk) out.push(`| relay to smtp-sink with DKIM signing, 20 sessions | ${d.relay.messages} × 1 KB | ${f0(dk.median)} | **${f2(d.relay.ratioDkim?.e2e.median)}×** | – | – | ${f3(dk.cpuMsPerMsg)} | ${f3(d.relay.postfix.cpuMsPerMsg)} | – |`);
   return out;
 }
 
@@ -186,8 +319,11 @@ function scenarioTable(s: ScenarioResult, runs: number): string[] {
   const rows = s.peers.map((p: PeerName) => {
     const x = s.summary[p];
     const failed = x && x.failed ? ` (${x.failed} of ${x.runs} failed: ${s.runs.find((r) => r.peer === p && !r.ok)?.error ?? ''})` : '';
-    return `| ${p}${failed} | ${range(x?.rate, f0, runs)} | ${range(x?.cpuMsPerMsg, f3, runs)} | ${range(x?.peakRssKiB, mib, runs)} | ${range(x?.peakPssKiB, mib, runs)} | ${range(x?.drainSeconds, f2, runs)} |`;
+    return `| ${p}${failed} | ${range(x?.rate, f0, runs)} | ${range(x?.e2eRate, f0, runs)} | ${range(x?.cpuMsPerMsg, f3, runs)} | ${range(x?.peakRssKiB, mib, runs)} | ${range(x?.peakPssKiB, mib, runs)} | ${range(x?.drainSeconds, f2, runs)} |`;
   });
+  const comparedText = (s.compared ?? [])
+    .map((c) => `${c.a}/${c.b}: **${mmr(c.rate, f2, '×')}** accepted, **${mmr(c.e2eRate, f2, '×')}** end to end, ${mmr(c.cpuMsPerMsg, f2, '×')} CPU per message`)
+    .join('; ');
   const ratioText = (['postfix', 'haraka', 'sink'] as const)
     .filter((p) => s.ratios[p])
     .map((p) => `Tern/${p === 'sink' ? 'smtp-sink' : p[0]!.toUpperCase() + p.slice(1)}: **${xr(s.ratios[p])}** messages/s, ${xr(s.ratios[p], 'cpuMsPerMsg')} CPU per message`)
@@ -201,11 +337,11 @@ function scenarioTable(s: ScenarioResult, runs: number): string[] {
     '',
     `${s.messages} messages of ${s.size} B over ${s.sessions} concurrent session${s.sessions > 1 ? 's' : ''}${s.sessions !== s.requestedSessions ? ` (${s.requestedSessions} asked for; at most one per two messages)` : ''}${s.reuse ? ' (`smtp-source -d`)' : ''}.`,
     '',
-    '| peer | messages/s | server CPU ms/message | peak RSS MiB | peak PSS MiB | s until all handled |',
-    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    '| peer | messages/s accepted | messages/s end to end | server CPU ms/message | peak RSS MiB | peak PSS MiB | s until all handled |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
-    `${ratioText}.${variantText ? ` ${variantText}.` : ''}`,
+    [ratioText, variantText, comparedText].filter(Boolean).map((t) => `${t}.`).join(' '),
     '',
   ];
 }
@@ -233,7 +369,7 @@ function latencyTable(d: BenchResults): string[] {
 }
 
 function memoryTables(m: MemoryResult | undefined): string[] {
-  if (!m) return ['Not measured in this run (quick mode skips it).', ''];
+  if (!m) return ['Not measured in this run (quick mode and --issue16 skip it).', ''];
   return [
     `### ${m.connections.toLocaleString('en')} idle connections`,
     '',
@@ -258,15 +394,16 @@ function memoryTables(m: MemoryResult | undefined): string[] {
 }
 
 function relayTable(r: RelayResult): string[] {
-  const runs = r.runs.length / 2;
+  const runs = r.runs.filter((x) => x.mta === 'postfix').length;
   return [
     `${r.messages} × ${r.size} B over ${r.sessions} sessions, relayed to smtp-sink (Tern by MX lookup on a loopback DNS server, Postfix by relayhost); the clock stops when the sink has all of them. ${runs} run(s) each, interleaved.`,
     '',
-    '| MTA | messages/s | server CPU ms/message |',
-    '| --- | ---: | ---: |',
-    ...[r.tern, r.postfix].map((s) => `| ${s.mta} | ${runs > 1 ? `${f0(s.median)} (${f0(s.min)}–${f0(s.max)})` : f0(s.median)} | ${f3(s.cpuMsPerMsg)} |`),
+    '| MTA | messages/s end to end | messages/s accepted | server CPU ms/message |',
+    '| --- | ---: | ---: | ---: |',
+    ...[r.tern, r.postfix, ...(r.ternDkim ? [r.ternDkim] : [])].map((s) => `| ${s.mta} | ${runs > 1 ? `${f0(s.median)} (${f0(s.min)}–${f0(s.max)})` : f0(s.median)} | ${mmr(s.accept, f0)} | ${f3(s.cpuMsPerMsg)} |`),
     '',
-    `Tern/Postfix: **${f2(r.ratioMedian)}×** messages/s (median of run-by-run ratios).`,
+    `Tern/Postfix: **${f2(r.ratioMedian)}×** messages/s end to end (median of run-by-run ratios${r.ratio ? `; range ${mmr(r.ratio.e2e, f2, '×')}, accepted ${mmr(r.ratio.accept, f2, '×')}` : ''}).` +
+      (r.ratioDkim ? ` tern-dkim/Postfix: **${mmr(r.ratioDkim.e2e, f2, '×')}** end to end, ${mmr(r.ratioDkim.accept, f2, '×')} accepted.` : ''),
     '',
   ];
 }
@@ -289,6 +426,9 @@ export function renderMarkdown(d: BenchResults): string {
     `Generated by \`${d.command}\` (bench/run.ts) on ${m.date}; ${f0(d.elapsedSeconds)} s in all. Every number below comes from docs/benchmarks.json, written by the same run.`,
     busyWarning(d),
     d.quick ? '\n**Quick mode**: 1 KB at 20 sessions only, one run per peer, few messages, no memory tests: a smoke test, not a result to quote.\n' : '',
+    a.issue16 ? '\n**Issue 16\'s rows only** (`--issue16`): the Maildir scenarios and the relay rows; the other scenarios, latency and memory were not run (the previous full run is in this file\'s git history).\n' : '',
+    ...issue16Section(d),
+    ...(a.issue16 ? [] : [
     '## Headline: Tern / peer',
     '',
     'Messages/s ratios are Tern/peer, computed run by run (Tern and the peer in the same round) and then the median. ' +
@@ -298,7 +438,7 @@ export function renderMarkdown(d: BenchResults): string {
     '',
     DAGGER_NOTE,
     '',
-    '## Targets',
+    '## Targets (issue 6)',
     '',
     'The targets of issue 6, next to what this run measured; met / not met is computed from the data by bench/report.ts. ' +
       'The acceptance targets are read at 20 and 100 concurrent sessions, a new connection per message (many per connection for the third).',
@@ -311,6 +451,7 @@ export function renderMarkdown(d: BenchResults): string {
     '',
     `${tgt.filter((t) => t.met === true).length} of ${tgt.length} met, ${tgt.filter((t) => t.met === false).length} not met, ${tgt.filter((t) => t.met === undefined).length} not measured.`,
     '',
+    ]),
     ...diskSection(d),
     '## Machine and versions',
     '',
@@ -339,6 +480,9 @@ export function renderMarkdown(d: BenchResults): string {
     '',
     `- **tern-checks**: the same with the inbound checks on (Tern's default: no \`inbound\` key), to show what they cost; in: ${peersIn('tern-checks').join('; ') || 'none'}.`,
     `- **tern-maildir**: the same (checks off) delivering to a Maildir instead (\`mailboxes: [user]\`, no \`delivery\` key); handled = files in the Maildir's new/; in: ${peersIn('tern-maildir').join('; ') || 'none'}.`,
+    `- **tern-default**: Tern's defaults for a receiving domain: the inbound SPF/DKIM/DMARC/ARC checks on (no \`inbound\` key) and Maildir delivery; otherwise the same; handled = files in the Maildir's new/; in: ${peersIn('tern-default').join('; ') || 'none'}.`,
+    '- **postfix-maildir**: the same private Postfix instance, delivering through virtual(8) into a Maildir (virtual(8) fsyncs each file before it links it into new/); handled = files in the Maildir\'s new/, as for Tern. main.cf settings over the helper\'s (the virtual_mailbox_* ones are the helper\'s own, shown for completeness): ' +
+      (cfg['postfix-maildir'] ? Object.entries(cfg['postfix-maildir']).map(([k, v]) => `\`${k} = ${String(v)}\``).join(', ') : 'n/a') + '.',
     '- **postfix**: a private instance (test/helpers/postfix.ts, its own main.cf, master.cf and queue in a temp dir): smtpd into its real queue (fsynced by cleanup before the 250), then qmgr hands each message to discard(8); ' +
       'no peer-name lookups (`smtpd_peername_lookup = no`). Handled = `status=sent` lines in its log. main.cf settings over the helper\'s: ' +
       (cfg.postfix ? Object.entries(cfg.postfix).map(([k, v]) => `\`${k} = ${String(v)}\``).join(', ') : 'n/a') + '.',
@@ -350,7 +494,7 @@ export function renderMarkdown(d: BenchResults): string {
     '### Accepting (bench/accept.ts)',
     '',
     `Every peer runs at once (idle while another is measured), each pinned to CPU 0. Each first gets an unmeasured warm-up of ${a.warmupMessages} × 1 KB over 20 sessions (JIT for the Node servers — Haraka's CPU per message settles only after a few thousand messages — and process pools for Postfix). ` +
-      `Then for each scenario, ${a.runsEach} round(s), each running every peer of the scenario in turn (${a.scenarios[0]?.peers.join(', ') ?? ''}, then again): ` +
+      `Then for each scenario, ${a.runsEach} round(s), each running every peer of the scenario in turn (${(a.scenarios.find((s) => s.peers.includes('tern')) ?? a.scenarios[0])?.peers.join(', ') ?? ''}, then again): ` +
       '`smtp-source -s SESSIONS -m N -l SIZE [-d] -f load@load.test -t user@DOMAIN 127.0.0.1:PORT` on CPU 1. For every run:',
     '',
     '- **messages/s**: N / smtp-source\'s wall time (every message has had its 250 after DATA);',
@@ -358,7 +502,8 @@ export function renderMarkdown(d: BenchResults): string {
     '- **peak RSS / PSS**: the highest sum of VmRSS / Pss (/proc/PID/smaps_rollup) over the server\'s processes, sampled every 200 ms over the same span. For Postfix (100+ processes sharing their libraries) the VmRSS sum counts shared pages once per process; PSS divides them between the sharers and is the fairer figure.',
     '- **s until all handled**: wall time until the server has handled all N.',
     '',
-    'Median (min–max) over the rounds. Scenarios: 1 KB / 100 KB / 1 MB / 10 MB × 1, 20 and 100 sessions, a new connection per message; ' +
+    'Median (min–max) over the rounds. Scenarios, first issue 16\'s (both delivering into a Maildir; ids `md-…`): 1 KB × 20 sessions (tern-default, postfix-maildir, tern-maildir), 1 KB × 100 and 100 KB × 20 (tern-maildir, postfix-maildir), a new connection per message; then ' +
+      '1 KB / 100 KB / 1 MB / 10 MB × 1, 20 and 100 sessions, a new connection per message; ' +
       'many messages per connection (`smtp-source -d`) at 1 KB × 1, 20, 100 sessions and at 100 KB × 20 sessions. ' +
       'Not run: 10 MB at 100 sessions (40 messages: fewer than one message per session at a time). Message counts are chosen so that one run of the slowest peer takes a few seconds (they are in each table).',
     '',
@@ -374,7 +519,8 @@ export function renderMarkdown(d: BenchResults): string {
     ] : []),
     '### Relaying (bench/relay.ts)',
     '',
-    'Tern (`trustedNetworks: [127.0.0.0/8]`, durable spool, MX lookup on the loopback DNS server, `outbound.port` = the sink\'s) and Postfix (`relayhost` = the sink, `mynetworks = 127.0.0.0/8`) relay 1 KB messages from smtp-source to smtp-sink on 127.0.0.3 (the sink on CPU 1); interleaved runs.',
+    'Tern (`trustedNetworks: [127.0.0.0/8]`, durable spool, MX lookup on the loopback DNS server, `outbound.port` = the sink\'s) and Postfix (`relayhost` = the sink, `mynetworks = 127.0.0.0/8`) relay 1 KB messages from smtp-source to smtp-sink on 127.0.0.3 (the sink on CPU 1); interleaved runs after an unmeasured warm-up. ' +
+      (d.relay.ternDkim ? `A second Tern, \`tern-dkim\`, is the same with \`load.test\` (the sender's domain) among its domains and a signing key for it made by \`tern dkim keygen\` (${d.relay.dkimAlgorithm ?? 'rsa-sha256'}): mail from a trusted network is submission, so it is fixed up and signed before the spool commit. Postfix has no signer; its runs are the same for both comparisons.` : ''),
     '',
     '## Accepting: every scenario',
     '',
