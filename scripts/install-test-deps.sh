@@ -10,7 +10,9 @@
 # starts a private instance on its own port, test/e2e/lmtp.test.ts) and
 # unbound, nsd and ldnsutils (DANE: a zone signed at test time with
 # ldns-keygen/ldns-signzone, served by a private nsd, validated by a private
-# unbound, test/helpers/dnssec.ts) and testssl.sh (the audit of our TLS offer).
+# unbound, test/helpers/dnssec.ts) and testssl.sh (the audit of our TLS offer)
+# and postgresql (the shared store of several nodes: the tests run a private
+# cluster with initdb/pg_ctl on a loopback port, test/helpers/postgres.ts).
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
@@ -31,7 +33,8 @@ have_all() {
     [ -x /usr/sbin/unbound ] &&
     [ -x /usr/sbin/nsd ] &&
     command -v ldns-signzone >/dev/null 2>&1 &&
-    command -v testssl >/dev/null 2>&1
+    command -v testssl >/dev/null 2>&1 &&
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 }
 
 if have_all; then
@@ -70,7 +73,7 @@ trap cleanup EXIT
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf chromium \
-  dovecot-core dovecot-lmtpd unbound nsd ldnsutils testssl.sh
+  dovecot-core dovecot-lmtpd unbound nsd ldnsutils testssl.sh postgresql
 
 # If something started postfix anyway, stop it so that nothing holds port 25.
 if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
@@ -81,6 +84,7 @@ if command -v service >/dev/null 2>&1; then
   "${SUDO[@]}" service dovecot stop >/dev/null 2>&1 || true
   "${SUDO[@]}" service unbound stop >/dev/null 2>&1 || true
   "${SUDO[@]}" service nsd stop >/dev/null 2>&1 || true
+  "${SUDO[@]}" service postgresql stop >/dev/null 2>&1 || true
 fi
 # The same for the system's Dovecot (the tests run their own, with their own config).
 if [ -e /run/dovecot/master.pid ]; then

@@ -1,0 +1,78 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { PgError, SyncPgClient } from './sync-client.ts';
+import { requirePostgres, startPostgres, type PgCluster } from '../../../test/helpers/postgres.ts';
+
+const skip = requirePostgres();
+
+describe('SyncPgClient: PostgreSQL behind a synchronous interface', { skip }, () => {
+  let cluster: PgCluster;
+  let url: string;
+  before(async () => {
+    cluster = await startPostgres();
+    url = await cluster.createDatabase('sync_client');
+  });
+  after(async () => {
+    await cluster?.destroy();
+  });
+
+  it('answers queries synchronously, with numbers for int8 and the SQLSTATE of an error', () => {
+    const db = new SyncPgClient(url);
+    try {
+      db.exec('CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL)');
+      assert.equal(db.query('INSERT INTO t VALUES ($1, $2), ($3, $4)', ['a', 1, 'b', 2 ** 40]).rowCount, 2);
+      assert.deepEqual(db.rows('SELECT k, n FROM t ORDER BY k'), [{ k: 'a', n: 1 }, { k: 'b', n: 2 ** 40 }]);
+      assert.deepEqual(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM t'), { c: 2 });
+      assert.throws(() => db.query('INSERT INTO t VALUES ($1, 3)', ['a']), (e: unknown) => e instanceof PgError && e.code === '23505');
+      // The connection is still good after an error.
+      assert.equal(db.one<{ n: number }>('SELECT n FROM t WHERE k = $1', ['b'])!.n, 2 ** 40);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('a transaction is a plain sequence of calls: nothing of this process interleaves', () => {
+    const db = new SyncPgClient(url);
+    try {
+      db.exec('CREATE TABLE tx (n INT)');
+      let timerRan = false;
+      setImmediate(() => (timerRan = true));
+      db.exec('BEGIN');
+      db.query('INSERT INTO tx VALUES (1)');
+      db.exec('ROLLBACK');
+      assert.equal(timerRan, false, 'the event loop did not turn in between');
+      assert.equal(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM tx')!.c, 0);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('NOTIFY reaches listen() of another client', async () => {
+    const a = new SyncPgClient(url);
+    const b = new SyncPgClient(url);
+    try {
+      const got: string[] = [];
+      a.listen('tern_test', (p) => got.push(p));
+      b.query("SELECT pg_notify('tern_test', 'hello')");
+      const t0 = Date.now();
+      while (got.length === 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(got, ['hello']);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('a server that is gone: the call throws in time, and works again once it is back', async () => {
+    const db = new SyncPgClient(url, { timeoutMs: 5000, connectTimeoutMs: 2000 });
+    try {
+      assert.equal(db.one<{ x: number }>('SELECT 1 AS x')!.x, 1);
+      await cluster.stop();
+      assert.throws(() => db.one('SELECT 1 AS x'), PgError);
+      await cluster.start();
+      assert.equal(db.one<{ x: number }>('SELECT 2 AS x')!.x, 2);
+    } finally {
+      db.close();
+    }
+  });
+});

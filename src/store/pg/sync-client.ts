@@ -1,0 +1,132 @@
+// PostgreSQL behind the store's synchronous interface (issue 17). The store
+// API is synchronous, as node:sqlite is: a transaction is a plain function
+// whose statements nothing else can interleave with. To keep that, the `pg`
+// client runs in a worker thread and each call here blocks the event loop
+// until its answer (Atomics.wait on a shared flag, then
+// receiveMessageOnPort). A call costs one round trip to the server
+// (~0.1-0.3 ms on loopback) during which this process does nothing else,
+// which is why everything the store does on the mail path is batched (the
+// events) or cached (users, keys, suppressions): see docs/scale-out.md.
+//
+// Errors keep PostgreSQL's SQLSTATE in `code` (e.g. 23505 for a unique
+// violation), so callers can tell a conflict from a lost server.
+
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+
+export interface QueryResult<T> {
+  rows: T[];
+  rowCount: number;
+}
+
+export class PgError extends Error {
+  readonly code: string | undefined;
+  constructor(message: string, code?: string) {
+    super(message);
+    this.name = 'PgError';
+    this.code = code;
+  }
+}
+
+export interface SyncPgOptions {
+  /** Longest wait for one answer before the call throws (the server or the network is gone). */
+  timeoutMs?: number;
+  connectTimeoutMs?: number;
+}
+
+/** The worker runs the same kind of file as this one: .ts from a checkout, .js from the package's dist/. */
+const WORKER = new URL(`./sync-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
+
+export class SyncPgClient {
+  readonly #worker: Worker;
+  readonly #port: MessagePort;
+  readonly #flag: Int32Array;
+  readonly #timeoutMs: number;
+  readonly #listeners = new Map<string, Set<(payload: string) => void>>();
+  #closed = false;
+  #seq = 0;
+  /** Called when the LISTEN connection dropped: notifications may have been missed. */
+  onListenLost: (() => void) | null = null;
+
+  constructor(url: string, opts: SyncPgOptions = {}) {
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    const signal = new SharedArrayBuffer(4);
+    this.#flag = new Int32Array(signal);
+    const { port1, port2 } = new MessageChannel();
+    this.#port = port1;
+    this.#worker = new Worker(WORKER, {
+      workerData: { url, port: port2, signal, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000 },
+      transferList: [port2],
+    });
+    this.#worker.unref();
+    this.#worker.on('message', (m: { type: string; channel?: string; payload?: string }) => {
+      if (m.type === 'notify') for (const fn of this.#listeners.get(m.channel!) ?? []) fn(m.payload ?? '');
+      else if (m.type === 'listen-lost') this.onListenLost?.();
+    });
+    // The worker reports its own failures in answers; an exit is noticed by the next call's timeout.
+    this.#worker.on('error', () => {});
+  }
+
+  query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): QueryResult<T> {
+    return this.#call({ op: 'query', sql, params }) as QueryResult<T>;
+  }
+
+  /** The rows of a query. */
+  rows<T = Record<string, unknown>>(sql: string, params: unknown[] = []): T[] {
+    return this.query<T>(sql, params).rows;
+  }
+
+  /** The first row, or undefined. */
+  one<T = Record<string, unknown>>(sql: string, params: unknown[] = []): T | undefined {
+    return this.query<T>(sql, params).rows[0];
+  }
+
+  /** Statements without parameters, possibly several (schema steps). */
+  exec(sql: string): void {
+    this.#call({ op: 'query', sql, params: [] });
+  }
+
+  /** Runs `fn` for every NOTIFY on `channel` (RFC: PostgreSQL LISTEN), delivered between event-loop turns. */
+  listen(channel: string, fn: (payload: string) => void): void {
+    let set = this.#listeners.get(channel);
+    if (!set) {
+      set = new Set();
+      this.#listeners.set(channel, set);
+      this.#call({ op: 'listen', channel });
+    }
+    set.add(fn);
+    // Notifications keep the process alive only as long as something else does.
+    this.#worker.unref();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    try {
+      this.#call({ op: 'close' });
+    } catch {
+      // gone already
+    }
+    this.#closed = true;
+    void this.#worker.terminate();
+  }
+
+  #call(req: Record<string, unknown>): unknown {
+    if (this.#closed) throw new PgError('the PostgreSQL store is closed');
+    const id = ++this.#seq;
+    let seen = Atomics.load(this.#flag, 0);
+    this.#port.postMessage({ ...req, id });
+    const deadline = Date.now() + this.#timeoutMs;
+    for (;;) {
+      // Answers to calls that timed out earlier may still arrive: they are skipped by id.
+      for (let got = receiveMessageOnPort(this.#port); got; got = receiveMessageOnPort(this.#port)) {
+        const m = got.message as { id: number; ok: boolean; rows?: unknown[]; rowCount?: number; message?: string; code?: string };
+        if (m.id !== id) continue;
+        if (!m.ok) throw new PgError(m.message ?? 'PostgreSQL error', m.code);
+        return { rows: m.rows ?? [], rowCount: m.rowCount ?? 0 };
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new PgError(`PostgreSQL did not answer within ${this.#timeoutMs} ms`);
+      Atomics.wait(this.#flag, 0, seen, left);
+      seen = Atomics.load(this.#flag, 0);
+    }
+  }
+}

@@ -1,0 +1,95 @@
+// The worker half of SyncPgClient (sync-client.ts): owns the `pg` connections
+// and answers one request at a time. A request arrives on `port`; the answer
+// goes back on the same port and the shared flag is raised, which wakes the
+// main thread blocked in Atomics.wait. LISTEN notifications (a second,
+// dedicated connection) go to the parent asynchronously.
+
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import pg from 'pg';
+
+interface Init {
+  url: string;
+  port: MessagePort;
+  signal: SharedArrayBuffer;
+  connectTimeoutMs: number;
+}
+
+type Request = { id: number } & ({ op: 'query'; sql: string; params: unknown[] } | { op: 'listen'; channel: string } | { op: 'close' });
+
+const init = workerData as Init;
+const flag = new Int32Array(init.signal);
+
+// int8 (COUNT, BIGINT epoch milliseconds) as a number, as node:sqlite gives it: our values stay below 2^53.
+pg.types.setTypeParser(20, (v: string) => Number(v));
+
+let client: pg.Client | null = null;
+let listener: pg.Client | null = null;
+const channels = new Set<string>();
+
+function options(): pg.ClientConfig {
+  return { connectionString: init.url, connectionTimeoutMillis: init.connectTimeoutMs, application_name: 'tern' };
+}
+
+async function connected(): Promise<pg.Client> {
+  if (client) return client;
+  const c = new pg.Client(options());
+  // A broken connection is dropped; the next request makes a new one.
+  c.on('error', () => {
+    if (client === c) client = null;
+  });
+  await c.connect();
+  client = c;
+  return c;
+}
+
+async function listening(): Promise<pg.Client> {
+  if (listener) return listener;
+  const c = new pg.Client(options());
+  c.on('notification', (n) => parentPort!.postMessage({ type: 'notify', channel: n.channel, payload: n.payload ?? '' }));
+  c.on('error', () => {
+    if (listener !== c) return;
+    listener = null;
+    parentPort!.postMessage({ type: 'listen-lost' });
+  });
+  await c.connect();
+  for (const ch of channels) await c.query(`LISTEN ${quoteIdent(ch)}`);
+  listener = c;
+  return c;
+}
+
+function quoteIdent(s: string): string {
+  return `"${s.replace(/"/g, '""')}"`;
+}
+
+/** The answer first, then the counter: when the main thread sees the counter move, the answer is on the port. */
+function answer(id: number, msg: Record<string, unknown>): void {
+  init.port.postMessage({ id, ...msg });
+  Atomics.add(flag, 0, 1);
+  Atomics.notify(flag, 0);
+}
+
+init.port.on('message', (req: Request) => {
+  void (async () => {
+    try {
+      if (req.op === 'query') {
+        const c = await connected();
+        const r = await c.query({ text: req.sql, values: req.params });
+        // A multi-statement text gives an array of results: the last one is the answer.
+        const last = Array.isArray(r) ? r[r.length - 1] : r;
+        answer(req.id, { ok: true, rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0 });
+      } else if (req.op === 'listen') {
+        channels.add(req.channel);
+        const l = await listening();
+        await l.query(`LISTEN ${quoteIdent(req.channel)}`);
+        answer(req.id, { ok: true, rows: [], rowCount: 0 });
+      } else {
+        await Promise.allSettled([client?.end(), listener?.end()]);
+        client = listener = null;
+        answer(req.id, { ok: true, rows: [], rowCount: 0 });
+      }
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      answer(req.id, { ok: false, message: err.message, code: err.code });
+    }
+  })();
+});
