@@ -27,6 +27,10 @@ export interface StoreKind {
   skip: string | false;
   /** A fresh, empty store. */
   open(): Store;
+  /** A new empty place for a store: a directory (sqlite) or a database URL (postgres), for tests that open it more than once. */
+  location(): string;
+  /** A store at `location` (made or migrated as needed), like opening it from another process or node. */
+  openAt(location: string): Store;
   /** A fresh, migrated database, for tests of one part (postgres only). */
   database(): SyncPgClient;
 }
@@ -63,6 +67,8 @@ export function storeKinds(): StoreKind[] {
       name: 'sqlite',
       skip: false,
       open: () => openStore(path.join(root, `d${made++}`)),
+      location: () => path.join(root, `d${made++}`),
+      openAt: (dir) => openStore(dir),
       database: () => {
         throw new Error('database() is for the postgres kind');
       },
@@ -71,6 +77,8 @@ export function storeKinds(): StoreKind[] {
       name: 'postgres',
       skip: pgSkip,
       open: () => openPgStore(freshDatabase()),
+      location: freshDatabase,
+      openAt: (url) => openPgStore(url),
       database: () => {
         const db = new SyncPgClient(freshDatabase());
         migrate(db);
