@@ -34,7 +34,8 @@ import { DkimKeys } from './intake/dkim.ts';
 import { InboundVerifier } from './intake/authenticate.ts';
 import { InboundCheck, InboundPolicy } from './policy/inbound.ts';
 import { mailauthResolver } from './dns/mailauth-resolver.ts';
-import { openStore } from './store/store.ts';
+import { openConfiguredStore } from './store/open.ts';
+import type { Store } from './store/store.ts';
 import { TlsResults } from './tlsrpt/results.ts';
 import { TlsReporter } from './tlsrpt/reporter.ts';
 import { DrainTransport, parseDrainTarget } from './delivery/drain.ts';
@@ -128,7 +129,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   // Everything that happens to a message; the JSON log's delivery lines are its first subscriber.
   const events = new EventStream({ onError: (e, ev) => log.error('event subscriber failed', { type: ev.type, id: ev.queueId, error: e }) });
   logDeliveries(events, log);
-  const store = openStore(config.dataDir);
+  const store = openConfiguredStore(config);
   // Outbound transport security (docs/transport-security.md): recipient domains' DANE and MTA-STS policies, and TLS-RPT's counts.
   const tlsResults = config.tlsRpt.enabled ? new TlsResults({ store: store.tlsReports, log }) : undefined;
   const mtaSts = config.outbound.mtaSts
@@ -458,7 +459,7 @@ interface PolicyShared {
   started: TernConfig;
   directory: Directory;
   intake: Intake;
-  store: ReturnType<typeof openStore>;
+  store: Store;
   resolver: Resolver;
   plugins: Check[];
   throttle: AuthThrottle;
@@ -518,7 +519,7 @@ function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts
  */
 function edgeChecks(
   config: TernConfig,
-  deps: { resolver: Resolver; store: ReturnType<typeof openStore>; directory: Directory; log: Logger },
+  deps: { resolver: Resolver; store: Store; directory: Directory; log: Logger },
 ): Check[] {
   const { edge } = config;
   const isTrusted = ipMatcher(config.trustedNetworks);

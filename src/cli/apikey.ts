@@ -5,7 +5,8 @@
 
 import type { TernConfig } from '../config/types.ts';
 import { isDomain } from '../smtp/address.ts';
-import { openStore, type ApiKeyRecord, type Store } from '../store/store.ts';
+import type { ApiKeyRecord, Store } from '../store/store.ts';
+import { openConfiguredStore } from '../store/open.ts';
 import { apiKeyNameProblem, hashApiKey, newApiKey } from '../api/keys.ts';
 import { normalizeAddress } from './user.ts';
 
@@ -56,7 +57,7 @@ export function runApiKey(config: TernConfig, argv: string[], stdout: Out = proc
     if (!sub || extra !== undefined || !['create', 'list', 'revoke'].includes(sub) || (sub === 'list') === (name !== undefined)) throw new UsageError();
     if (sub !== 'create' && (sendAs.length > 0 || admin || perHour !== undefined)) throw new UsageError();
     if (sub !== 'list' && json) throw new UsageError();
-    store = openStore(config.dataDir);
+    store = openConfiguredStore(config);
     if (sub === 'list') {
       const keys = store.listApiKeys().map(({ hash: _hash, ...k }) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() }));
       if (json) stdout.write(JSON.stringify(keys) + '\n');

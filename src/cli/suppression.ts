@@ -4,7 +4,8 @@
 // counter: src/store/suppressions.ts), so no signal or restart is needed.
 
 import type { TernConfig } from '../config/types.ts';
-import { openStore, type Store } from '../store/store.ts';
+import type { Store } from '../store/store.ts';
+import { openConfiguredStore } from '../store/open.ts';
 import type { SuppressionRecord } from '../store/suppressions.ts';
 import { normalizeAddress } from './user.ts';
 
@@ -45,7 +46,7 @@ export function runSuppression(config: TernConfig, argv: string[], stdout: Out =
     if (!sub || extra !== undefined || !['list', 'add', 'del'].includes(sub) || (sub === 'list') !== (address === undefined)) throw new UsageError();
     if (sub !== 'list' && json) throw new UsageError();
     if (sub !== 'add' && reason !== undefined) throw new UsageError();
-    store = openStore(config.dataDir);
+    store = openConfiguredStore(config);
     const list = store.suppressions;
     if (sub === 'list') {
       if (json) stdout.write('[');

@@ -6,7 +6,8 @@
 
 import type { TernConfig } from '../config/types.ts';
 import { isDomain, parseMailbox } from '../smtp/address.ts';
-import { openStore, type UserRecord, type UserStore } from '../store/store.ts';
+import type { UserRecord, UserStore } from '../store/store.ts';
+import { openConfiguredStore } from '../store/open.ts';
 import { hashPassword, preparePassword } from '../store/passwords.ts';
 import { MAX_FIELD } from '../server/sasl.ts';
 
@@ -55,7 +56,7 @@ export async function runUser(config: TernConfig, argv: string[], io: Partial<Us
     if (!['add', 'passwd', 'del', 'list'].includes(sub)) throw new UsageError();
     if (sub !== 'add' && (args.admin || args.sendAs !== undefined || args.messagesPerHour !== undefined || args.recipientsPerMessage !== undefined)) throw new UsageError();
     if (sub !== 'list' && args.json) throw new UsageError();
-    store = openStore(config.dataDir);
+    store = openConfiguredStore(config);
     if (sub === 'list') return list(store, args.json, full.stdout);
     const addr = normalizeAddress(address!);
     if (!addr) throw new UserError(`invalid address ${JSON.stringify(address)}`);

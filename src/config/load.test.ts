@@ -96,6 +96,7 @@ describe('loadConfig', () => {
       suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },
       mtaSts: { mode: 'testing', mx: ['mx.tern.test'], maxAge: 604_800_000 },
       tlsRpt: { enabled: true, organization: 'mx.tern.test', contact: 'postmaster@mx.tern.test' },
+      store: {},
       edge: {
         dnsbl: { zones: [], cacheTtl: 300_000 },
         greylist: { enabled: false, delay: 300_000, expire: 172_800_000, keep: 3_110_400_000 },
@@ -203,7 +204,7 @@ describe('problems name the key and its line', () => {
   it('unknown top-level key', () => {
     const p = problemAt(problemsOf('hostname: a.test\nlisten: []\n'), 'listen');
     assert.equal(p.line, 2);
-    assert.match(p.message, /^unknown key \(expected one of: hostname, dataDir, listeners/);
+    assert.match(p.message, /^unknown key \(expected one of: hostname, dataDir, store, listeners/);
   });
 
   it('unknown nested key', () => {

@@ -107,6 +107,16 @@ export const CONFIG = section({
   hostname: str({ default: computed('the machine\'s hostname', () => os.hostname()), map: hostName, check: isDomainName }),
   // Relative to the cwd when the file does not say, like the embedded defaults.
   dataDir: str({ minLength: 1, default: computed('./data', () => path.resolve('data'), { checked: true }), map: fromFileDir, check: dataDirProblem }),
+  /**
+   * Where users, API keys, events, webhooks, suppressions and the other
+   * shared state live: the embedded node:sqlite file in dataDir (default), or
+   * PostgreSQL shared by several nodes (docs/scale-out.md). Queued mail
+   * stays in each node's own spool either way.
+   */
+  store: section({
+    /** A libpq connection URL (postgres://user:password@host:port/db). */
+    postgres: optional(str({ minLength: 1, check: (v) => (/^postgres(ql)?:\/\//.test(v) ? undefined : 'must be a postgres:// URL') }), { shown: 'none: the embedded store' }),
+  }),
   /** Unprivileged ports on loopback, so `npm start` needs no root and exposes nothing. */
   listeners: list(listener, {
     default: [

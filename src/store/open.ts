@@ -1,0 +1,12 @@
+// The store a config names: PostgreSQL when `store.postgres` is set (several
+// nodes sharing state, issue 17), else the embedded node:sqlite file in
+// dataDir. The server and the `tern` commands that change state (user,
+// apikey, suppression) open it the same way, so a user added with the CLI on
+// any node is seen by every node.
+
+import { openStore, type Store } from './store.ts';
+import { openPgStore } from './pg/store.ts';
+
+export function openConfiguredStore(config: { dataDir: string; store: { postgres?: string | undefined } }): Store {
+  return config.store.postgres ? openPgStore(config.store.postgres) : openStore(config.dataDir);
+}
