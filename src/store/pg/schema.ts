@@ -35,6 +35,14 @@ CREATE TABLE api_keys (
   created_at BIGINT NOT NULL,
   messages_per_hour BIGINT
 );
+-- Nodes cache users and API keys; any change, from any node or psql, tells them all (LISTEN, src/store/pg/store.ts).
+CREATE FUNCTION notify_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('tern_' || TG_TABLE_NAME, '');
+  RETURN NULL;
+END $$;
+CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
+CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
 CREATE TABLE messages (
   id TEXT PRIMARY KEY,
   sender TEXT NOT NULL,
