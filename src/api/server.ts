@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import type { ListenerConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
 import type { ApiKeyRecord, EventScope, Store } from '../store/store.ts';
-import { hashApiKey } from './keys.ts';
+import { ApiKeyCache, hashApiKey } from './keys.ts';
 import { ApiError, problem, type FieldError, type Problem } from './problem.ts';
 import {
   batchBody,
@@ -86,6 +86,7 @@ export class ApiServer {
   readonly #deps: ApiDeps;
   readonly #app: FastifyInstance;
   readonly #keys = new WeakMap<FastifyRequest, ApiKeyRecord>();
+  #keyCache: ApiKeyCache | undefined;
   readonly routes: Route[];
   readonly #idempotency: Idempotency;
   /** Bodies are validated exactly as sent: no coercion ("to": "a@b" is not a list), no silent removal of unknown fields. */
@@ -256,7 +257,8 @@ export class ApiServer {
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m) throw new ApiError(401, 'An API key is required: Authorization: Bearer <key>');
     // The lookup is by the hash of the key, so its timing tells nothing about any stored key.
-    const key = this.#deps.store.apiKeyByHash(hashApiKey(m[1]!));
+    this.#keyCache ??= new ApiKeyCache(this.#deps.store);
+    const key = this.#keyCache.byHash(hashApiKey(m[1]!));
     if (!key) throw new ApiError(401, 'Unknown or revoked API key');
     this.#keys.set(req, key);
   }

@@ -156,8 +156,18 @@ export interface IdempotencyStore {
   expireIdempotency(before: number, max: number): number;
 }
 
+/** Tables whose changes a shared store announces to every node (PostgreSQL: LISTEN/NOTIFY). */
+export type WatchedTable = 'users' | 'api_keys' | 'suppressions';
+
 /** Everything the embedded database holds. */
 export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore, IdempotencyStore {
+  /**
+   * Shared stores only (absent on the embedded one): `fn` runs after any
+   * change to `table`, by any node, and also when announcements may have
+   * been missed (the connection that listens was lost), so a cache built on
+   * it drops everything then. Returns the function that stops it.
+   */
+  onChange?(table: WatchedTable, fn: () => void): () => void;
   readonly webhooks: WebhookStore;
   readonly suppressions: SuppressionStore;
   readonly dashboard: DashboardStore;
