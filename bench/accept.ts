@@ -53,7 +53,7 @@ import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { HARAKA_VERSION } from './haraka.ts';
 import { measureLatency } from './latency.ts';
 import {
-  cachedPids, cli, cpuMeter, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
+  cachedPids, cli, cpuByName, cpuMeter, waitForQuiet, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
 } from './lib.ts';
 import type { Spread } from './lib.ts';
 import { startHarakaPeer, startPostfixMaildirPeer, startPostfixPeer, startSinkPeer, startTernPeer, ternJournal, TERN_LIMITS } from './peers.ts';
@@ -176,14 +176,23 @@ export interface Run {
   /** Messages / drainSeconds: end to end, until the server has handled every one. */
   e2eRate: number;
   cpuMsPerMsg: number;
+  /** Busy share of all CPUs just before the run (bench/lib.ts waitForQuiet), and how long it waited for quiet. */
+  busyBefore?: number;
+  quietWaitSeconds?: number;
+  /** Postfix: CPU ms per message by process name (bench/lib.ts cpuByName; sampled, so a little under the total). */
+  cpuMsPerMsgByProcess?: Record<string, number>;
   peakRssKiB: number;
   peakPssKiB: number;
 }
 
 async function measure(p: Peer, s: { size: number; sessions: number; reuse: boolean; messages: number }, round: number): Promise<Run> {
   p.clean();
+  const quiet = round >= 0 ? await waitForQuiet() : undefined;
   const done0 = p.done();
-  const mem = memorySampler(cachedPids(p.pids));
+  const pids = cachedPids(p.pids);
+  const mem = memorySampler(pids);
+  // Only Postfix is many processes: where its time goes, by daemon.
+  const byName = p.name.startsWith('postfix') ? cpuByName(pids) : undefined;
   const cpu = cpuMeter(p.pids);
   const r = await runSource({
     host: '127.0.0.1', port: p.port, messages: s.messages, sessions: s.sessions, size: s.size, reuse: s.reuse,
@@ -194,6 +203,7 @@ async function measure(p: Peer, s: { size: number; sessions: number; reuse: bool
   const drainSeconds = r.seconds + (Date.now() - t0) / 1000;
   const cpuMs = cpu();
   const peak = mem.stop();
+  const parts = byName?.stop();
   const said = r.stderr.trim().split('\n').slice(0, 3).join(' | ');
   if (!ok) {
     const error = r.status !== 0
@@ -205,6 +215,8 @@ async function measure(p: Peer, s: { size: number; sessions: number; reuse: bool
   return {
     peer: p.name, round, ok: true, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, e2eRate: s.messages / drainSeconds, cpuMsPerMsg: cpuMs / s.messages,
     peakRssKiB: peak.rssKiB, peakPssKiB: peak.pssKiB,
+    ...(quiet ? { busyBefore: quiet.busy, quietWaitSeconds: quiet.waited } : {}),
+    ...(parts ? { cpuMsPerMsgByProcess: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v / s.messages])) } : {}),
   };
 }
 
@@ -383,7 +395,9 @@ async function main(): Promise<void> {
           const run = await measure(peers.get(name)!, s, round);
           runs.push(run);
           if (run.ok) {
-            console.log(`  ${name.padEnd(15)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s: ${run.e2eRate.toFixed(0)} msg/s end to end)`);
+            console.log(`  ${name.padEnd(15)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s: ${run.e2eRate.toFixed(0)} msg/s end to end)${run.quietWaitSeconds! > 1 ? `; waited ${run.quietWaitSeconds!.toFixed(0)} s for a quiet machine, ${(100 * run.busyBefore!).toFixed(0)} % busy` : ''}`);
+            const parts = Object.entries(run.cpuMsPerMsgByProcess ?? {}).sort((x, y) => y[1] - x[1]).slice(0, 6);
+            if (parts.length) console.log(`  ${''.padEnd(15)} CPU ms/msg by process: ${parts.map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
           } else console.log(`  ${name.padEnd(15)} FAILED: ${run.error}`);
         }
       }

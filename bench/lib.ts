@@ -396,3 +396,71 @@ export function machine(): Machine {
     loadavg: os.loadavg(),
   };
 }
+
+/**
+ * CPU time by process name (comm: smtpd, cleanup, virtual, …) over a span,
+ * for servers made of many processes. Each process's own user+system time
+ * (not its reaped children's, which would count them twice) is read every
+ * `everyMs`; a process that exits between two samples loses what it spent
+ * since the last one, and one that lives less than `everyMs` is missed, so
+ * the parts add up to a little less than cpuMeter's total.
+ */
+export function cpuByName(pids: () => number[], everyMs = 200): { stop: () => Record<string, number> } {
+  // Keyed by pid and start time: a pid the kernel hands out again is another process.
+  const seen = new Map<string, { name: string; first: number; last: number }>();
+  const sample = (initial: boolean) => {
+    for (const pid of pids()) {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const ticks = Number(f[11]) + Number(f[12]);
+        const key = `${pid}:${f[19]}`;
+        const p = seen.get(key);
+        if (p) p.last = ticks;
+        else seen.set(key, { name, first: initial ? ticks : 0, last: ticks });
+      } catch {
+        /* gone */
+      }
+    }
+  };
+  sample(true);
+  const timer = setInterval(() => sample(false), everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample(false);
+      const out: Record<string, number> = {};
+      for (const p of seen.values()) out[p.name] = (out[p.name] ?? 0) + ((p.last - p.first) * 1000) / TICK;
+      return out;
+    },
+  };
+}
+
+/** Busy and total jiffies over all CPUs, from the first line of /proc/stat. */
+function cpuJiffies(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+  const total = f.slice(0, 8).reduce((a, x) => a + x, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
+/**
+ * Wait until the machine is quiet (over all CPUs, less than `share` busy
+ * in a `windowMs` window), at most `maxMs`. Other work on this shared
+ * machine (builds, test runs) otherwise lands in some rounds and not others.
+ * Resolves with the busy share of the last window and the seconds waited.
+ */
+export async function waitForQuiet(o: { share?: number; windowMs?: number; maxMs?: number } = {}): Promise<{ busy: number; waited: number }> {
+  const share = o.share ?? 0.15;
+  const windowMs = o.windowMs ?? 500;
+  const t0 = Date.now();
+  for (;;) {
+    const a = cpuJiffies();
+    await sleep(windowMs);
+    const b = cpuJiffies();
+    const busy = b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0;
+    const waited = (Date.now() - t0) / 1000;
+    if (busy < share || Date.now() - t0 >= (o.maxMs ?? 15_000)) return { busy, waited };
+  }
+}

@@ -36,7 +36,7 @@ import { stringify } from 'yaml';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { postfixAvailable, postfixProcesses, startPostfix } from '../test/helpers/postfix.ts';
 import { freePort } from '../test/helpers/server.ts';
-import { cli, cpuMeter, haveTaskset, LOAD_CPU, machine, pin, pinPids, pinSelf, ROOT, SERVER_CPU, spread, startSink, startTern, tempDir, waitUntil } from './lib.ts';
+import { cli, cpuMeter, haveTaskset, LOAD_CPU, machine, pin, pinPids, pinSelf, ROOT, SERVER_CPU, spread, startSink, startTern, tempDir, waitForQuiet, waitUntil } from './lib.ts';
 import type { Sink, Spread } from './lib.ts';
 
 const args = cli();
@@ -75,6 +75,8 @@ export interface RelayResult {
 }
 
 async function load(port: number, sink: Sink, cpuPids: () => number[], mta: Mta, round: number, messages = MESSAGES): Promise<Run> {
+  // Other work on the shared machine otherwise lands in some rounds only.
+  if (round >= 0) await waitForQuiet();
   sink.reset();
   const cpu = cpuMeter(cpuPids);
   const t0 = process.hrtime.bigint();

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import type { AcceptResult, PairRatio, Ratio, ScenarioResult } from './accept.ts';
+import { median } from './lib.ts';
 import type { Machine, Spread } from './lib.ts';
 import type { MemoryResult } from './memory.ts';
 import type { PeerName } from './peers.ts';
@@ -239,6 +240,34 @@ function issue16Table(d: BenchResults): string[] {
   return out;
 }
 
+/** Postfix's CPU per message by daemon in one scenario: medians over the rounds, largest first. */
+function postfixParts(d: BenchResults, id: string, peer: PeerName): string[] {
+  const s = d.accept.scenarios.find((x) => x.id === id);
+  const runs = s?.runs.filter((r) => r.peer === peer && r.ok && r.cpuMsPerMsgByProcess) ?? [];
+  if (!s || !runs.length) return [];
+  const names = [...new Set(runs.flatMap((r) => Object.keys(r.cpuMsPerMsgByProcess!)))];
+  const parts = names
+    .map((n) => ({ n, ms: median(runs.map((r) => r.cpuMsPerMsgByProcess![n] ?? 0)) }))
+    .filter((x) => x.ms >= 0.005)
+    .sort((a, b) => b.ms - a.ms);
+  const sum = parts.reduce((a, x) => a + x.ms, 0);
+  return [
+    `Where ${peer}'s CPU goes (${where(s, id)}; each process's own user+system time sampled every 200 ms, by program, per message, median over the rounds; ` +
+      `they add up to ${f3(sum)} of the ${f3(s.summary[peer]?.cpuMsPerMsg.median)} ms measured in all, the rest being processes that lived between two samples): ` +
+      parts.map((x) => `${x.n} ${f3(x.ms)} ms (${f0((100 * x.ms) / sum)} %)`).join(', ') + '.',
+    '',
+  ];
+}
+
+/** How busy the machine was just before the Maildir runs (other work on a shared machine). */
+function quietText(d: BenchResults): string {
+  const runs = d.accept.scenarios.filter((s) => s.id.startsWith('md-')).flatMap((s) => s.runs).filter((r) => r.busyBefore !== undefined);
+  if (!runs.length) return '';
+  const busy = runs.map((r) => 100 * r.busyBefore!);
+  const waits = runs.filter((r) => r.quietWaitSeconds! >= 15).length;
+  return `; busy just before the runs: median ${f0(median(busy))} %, at most ${f0(Math.max(...busy))} %${waits ? `, ${waits} of ${runs.length} runs started without the machine getting quiet` : ''}`;
+}
+
 function issue16Section(d: BenchResults): string[] {
   const tgt = issue16Targets(d);
   const rounds = d.accept.runsEach;
@@ -248,12 +277,14 @@ function issue16Section(d: BenchResults): string[] {
     'Both servers deliver into a Maildir and a message counts as handled when its file is in the Maildir\'s `new/`. ' +
       '**Tern\'s defaults**: the inbound SPF/DKIM/DMARC/ARC checks on (no `inbound` key), Maildir delivery (`tern-default`). **Like for like**: the same with the checks off (`inbound.enabled: false`; `tern-maildir`). ' +
       '**Postfix**: smtpd into its queue, then virtual(8) into a Maildir (`postfix-maildir`); it runs no SPF/DKIM/DMARC at all. ' +
-      `Each server pinned to CPU 0, smtp-source on CPU 1; ${rounds} interleaved round(s) (tern-default, postfix-maildir, tern-maildir, then again), after an unmeasured warm-up of ${d.accept.warmupMessages} messages each. ` +
+      `Each server pinned to CPU 0, smtp-source on CPU 1; ${rounds} interleaved round(s) (in each, the scenario's servers in turn: tern-default, postfix-maildir, tern-maildir), after an unmeasured warm-up of ${d.accept.warmupMessages} messages each. ` +
       '**Accepted**: messages / time until smtp-source has had the last 250. **End to end**: messages / time until the last file is in `new/` (relay: until the sink has the last message). ' +
-      '**CPU**: the server\'s user+system time from the start until every message is handled, per message. Ratios are taken round by round, then the median (min–max over the rounds); rates are medians (min–max).',
+      '**CPU**: the server\'s user+system time from the start until every message is handled, per message. ' +
+      'Before each measured run the driver waits for a quiet machine (under 15 % busy over half a second, at most 15 s: this machine is shared)' + quietText(d) + '. Ratios are taken round by round, then the median (min–max over the rounds); rates are medians (min–max).',
     '',
     ...issue16Table(d),
     '',
+    ...postfixParts(d, 'md-1k-s20-new', 'postfix-maildir'),
     d.relay?.ternDkim ? `Postfix has no DKIM signer: the DKIM row compares Tern signing every message (a key for the sender's domain made by \`tern dkim keygen\`, ${d.relay.dkimAlgorithm ?? 'rsa-sha256'}; relayed mail from a trusted network is treated as submission) with the same unsigned Postfix runs.
 ` : '',
     '### Targets (issue 16)',
