@@ -2,7 +2,8 @@
 // aggregates of a known batch (messages counted once, attempts, TLS share,
 // destinations, bounce classes, in every span), their pruning; sessions in
 // the store and the login rules; the message search (each kind, paging,
-// dates) and that every read is an index range (EXPLAIN QUERY PLAN).
+// dates) and that every read is an index range (EXPLAIN). Everything that
+// touches a store runs against both kinds (test/helpers/stores.ts).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,8 +11,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { openStore, STORE_FILE, type Store, type StoredEvent } from './store.ts';
+import { STORE_FILE, type Store, type StoredEvent } from './store.ts';
 import { DASHBOARD_SQL, ID_TOP } from './dashboard.ts';
+import { PG_DASHBOARD_SQL } from './pg/dashboard.ts';
+import { SyncPgClient } from './pg/sync-client.ts';
+import { storeKinds, type StoreKind } from '../../test/helpers/stores.ts';
 import type { EventType, MessageEvent } from '../events/events.ts';
 import { DAY, HOUR, KEPT, MINUTE, StatsMaintainer, currentMinute, overviewStats, rangeStart, statDeltas } from '../dashboard/stats.ts';
 import { LoginRefused, SESSIONS_PER_USER, Sessions, cookieValue, tokenHash } from '../dashboard/sessions.ts';
@@ -24,11 +28,35 @@ import { Spool } from '../spool/spool.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-dashboard-store-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
-let dirs = 0;
-const freshStore = (): { store: Store; dir: string } => {
-  const dir = path.join(root, `d${dirs++}`);
-  return { store: openStore(dir), dir };
-};
+const KINDS = storeKinds();
+
+/** Where each store the tests open lives (a directory or a database URL): a few tests read its tables directly. */
+const locations = new WeakMap<Store, string>();
+function openFresh(kind: StoreKind): Store {
+  const at = kind.location();
+  const store = kind.openAt(at);
+  locations.set(store, at);
+  return store;
+}
+
+/** Runs `fn` with a query function on a connection of its own to `store`'s database, of either kind. */
+function withRawDb<T>(kind: StoreKind, store: Store, fn: (all: (sql: string, args?: unknown[]) => Record<string, unknown>[]) => T): T {
+  const at = locations.get(store)!;
+  if (kind.name === 'sqlite') {
+    const db = new DatabaseSync(path.join(at, STORE_FILE));
+    try {
+      return fn((sql, args = []) => db.prepare(sql).all(...(args as (string | number)[])) as Record<string, unknown>[]);
+    } finally {
+      db.close();
+    }
+  }
+  const db = new SyncPgClient(at);
+  try {
+    return fn((sql, args = []) => db.rows(sql, args));
+  } finally {
+    db.close();
+  }
+}
 
 /** 2025-12-06 10:30:15 UTC: inside a minute, an hour and a day, none at a boundary. */
 const NOW = Date.UTC(2025, 11, 6, 10, 30, 15);
@@ -62,9 +90,23 @@ function writeBatch(store: Store, stats: StatsMaintainer, batch: StoredEvent[]):
   });
 }
 
-describe('dashboard aggregates', () => {
+describe('dashboard aggregates of a batch', () => {
+  it('a message whose queued events span two batches counts once; a later message again', () => {
+    const state = { lastQueued: '' };
+    const m = idAt(NOW);
+    const first = statDeltas([stored(ev('queued', m, 'a@x.test', NOW)), stored(ev('queued', m, 'b@x.test', NOW))], state);
+    const second = statDeltas([stored(ev('queued', m, 'c@x.test', NOW)), stored(ev('queued', idAt(NOW), 'a@x.test', NOW))], state);
+    const received = (d: ReturnType<typeof statDeltas>) => d.filter((x) => x.metric === 'received' && x.span === MINUTE).reduce((s, x) => s + x.count, 0);
+    assert.equal(received(first), 1);
+    assert.equal(received(second), 1, 'the split message is not counted again; the next message is');
+    // Summed per batch: one delta per (span, metric, bucket, key), not per event.
+    assert.equal(first.length, 3);
+  });
+});
+
+for (const kind of KINDS) describe(`dashboard aggregates (${kind.name})`, { skip: kind.skip }, () => {
   it('counts a known batch: messages once, attempts, TLS share, destinations and bounce classes, in every span', () => {
-    const { store } = freshStore();
+    const store = openFresh(kind);
     const stats = new StatsMaintainer(store.dashboard, () => NOW);
     const a = idAt(NOW - 5000);
     const b = idAt(NOW - 4000);
@@ -109,20 +151,8 @@ describe('dashboard aggregates', () => {
     store.close();
   });
 
-  it('a message whose queued events span two batches counts once; a later message again', () => {
-    const state = { lastQueued: '' };
-    const m = idAt(NOW);
-    const first = statDeltas([stored(ev('queued', m, 'a@x.test', NOW)), stored(ev('queued', m, 'b@x.test', NOW))], state);
-    const second = statDeltas([stored(ev('queued', m, 'c@x.test', NOW)), stored(ev('queued', idAt(NOW), 'a@x.test', NOW))], state);
-    const received = (d: ReturnType<typeof statDeltas>) => d.filter((x) => x.metric === 'received' && x.span === MINUTE).reduce((s, x) => s + x.count, 0);
-    assert.equal(received(first), 1);
-    assert.equal(received(second), 1, 'the split message is not counted again; the next message is');
-    // Summed per batch: one delta per (span, metric, bucket, key), not per event.
-    assert.equal(first.length, 3);
-  });
-
   it('puts events in the buckets of their own time, and prunes rows past their span\'s keep', () => {
-    const { store } = freshStore();
+    const store = openFresh(kind);
     let now = NOW;
     const stats = new StatsMaintainer(store.dashboard, () => now);
     const old = NOW - 3 * HOUR;
@@ -146,10 +176,19 @@ describe('dashboard aggregates', () => {
   });
 });
 
-describe('dashboard sessions', () => {
+describe('dashboard session cookie', () => {
+  it('reads the cookie by name', () => {
+    assert.equal(cookieValue('a=1; tern_session=abc; b=2', 'tern_session'), 'abc');
+    assert.equal(cookieValue('tern_session="abc"', 'tern_session'), 'abc');
+    assert.equal(cookieValue('xtern_session=abc', 'tern_session'), null);
+    assert.equal(cookieValue(undefined, 'tern_session'), null);
+  });
+});
+
+for (const kind of KINDS) describe(`dashboard sessions (${kind.name})`, { skip: kind.skip }, () => {
   const T = NOW;
   it('are kept by the hash of the token; trimmed per user; expired ones go a bounded batch at a time', () => {
-    const { store } = freshStore();
+    const store = openFresh(kind);
     const d = store.dashboard;
     for (let i = 0; i < 30; i++) d.addSession({ tokenHash: `h${i}`, csrf: `c${i}`, user: i < 25 ? 'root@tern.test' : 'ops@tern.test', createdAt: T + i, expiresAt: T + 1000 + i });
     assert.deepEqual(d.getSession('h3'), { tokenHash: 'h3', csrf: 'c3', user: 'root@tern.test', createdAt: T + 3, expiresAt: T + 1003 });
@@ -168,7 +207,7 @@ describe('dashboard sessions', () => {
   });
 
   it('log in admins only, refuse alike otherwise, throttle, and end on expiry, logout or demotion', async () => {
-    const store = openAt();
+    const store = openFresh(kind);
     const hash = await hashPassword('correct horse battery');
     store.putUser({ address: 'root@tern.test', passwordHash: hash, sendAs: [], admin: true, createdAt: T });
     store.putUser({ address: 'user@tern.test', passwordHash: hash, sendAs: [], createdAt: T });
@@ -220,39 +259,29 @@ describe('dashboard sessions', () => {
       now++;
       await sessions.login('192.0.2.1', 'root@tern.test', 'correct horse battery');
     }
-    const db = new DatabaseSync(storePathOf(store));
-    assert.equal((db.prepare('SELECT count(*) AS n FROM ui_sessions').get() as { n: number }).n, SESSIONS_PER_USER);
-    db.close();
+    assert.equal(withRawDb(kind, store, (all) => all('SELECT count(*) AS n FROM ui_sessions')[0]!.n), SESSIONS_PER_USER);
     store.close();
-  });
-
-  it('reads the cookie by name', () => {
-    assert.equal(cookieValue('a=1; tern_session=abc; b=2', 'tern_session'), 'abc');
-    assert.equal(cookieValue('tern_session="abc"', 'tern_session'), 'abc');
-    assert.equal(cookieValue('xtern_session=abc', 'tern_session'), null);
-    assert.equal(cookieValue(undefined, 'tern_session'), null);
   });
 });
 
-/** Remembers the data directory of each store the tests open (openStore takes it; Store does not tell). */
-const storeDirs = new WeakMap<Store, string>();
-function storePathOf(store: Store): string {
-  return path.join(storeDirs.get(store)!, STORE_FILE);
-}
-const openAt = (): Store => {
-  const { store, dir } = freshStore();
-  storeDirs.set(store, dir);
-  return store;
-};
+describe('queue ids', () => {
+  it('carry their time as the spool makes them', () => {
+    const spool = new Spool({ dir: path.join(root, 'spool'), fsync: false });
+    const before = Date.now();
+    const id = spool.newId();
+    assert.ok(id.slice(0, 9) >= idTimePrefix(before) && id.slice(0, 9) <= idTimePrefix(Date.now()), id);
+    assert.equal(id.length, 16);
+  });
+});
 
-describe('message search', () => {
+for (const kind of KINDS) describe(`message search (${kind.name})`, { skip: kind.skip }, () => {
   let store: Store;
   const ids: string[] = [];
   /** Minutes before NOW of each message; the newest last. */
   const DAYS_BACK = [40 * 24 * 60, 3 * 24 * 60, 90, 30, 10, 2];
 
   before(() => {
-    store = openAt();
+    store = openFresh(kind);
     const batch: StoredEvent[] = [];
     DAYS_BACK.forEach((minutes, i) => {
       const at = NOW - minutes * MINUTE;
@@ -332,16 +361,9 @@ describe('message search', () => {
     assert.deepEqual(rest, { ids: [ids[0]], floor: '' });
   });
 
-  it('queue ids carry their time as the spool makes them', () => {
-    const spool = new Spool({ dir: path.join(root, 'spool'), fsync: false });
-    const before = Date.now();
-    const id = spool.newId();
-    assert.ok(id.slice(0, 9) >= idTimePrefix(before) && id.slice(0, 9) <= idTimePrefix(Date.now()), id);
-    assert.equal(id.length, 16);
-  });
-
-  it('reads through indexes, never a scan of messages or events (EXPLAIN QUERY PLAN)', () => {
-    const db = new DatabaseSync(storePathOf(store));
+  it('reads through indexes, never a scan of messages or events (EXPLAIN)', () => {
+    if (kind.name === 'postgres') return postgresPlans(kind);
+    const db = new DatabaseSync(path.join(locations.get(store)!, STORE_FILE));
     const plan = (sql: string, args: (string | number)[]) =>
       (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as { detail: string }[]).map((r) => r.detail).join(' | ');
     const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
@@ -363,3 +385,48 @@ describe('message search', () => {
     db.close();
   });
 });
+
+/**
+ * The PostgreSQL plans of the same reads. The planner picks by the
+ * table's statistics, so the store gets enough rows to make a scan look as
+ * costly as it would be (20,000 messages, 40,000 events, 15,000 counters)
+ * and is analyzed first; each read must then walk the index it was written
+ * for, and none may scan a whole table (Seq Scan).
+ */
+function postgresPlans(kind: StoreKind): void {
+  const store = openFresh(kind);
+  try {
+    withRawDb(kind, store, (all) => {
+      all(`INSERT INTO messages (id, sender, sender_base, sender_domain, message_id, created_at, subject)
+             SELECT lpad(upper(to_hex(i)), 16, '0'), 's' || (i % 300) || '@x.test', 's' || (i % 300) || '@x.test', '@x.test', '<m' || i || '@x.test>', ${NOW} + i, 'Subject ' || i
+             FROM generate_series(1, 20000) AS i`);
+      all(`INSERT INTO events (id, queue_id, type, recipient, body)
+             SELECT lpad(to_hex(i), 12, '0') || t, lpad(upper(to_hex(i)), 16, '0'), t, 'r' || (i % 500) || '@y.test', '{}'
+             FROM generate_series(1, 20000) AS i, unnest(ARRAY['queued', 'delivered']) AS t`);
+      all(`INSERT INTO dash_stats (span, metric, bucket, key, count)
+             SELECT ${MINUTE}, m, b * ${MINUTE}, k, 1
+             FROM unnest(ARRAY['received', 'delivered', 'deferred', 'bounced', 'domain']) AS m, generate_series(1, 1000) AS b, unnest(ARRAY['', 'a.test', 'b.test']) AS k`);
+      all('ANALYZE');
+      const plan = (sql: string, args: unknown[]) => all(`EXPLAIN ${sql}`, args).map((r) => r['QUERY PLAN']).join(' | ');
+      const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
+      const cases: [string, string, unknown[], RegExp][] = [
+        ['sender', PG_DASHBOARD_SQL.bySender, [...w, 's1@x.test', 10], /Index Scan Backward using messages_sender on messages/],
+        ['recipient', PG_DASHBOARD_SQL.byRecipient, [...w, 'r1@y.test', 10], /Index (Only )?Scan Backward using dash_events_recipient on events e.*Index (Only )?Scan using messages_pkey on messages m/],
+        ['message id', PG_DASHBOARD_SQL.byMessageId, [...w, ['<m3@x.test>', 'm3@x.test'], 10], /Index Scan using messages_message_id on messages/],
+        ['subject', PG_DASHBOARD_SQL.bySubject, [...w, 1000, '%x%', 10], /Index (Only )?Scan Backward using (messages_pkey|dash_messages_scan) on messages/],
+        ['scan end', PG_DASHBOARD_SQL.scanEnd, [...w, 999], /Index (Only )?Scan Backward using (messages_pkey|dash_messages_scan) on messages/],
+        ['time', PG_DASHBOARD_SQL.byTime, [...w, 10], /Index (Only )?Scan Backward using (messages_pkey|dash_messages_scan) on messages/],
+        ['series', PG_DASHBOARD_SQL.series, [MINUTE, ['received', 'delivered', 'deferred', 'bounced'], 900 * MINUTE], /Index Scan using dash_stats_pkey|Bitmap Index Scan on dash_stats_pkey/],
+        ['top', PG_DASHBOARD_SQL.top, [MINUTE, 'domain', 900 * MINUTE, 10], /Index Scan using dash_stats_pkey|Bitmap Index Scan on dash_stats_pkey/],
+        ['bucket', PG_DASHBOARD_SQL.bucket, [MINUTE, ['received', 'delivered'], 950 * MINUTE], /Index Scan using dash_stats_pkey|Bitmap Index Scan on dash_stats_pkey/],
+      ];
+      for (const [name, sql, args, want] of cases) {
+        const p = plan(sql, args);
+        assert.match(p, want, `${name}: ${p}`);
+        assert.doesNotMatch(p, /Seq Scan/, `${name} scans a table: ${p}`);
+      }
+    });
+  } finally {
+    store.close();
+  }
+}

@@ -1,17 +1,15 @@
 // The webhook tables: registration and listing (with the owner key's name,
 // gone when revoked), the outbox's claims under a lease, reschedules,
-// releases, purges and expiry, and the bounded record of deliveries.
+// releases, purges and expiry, and the bounded record of deliveries; run
+// against both store kinds (test/helpers/stores.ts). What only several
+// nodes sharing PostgreSQL can show is in pg/webhooks.test.ts.
 
 import { after, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { openStore, type Store } from './store.ts';
+import type { Store } from './store.ts';
 import type { OutboxInsert, WebhookRecord } from './webhooks.ts';
+import { storeKinds } from '../../test/helpers/stores.ts';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-webhooks-store-'));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
 const T0 = 1_765_000_000_000;
@@ -24,11 +22,11 @@ function row(webhookId: string, eventId: string, nextAttempt: number, eventAt = 
   return { webhookId, eventId, eventAt, body: `{"id":"${eventId}"}`, nextAttempt };
 }
 
-describe('webhook store', () => {
+for (const kind of storeKinds()) describe(`webhook store (${kind.name})`, { skip: kind.skip }, () => {
   let store: Store;
   beforeEach(() => {
     store?.close();
-    store = openStore(path.join(root, `d${n++}`));
+    store = kind.open();
     store.addApiKey({ name: 'alice-app', hash: 'h-alice', sendAs: ['alice@tern.test'], admin: false, createdAt: T0 });
     store.addApiKey({ name: 'ops', hash: 'h-ops', sendAs: [], admin: true, createdAt: T0 });
   });
@@ -88,7 +86,8 @@ describe('webhook store', () => {
     assert.equal(w.nextDue('wh_a'), T0);
     assert.deepEqual(w.claim('wh_a', T0 + 1, T0 + 60_000, 10).map((r) => [r.eventId, r.attempts]), [['e3', 0]]);
     assert.deepEqual(w.claim('wh_a', T0 + 5000, T0 + 60_000, 10).map((r) => [r.eventId, r.attempts, r.nextAttempt]), [['e2', 1, T0 + 5000]]);
-    // At start, every lease is a dead process's.
+    // Both leases (until T0 + 60 s, a year ago) have run out: the embedded
+    // store ends every lease at start, the shared one those that ran out.
     assert.equal(w.releaseAllClaims(), 2);
     assert.equal(w.releaseAllClaims(), 0);
     assert.deepEqual(w.claim('wh_a', T0 + 5000, T0 + 60_000, 10).map((r) => r.eventId).sort(), ['e2', 'e3']);

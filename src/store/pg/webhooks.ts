@@ -75,11 +75,13 @@ export const PG_WEBHOOK_SQL = {
   // Due and unleased (or leased by a node that died or stalled past its
   // lease), earliest first. SKIP LOCKED: rows another node is claiming right
   // now are left to it, not waited for; ORDER BY with LIMIT then gives the
-  // earliest of the rows nobody else holds.
+  // earliest of the rows nobody else holds. The order is the index's
+  // (webhook_outbox_due), with no tie-break: so the walk stops after `max`
+  // rows instead of sorting a webhook's whole backlog first.
   claim: `UPDATE webhook_outbox SET claimed_until = $1
      WHERE seq IN (SELECT seq FROM webhook_outbox
                    WHERE webhook_id = $2 AND next_attempt <= $3 AND (claimed_until IS NULL OR claimed_until < $3)
-                   ORDER BY next_attempt, seq LIMIT $4
+                   ORDER BY next_attempt LIMIT $4
                    FOR UPDATE SKIP LOCKED)
      RETURNING seq, webhook_id, event_id, event_at, body, attempts, next_attempt`,
   // Unleased rows: their next attempt, through webhook_outbox_due. Leased
@@ -88,7 +90,7 @@ export const PG_WEBHOOK_SQL = {
   // which is after their next attempt (a row is leased only once due).
   nextDue: `SELECT least(
        (SELECT next_attempt FROM webhook_outbox WHERE webhook_id = $1 AND claimed_until IS NULL ORDER BY next_attempt LIMIT 1),
-       (SELECT min(claimed_until) + 1 FROM webhook_outbox WHERE webhook_id = $1 AND claimed_until IS NOT NULL)
+       (SELECT claimed_until + 1 FROM webhook_outbox WHERE webhook_id = $1 AND claimed_until IS NOT NULL ORDER BY claimed_until LIMIT 1)
      ) AS due`,
 };
 
