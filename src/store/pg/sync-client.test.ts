@@ -63,14 +63,23 @@ describe('SyncPgClient: PostgreSQL behind a synchronous interface', { skip }, ()
     }
   });
 
-  it('a server that is gone: the call throws in time, and works again once it is back', async () => {
-    const db = new SyncPgClient(url, { timeoutMs: 5000, connectTimeoutMs: 2000 });
+  it('a server that is gone: the call throws in time, later calls fail at once for a moment, and it works again once it is back', async () => {
+    let now = 0;
+    const db = new SyncPgClient(url, { timeoutMs: 5000, connectTimeoutMs: 2000, retryAfterMs: 2000, now: () => now });
     try {
       assert.equal(db.one<{ x: number }>('SELECT 1 AS x')!.x, 1);
       await cluster.stop();
+      const t0 = performance.now();
       assert.throws(() => db.one('SELECT 1 AS x'), PgError);
+      assert.ok(performance.now() - t0 < 5500, 'bounded by the timeouts');
+      assert.equal(db.unavailable, true);
+      const t1 = performance.now();
+      assert.throws(() => db.one('SELECT 1 AS x'), (e: unknown) => e instanceof PgError && e.code === 'TERN_UNAVAILABLE');
+      assert.ok(performance.now() - t1 < 50, 'failing fast: the event loop is not held');
       await cluster.start();
+      now += 2001;
       assert.equal(db.one<{ x: number }>('SELECT 2 AS x')!.x, 2);
+      assert.equal(db.unavailable, false);
     } finally {
       db.close();
     }

@@ -31,6 +31,19 @@ export interface SyncPgOptions {
   /** Longest wait for one answer before the call throws (the server or the network is gone). */
   timeoutMs?: number;
   connectTimeoutMs?: number;
+  /** After the server could not be reached, calls fail at once for this long (nothing blocks the node meanwhile). */
+  retryAfterMs?: number;
+  now?: () => number;
+}
+
+/**
+ * Whether an error means the server (or the way to it) is unavailable, as
+ * opposed to a statement it refused: no SQLSTATE (a socket error, a
+ * timeout), or classes 08 (connection exception), 53 (insufficient
+ * resources), 57 (operator intervention, e.g. shutdown) and 58 (system error).
+ */
+export function isUnavailable(code: string | undefined): boolean {
+  return code === undefined || !/^[0-9A-Z]{5}$/.test(code) || /^(08|53|57|58)/.test(code);
 }
 
 /** The worker runs the same kind of file as this one: .ts from a checkout, .js from the package's dist/. */
@@ -44,17 +57,25 @@ export class SyncPgClient {
   readonly #listeners = new Map<string, Set<(payload: string) => void>>();
   #closed = false;
   #seq = 0;
-  /** Called when the LISTEN connection dropped: notifications may have been missed. */
+  readonly #retryAfterMs: number;
+  readonly #now: () => number;
+  /** Calls fail fast until then: the last one found the server unavailable. */
+  #downUntil = 0;
+  #downReason = '';
+  /** Called when the LISTEN connection dropped, and again when it is back: notifications may have been missed in between. */
   onListenLost: (() => void) | null = null;
 
   constructor(url: string, opts: SyncPgOptions = {}) {
-    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    // Every call blocks the event loop while it waits: a lost server must cost seconds once, not per call.
+    this.#timeoutMs = opts.timeoutMs ?? 5000;
+    this.#retryAfterMs = opts.retryAfterMs ?? 2000;
+    this.#now = opts.now ?? Date.now;
     const signal = new SharedArrayBuffer(4);
     this.#flag = new Int32Array(signal);
     const { port1, port2 } = new MessageChannel();
     this.#port = port1;
     this.#worker = new Worker(WORKER, {
-      workerData: { url, port: port2, signal, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000 },
+      workerData: { url, port: port2, signal, connectTimeoutMs: opts.connectTimeoutMs ?? 2000, statementTimeoutMs: this.#timeoutMs },
       transferList: [port2],
     });
     this.#worker.unref();
@@ -109,8 +130,26 @@ export class SyncPgClient {
     void this.#worker.terminate();
   }
 
+  /** Whether calls currently fail fast (the server was unreachable a moment ago). */
+  get unavailable(): boolean {
+    return this.#now() < this.#downUntil;
+  }
+
   #call(req: Record<string, unknown>): unknown {
     if (this.#closed) throw new PgError('the PostgreSQL store is closed');
+    if (this.#now() < this.#downUntil) throw new PgError(`PostgreSQL unavailable (${this.#downReason}); trying again shortly`, 'TERN_UNAVAILABLE');
+    try {
+      return this.#send(req);
+    } catch (e) {
+      if (e instanceof PgError && isUnavailable(e.code)) {
+        this.#downUntil = this.#now() + this.#retryAfterMs;
+        this.#downReason = e.message;
+      }
+      throw e;
+    }
+  }
+
+  #send(req: Record<string, unknown>): unknown {
     const id = ++this.#seq;
     let seen = Atomics.load(this.#flag, 0);
     this.#port.postMessage({ ...req, id });

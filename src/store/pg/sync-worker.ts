@@ -12,6 +12,8 @@ interface Init {
   port: MessagePort;
   signal: SharedArrayBuffer;
   connectTimeoutMs: number;
+  /** The server abandons a statement after this (statement_timeout), as the caller stops waiting. */
+  statementTimeoutMs: number;
 }
 
 type Request = { id: number } & ({ op: 'query'; sql: string; params: unknown[] } | { op: 'listen'; channel: string } | { op: 'close' });
@@ -27,7 +29,7 @@ let listener: pg.Client | null = null;
 const channels = new Set<string>();
 
 function options(): pg.ClientConfig {
-  return { connectionString: init.url, connectionTimeoutMillis: init.connectTimeoutMs, application_name: 'tern' };
+  return { connectionString: init.url, connectionTimeoutMillis: init.connectTimeoutMs, statement_timeout: init.statementTimeoutMs, application_name: 'tern' };
 }
 
 async function connected(): Promise<pg.Client> {
@@ -49,12 +51,25 @@ async function listening(): Promise<pg.Client> {
   c.on('error', () => {
     if (listener !== c) return;
     listener = null;
+    // Announcements made from now until it is back are lost: the caches built on them must start over.
     parentPort!.postMessage({ type: 'listen-lost' });
+    relisten(1000);
   });
   await c.connect();
   for (const ch of channels) await c.query(`LISTEN ${quoteIdent(ch)}`);
   listener = c;
   return c;
+}
+
+/** Makes the LISTEN connection again, backing off to 10 s between tries, and says so when it is back. */
+function relisten(delayMs: number): void {
+  setTimeout(() => {
+    if (listener || channels.size === 0) return;
+    listening().then(
+      () => parentPort!.postMessage({ type: 'listen-lost' }),
+      () => relisten(Math.min(delayMs * 2, 10_000)),
+    );
+  }, delayMs).unref();
 }
 
 function quoteIdent(s: string): string {
