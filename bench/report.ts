@@ -550,7 +550,7 @@ export function renderMarkdown(d: BenchResults): string {
     ] : []),
     '### Relaying (bench/relay.ts)',
     '',
-    'Tern (`trustedNetworks: [127.0.0.0/8]`, durable spool, MX lookup on the loopback DNS server, `outbound.port` = the sink\'s) and Postfix (`relayhost` = the sink, `mynetworks = 127.0.0.0/8`) relay 1 KB messages from smtp-source to smtp-sink on 127.0.0.3 (the sink on CPU 1); interleaved runs after an unmeasured warm-up. ' +
+    'Tern (`trustedNetworks: [127.0.0.0/8]`, durable spool, MX lookup on the loopback DNS server, `outbound.port` = the sink\'s) and Postfix (`relayhost` = the sink, `mynetworks = 127.0.0.0/8`) relay 1 KB messages from smtp-source to smtp-sink on 127.0.0.3 (the sink on CPU 1); interleaved runs' + (d.relay.warmupMessages ? `, after an unmeasured warm-up of ${d.relay.warmupMessages} messages each. ` : '. ') +
       (d.relay.ternDkim ? `A second Tern, \`tern-dkim\`, is the same with \`load.test\` (the sender's domain) among its domains and a signing key for it made by \`tern dkim keygen\` (${d.relay.dkimAlgorithm ?? 'rsa-sha256'}): mail from a trusted network is submission, so it is fixed up and signed before the spool commit. Postfix has no signer; its runs are the same for both comparisons.` : ''),
     '',
     '## Accepting: every scenario',
