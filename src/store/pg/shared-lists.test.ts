@@ -138,6 +138,30 @@ describe('suppressions shared by several nodes (postgres)', { skip: pg.skip }, (
     }
   });
 
+  it("a write inside the caller's transaction joins it (the store's tx passed in), and rolls back with it", () => {
+    const { clients, close } = nodes(2);
+    try {
+      const tx = pgTransaction(clients[0]!);
+      const s = pgSuppressionStore(clients[0]!, tx);
+      const other = pgSuppressionStore(clients[1]!, pgTransaction(clients[1]!));
+      s.each(() => {});
+      assert.throws(() =>
+        tx(() => {
+          s.put(rec('rolled@x.test'));
+          assert.equal(other.get('rolled@x.test'), null, 'not committed by the put');
+          throw new Error('abort');
+        }),
+      );
+      assert.equal(s.get('rolled@x.test'), null);
+      // The rollback took the counter back below what this node noted: a needless reload, never a missed one.
+      assert.equal(s.changedElsewhere(), true);
+      tx(() => s.addMissing([rec('kept@x.test')]));
+      assert.notEqual(other.get('kept@x.test'), null);
+    } finally {
+      close();
+    }
+  });
+
   it('writes of two nodes at once: each counted once, and each node knows the other wrote', async () => {
     const { url, clients, close } = nodes(1);
     try {
