@@ -36,6 +36,11 @@
 // the Node servers (Haraka's CPU per message settles only after a few
 // thousand), process pools for Postfix.
 //
+// Before each measured run the driver waits (at most 15 s) for the machine
+// to be quiet: it is shared, and a build or test run landing in one round
+// and not the next skews that round's ratio. For Postfix, each run also
+// splits its CPU by daemon (smtpd, cleanup, qmgr, virtual, …).
+//
 //   node bench/accept.ts [--quick] [--issue16] [--runs R] [--scale F | --messages N] [--only REGEX] [--json FILE]
 //
 // --scale multiplies every message count (--messages N: the 1 KB count
