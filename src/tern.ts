@@ -30,11 +30,10 @@ import { ControlServer } from './server/control.ts';
 import { createResolver, type Resolver } from './dns/resolver.ts';
 import { RemoteDelivery, type RemoteDeliveryOptions } from './delivery/remote.ts';
 import { Bouncer } from './bounce/bouncer.ts';
-import { DkimKeys } from './intake/dkim.ts';
 import { InboundVerifier } from './intake/authenticate.ts';
 import { InboundCheck, InboundPolicy } from './policy/inbound.ts';
 import { mailauthResolver } from './dns/mailauth-resolver.ts';
-import { openConfiguredStore } from './store/open.ts';
+import { dkimKeySource, openConfiguredStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
 import { TlsResults } from './tlsrpt/results.ts';
 import { TlsReporter } from './tlsrpt/reporter.ts';
@@ -191,7 +190,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     },
     log,
     maxReceived: config.limits.maxReceived,
-    dkim: new DkimKeys(config.dataDir),
+    dkim: dkimKeySource(config, store),
     authservId: inbound.authservId,
     inbound: inbound.enabled
       ? { verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }) }

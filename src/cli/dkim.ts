@@ -1,9 +1,15 @@
 // `tern dkim …`: make signing keys and show the DNS records to publish.
-// Keys are files under the data directory; a running server notices a new
-// one by itself (DkimKeys re-reads a domain's directory when it changes).
+// Keys are files under the data directory (a running server notices a new
+// one by itself: DkimKeys re-reads a domain's directory when it changes), or,
+// with `store.postgres`, rows of the shared store that every node reads
+// (each is told of a new one by NOTIFY).
 
 import type { TernConfig } from '../config/types.ts';
-import { DkimKeyExistsError, DkimKeys, dnsNameFor, dnsRecordFor, generateKey, zoneLineFor } from '../intake/dkim.ts';
+import {
+  DkimKeyExistsError, defaultSelector, dnsNameFor, dnsRecordFor, generateKey, newKey, normalizeDomain, validSelector, zoneLineFor, type DkimKey,
+} from '../intake/dkim.ts';
+import { dkimKeySource, openConfiguredStore } from '../store/open.ts';
+import type { Store } from '../store/store.ts';
 
 export const DKIM_USAGE = `  tern dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519]
                                     make a signing key (default rsa, selector rsa-YYYYMM / ed-YYYYMM)
@@ -36,7 +42,7 @@ export async function runDkim(config: TernConfig, argv: string[], io: { out: Out
     const algo = opts.get('--algo') ?? 'rsa';
     if (algo !== 'rsa' && algo !== 'ed25519') return usage(err, `--algo must be rsa or ed25519, not ${algo}`);
     try {
-      const r = await generateKey(config.dataDir, domain, { selector: opts.get('--selector'), algorithm: algo });
+      const r = config.store.postgres ? await keygenShared(config, domain, opts.get('--selector'), algo) : await generateKey(config.dataDir, domain, { selector: opts.get('--selector'), algorithm: algo });
       // Likely a typo or the wrong --config; still made, as a key may be prepared before the domain is added (issue 18).
       const served = config.domains.map((d) => d.name);
       if (!served.includes(r.key.domain)) {
@@ -57,7 +63,7 @@ export async function runDkim(config: TernConfig, argv: string[], io: { out: Out
   }
 
   if (sub === 'list' && !domain && !opts.has('--selector') && !opts.has('--algo')) {
-    const keys = new DkimKeys(config.dataDir).all();
+    const keys = withStore(config, (store) => dkimKeySource(config, store).all());
     if (opts.has('--json')) {
       const rows = keys.map((k) => ({ domain: k.domain, selector: k.selector, algorithm: k.algorithm, dnsName: dnsNameFor(k), dnsRecord: dnsRecordFor(k) }));
       out.write(JSON.stringify(rows, null, 2) + '\n');
@@ -70,6 +76,29 @@ export async function runDkim(config: TernConfig, argv: string[], io: { out: Out
   }
 
   return usage(err);
+}
+
+/** The configured store, open for `use` only (the embedded store is not opened: its keys are files). */
+function withStore<T>(config: TernConfig, use: (store: Store | null) => T): T {
+  if (!config.store.postgres) return use(null);
+  const store = openConfiguredStore(config);
+  try {
+    return use(store);
+  } finally {
+    store.close();
+  }
+}
+
+/** A new key in the shared store (never replacing one: the selector may already be published). */
+async function keygenShared(config: TernConfig, domain: string, selectorOpt: string | undefined, algo: 'rsa' | 'ed25519'): Promise<{ key: DkimKey; zoneLine: string }> {
+  const d = normalizeDomain(domain);
+  if (!d) throw new Error(`not a domain name: ${domain}`);
+  const selector = (selectorOpt ?? defaultSelector(algo)).toLowerCase();
+  if (!validSelector(selector)) throw new Error(`not a valid selector: ${selectorOpt}`);
+  const key = await newKey(d, selector, algo);
+  const added = withStore(config, (store) => store!.dkimKeys!.add(key, Date.now()));
+  if (!added) throw new DkimKeyExistsError(`${d} already has a key with selector ${selector} (in the shared store); choose another --selector`);
+  return { key, zoneLine: zoneLineFor(key) };
 }
 
 function usage(err: Out, problem?: string): number {

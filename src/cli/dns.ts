@@ -17,7 +17,8 @@
 // - TLS-RPT (RFC 8460): reports to tlsrpt@ the domain.
 
 import type { TernConfig } from '../config/types.ts';
-import { DkimKeys, dnsNameFor, dnsRecordFor, normalizeDomain } from '../intake/dkim.ts';
+import { DkimKeys, dnsNameFor, dnsRecordFor, normalizeDomain, type DkimKeySource } from '../intake/dkim.ts';
+import { dkimKeySource, openConfiguredStore } from '../store/open.ts';
 import { policyId, policyText } from '../api/mta-sts.ts';
 import { MTA_STS_HOST_LABEL, mxMatches } from '../smtp/mta-sts.ts';
 
@@ -48,7 +49,7 @@ function txt(value: string): string {
 }
 
 /** The records of `domain` (already normalized) under `config`. */
-export function recordsFor(config: TernConfig, domain: string, keys: DkimKeys = new DkimKeys(config.dataDir)): DnsRecord[] {
+export function recordsFor(config: TernConfig, domain: string, keys: DkimKeySource = new DkimKeys(config.dataDir)): DnsRecord[] {
   const host = config.hostname.toLowerCase();
   const records: DnsRecord[] = [
     { name: domain, type: 'MX', data: `${MX_PREFERENCE} ${host}.`, comment: 'Mail for the domain goes to this server.' },
@@ -98,7 +99,16 @@ export function runDns(config: TernConfig, argv: string[], out: Out = process.st
   if (!config.mtaSts.mx.some((p) => mxMatches(p, host))) {
     err.write(`tern dns: warning: mtaSts.mx (${config.mtaSts.mx.join(', ')}) does not match the hostname ${host}, the MX printed: senders enforcing the policy would refuse it\n`);
   }
-  const records = recordsFor(config, domain);
+  let records: DnsRecord[];
+  if (config.store.postgres) {
+    // Keys in the shared store (issue 17): read them there.
+    const store = openConfiguredStore(config);
+    try {
+      records = recordsFor(config, domain, dkimKeySource(config, store));
+    } finally {
+      store.close();
+    }
+  } else records = recordsFor(config, domain);
   const lines = [`; DNS records for ${domain}, from tern dns (Tern at ${host}).`];
   if (!records.some((r) => r.name.includes('._domainkey.'))) lines.push(`; No DKIM key for ${domain} yet: make one with \`tern dkim keygen ${domain}\` and run this again.`);
   for (const r of records) lines.push('', `; ${r.comment}`, zoneLine(r));

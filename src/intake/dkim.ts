@@ -72,7 +72,15 @@ export function validSelector(s: string): boolean {
   return /^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$/.test(s);
 }
 
-export class DkimKeys {
+/** Where signing keys come from: the files of this node (DkimKeys), or a shared store (src/intake/dkim-store.ts). */
+export interface DkimKeySource {
+  /** Every key of the domain (lower-case A-label form). Called per signed message: must be cheap. */
+  forDomain(domain: string): DkimKey[];
+  /** Every key of every domain, for `tern dkim list` and `tern dns`. */
+  all(): DkimKey[];
+}
+
+export class DkimKeys implements DkimKeySource {
   readonly #root: string;
   readonly #cache = new Map<string, { mtimeMs: number; keys: DkimKey[] }>();
 
@@ -179,16 +187,14 @@ export async function generateKey(
   const exists = () => new DkimKeyExistsError(`${d} already has a key with selector ${selector} (${keyFile}); choose another --selector`);
   if (fs.existsSync(keyFile)) throw exists();
 
-  const pair = algo === 'rsa' ? await generateKeyPair('rsa', { modulusLength: RSA_BITS }) : await generateKeyPair('ed25519');
-  const privateKey = pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  const key: DkimKey = { domain: d, selector, algorithm: `${algo}-sha256`, privateKey };
+  const key = await newKey(d, selector, algo);
 
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   // The metadata first, so that a key is never seen without it.
   const meta = JSON.stringify({ algorithm: key.algorithm, createdAt: new Date().toISOString() }) + '\n';
   const metaTmp = writeTemp(dir, selector, meta);
   fs.renameSync(metaTmp, path.join(dir, `${selector}.json`));
-  const keyTmp = writeTemp(dir, selector, privateKey);
+  const keyTmp = writeTemp(dir, selector, key.privateKey);
   try {
     fs.linkSync(keyTmp, keyFile);
   } catch (e) {
@@ -199,6 +205,13 @@ export async function generateKey(
   }
   fsyncDir(dir);
   return { key, dnsName: dnsNameFor(key), dnsRecord: dnsRecordFor(key), zoneLine: zoneLineFor(key) };
+}
+
+/** A new key pair for `domain` (already normalized) and `selector` (already checked). */
+export async function newKey(domain: string, selector: string, algo: 'rsa' | 'ed25519'): Promise<DkimKey> {
+  const pair = algo === 'rsa' ? await generateKeyPair('rsa', { modulusLength: RSA_BITS }) : await generateKeyPair('ed25519');
+  const privateKey = pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  return { domain, selector, algorithm: `${algo}-sha256`, privateKey };
 }
 
 function writeTemp(dir: string, selector: string, data: string): string {

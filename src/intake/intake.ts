@@ -25,7 +25,7 @@ import type { Logger } from '../util/log.ts';
 import { HeaderScanner } from './headers.ts';
 import { parseAddressList } from '../smtp/address-list.ts';
 import { SmtpError } from '../smtp/reply.ts';
-import { DkimSigner, type DkimKeys } from './dkim.ts';
+import { DkimSigner, type DkimKeySource } from './dkim.ts';
 import { AuthResultsFilter } from './ar-filter.ts';
 import type { ArcSealKey, AuthOutcome, InboundVerifier, Verification } from './authenticate.ts';
 import { countInboundResults } from './inbound-metrics.ts';
@@ -127,7 +127,7 @@ export interface IntakeOptions {
   /** Received fields allowed before a message is refused as looping (RFC 5321 §6.3). */
   maxReceived: number;
   /** Signing keys by domain; absent: nothing is signed. */
-  dkim?: DkimKeys | undefined;
+  dkim?: DkimKeySource | undefined;
   /** Our RFC 8601 authserv-id: Authentication-Results fields claiming it are removed. Default: hostname. */
   authservId?: string | undefined;
   /** Absent: no inbound checks (NewMessage.authenticate is ignored). */

@@ -12,6 +12,7 @@ import { SqliteWebhookStore, WEBHOOK_SCHEMA, type WebhookStore } from './webhook
 import { SqliteSuppressionStore, SUPPRESSION_SCHEMA, type SuppressionStore } from './suppressions.ts';
 import { SqliteDashboardStore, DASHBOARD_SCHEMA, type DashboardStore } from './dashboard.ts';
 import { SqliteMtaStsStore, MTA_STS_SCHEMA, type MtaStsStore } from './mta-sts.ts';
+import type { DkimKeyTable } from '../intake/dkim-store.ts';
 import { SqliteTlsReportStore, TLS_REPORT_SCHEMA, type TlsReportStore } from './tls-reports.ts';
 
 export interface UserRecord {
@@ -168,6 +169,8 @@ export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore
    * it drops everything then. Returns the function that stops it.
    */
   onChange?(table: WatchedTable, fn: () => void): () => void;
+  /** Shared stores only: DKIM signing keys for every node (the embedded store leaves them in dataDir/dkim/). */
+  readonly dkimKeys?: DkimKeyTable | undefined;
   readonly webhooks: WebhookStore;
   readonly suppressions: SuppressionStore;
   readonly dashboard: DashboardStore;

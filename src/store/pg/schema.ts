@@ -43,6 +43,15 @@ BEGIN
 END $$;
 CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
 CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
+CREATE TABLE dkim_keys (
+  domain TEXT NOT NULL,
+  selector TEXT NOT NULL,
+  algorithm TEXT NOT NULL,
+  private_key TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (domain, selector)
+);
+CREATE TRIGGER dkim_keys_changed AFTER INSERT OR UPDATE OR DELETE ON dkim_keys FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
 CREATE TABLE messages (
   id TEXT PRIMARY KEY,
   sender TEXT NOT NULL,
