@@ -261,6 +261,42 @@ async function suite(): Promise<void> {
       }
     });
 
+    it('onChange: a change by another node (or psql) reaches every node; a lost LISTEN connection counts as a change', async () => {
+      const url = kind.location();
+      const a = openPgStore(url);
+      const b = openPgStore(url);
+      try {
+        const heard: string[] = [];
+        const stopUsers = a.onChange!('users', () => heard.push('users'));
+        a.onChange!('api_keys', () => heard.push('api_keys'));
+        a.onChange!('suppressions', () => heard.push('suppressions'));
+        /** Waits for word of `what`; what was heard until then. */
+        const until = async (what: string): Promise<string[]> => {
+          for (let i = 0; i < 200 && !heard.includes(what); i++) await new Promise((r) => setTimeout(r, 10));
+          assert.ok(heard.includes(what), `heard ${what} (heard: ${heard.join(', ')})`);
+          return heard.splice(0);
+        };
+        b.putUser({ address: 'a@tern.test', passwordHash: '$scrypt$x', sendAs: [], createdAt: 1 });
+        await until('users');
+        b.addApiKey({ name: 'k', hash: 'h', sendAs: [], admin: false, createdAt: 1 });
+        await until('api_keys');
+        withDb(url, (db) => db.query("INSERT INTO suppressions (address, reason, source, detail, created_at) VALUES ('x@remote.test', 'manual', 'cli', NULL, 1)"));
+        await until('suppressions');
+        // Stopped: no more calls for users.
+        stopUsers();
+        b.deleteUser('a@tern.test');
+        b.revokeApiKey('k');
+        // Notifications come in commit order: the user's would be first.
+        assert.deepEqual(await until('api_keys'), ['api_keys']);
+        // The LISTEN connection killed from outside: every watcher hears of it (notifications may be lost).
+        withDb(url, (db) => db.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"));
+        await until('suppressions');
+      } finally {
+        a.close();
+        b.close();
+      }
+    });
+
     it('the other parts are built on first use, and kept', () => {
       const store = kind.open();
       try {

@@ -26,6 +26,7 @@ import type {
   Store,
   StoredEvent,
   UserRecord,
+  WatchedTable,
 } from '../store.ts';
 import { eventIdFloor, type MessageEvent } from '../../events/events.ts';
 import type { WebhookStore } from '../webhooks.ts';
@@ -111,10 +112,40 @@ class PgStore implements Store {
   #dashboard: DashboardStore | undefined;
   #mtaSts: MtaStsStore | undefined;
   #tlsReports: TlsReportStore | undefined;
+  /** onChange's callbacks, by table. */
+  readonly #watchers = new Map<WatchedTable, Set<() => void>>();
 
   constructor(db: SyncPgClient) {
     this.#db = db;
     this.#tx = pgTransaction(db);
+    // Notifications sent while the LISTEN connection was down are lost for good: every cache drops everything.
+    db.onListenLost = () => {
+      for (const fns of this.#watchers.values()) for (const fn of [...fns]) fn();
+    };
+  }
+
+  /**
+   * `fn` after any committed change to `table`, by any node or a psql
+   * session: the schema's statement triggers send NOTIFY tern_<table>
+   * (schema.ts), heard on the client's LISTEN connection between event-loop
+   * turns; and whenever that connection was lost, since notifications may
+   * have gone missing then.
+   */
+  onChange(table: WatchedTable, fn: () => void): () => void {
+    const fns = this.#watchersOf(table);
+    fns.add(fn);
+    return () => void fns.delete(fn);
+  }
+
+  #watchersOf(table: WatchedTable): Set<() => void> {
+    const known = this.#watchers.get(table);
+    if (known) return known;
+    const fns = new Set<() => void>();
+    this.#db.listen(`tern_${table}`, () => {
+      for (const fn of [...fns]) fn();
+    });
+    this.#watchers.set(table, fns);
+    return fns;
   }
 
   // The other parts, each built on first use and kept: a part that cannot
@@ -125,7 +156,7 @@ class PgStore implements Store {
   }
 
   get suppressions(): SuppressionStore {
-    return (this.#suppressions ??= pgSuppressionStore(this.#db));
+    return (this.#suppressions ??= pgSuppressionStore(this.#db, (fn) => this.transaction(fn)));
   }
 
   get dashboard(): DashboardStore {
