@@ -151,6 +151,16 @@ for (const kind of KINDS) describe(`dashboard aggregates (${kind.name})`, { skip
     store.close();
   });
 
+  it('adds the deltas of equal keys in one call together', () => {
+    const store = openFresh(kind);
+    const d = { span: MINUTE, metric: 'domain', bucket: NOW - (NOW % MINUTE), key: 'one.test', count: 2 };
+    store.dashboard.addStats([d, { ...d, count: 3 }, { ...d, key: 'two.test' }]);
+    store.dashboard.addStats([d]);
+    assert.deepEqual(store.dashboard.topKeys(MINUTE, 'domain', 0, 10).map((r) => ({ ...r })), [{ key: 'one.test', count: 7 }, { key: 'two.test', count: 2 }]);
+    assert.equal(d.count, 2, 'the caller\'s deltas are left as they were');
+    store.close();
+  });
+
   it('puts events in the buckets of their own time, and prunes rows past their span\'s keep', () => {
     const store = openFresh(kind);
     let now = NOW;
@@ -359,6 +369,18 @@ for (const kind of KINDS) describe(`message search (${kind.name})`, { skip: kind
     assert.deepEqual(r, { ids: [], floor: ids[3] }, 'three newest looked at, nothing found, go on below the third');
     const rest = store.dashboard.idsBySubject(containsPattern('invoice 0'), { ...w, below: r.floor }, 10, 3);
     assert.deepEqual(rest, { ids: [ids[0]], floor: '' });
+  });
+
+  it('a subject matches ignoring the case of ASCII letters only, as SQLite\'s LIKE does', () => {
+    const other = openFresh(kind);
+    try {
+      other.addEvents([stored(ev('queued', idAt(NOW), 'bob@example.org', NOW), 'alice@tern.test', { subject: 'Café Émile' })]);
+      const w = { below: ID_TOP, from: '', since: 0, until: Number.MAX_SAFE_INTEGER };
+      const hits = (q: string) => other.dashboard.idsBySubject(containsPattern(q), w, 10, 100).ids.length;
+      assert.deepEqual(['CAFé', 'café Émile', 'CAFÉ', 'émile'].map(hits), [1, 1, 0, 0]);
+    } finally {
+      other.close();
+    }
   });
 
   it('reads through indexes, never a scan of messages or events (EXPLAIN)', () => {

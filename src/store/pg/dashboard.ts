@@ -4,10 +4,10 @@
 //
 // - ui_sessions' `user` column is `user_address` here (USER is a reserved
 //   word in PostgreSQL).
-// - SQLite's LIKE ignores case for ASCII letters (sqlite.org/lang_expr.html,
+// - SQLite's LIKE ignores case for ASCII letters only (sqlite.org/lang_expr.html,
 //   "The LIKE, GLOB, REGEXP, MATCH, and extract operators"); PostgreSQL's
-//   does not, so the subject search uses ILIKE. Under the C collation (the
-//   one queue ids need, see ID order below) ILIKE, too, folds only ASCII.
+//   LIKE does not ignore case, so the subject search uses ILIKE, under the
+//   C collation, which folds ASCII letters only.
 // - Lists are bound as arrays (= ANY, unnest): one statement text and one
 //   round trip, with no parameter limit to chunk around.
 // - The aggregates are added with one multi-row upsert per call: a round
@@ -17,7 +17,9 @@
 // ID order: the search bounds queue ids with < and >= and compares them in
 // JavaScript too (src/dashboard/search.ts), and ID_TOP is U+10FFFF; both
 // assume byte order, which is PostgreSQL's only under the C collation
-// (the test cluster's initdb --locale=C).
+// (the test cluster's initdb --locale=C). Those comparisons must stay on
+// the indexes, so they take the columns' collation: the id columns should
+// be declared COLLATE "C" (or the database created with it).
 
 import type { SyncPgClient } from './sync-client.ts';
 import type { Transaction } from './tx.ts';
@@ -34,7 +36,9 @@ const WINDOW = 'id < $1 AND id >= $2 AND created_at >= $3 AND created_at <= $4';
  */
 export const PG_DASHBOARD_SQL = {
   series: `SELECT metric, bucket, count FROM dash_stats WHERE span = $1 AND metric = ANY($2::text[]) AND bucket >= $3 AND key = ''`,
-  top: `SELECT key, sum(count)::bigint AS count FROM dash_stats WHERE span = $1 AND metric = $2 AND bucket >= $3 GROUP BY key ORDER BY count DESC, key LIMIT $4`,
+  // COLLATE "C": ties in SQLite's order (bytes), whatever the database's collation; the sort is of a few grouped rows.
+  top: `SELECT key, sum(count)::bigint AS count FROM dash_stats WHERE span = $1 AND metric = $2 AND bucket >= $3
+        GROUP BY key ORDER BY count DESC, key COLLATE "C" LIMIT $4`,
   bucket: `SELECT metric, count FROM dash_stats WHERE span = $1 AND metric = ANY($2::text[]) AND bucket = $3 AND key = ''`,
   bySender: `SELECT id FROM messages WHERE ${WINDOW} AND sender = $5 ORDER BY id DESC LIMIT $6`,
   // PostgreSQL takes no index hints (SQLite's INDEXED BY): the partial
@@ -45,9 +49,13 @@ export const PG_DASHBOARD_SQL = {
        WHERE e.recipient = $5 AND e.type = 'queued' AND e.queue_id < $1 AND e.queue_id >= $2 AND m.created_at >= $3 AND m.created_at <= $4
        ORDER BY e.queue_id DESC LIMIT $6`,
   byMessageId: `SELECT id FROM messages WHERE ${WINDOW} AND message_id = ANY($5::text[]) ORDER BY id DESC LIMIT $6`,
-  // The newest `scanMax` ($5) messages of the window, walked down the primary key; the ILIKE runs on each until `limit` hits.
+  // The newest `scanMax` ($5) messages of the window, walked down the
+  // primary key; the ILIKE runs on each until `limit` hits. COLLATE "C"
+  // folds ASCII letters only, as SQLite's LIKE does, whatever the
+  // database's collation (it applies to rows already read: no index is
+  // lost).
   bySubject: `SELECT id FROM (SELECT id, subject FROM messages WHERE ${WINDOW} ORDER BY id DESC LIMIT $5) AS scanned
-       WHERE subject ILIKE $6 ESCAPE '\\' ORDER BY id DESC LIMIT $7`,
+       WHERE subject COLLATE "C" ILIKE $6 ESCAPE '\\' ORDER BY id DESC LIMIT $7`,
   /** The lowest id a subject scan of `scanMax` looks at, and the next one below, if the window holds more ($5 = scanMax - 1). */
   scanEnd: `SELECT id FROM messages WHERE ${WINDOW} ORDER BY id DESC LIMIT 2 OFFSET $5`,
   byTime: `SELECT id FROM messages WHERE ${WINDOW} ORDER BY id DESC LIMIT $5`,
@@ -191,7 +199,8 @@ class PgDashboardStore implements DashboardStore {
   recipientEvents(list: string[]): { queueId: string; recipient: string; type: string }[] {
     if (list.length === 0) return [];
     const rows = this.#db.rows<{ queue_id: string; recipient: string; type: string }>(
-      'SELECT queue_id, recipient, type FROM events WHERE queue_id = ANY($1::text[]) ORDER BY queue_id, id',
+      // Event ids sort by time in byte order (events.ts); a page's few events are sorted so, whatever the database's collation.
+      'SELECT queue_id, recipient, type FROM events WHERE queue_id = ANY($1::text[]) ORDER BY queue_id COLLATE "C", id COLLATE "C"',
       [list],
     );
     return rows.map((r) => ({ queueId: r.queue_id, recipient: r.recipient, type: r.type }));

@@ -66,6 +66,8 @@ interface DeliveryRow {
 }
 
 const LISTING = 'SELECT w.*, k.name AS owner_name FROM webhooks w LEFT JOIN api_keys k ON k.hash = w.owner';
+/** SQLite's order (ids compared as bytes) whatever the database's collation: a sort of a few rows. */
+const OLDEST_FIRST = 'w.created_at, w.id COLLATE "C"';
 
 /**
  * The outbox's statements, exported so a test can read their plans. Each
@@ -126,8 +128,8 @@ class PgWebhookStore implements WebhookStore {
   listWebhooks(owner: string | null): WebhookListing[] {
     const rows =
       owner === null
-        ? this.#db.rows<WebhookRow>(`${LISTING} ORDER BY w.created_at, w.id`)
-        : this.#db.rows<WebhookRow>(`${LISTING} WHERE w.owner = $1 ORDER BY w.created_at, w.id`, [owner]);
+        ? this.#db.rows<WebhookRow>(`${LISTING} ORDER BY ${OLDEST_FIRST}`)
+        : this.#db.rows<WebhookRow>(`${LISTING} WHERE w.owner = $1 ORDER BY ${OLDEST_FIRST}`, [owner]);
     return rows.map(listingOf);
   }
 
@@ -147,7 +149,7 @@ class PgWebhookStore implements WebhookStore {
   activeWebhooks(): ActiveWebhookRecord[] {
     const rows = this.#db.rows<WebhookRow & { owner_name: string; owner_send_as: string; owner_admin: number }>(
       `SELECT w.*, k.name AS owner_name, k.send_as AS owner_send_as, k.admin AS owner_admin
-       FROM webhooks w JOIN api_keys k ON k.hash = w.owner WHERE w.disabled_at IS NULL ORDER BY w.created_at, w.id`,
+       FROM webhooks w JOIN api_keys k ON k.hash = w.owner WHERE w.disabled_at IS NULL ORDER BY ${OLDEST_FIRST}`,
     );
     return rows.map((r) => ({ ...listingOf(r), ownerName: r.owner_name, ownerSendAs: JSON.parse(r.owner_send_as) as string[], ownerAdmin: r.owner_admin === 1 }));
   }
