@@ -297,6 +297,23 @@ async function suite(): Promise<void> {
       }
     });
 
+    it('DKIM keys added on one node are listed on another; a selector is never replaced', () => {
+      const url = kind.location();
+      const a = openPgStore(url);
+      const b = openPgStore(url);
+      try {
+        const key = { domain: 'tern.test', selector: 's1', algorithm: 'ed25519-sha256' as const, privateKey: '-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n' };
+        assert.deepEqual(b.dkimKeys!.list(), []);
+        assert.equal(a.dkimKeys!.add(key, 1), true);
+        assert.equal(b.dkimKeys!.add({ ...key, privateKey: 'other' }, 2), false);
+        assert.deepEqual(b.dkimKeys!.list(), [key]);
+        assert.equal(a.dkimKeys, a.dkimKeys, 'built once');
+      } finally {
+        a.close();
+        b.close();
+      }
+    });
+
     it('the other parts are built on first use, and kept', () => {
       const store = kind.open();
       try {

@@ -34,6 +34,7 @@ import type { SuppressionStore } from '../suppressions.ts';
 import type { DashboardStore } from '../dashboard.ts';
 import type { MtaStsStore } from '../mta-sts.ts';
 import type { TlsReportStore } from '../tls-reports.ts';
+import type { DkimKeyTable } from '../../intake/dkim-store.ts';
 import { SyncPgClient } from './sync-client.ts';
 import { migrate } from './schema.ts';
 import { pgTransaction, type Transaction } from './tx.ts';
@@ -42,6 +43,7 @@ import { pgSuppressionStore } from './suppressions.ts';
 import { pgDashboardStore } from './dashboard.ts';
 import { pgMtaStsStore } from './mta-sts.ts';
 import { pgTlsReportStore } from './tls-reports.ts';
+import { pgDkimKeyTable } from './dkim-keys.ts';
 
 /** Bound of the per-process memory of messages already recorded, as the embedded store's (a clear costs only repeated upserts). */
 const KNOWN_MESSAGES_MAX = 100_000;
@@ -112,6 +114,7 @@ class PgStore implements Store {
   #dashboard: DashboardStore | undefined;
   #mtaSts: MtaStsStore | undefined;
   #tlsReports: TlsReportStore | undefined;
+  #dkimKeys: DkimKeyTable | undefined;
   /** onChange's callbacks, by table. */
   readonly #watchers = new Map<WatchedTable, Set<() => void>>();
 
@@ -169,6 +172,11 @@ class PgStore implements Store {
 
   get tlsReports(): TlsReportStore {
     return (this.#tlsReports ??= pgTlsReportStore(this.#db, (fn) => this.transaction(fn)));
+  }
+
+  /** DKIM signing keys, shared by every node (the embedded store leaves them in dataDir/dkim/). */
+  get dkimKeys(): DkimKeyTable {
+    return (this.#dkimKeys ??= pgDkimKeyTable(this.#db));
   }
 
   // Users
