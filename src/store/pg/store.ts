@@ -11,8 +11,8 @@
 // nodes', under PostgreSQL's default READ COMMITTED isolation, where each
 // statement sees what was committed when it started. Where SqliteStore reads
 // and then writes relying on SQLite's single writer, this store uses one
-// atomic statement (INSERT … ON CONFLICT, DELETE … RETURNING) or locks the
-// row it read (SELECT … FOR UPDATE): see "Concurrency" in
+// atomic statement (INSERT … ON CONFLICT) or locks the row it read
+// (SELECT … FOR UPDATE): see "Read Committed Isolation Level" in
 // https://www.postgresql.org/docs/15/transaction-iso.html#XACT-READ-COMMITTED
 // and https://www.postgresql.org/docs/15/sql-insert.html#SQL-ON-CONFLICT.
 
