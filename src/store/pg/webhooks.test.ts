@@ -122,11 +122,11 @@ describe('webhook outbox shared by several nodes (postgres)', { skip: kind.skip 
     const { url, a, close } = twoNodes();
     const ROWS = 2000;
     const THREADS = 4;
+    a.store.enqueue(Array.from({ length: ROWS }, (_, i) => row('wh_a', `e${i}`, T0 + (i % 50))));
+    // Each thread is a node: its own connection, claiming small batches until nothing is left; they start together.
+    const go = new SharedArrayBuffer(4);
+    const workers = Array.from({ length: THREADS }, () => claimer(url, go));
     try {
-      a.store.enqueue(Array.from({ length: ROWS }, (_, i) => row('wh_a', `e${i}`, T0 + (i % 50))));
-      // Each thread is a node: its own connection, claiming small batches until nothing is left; they start together.
-      const go = new SharedArrayBuffer(4);
-      const workers = Array.from({ length: THREADS }, () => claimer(url, go));
       await Promise.all(workers.map((w) => w.ready));
       Atomics.store(new Int32Array(go), 0, 1);
       Atomics.notify(new Int32Array(go), 0);
@@ -137,6 +137,7 @@ describe('webhook outbox shared by several nodes (postgres)', { skip: kind.skip 
       assert.ok(got.filter((g) => g.length > 0).length > 1, `the threads shared the work: ${got.map((g) => g.length).join(', ')}`);
       assert.equal(a.db.one<{ n: number }>('SELECT count(*) AS n FROM webhook_outbox WHERE claimed_until IS NULL')!.n, 0);
     } finally {
+      for (const w of workers) w.stop();
       close();
     }
   });
@@ -169,7 +170,7 @@ describe('webhook outbox shared by several nodes (postgres)', { skip: kind.skip 
  * none is left, once `go` turns 1; `done` gives the seqs it got. The code is
  * evaluated (no file of its own); it loads the store's modules by URL.
  */
-function claimer(url: string, go: SharedArrayBuffer): { ready: Promise<void>; done: Promise<number[]> } {
+function claimer(url: string, go: SharedArrayBuffer): { ready: Promise<void>; done: Promise<number[]>; stop(): void } {
   const code = `
     const { workerData, parentPort } = require('node:worker_threads');
     (async () => {
@@ -208,5 +209,5 @@ function claimer(url: string, go: SharedArrayBuffer): { ready: Promise<void>; do
     worker.on('error', reject);
     worker.on('exit', (code) => reject(new Error(`claimer exited (${code})`)));
   });
-  return { ready: readyP, done };
+  return { ready: readyP, done, stop: () => void worker.terminate() };
 }
