@@ -138,7 +138,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   const remote = new RemoteDelivery({ config: config.outbound, resolver, log, tlsOptions: opts.outboundTls, tlsPolicy, tlsReports: tlsResults });
   const directory = new Directory(config.domains);
   // The suppression list (src/suppress/): asked before every remote attempt, fed by the API, hard bounces and ARF complaints.
-  const suppressions = new SuppressionList(store.suppressions, { log });
+  const suppressions = new SuppressionList(store.suppressions, { log, watch: store.onChange ? (fn) => store.onChange!('suppressions', fn) : undefined });
   if (config.suppression.hardBounces) suppressHardBounces(events, suppressions);
   const { complaintAddresses } = config.suppression;
   const complaints = config.suppression.complaints ? new ComplaintReader({ list: suppressions, events, store, directory, addresses: complaintAddresses, log }) : null;
@@ -276,6 +276,8 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     retryForMs: config.webhooks.retryFor,
     concurrency: config.webhooks.concurrency,
     schedule: opts.webhookRetrySchedule,
+    // A shared store (PostgreSQL) announces changes; its outbox is other nodes' too.
+    shared: store.onChange !== undefined,
   });
   webhooks.attach(recorder);
   // The dashboard (src/dashboard/): its aggregates commit with the recorder's events; its routes go on each http listener.

@@ -37,7 +37,17 @@ export interface SuppressionListOptions {
   log: Logger;
   now?: () => number;
   refreshMs?: number;
+  /**
+   * A shared store's announcements (Store.onChange: PostgreSQL LISTEN):
+   * with them the counter is read only after an announcement, or at the
+   * latest every WATCHED_REFRESH_MS in case one was missed, instead of every
+   * refreshMs (a round trip to the database each time).
+   */
+  watch?: ((fn: () => void) => () => void) | undefined;
 }
+
+/** With announcements, the longest a missed one can go unnoticed. */
+export const WATCHED_REFRESH_MS = 30_000;
 
 export class SuppressionList {
   readonly #store: SuppressionStore;
@@ -49,13 +59,17 @@ export class SuppressionList {
   /** Automatic additions not written yet (in the Map already). */
   #pending = new Map<string, SuppressionRecord>();
   #flushTimer: NodeJS.Immediate | null = null;
+  /** An announcement came: the next lookup reads the counter whatever the time. */
+  #announced = false;
+  readonly #unwatch: (() => void) | undefined;
 
   constructor(store: SuppressionStore, opts: SuppressionListOptions) {
     this.#store = store;
     this.#log = opts.log;
     this.#now = opts.now ?? Date.now;
-    this.#refreshMs = opts.refreshMs ?? REFRESH_MS;
+    this.#refreshMs = opts.watch ? WATCHED_REFRESH_MS : (opts.refreshMs ?? REFRESH_MS);
     this.#checkedAt = this.#now();
+    this.#unwatch = opts.watch?.(() => (this.#announced = true));
     this.#load();
   }
 
@@ -144,12 +158,14 @@ export class SuppressionList {
   }
 
   close(): void {
+    this.#unwatch?.();
     this.flush();
   }
 
   #refresh(): void {
     const now = this.#now();
-    if (now - this.#checkedAt < this.#refreshMs) return;
+    if (!this.#announced && now - this.#checkedAt < this.#refreshMs) return;
+    this.#announced = false;
     this.#checkedAt = now;
     try {
       if (this.#store.changedElsewhere()) this.#load();

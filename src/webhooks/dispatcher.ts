@@ -47,7 +47,17 @@ export interface DispatcherOptions {
   /** Delays between attempts (retry.ts); tests make them short. */
   schedule?: readonly number[] | undefined;
   random?: () => number;
+  /**
+   * Other nodes write to the same outbox (PostgreSQL, issue 17): rows they
+   * committed (their events, their retries) or left leased when they died are
+   * not announced here, so every SHARED_POLL_MS each webhook's next due time
+   * is read again. One small query per webhook; nothing when not shared.
+   */
+  shared?: boolean | undefined;
 }
+
+/** With a shared outbox, how long another node's due row can wait unnoticed. */
+export const SHARED_POLL_MS = 5000;
 
 /** Rows claimed ahead per slot a webhook may use: a claim (a commit) serves this many POSTs. */
 const PREFETCH_PER_SLOT = 8;
@@ -62,8 +72,9 @@ export const DELIVERIES_KEPT = 100;
 /**
  * A lease lasts this long past the longest its rows can wait in memory: a
  * dispatcher that died (or, with several nodes, one that stalled) gives its
- * rows back to the others after that. At start this node ends every lease
- * at once (one server per data directory: ControlServer.refuseIfRunning).
+ * rows back to the others after that. At start the embedded store ends every
+ * lease at once (one server per data directory: ControlServer.refuseIfRunning);
+ * a shared store ends only expired ones (the others are live nodes').
  */
 const LEASE_MARGIN_MS = 60_000;
 /** Rows deleted per statement when a webhook goes, or old rows expire. */
@@ -136,6 +147,8 @@ export class WebhookDispatcher {
   #started = false;
   #closed = false;
   #purging = new Set<string>();
+  readonly #shared: boolean;
+  #poll: NodeJS.Timeout | undefined;
 
   constructor(o: DispatcherOptions) {
     this.#store = o.store;
@@ -147,6 +160,19 @@ export class WebhookDispatcher {
     this.#schedule = o.schedule ?? RETRY_SCHEDULE;
     this.#random = o.random ?? Math.random;
     this.#poster = new WebhookPoster({ timeoutMs: o.timeoutMs, maxSockets: o.concurrency });
+    this.#shared = o.shared === true;
+  }
+
+  /** Reads every webhook's next due time again (a shared outbox: see DispatcherOptions.shared). */
+  #pollShared(): void {
+    if (this.#closed) return;
+    try {
+      for (const s of this.#states.values()) if (!s.gone) s.nextDue = this.#store.nextDue(s.hook.id);
+    } catch (e) {
+      this.#log.warn('webhook outbox poll failed', { error: e });
+      return;
+    }
+    this.#soon(0);
   }
 
   /** Ends the leases of a previous run (a kill -9 mid-POST: those events go out again) and starts the timer. */
@@ -157,6 +183,10 @@ export class WebhookDispatcher {
     if (released > 0) this.#log.info('webhook deliveries resumed', { released });
     this.#expiry = setInterval(() => void this.expire(), EXPIRY_INTERVAL_MS);
     this.#expiry.unref();
+    if (this.#shared) {
+      this.#poll = setInterval(() => this.#pollShared(), SHARED_POLL_MS);
+      this.#poll.unref();
+    }
     this.#tick();
   }
 
@@ -210,6 +240,7 @@ export class WebhookDispatcher {
     clearImmediate(this.#tickNow);
     clearTimeout(this.#tickLater);
     clearInterval(this.#expiry);
+    clearInterval(this.#poll);
     this.#poster.close();
   }
 

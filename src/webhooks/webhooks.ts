@@ -41,6 +41,8 @@ export interface WebhooksOptions {
   concurrency: number;
   /** Delays between attempts (retry.ts's RETRY_SCHEDULE by default); tests make them short. */
   schedule?: readonly number[] | undefined;
+  /** The outbox is shared with other nodes (PostgreSQL): look for their due rows now and then (dispatcher.ts). */
+  shared?: boolean | undefined;
 }
 
 export class Webhooks implements WebhookApi {

@@ -1,6 +1,9 @@
 // The PostgreSQL store's schema (issue 17): the same tables as the embedded
 // store (src/store/*.ts), ported: epoch milliseconds and counts as BIGINT,
-// flags as SMALLINT 0/1, JSON as TEXT, rowids as identity columns. Steps are
+// flags as SMALLINT 0/1, JSON as TEXT, rowids as identity columns. Columns
+// that are paged or compared by order (event and queue ids, suppressed
+// addresses) are COLLATE "C": byte order, as SQLite's, whatever the
+// database's collation, and their indexes serve those comparisons. Steps are
 // applied at open, inside one transaction that holds an advisory lock, so
 // two nodes starting together apply each step once: the second waits, then
 // finds the version already there.
@@ -53,7 +56,7 @@ CREATE TABLE dkim_keys (
 );
 CREATE TRIGGER dkim_keys_changed AFTER INSERT OR UPDATE OR DELETE ON dkim_keys FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
 CREATE TABLE messages (
-  id TEXT PRIMARY KEY,
+  id TEXT COLLATE "C" PRIMARY KEY,
   sender TEXT NOT NULL,
   message_id TEXT,
   created_at BIGINT NOT NULL,
@@ -78,8 +81,8 @@ CREATE TABLE idempotency (
 );
 CREATE INDEX idempotency_created ON idempotency (created_at);
 CREATE TABLE events (
-  id TEXT PRIMARY KEY,
-  queue_id TEXT NOT NULL,
+  id TEXT COLLATE "C" PRIMARY KEY,
+  queue_id TEXT COLLATE "C" NOT NULL,
   type TEXT NOT NULL,
   recipient TEXT NOT NULL,
   body TEXT NOT NULL
@@ -125,7 +128,7 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, id);
 
 CREATE TABLE suppressions (
-  address TEXT PRIMARY KEY,
+  address TEXT COLLATE "C" PRIMARY KEY,
   reason TEXT NOT NULL,
   source TEXT NOT NULL,
   detail TEXT,

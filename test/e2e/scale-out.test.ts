@@ -1,0 +1,122 @@
+// Several nodes sharing state through PostgreSQL (issue 17): two real Tern
+// nodes, each with its own data directory and spool, both with
+// `store.postgres` on one database of a private cluster. What one node (or
+// the `tern` command run against its config) writes, the other sees.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { requirePostgres, startPostgres, type PgCluster } from '../helpers/postgres.ts';
+import { RawClient, waitFor, writeConfig } from '../helpers/server.ts';
+import { createKey } from '../helpers/apikey.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { runUser } from '../../src/cli/user.ts';
+import { startTern, type RunningTern } from '../../src/tern.ts';
+import { silentLogger } from '../../src/util/log.ts';
+
+const skip = requirePostgres();
+
+interface Node {
+  tern: RunningTern;
+  file: string;
+  base: string;
+  port(role: string): number;
+}
+
+async function startNode(url: string): Promise<Node> {
+  const cfg = writeConfig({
+    listeners: [
+      { role: 'smtp', address: '127.0.0.1', port: 0 },
+      { role: 'submission', address: '127.0.0.1', port: 0 },
+      { role: 'http', address: '127.0.0.1', port: 0 },
+    ],
+    domains: [{ name: 'tern.test', mailboxes: ['alice', 'bob', 'carol'] }, { name: 'sink.test', delivery: 'discard' }],
+    store: { postgres: url },
+  });
+  const tern = await startTern(loadConfig(cfg.file), { log: silentLogger });
+  const port = (role: string) => tern.ports.find((p) => p.role === role)!.port;
+  return { tern, file: cfg.file, base: `http://127.0.0.1:${port('http')}`, port };
+}
+
+async function addUser(file: string, address: string, password: string): Promise<void> {
+  const sink = { write: () => true };
+  const code = await runUser(loadConfig(file), ['add', address], { stdin: Readable.from([`${password}\n`]), stdout: sink, stderr: sink, isTTY: false });
+  assert.equal(code, 0);
+}
+
+const plain = (user: string, password: string) => Buffer.from(`\0${user}\0${password}`).toString('base64');
+
+describe('two nodes, one PostgreSQL store', { skip }, () => {
+  let cluster: PgCluster;
+  let a: Node;
+  let b: Node;
+
+  before(async () => {
+    cluster = await startPostgres();
+    const url = await cluster.createDatabase('scale_out');
+    // Both start at once: the schema is made once (an advisory lock in the migration).
+    [a, b] = await Promise.all([startNode(url), startNode(url)]);
+  });
+
+  after(async () => {
+    await a?.tern.stop(500);
+    await b?.tern.stop(500);
+    await cluster?.destroy();
+  });
+
+  it('a user added with `tern user add` against one node logs in on the other', async () => {
+    await addUser(a.file, 'carol@tern.test', 'carol-secret-password');
+    const c = await RawClient.connect(b.port('submission'));
+    try {
+      await c.reply();
+      await c.cmd('EHLO client.test');
+      assert.match(await c.cmd('STARTTLS'), /^220/);
+      await c.starttls();
+      await c.cmd('EHLO client.test');
+      assert.match(await c.cmd(`AUTH PLAIN ${plain('carol@tern.test', 'carol-secret-password')}`), /^235 /);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('an API key made on one node sends through the other, and its message and events read back through the first', async () => {
+    const key = createKey(a.file, 'app', '--send-as', '@tern.test');
+    const post = await fetch(`${b.base}/v1/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ from: 'alice@tern.test', to: ['someone@sink.test'], subject: 'across nodes', text: 'hello' }),
+    });
+    assert.equal(post.status, 202, await post.clone().text());
+    const { id } = (await post.json()) as { id: string };
+    const view = await waitFor(async () => {
+      const r = await fetch(`${a.base}/v1/messages/${id}`, { headers: { authorization: `Bearer ${key}` } });
+      if (r.status !== 200) return undefined;
+      const m = (await r.json()) as { subject?: string; events: { type: string }[] };
+      return m.events.some((e) => e.type === 'delivered') ? m : undefined;
+    }, 10_000, 'the message and its delivery, read through the other node');
+    assert.equal(view!.subject, 'across nodes');
+  });
+
+  it('a suppression added through one node is listed and enforced by the other (told by NOTIFY)', async () => {
+    const key = createKey(b.file, 'ops', '--admin', '--send-as', '@tern.test');
+    const put = await fetch(`${b.base}/v1/suppressions/blocked@remote.test`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'asked' }),
+    });
+    assert.ok(put.status === 200 || put.status === 201, await put.clone().text());
+    const list = await fetch(`${a.base}/v1/suppressions`, { headers: { authorization: `Bearer ${key}` } });
+    assert.match(await list.text(), /blocked@remote\.test/);
+    // Node A's in-memory list learns of it from the announcement, well before its 30 s safety re-read.
+    const sent = await waitFor(async () => {
+      const r = await fetch(`${a.base}/v1/messages`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ from: 'alice@tern.test', to: ['blocked@remote.test'], subject: 'to a suppressed address', text: 'x' }),
+      });
+      const body = (await r.json()) as { recipients: { address: string; status: string }[] };
+      return body.recipients[0]?.status === 'suppressed' ? body : undefined;
+    }, 5000, 'node A enforcing the suppression made through node B');
+    assert.equal(sent!.recipients[0]!.status, 'suppressed');
+  });
+});
