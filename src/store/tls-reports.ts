@@ -101,6 +101,16 @@ export interface TlsReportStore {
   report(day: string, policyDomain: string): TlsReportState | null;
   /** Insert or replace. */
   putReport(s: TlsReportState): void;
+  /**
+   * Takes the report of `day` for `policyDomain` for one attempt, atomically
+   * (with several nodes sharing the store, only one sends it): with no state
+   * yet it is inserted pending with `reportId` and 1 attempt; a pending one
+   * last written before `staleBefore` (epoch ms) counts one more attempt.
+   * Returns the state (updatedAt = now), or null when the report is finished
+   * or was written since `staleBefore` (another node is at it). Every
+   * putReport refreshes updatedAt, which holds the claim like a lease.
+   */
+  claimReport(day: string, policyDomain: string, reportId: string, now: number, staleBefore: number): TlsReportState | null;
   /** Deletes the rows and report states of days before `beforeDay`; returns how many rows went. */
   expire(beforeDay: string): number;
 }
@@ -139,6 +149,7 @@ export class SqliteTlsReportStore implements TlsReportStore {
   readonly #days: StatementSync;
   readonly #report: StatementSync;
   readonly #putReport: StatementSync;
+  readonly #claim: StatementSync;
   readonly #expireResults: StatementSync;
   readonly #expireReports: StatementSync;
 
@@ -161,6 +172,12 @@ export class SqliteTlsReportStore implements TlsReportStore {
     this.#report = db.prepare('SELECT * FROM tls_reports WHERE day = ? AND policy_domain = ?');
     this.#putReport = db.prepare(
       `INSERT OR REPLACE INTO tls_reports (day, policy_domain, report_id, state, attempts, delivered, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.#claim = db.prepare(
+      `INSERT INTO tls_reports (day, policy_domain, report_id, state, attempts, delivered, updated_at) VALUES (?, ?, ?, 'pending', 1, '[]', ?)
+       ON CONFLICT (day, policy_domain) DO UPDATE SET attempts = attempts + 1, updated_at = excluded.updated_at
+         WHERE state = 'pending' AND updated_at < ?
+       RETURNING *`,
     );
     this.#expireResults = db.prepare('DELETE FROM tls_results WHERE day < ?');
     this.#expireReports = db.prepare('DELETE FROM tls_reports WHERE day < ?');
@@ -199,9 +216,17 @@ export class SqliteTlsReportStore implements TlsReportStore {
     return (this.#days.all(fromDay, beforeDay) as { day: string }[]).map((r) => r.day);
   }
 
+  claimReport(day: string, policyDomain: string, reportId: string, now: number, staleBefore: number): TlsReportState | null {
+    const r = this.#claim.get(day, policyDomain, reportId, now, staleBefore) as ReportRow | undefined;
+    return r ? this.#state(r) : null;
+  }
+
   report(day: string, policyDomain: string): TlsReportState | null {
     const r = this.#report.get(day, policyDomain) as ReportRow | undefined;
-    if (!r) return null;
+    return r ? this.#state(r) : null;
+  }
+
+  #state(r: ReportRow): TlsReportState {
     // A state written by something newer (or by hand) reads as finished: never a second send.
     const state = (STATES.includes(r.state) ? r.state : 'failed') as TlsReportStateName;
     return { day: r.day, policyDomain: r.policy_domain, reportId: r.report_id, state, attempts: r.attempts, delivered: stringArray(r.delivered), updatedAt: r.updated_at };

@@ -70,6 +70,12 @@ export const DEFAULT_RETRY_MS = 60 * 60_000;
 export const DEFAULT_START_DELAY_MS = 5 * 60_000;
 export const DEFAULT_MAX_ATTEMPTS = 4;
 export const DEFAULT_HTTP_TIMEOUT_MS = 30_000;
+/**
+ * How long a claimed report is another node's (store.claimReport): longer than
+ * one attempt (a DNS lookup and every rua's delivery; each save of progress
+ * renews it), so a live node is never raced; a dead node's claim lapses.
+ */
+export const CLAIM_LEASE_MS = 10 * 60_000;
 /** How many days back a scheduled run still sends reports it missed (the server was down at the time). */
 export const LATE_DAYS = 3;
 /** Results and report states older than this many days are deleted. */
@@ -214,23 +220,18 @@ export class TlsReporter {
   /** One domain's report for one day, to each rua that has not taken it yet. */
   async #report(day: string, domain: string): Promise<Outcome> {
     const store = this.#o.store;
-    const prior = store.report(day, domain);
-    if (prior !== null && prior.state !== 'pending') return 'none';
-    const unique = prior?.reportId.match(/^\d{4}-\d{2}-\d{2}\.([0-9a-f]+)\./)?.[1] ?? randomBytes(6).toString('hex');
-    const state: TlsReportState = prior ?? {
-      day,
-      policyDomain: domain,
-      // A msg-id (RFC 5322 §3.6.4), as §5.3's Subject needs; unique per node and day, kept for retries.
-      reportId: `${day}.${unique}.${domain}@${this.#submitter}`,
-      state: 'pending',
-      attempts: 0,
-      delivered: [],
-      updatedAt: 0,
-    };
-    state.attempts++;
-    const save = (s: TlsReportState['state']): void => {
+    // A msg-id (RFC 5322 §3.6.4), as §5.3's Subject needs; made once (the first claim stores it) and kept for retries.
+    const fresh = `${day}.${randomBytes(6).toString('hex')}.${domain}@${this.#submitter}`;
+    const now = this.#now();
+    // One node of several sends it (the claim is atomic in the store); a claim older than CLAIM_LEASE_MS is a dead node's.
+    const claimed = store.claimReport(day, domain, fresh, now, now - CLAIM_LEASE_MS);
+    if (claimed === null) return 'none';
+    const state: TlsReportState = claimed;
+    const unique = state.reportId.match(/^\d{4}-\d{2}-\d{2}\.([0-9a-f]+)\./)?.[1] ?? randomBytes(6).toString('hex');
+    /** Progress renews the claim; `release` at the end of an unfinished attempt lets the next run (this node's or another's) claim it at once. */
+    const save = (s: TlsReportState['state'], release = false): void => {
       state.state = s;
-      state.updatedAt = this.#now();
+      state.updatedAt = release ? 0 : this.#now();
       store.putReport(state);
     };
     const giveUp = state.attempts >= this.#maxAttempts;
@@ -243,7 +244,7 @@ export class TlsReporter {
         destinations = null; // NXDOMAIN: no record
       } else {
         this.#o.log.warn('tls-rpt: _smtp._tls lookup failed', { day, domain, error: String(e), willRetry: !giveUp });
-        save(giveUp ? 'failed' : 'pending');
+        save(giveUp ? 'failed' : 'pending', true);
         return 'failed';
       }
     }
@@ -288,7 +289,7 @@ export class TlsReporter {
     }
     // Closing: the attempt does not count, so the run after the restart tries again.
     if (this.#closed) state.attempts--;
-    save(giveUp && !this.#closed ? 'failed' : 'pending');
+    save(giveUp && !this.#closed ? 'failed' : 'pending', true);
     return 'failed';
   }
 

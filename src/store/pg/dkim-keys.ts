@@ -14,7 +14,8 @@ interface Row {
   private_key: string;
 }
 
-export function pgDkimKeyTable(db: SyncPgClient): DkimKeyTable {
+/** `watch`: the store's onChange for dkim_keys (also told when announcements may have been lost). */
+export function pgDkimKeyTable(db: SyncPgClient, watch: (fn: () => void) => void): DkimKeyTable {
   return {
     list: () =>
       db.rows<Row>('SELECT domain, selector, algorithm, private_key FROM dkim_keys ORDER BY domain, selector').map((r) => ({
@@ -31,6 +32,6 @@ export function pgDkimKeyTable(db: SyncPgClient): DkimKeyTable {
         k.privateKey,
         createdAt,
       ]).rowCount === 1,
-    onChange: (fn) => db.listen('tern_dkim_keys', fn),
+    onChange: watch,
   };
 }

@@ -176,7 +176,7 @@ class PgStore implements Store {
 
   /** DKIM signing keys, shared by every node (the embedded store leaves them in dataDir/dkim/). */
   get dkimKeys(): DkimKeyTable {
-    return (this.#dkimKeys ??= pgDkimKeyTable(this.#db));
+    return (this.#dkimKeys ??= pgDkimKeyTable(this.#db, (fn) => void this.onChange('dkim_keys', fn)));
   }
 
   // Users

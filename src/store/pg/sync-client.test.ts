@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { PgError, SyncPgClient } from './sync-client.ts';
+import { pgTransaction } from './tx.ts';
 import { requirePostgres, startPostgres, type PgCluster } from '../../../test/helpers/postgres.ts';
 
 const skip = requirePostgres();
@@ -42,6 +43,30 @@ describe('SyncPgClient: PostgreSQL behind a synchronous interface', { skip }, ()
       db.exec('ROLLBACK');
       assert.equal(timerRan, false, 'the event loop did not turn in between');
       assert.equal(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM tx')!.c, 0);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('a transaction whose statement failed (even if caught) does not pass as committed', () => {
+    const db = new SyncPgClient(url);
+    try {
+      db.exec('CREATE TABLE tx2 (n INT PRIMARY KEY)');
+      const tx = pgTransaction(db);
+      assert.throws(
+        () =>
+          tx(() => {
+            db.query('INSERT INTO tx2 VALUES (1)');
+            try {
+              db.query('INSERT INTO tx2 VALUES (1)');
+            } catch {
+              // swallowed by mistake
+            }
+          }),
+        (e: unknown) => e instanceof PgError && e.code === '25P02',
+      );
+      assert.equal(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM tx2')!.c, 0, 'nothing was written');
+      assert.equal(tx(() => db.query('INSERT INTO tx2 VALUES (2)').rowCount), 1, 'the connection is usable after');
     } finally {
       db.close();
     }

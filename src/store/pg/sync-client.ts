@@ -16,6 +16,8 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 export interface QueryResult<T> {
   rows: T[];
   rowCount: number;
+  /** The command tag's verb (e.g. 'INSERT'; 'ROLLBACK' for a COMMIT of a failed transaction). */
+  command: string;
 }
 
 export class PgError extends Error {
@@ -157,10 +159,10 @@ export class SyncPgClient {
     for (;;) {
       // Answers to calls that timed out earlier may still arrive: they are skipped by id.
       for (let got = receiveMessageOnPort(this.#port); got; got = receiveMessageOnPort(this.#port)) {
-        const m = got.message as { id: number; ok: boolean; rows?: unknown[]; rowCount?: number; message?: string; code?: string };
+        const m = got.message as { id: number; ok: boolean; rows?: unknown[]; rowCount?: number; command?: string; message?: string; code?: string };
         if (m.id !== id) continue;
         if (!m.ok) throw new PgError(m.message ?? 'PostgreSQL error', m.code);
-        return { rows: m.rows ?? [], rowCount: m.rowCount ?? 0 };
+        return { rows: m.rows ?? [], rowCount: m.rowCount ?? 0, command: m.command ?? '' };
       }
       const left = deadline - Date.now();
       if (left <= 0) throw new PgError(`PostgreSQL did not answer within ${this.#timeoutMs} ms`);

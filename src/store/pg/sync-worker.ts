@@ -91,7 +91,7 @@ init.port.on('message', (req: Request) => {
         const r = await c.query({ text: req.sql, values: req.params });
         // A multi-statement text gives an array of results: the last one is the answer.
         const last = Array.isArray(r) ? r[r.length - 1] : r;
-        answer(req.id, { ok: true, rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0 });
+        answer(req.id, { ok: true, rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0, command: last?.command ?? '' });
       } else if (req.op === 'listen') {
         channels.add(req.channel);
         const l = await listening();

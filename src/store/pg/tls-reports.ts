@@ -11,7 +11,7 @@
 //   may appear only once in such a statement, so the batch's repeats are
 //   summed here first; rows go in key order, so two nodes' batches lock
 //   shared rows in the same order and cannot deadlock.
-// - claimReport (not in TlsReportStore yet) lets one node, and only one,
+// - claimReport lets one node, and only one,
 //   take a day's report for a domain: a conditional upsert that inserts the
 //   pending state or counts a new attempt on a pending one that nobody has
 //   touched lately, and returns the row only when it did.

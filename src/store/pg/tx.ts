@@ -5,7 +5,7 @@
 // only concurrency is other nodes': statements that read then write must
 // lock what they read (SELECT … FOR UPDATE) or be a single atomic statement.
 
-import type { SyncPgClient } from './sync-client.ts';
+import { PgError, type SyncPgClient } from './sync-client.ts';
 
 export type Transaction = <T>(fn: () => T) => T;
 
@@ -17,7 +17,9 @@ export function pgTransaction(db: SyncPgClient): Transaction {
     depth++;
     try {
       const out = fn();
-      db.exec('COMMIT');
+      // A statement that failed inside fn (and was caught there) aborted the transaction: PostgreSQL
+      // then answers COMMIT with ROLLBACK, and what fn wrote is gone. That must not pass as success.
+      if (db.query('COMMIT').command === 'ROLLBACK') throw new PgError('the transaction was rolled back: a statement in it failed', '25P02');
       return out;
     } catch (e) {
       try {
