@@ -69,3 +69,38 @@ describe('events store', () => {
     assert.equal(store.messageEvents('OLD3', { admin: true }), null);
   });
 });
+
+describe('events store unavailable for a while', () => {
+  it('keeps the events of failed writes and writes them, in order, once the store takes them again', async () => {
+    const store = openStore(path.join(dir, 'flaky'));
+    let failing = true;
+    const flaky = {
+      transaction: <T>(fn: () => T): T => {
+        if (failing) throw new Error('PostgreSQL unavailable');
+        return store.transaction(fn);
+      },
+      addEvents: (b: Parameters<typeof store.addEvents>[0]) => store.addEvents(b),
+      expireEvents: (before: number, max: number) => store.expireEvents(before, max),
+    } as unknown as typeof store;
+    const stream = new EventStream();
+    const recorder = new EventRecorder({ events: stream, store: flaky, retentionMs: 60_000, log: silentLogger, flushMs: 1 });
+    try {
+      const m = message('QF1', 'alice@tern.test', ['a@remote.test', 'b@remote.test']);
+      stream.emit('queued', m, 0);
+      await recorder.drain();
+      stream.emit('queued', m, 1);
+      await recorder.drain();
+      assert.equal(store.queryEvents({ after: '', limit: 10, scope: { admin: true } }).length, 0, 'nothing written while it fails');
+      failing = false;
+      // No new event: the retry timer writes what was held.
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.deepEqual(
+        store.queryEvents({ after: '', limit: 10, scope: { admin: true } }).map((e) => e.recipient),
+        ['a@remote.test', 'b@remote.test'],
+      );
+    } finally {
+      await recorder.close();
+      store.close();
+    }
+  });
+});

@@ -25,6 +25,15 @@ export const EVENTS_FLUSH_MS = 100;
 export const EVENTS_MAX_BATCH = 2000;
 /** How often retention looks for old events. */
 export const RETENTION_INTERVAL_MS = 60_000;
+/**
+ * Events kept in memory while the store cannot take them (a shared store
+ * that is unreachable, a full disk), written with the next batch that
+ * succeeds. Beyond this the oldest are dropped, and counted in the log: the
+ * mail itself never depends on them (the spool is the truth).
+ */
+export const MAX_UNWRITTEN = 200_000;
+/** How soon a failed write is tried again when no new event comes to carry it. */
+export const RETRY_WRITE_MS = 1000;
 
 export class EventRecorder {
   readonly #batcher: BatchingSubscriber;
@@ -38,6 +47,10 @@ export class EventRecorder {
   #expiring = false;
   #closed = false;
   #alsoWrite: ((batch: StoredEvent[]) => void)[] = [];
+  /** Events of failed writes, oldest first, tried again with the next write. */
+  #unwritten: StoredEvent[] = [];
+  #dropped = 0;
+  #retry: NodeJS.Timeout | undefined;
   readonly #afterWrite: ((batch: StoredEvent[]) => void)[] = [];
 
   /** `enabled: false` (events.enabled) subscribes to nothing: no event is stored, so none is announced either. */
@@ -86,12 +99,37 @@ export class EventRecorder {
     this.#afterWrite.push(fn);
   }
 
-  #writeBatch(batch: StoredEvent[]): void {
+  #writeBatch(fresh: StoredEvent[]): void {
+    const batch = this.#unwritten.length > 0 ? [...this.#unwritten, ...fresh] : fresh;
     const also = this.#alsoWrite;
-    this.#store.transaction(() => {
-      this.#store.addEvents(batch);
-      for (const w of also) w(batch);
-    });
+    try {
+      this.#store.transaction(() => {
+        this.#store.addEvents(batch);
+        for (const w of also) w(batch);
+      });
+    } catch (e) {
+      // Kept, in order, for the next write (one transaction: nothing of this batch was written).
+      this.#unwritten = batch.length > MAX_UNWRITTEN ? batch.slice(batch.length - MAX_UNWRITTEN) : batch;
+      this.#dropped += batch.length - this.#unwritten.length;
+      clearTimeout(this.#retry);
+      if (!this.#closed) {
+        this.#retry = setTimeout(() => {
+          try {
+            this.#writeBatch([]);
+          } catch (err) {
+            this.#log.error('events store write failed', { error: err, held: this.#unwritten.length });
+          }
+        }, RETRY_WRITE_MS);
+        this.#retry.unref();
+      }
+      throw e;
+    }
+    if (this.#unwritten.length > 0 || this.#dropped > 0) {
+      this.#log.warn('events store writes resumed', { written: batch.length - fresh.length, dropped: this.#dropped });
+      this.#unwritten = [];
+      this.#dropped = 0;
+      clearTimeout(this.#retry);
+    }
     for (const fn of this.#afterWrite) {
       try {
         fn(batch);
@@ -125,6 +163,7 @@ export class EventRecorder {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#retry);
     this.#unsubscribe();
     await this.#batcher.drain();
   }

@@ -119,4 +119,36 @@ describe('two nodes, one PostgreSQL store', { skip }, () => {
     }, 5000, 'node A enforcing the suppression made through node B');
     assert.equal(sent!.recipients[0]!.status, 'suppressed');
   });
+
+  it('PostgreSQL stopped: a node still takes mail into its spool and delivers it; the events are written once it is back', async () => {
+    const key = createKey(a.file, 'reader', '--admin');
+    await cluster.stop();
+    let id: string;
+    try {
+      const c = await RawClient.connect(a.port('smtp'));
+      try {
+        await c.reply();
+        await c.cmd('EHLO client.test');
+        assert.match(await c.cmd('MAIL FROM:<someone@outside.test>'), /^250/);
+        assert.match(await c.cmd('RCPT TO:<bob@tern.test>'), /^250/);
+        assert.match(await c.cmd('DATA'), /^354/);
+        const r = await c.cmd('Subject: during the outage\r\n\r\nstill here\r\n.');
+        assert.match(r, /^250 /, 'accepted without the shared store');
+        id = /queued as (\w+)/.exec(r)![1]!;
+      } finally {
+        c.close();
+      }
+      await waitFor(() => !a.tern.scheduler.get(id), 10_000, 'delivered to the mailbox while PostgreSQL is down');
+    } finally {
+      await cluster.start();
+    }
+    // The events held in memory go in with the next write, and any node can read them.
+    const view = await waitFor(async () => {
+      const r = await fetch(`${b.base}/v1/messages/${id!}`, { headers: { authorization: `Bearer ${key}` } });
+      if (r.status !== 200) return undefined;
+      const m = (await r.json()) as { events: { type: string }[] };
+      return m.events.some((e) => e.type === 'delivered') ? m : undefined;
+    }, 15_000, 'the outage\'s events, written after PostgreSQL came back');
+    assert.deepEqual(view!.events.map((e) => e.type), ['queued', 'delivered']);
+  });
 });
