@@ -5,14 +5,18 @@
 // function (inclusive), plus msg/s and CPU ms per message of the run.
 //
 //   node bench/profile.ts [--messages N] [--sessions S] [--size BYTES] [--reuse]
-//                         [--checks] [--maildir] [--top K] [--keep]
+//                         [--checks] [--maildir] [--dkim [rsa|ed25519]] [--top K] [--keep]
 //
 // --checks: inbound SPF/DKIM/DMARC on; --maildir: Maildir delivery instead of
-// discard; --keep: leave the .cpuprofile (for Chrome DevTools) and print its path.
+// discard; --dkim: the sender's domain (load.test) is one of Tern's, with a
+// signing key from `tern dkim keygen` (rsa unless told), and 127.0.0.0/8 is
+// trusted, so every message is submission and signed (bench/relay.ts's
+// tern-dkim, without the relaying); --keep: leave the .cpuprofile (for
+// Chrome DevTools) and print its path.
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { stringify } from 'yaml';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { freePort } from '../test/helpers/server.ts';
@@ -24,6 +28,8 @@ const SESSIONS = args.num('sessions', 20);
 const SIZE = args.num('size', 1024);
 const REUSE = args.flag('reuse');
 const TOP = args.num('top', 30);
+const DKIM = args.flag('dkim');
+const DKIM_ALGO = ['rsa', 'ed25519'].includes(args.str('dkim') ?? '') ? args.str('dkim')! : 'rsa';
 
 interface CallFrame { functionName: string; url: string; lineNumber: number }
 interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
@@ -75,12 +81,20 @@ async function main(): Promise<void> {
     hostname: 'bench.tern.test',
     dataDir: path.join(dir, 'data'),
     listeners: [{ role: 'smtp', address: '127.0.0.1', port }],
-    domains: [args.flag('maildir') ? { name: 'tern.test', mailboxes: ['user'] } : { name: 'tern.test', delivery: 'discard' }],
+    domains: [
+      args.flag('maildir') ? { name: 'tern.test', mailboxes: ['user'] } : { name: 'tern.test', delivery: 'discard' },
+      ...(DKIM ? [{ name: 'load.test', mailboxes: ['load'] }] : []),
+    ],
+    ...(DKIM ? { trustedNetworks: ['127.0.0.0/8'] } : {}),
     dns: { servers: [dns.address] },
     limits: { connectionsPerIp: 1000, connections: 2000, messageSize: 128 * 1024 * 1024 },
     ...(args.flag('checks') ? {} : { inbound: { enabled: false } }),
   };
   fs.writeFileSync(path.join(dir, 'tern.yaml'), stringify(config));
+  if (DKIM) {
+    const k = spawnSync(process.execPath, [path.resolve(import.meta.dirname, '../src/cli/main.ts'), 'dkim', 'keygen', 'load.test', '--selector', 'bench', '--algo', DKIM_ALGO, '--config', path.join(dir, 'tern.yaml')], { encoding: 'utf8' });
+    if (k.status !== 0) throw new Error(`tern dkim keygen failed (${k.status}): ${k.stderr}`);
+  }
   const logFile = path.join(dir, 'tern.log');
   const fd = fs.openSync(logFile, 'w');
   // The flags `tern serve` would re-exec with, given here so that the profiled process is the first one.
