@@ -2,6 +2,7 @@
 // the order mail flows (docs/architecture.md): listeners → session → policy → intake →
 // spool → scheduler → delivery.
 
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TernConfig } from './config/types.ts';
@@ -19,6 +20,7 @@ import { Intake } from './intake/intake.ts';
 import { Directory } from './policy/directory.ts';
 import { Policy, ipMatcher, type Check } from './policy/policy.ts';
 import { RateCheck } from './policy/rate.ts';
+import { SharedCounts } from './policy/shared-counts.ts';
 import { DnsblCheck } from './policy/dnsbl.ts';
 import { GreylistCheck } from './policy/greylist.ts';
 import { loadPlugins } from './policy/plugins.ts';
@@ -196,7 +198,12 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       ? { verifier: new InboundVerifier({ authservId: inbound.authservId, resolve: mailauthResolver(resolver), timeout: inbound.timeout, log }) }
       : undefined,
   });
-  const shared: PolicyShared = { started: config, directory, intake, store, resolver, plugins, throttle: new AuthThrottle(), verified: new VerifiedLogins(), sendRate: new SendRate(), log };
+  // Several nodes (a shared store): rate limits and the AUTH throttle count every node's traffic (src/policy/shared-counts.ts).
+  const counts = store.sharedCounts ? new SharedCounts(store.sharedCounts, { node: `${config.hostname}/${process.pid}/${randomUUID().slice(0, 8)}`, log }) : undefined;
+  const shared: PolicyShared = {
+    started: config, directory, intake, store, resolver, plugins, log, counts,
+    throttle: new AuthThrottle({ shared: counts }), verified: new VerifiedLogins(), sendRate: new SendRate(Date.now, counts),
+  };
   live = buildLive(config, shared, undefined);
   bouncer = new Bouncer({ hostname: config.hostname, intake, directory, spool, log, events });
   /**
@@ -412,6 +419,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
       suppressions.close();
       mtaSts?.close();
       tlsResults?.close(); // the last counts, before the store closes
+      counts?.close();
       for (const unwatch of unwatchMetrics) unwatch();
       store.close();
       // Group commit at work: journal records per fdatasync since start.
@@ -464,6 +472,8 @@ interface PolicyShared {
   resolver: Resolver;
   plugins: Check[];
   throttle: AuthThrottle;
+  /** Counts shared with the other nodes, when the store is shared. */
+  counts: SharedCounts | undefined;
   /** Logins checked recently (src/policy/verified-logins.ts), kept across reloads. */
   verified: VerifiedLogins;
   sendRate: SendRate;
@@ -493,7 +503,7 @@ function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts
   const { directory, intake, store, resolver, plugins, log } = shared;
   const { edge, submission, inbound } = config;
   const edgeKey = JSON.stringify([edge.rate, edge.dnsbl, edge.greylist, config.trustedNetworks]);
-  const edgeParts = previous?.edge.key === edgeKey ? previous.edge : { checks: edgeChecks(config, { resolver, store, directory, log }), key: edgeKey };
+  const edgeParts = previous?.edge.key === edgeKey ? previous.edge : { checks: edgeChecks(config, { resolver, store, directory, log, counts: shared.counts }), key: edgeKey };
   const auth = new Authenticator({ store, configUsers: config.users, throttle: shared.throttle, log, verified: shared.verified });
   const submissionCheck = new SubmissionCheck({ ...submission, authConfigured: true, isTrusted: ipMatcher(config.trustedNetworks), rate: shared.sendRate });
   const policy = new Policy({
@@ -520,12 +530,12 @@ function buildLive(config: TernConfig, shared: PolicyShared, previous: LiveParts
  */
 function edgeChecks(
   config: TernConfig,
-  deps: { resolver: Resolver; store: Store; directory: Directory; log: Logger },
+  deps: { resolver: Resolver; store: Store; directory: Directory; log: Logger; counts?: SharedCounts | undefined },
 ): Check[] {
   const { edge } = config;
   const isTrusted = ipMatcher(config.trustedNetworks);
   const checks: Check[] = [];
-  if (edge.rate.connectionsPerMinute > 0 || edge.rate.messagesPerHour > 0) checks.push(new RateCheck({ ...edge.rate, isTrusted }));
+  if (edge.rate.connectionsPerMinute > 0 || edge.rate.messagesPerHour > 0) checks.push(new RateCheck({ ...edge.rate, isTrusted, shared: deps.counts }));
   if (edge.dnsbl.zones.length > 0) {
     checks.push(new DnsblCheck({ zones: edge.dnsbl.zones, cacheTtl: edge.dnsbl.cacheTtl, resolver: deps.resolver, log: deps.log, isTrusted }));
   }

@@ -9,6 +9,8 @@
 // while it lasts; it is temporary, and the price of slowing a guesser who
 // spreads over many IPs.
 
+import type { SharedCounts } from './shared-counts.ts';
+
 export interface AuthThrottleOptions {
   now?: () => number;
   /** Delay after the first recent failure; doubles with each further one. */
@@ -21,6 +23,13 @@ export interface AuthThrottleOptions {
   windowMs?: number;
   /** Tracked keys at most (IPs + accounts); the least recently failed go first. */
   maxEntries?: number;
+  /**
+   * Several nodes (a shared store): the other nodes' failures within the
+   * window are added (shared-counts.ts), so a guesser spreading over the
+   * nodes meets the same delay and lockout; a success clears the account on
+   * every node.
+   */
+  shared?: SharedCounts | undefined;
 }
 
 export const AUTH_THROTTLE_DEFAULTS = {
@@ -40,12 +49,14 @@ interface Entry {
 
 export class AuthThrottle {
   #now: () => number;
+  readonly #shared: SharedCounts | undefined;
   #o: typeof AUTH_THROTTLE_DEFAULTS;
   /** Insertion order = order of last failure, so the first entries are the stalest. */
   #entries = new Map<string, Entry>();
 
   constructor(opts: AuthThrottleOptions = {}) {
     this.#now = opts.now ?? Date.now;
+    this.#shared = opts.shared;
     this.#o = {
       baseDelayMs: opts.baseDelayMs ?? AUTH_THROTTLE_DEFAULTS.baseDelayMs,
       maxDelayMs: opts.maxDelayMs ?? AUTH_THROTTLE_DEFAULTS.maxDelayMs,
@@ -67,9 +78,12 @@ export class AuthThrottle {
     let failures = 0;
     for (const key of keys(ip, account)) {
       const e = this.#live(key, now);
-      if (!e) continue;
-      if (e.lockedUntil > now) locked = true;
-      failures = Math.max(failures, e.failures);
+      const elsewhere = this.#shared?.others(`auth:${key}`, this.#o.windowMs) ?? 0;
+      if (!e && elsewhere <= 0) continue;
+      const count = (e?.failures ?? 0) + Math.max(0, elsewhere);
+      // Locked here, or by the failures of every node together.
+      if ((e && e.lockedUntil > now) || count >= this.#o.lockoutAfter) locked = true;
+      failures = Math.max(failures, count);
     }
     const delayMs = failures === 0 ? 0 : Math.min(this.#o.maxDelayMs, this.#o.baseDelayMs * 2 ** Math.min(failures - 1, 30));
     return { locked, delayMs };
@@ -80,6 +94,7 @@ export class AuthThrottle {
     for (const key of keys(ip, account)) {
       const e = this.#live(key, now) ?? { failures: 0, last: now, lockedUntil: 0 };
       e.failures++;
+      this.#shared?.add(`auth:${key}`, 1);
       e.last = now;
       if (e.failures >= this.#o.lockoutAfter && e.lockedUntil <= now) e.lockedUntil = now + this.#o.lockoutMs;
       this.#entries.delete(key); // re-insert at the end: most recent
@@ -89,7 +104,9 @@ export class AuthThrottle {
   }
 
   success(_ip: string, account: string): void {
-    if (account) this.#entries.delete(accountKey(account));
+    if (!account) return;
+    this.#entries.delete(accountKey(account));
+    this.#shared?.reset(`auth:${accountKey(account)}`);
   }
 
   /**
@@ -100,6 +117,7 @@ export class AuthThrottle {
   forgive(ip: string): void {
     const e = this.#entries.get('i:' + ipKey(ip));
     if (!e) return;
+    this.#shared?.add(`auth:i:${ipKey(ip)}`, -1);
     e.failures = Math.max(0, e.failures - 1);
     if (e.failures < this.#o.lockoutAfter) e.lockedUntil = 0;
     if (e.failures === 0) this.#entries.delete('i:' + ipKey(ip));

@@ -14,6 +14,7 @@
 import type { Check, SessionInfo } from './policy.ts';
 import { SmtpError } from '../smtp/reply.ts';
 import { ipKey } from './auth-throttle.ts';
+import type { SharedCounts } from './shared-counts.ts';
 
 /** Clients tracked per counter at most; beyond that the least recently seen are forgotten. */
 export const MAX_RATE_KEYS = 100_000;
@@ -84,6 +85,8 @@ export interface RateCheckOptions {
   isTrusted: (ip: string) => boolean;
   now?: () => number;
   maxKeys?: number;
+  /** Several nodes (a shared store): the other nodes' counts of the client are added (shared-counts.ts). */
+  shared?: SharedCounts | undefined;
 }
 
 /**
@@ -108,7 +111,10 @@ export class RateCheck implements Check {
     const limit = this.#o.connectionsPerMinute;
     if (limit <= 0 || s.role !== 'smtp' || this.#o.isTrusted(s.remoteAddress)) return;
     // Every attempt counts, refused ones too: a client has to actually slow down.
-    if (this.#connections.hit(ipKey(s.remoteAddress)) > limit) {
+    const key = ipKey(s.remoteAddress);
+    this.#o.shared?.add(`conn:${key}`, 1);
+    const elsewhere = this.#o.shared?.others(`conn:${key}`, 60_000) ?? 0;
+    if (this.#connections.hit(key) + elsewhere > limit) {
       throw new SmtpError(421, '4.7.0', 'Too many connections from your address, slow down');
     }
   }
@@ -118,9 +124,11 @@ export class RateCheck implements Check {
     if (limit <= 0 || s.role !== 'smtp' || s.user !== undefined || this.#o.isTrusted(s.remoteAddress)) return;
     const key = ipKey(s.remoteAddress);
     // Only transactions let through count, so a client that waits gets in again.
-    if (this.#messages.count(key) >= limit) {
+    const elsewhere = this.#o.shared?.others(`mail:${key}`, 3_600_000) ?? 0;
+    if (this.#messages.count(key) + elsewhere >= limit) {
       throw new SmtpError(450, '4.7.1', `Too many messages from your address (limit ${limit} per hour); try again later`);
     }
     this.#messages.hit(key);
+    this.#o.shared?.add(`mail:${key}`, 1);
   }
 }

@@ -13,6 +13,7 @@ import { SqliteSuppressionStore, SUPPRESSION_SCHEMA, type SuppressionStore } fro
 import { SqliteDashboardStore, DASHBOARD_SCHEMA, type DashboardStore } from './dashboard.ts';
 import { SqliteMtaStsStore, MTA_STS_SCHEMA, type MtaStsStore } from './mta-sts.ts';
 import type { DkimKeyTable } from '../intake/dkim-store.ts';
+import type { SharedCountTable } from '../policy/shared-counts.ts';
 import { SqliteTlsReportStore, TLS_REPORT_SCHEMA, type TlsReportStore } from './tls-reports.ts';
 
 export interface UserRecord {
@@ -171,6 +172,8 @@ export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore
   onChange?(table: WatchedTable, fn: () => void): () => void;
   /** Shared stores only: DKIM signing keys for every node (the embedded store leaves them in dataDir/dkim/). */
   readonly dkimKeys?: DkimKeyTable | undefined;
+  /** Shared stores only: the rate and failure counts of every node (src/policy/shared-counts.ts). */
+  readonly sharedCounts?: SharedCountTable | undefined;
   readonly webhooks: WebhookStore;
   readonly suppressions: SuppressionStore;
   readonly dashboard: DashboardStore;

@@ -38,9 +38,9 @@ async function startNode(url: string): Promise<Node> {
   return { tern, file: cfg.file, base: `http://127.0.0.1:${port('http')}`, port };
 }
 
-async function addUser(file: string, address: string, password: string): Promise<void> {
+async function addUser(file: string, address: string, password: string, ...flags: string[]): Promise<void> {
   const sink = { write: () => true };
-  const code = await runUser(loadConfig(file), ['add', address], { stdin: Readable.from([`${password}\n`]), stdout: sink, stderr: sink, isTTY: false });
+  const code = await runUser(loadConfig(file), ['add', address, ...flags], { stdin: Readable.from([`${password}\n`]), stdout: sink, stderr: sink, isTTY: false });
   assert.equal(code, 0);
 }
 
@@ -150,5 +150,33 @@ describe('two nodes, one PostgreSQL store', { skip }, () => {
       return m.events.some((e) => e.type === 'delivered') ? m : undefined;
     }, 15_000, 'the outage\'s events, written after PostgreSQL came back');
     assert.deepEqual(view!.events.map((e) => e.type), ['queued', 'delivered']);
+  });
+
+  it('a user\'s hourly sending limit holds across nodes (counts exchanged every second)', async () => {
+    await addUser(a.file, 'dave@tern.test', 'dave-secret-password', '--messages-per-hour', '2');
+    const submit = async (node: Node): Promise<string> => {
+      const c = await RawClient.connect(node.port('submission'));
+      try {
+        await c.reply();
+        await c.cmd('EHLO client.test');
+        await c.cmd('STARTTLS');
+        await c.starttls();
+        await c.cmd('EHLO client.test');
+        assert.match(await c.cmd(`AUTH PLAIN ${plain('dave@tern.test', 'dave-secret-password')}`), /^235 /);
+        const mail = await c.cmd('MAIL FROM:<dave@tern.test>');
+        if (!mail.startsWith('250')) return mail;
+        assert.match(await c.cmd('RCPT TO:<someone@sink.test>'), /^250/);
+        assert.match(await c.cmd('DATA'), /^354/);
+        return await c.cmd('From: dave@tern.test\r\nSubject: rate\r\n\r\nx\r\n.');
+      } finally {
+        c.close();
+      }
+    };
+    assert.match(await submit(a), /^250 /);
+    assert.match(await submit(b), /^250 /);
+    // Within a sync (1 s) each node knows what the other sent.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.match(await submit(a), /^450 4\.7\.1 Message rate limit exceeded \(2 per hour\)/);
+    assert.match(await submit(b), /^450 4\.7\.1 /);
   });
 });

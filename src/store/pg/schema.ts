@@ -55,6 +55,15 @@ CREATE TABLE dkim_keys (
   PRIMARY KEY (domain, selector)
 );
 CREATE TRIGGER dkim_keys_changed AFTER INSERT OR UPDATE OR DELETE ON dkim_keys FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
+-- Rate and failure counts of every node (src/policy/shared-counts.ts): per key, minute bucket and node.
+CREATE TABLE shared_counts (
+  key TEXT NOT NULL,
+  bucket BIGINT NOT NULL,
+  node TEXT NOT NULL,
+  count BIGINT NOT NULL,
+  PRIMARY KEY (key, bucket, node)
+);
+CREATE INDEX shared_counts_bucket ON shared_counts (bucket);
 CREATE TABLE messages (
   id TEXT COLLATE "C" PRIMARY KEY,
   sender TEXT NOT NULL,

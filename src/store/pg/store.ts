@@ -44,6 +44,8 @@ import { pgDashboardStore } from './dashboard.ts';
 import { pgMtaStsStore } from './mta-sts.ts';
 import { pgTlsReportStore } from './tls-reports.ts';
 import { pgDkimKeyTable } from './dkim-keys.ts';
+import { pgSharedCountTable } from './shared-counts.ts';
+import type { SharedCountTable } from '../../policy/shared-counts.ts';
 
 /** Bound of the per-process memory of messages already recorded, as the embedded store's (a clear costs only repeated upserts). */
 const KNOWN_MESSAGES_MAX = 100_000;
@@ -115,6 +117,7 @@ class PgStore implements Store {
   #mtaSts: MtaStsStore | undefined;
   #tlsReports: TlsReportStore | undefined;
   #dkimKeys: DkimKeyTable | undefined;
+  #sharedCounts: SharedCountTable | undefined;
   /** onChange's callbacks, by table. */
   readonly #watchers = new Map<WatchedTable, Set<() => void>>();
 
@@ -172,6 +175,11 @@ class PgStore implements Store {
 
   get tlsReports(): TlsReportStore {
     return (this.#tlsReports ??= pgTlsReportStore(this.#db, (fn) => this.transaction(fn)));
+  }
+
+  /** Rate and failure counts of every node (src/policy/shared-counts.ts). */
+  get sharedCounts(): SharedCountTable {
+    return (this.#sharedCounts ??= pgSharedCountTable(this.#db));
   }
 
   /** DKIM signing keys, shared by every node (the embedded store leaves them in dataDir/dkim/). */
