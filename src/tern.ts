@@ -287,6 +287,9 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     shared: store.onChange !== undefined,
   });
   webhooks.attach(recorder);
+  // Another node added, removed or disabled a webhook, or revoked a key: this node's outbox follows at once.
+  store.onChange?.('webhooks', () => webhooks.changedElsewhere());
+  store.onChange?.('api_keys', () => webhooks.changedElsewhere());
   // The dashboard (src/dashboard/): its aggregates commit with the recorder's events; its routes go on each http listener.
   const dashboardAuth = new Authenticator({ store, configUsers: [], throttle: shared.throttle, log, verified: shared.verified });
   const dashboard = new Dashboard({

@@ -159,7 +159,7 @@ export interface IdempotencyStore {
 }
 
 /** Tables whose changes a shared store announces to every node (PostgreSQL: LISTEN/NOTIFY). */
-export type WatchedTable = 'users' | 'api_keys' | 'suppressions' | 'dkim_keys';
+export type WatchedTable = 'users' | 'api_keys' | 'suppressions' | 'dkim_keys' | 'webhooks';
 
 /** Everything the embedded database holds. */
 export interface Store extends UserStore, GreylistStore, ApiKeyStore, EventStore, IdempotencyStore {

@@ -119,6 +119,16 @@ export class Webhooks implements WebhookApi {
     }));
   }
 
+  /**
+   * The webhooks or the keys changed elsewhere (another node, told by the
+   * shared store's NOTIFY): read the active list again before the next event,
+   * instead of up to ACTIVE_REFRESH_MS later.
+   */
+  changedElsewhere(): void {
+    this.#outbox.invalidate();
+    this.#dispatcher.refresh();
+  }
+
   remove(viewer: ApiKeyRecord, id: string): boolean {
     const w = this.#store.getWebhook(id);
     if (!w || (!viewer.admin && w.owner !== viewer.hash)) return false;

@@ -6,6 +6,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { requirePostgres, startPostgres, type PgCluster } from '../helpers/postgres.ts';
 import { RawClient, waitFor, writeConfig } from '../helpers/server.ts';
 import { createKey } from '../helpers/apikey.ts';
@@ -178,5 +180,46 @@ describe('two nodes, one PostgreSQL store', { skip }, () => {
     await new Promise((r) => setTimeout(r, 1500));
     assert.match(await submit(a), /^450 4\.7\.1 Message rate limit exceeded \(2 per hour\)/);
     assert.match(await submit(b), /^450 4\.7\.1 /);
+  });
+
+  it('webhook events of mail through both nodes arrive exactly once each, whichever node sends them', async () => {
+    const seen = new Map<string, number>();
+    const receiver = http.createServer((req, res) => {
+      const id = String(req.headers['webhook-id']);
+      req.resume();
+      req.on('end', () => {
+        seen.set(id, (seen.get(id) ?? 0) + 1);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      const key = createKey(a.file, 'hooks', '--send-as', '@tern.test');
+      const made = await fetch(`${a.base}/v1/webhooks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, events: ['queued', 'delivered'] }),
+      });
+      assert.equal(made.status, 201, await made.clone().text());
+      const N = 20;
+      for (let i = 0; i < N; i++) {
+        const node = i % 2 === 0 ? a : b;
+        const r = await fetch(`${node.base}/v1/messages`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ from: 'alice@tern.test', to: [`r${i}@sink.test`], subject: `hook ${i}`, text: 'x' }),
+        });
+        assert.equal(r.status, 202);
+      }
+      // queued and delivered for each: 2N events; the node that did not write an event's row finds it by polling the shared outbox.
+      await waitFor(() => seen.size >= 2 * N || undefined, 20_000, `${2 * N} webhook events`).catch((e: Error) => {
+        throw new Error(`${e.message}: got ${seen.size}`);
+      });
+      await new Promise((r) => setTimeout(r, 1500)); // time for a duplicate to show up, if there were one
+      assert.equal(seen.size, 2 * N);
+      assert.deepEqual([...seen.values()].filter((n) => n !== 1), [], 'no event delivered twice');
+    } finally {
+      receiver.close();
+    }
   });
 });

@@ -111,6 +111,7 @@ CREATE TABLE webhooks (
   disabled_reason TEXT
 );
 CREATE INDEX webhooks_owner ON webhooks (owner);
+CREATE TRIGGER webhooks_changed AFTER INSERT OR UPDATE OR DELETE ON webhooks FOR EACH STATEMENT EXECUTE FUNCTION notify_changed();
 CREATE TABLE webhook_outbox (
   seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   webhook_id TEXT NOT NULL,
