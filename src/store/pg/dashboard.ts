@@ -134,7 +134,8 @@ class PgDashboardStore implements DashboardStore {
     // transaction: taking the row locks in one order (ORDER BY, the same on
     // every node) makes two such transactions wait for each other instead
     // of deadlocking.
-    this.#db.query(
+    // Deferred: it goes with the events transaction's COMMIT (sync-client.ts).
+    this.#db.defer(
       `INSERT INTO dash_stats (span, metric, bucket, key, count)
        SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS d (span, metric, bucket, key, count)
        ORDER BY span, metric, bucket, key

@@ -306,7 +306,7 @@ class PgStore implements Store {
       for (let i = 0; i < eventRows.length; i += INSERT_CHUNK_ROWS) {
         const chunk = eventRows.slice(i, i + INSERT_CHUNK_ROWS);
         // DO NOTHING, as INSERT OR IGNORE: an event written twice (a retried batch) stays the first.
-        this.#db.query(`INSERT INTO events (id, queue_id, type, recipient, body) VALUES ${placeholders(chunk.length, 5)} ON CONFLICT (id) DO NOTHING`, chunk.flat());
+        this.#db.defer(`INSERT INTO events (id, queue_id, type, recipient, body) VALUES ${placeholders(chunk.length, 5)} ON CONFLICT (id) DO NOTHING`, chunk.flat());
       }
       for (let i = 0; i < messageRows.length; i += INSERT_CHUNK_ROWS) {
         const chunk = messageRows.slice(i, i + INSERT_CHUNK_ROWS);
@@ -314,7 +314,7 @@ class PgStore implements Store {
         // again and replaces itself, keeping its first time and a Message-ID
         // once known, as the embedded store's upsert does. Each id is in a
         // statement at most once (#known), which DO UPDATE requires.
-        this.#db.query(
+        this.#db.defer(
           `INSERT INTO messages (id, sender, sender_base, sender_domain, created_at, subject, message_id) VALUES ${placeholders(chunk.length, 7)}
            ON CONFLICT (id) DO UPDATE SET sender = EXCLUDED.sender, sender_base = EXCLUDED.sender_base, sender_domain = EXCLUDED.sender_domain,
              subject = EXCLUDED.subject, message_id = coalesce(EXCLUDED.message_id, messages.message_id)`,

@@ -59,6 +59,7 @@ export class SyncPgClient {
   readonly #listeners = new Map<string, Set<(payload: string) => void>>();
   #closed = false;
   #seq = 0;
+  #deferred: { sql: string; params: unknown[] }[] = [];
   readonly #retryAfterMs: number;
   readonly #now: () => number;
   /** Calls fail fast until then: the last one found the server unavailable. */
@@ -91,6 +92,26 @@ export class SyncPgClient {
 
   query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): QueryResult<T> {
     return this.#call({ op: 'query', sql, params }) as QueryResult<T>;
+  }
+
+  /**
+   * A write whose result nobody reads (inside a transaction: BEGIN, the
+   * events' inserts, the outbox rows, the counters): sent with the next call
+   * that needs an answer (e.g. COMMIT), all in one request, so a batch costs
+   * one wait instead of one per statement. Its error, if any, is that call's.
+   */
+  defer(sql: string, params: unknown[] = []): void {
+    // Outside a transaction nothing may wait: another connection could look for it first.
+    if (!this.inTransaction) this.query(sql, params);
+    else this.#deferred.push({ sql, params });
+  }
+
+  /** Set by pgTransaction (tx.ts) while a transaction is open: only then are writes deferred. */
+  inTransaction = false;
+
+  /** Forgets deferred writes not sent yet (a transaction that failed before its COMMIT). */
+  dropDeferred(): void {
+    this.#deferred = [];
   }
 
   /** The rows of a query. */
@@ -139,6 +160,11 @@ export class SyncPgClient {
 
   #call(req: Record<string, unknown>): unknown {
     if (this.#closed) throw new PgError('the PostgreSQL store is closed');
+    if (this.#deferred.length > 0 && req.op === 'query') {
+      const items = [...this.#deferred, { sql: req.sql as string, params: req.params as unknown[] }];
+      this.#deferred = [];
+      req = { op: 'batch', items };
+    }
     if (this.#now() < this.#downUntil) throw new PgError(`PostgreSQL unavailable (${this.#downReason}); trying again shortly`, 'TERN_UNAVAILABLE');
     try {
       return this.#send(req);

@@ -16,7 +16,12 @@ interface Init {
   statementTimeoutMs: number;
 }
 
-type Request = { id: number } & ({ op: 'query'; sql: string; params: unknown[] } | { op: 'listen'; channel: string } | { op: 'close' });
+type Request = { id: number } & (
+  | { op: 'query'; sql: string; params: unknown[] }
+  | { op: 'batch'; items: { sql: string; params: unknown[] }[] }
+  | { op: 'listen'; channel: string }
+  | { op: 'close' }
+);
 
 const init = workerData as Init;
 const flag = new Int32Array(init.signal);
@@ -91,6 +96,13 @@ init.port.on('message', (req: Request) => {
         const r = await c.query({ text: req.sql, values: req.params });
         // A multi-statement text gives an array of results: the last one is the answer.
         const last = Array.isArray(r) ? r[r.length - 1] : r;
+        answer(req.id, { ok: true, rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0, command: last?.command ?? '' });
+      } else if (req.op === 'batch') {
+        // Deferred writes and the call that flushed them, in order, as one request (one thread hop);
+        // the first failure ends the batch and is the answer.
+        const c = await connected();
+        let last: pg.QueryResult | undefined;
+        for (const item of req.items) last = await c.query({ text: item.sql, values: item.params });
         answer(req.id, { ok: true, rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0, command: last?.command ?? '' });
       } else if (req.op === 'listen') {
         channels.add(req.channel);

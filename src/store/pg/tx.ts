@@ -13,7 +13,9 @@ export function pgTransaction(db: SyncPgClient): Transaction {
   let depth = 0;
   return <T>(fn: () => T): T => {
     if (depth > 0) return fn();
-    db.exec('BEGIN');
+    // Sent with the transaction's first statement that needs an answer, or with its COMMIT.
+    db.inTransaction = true;
+    db.defer('BEGIN');
     depth++;
     try {
       const out = fn();
@@ -22,6 +24,8 @@ export function pgTransaction(db: SyncPgClient): Transaction {
       if (db.query('COMMIT').command === 'ROLLBACK') throw new PgError('the transaction was rolled back: a statement in it failed', '25P02');
       return out;
     } catch (e) {
+      // What was never sent is simply forgotten; ROLLBACK outside a transaction is only a warning.
+      db.dropDeferred();
       try {
         db.exec('ROLLBACK');
       } catch {
@@ -30,6 +34,7 @@ export function pgTransaction(db: SyncPgClient): Transaction {
       throw e;
     } finally {
       depth--;
+      db.inTransaction = false;
     }
   };
 }

@@ -157,7 +157,8 @@ class PgWebhookStore implements WebhookStore {
   enqueue(rows: OutboxInsert[]): void {
     if (rows.length === 0) return;
     // unnest keeps the arrays' order, so seq numbers the rows as given, as the embedded store's one INSERT per row does.
-    this.#db.query(
+    // Deferred: it goes with the events transaction's COMMIT (sync-client.ts).
+    this.#db.defer(
       `INSERT INTO webhook_outbox (webhook_id, event_id, event_at, body, next_attempt)
        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])`,
       [rows.map((r) => r.webhookId), rows.map((r) => r.eventId), rows.map((r) => r.eventAt), rows.map((r) => r.body), rows.map((r) => r.nextAttempt)],
