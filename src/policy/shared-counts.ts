@@ -4,9 +4,10 @@
 // memory, as it always did, and once a SYNC_MS it sends what it added (one
 // statement) and reads what the other nodes added for the keys it has been
 // asked about (one statement per window length). A limit then holds across
-// nodes up to what the others did in the last SYNC_MS: the overshoot is
-// bounded by (nodes − 1) × their rate × SYNC_MS, and a key a node meets for
-// the first time is judged on its own counts until the next sync.
+// nodes up to what the others did in the last two syncs (one to send, one to
+// read, on timers of their own): the overshoot is bounded by
+// (nodes − 1) × their rate × 2 × SYNC_MS, and a key a node meets for the
+// first time is judged on its own counts until then.
 //
 // Counts go in minute buckets per node (so a node never counts its own
 // twice), and a window reads the buckets that overlap it. Only the

@@ -13,6 +13,7 @@ import { RawClient, waitFor, writeConfig } from '../helpers/server.ts';
 import { createKey } from '../helpers/apikey.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { runUser } from '../../src/cli/user.ts';
+import { SYNC_MS } from '../../src/policy/shared-counts.ts';
 import { startTern, type RunningTern } from '../../src/tern.ts';
 import { silentLogger } from '../../src/util/log.ts';
 
@@ -176,8 +177,8 @@ describe('two nodes, one PostgreSQL store', { skip }, () => {
     };
     assert.match(await submit(a), /^250 /);
     assert.match(await submit(b), /^250 /);
-    // Within a sync (1 s) each node knows what the other sent.
-    await new Promise((r) => setTimeout(r, 1500));
+    // Within two syncs (one to send, one to read: 2 × SYNC_MS) each node knows what the other sent; slack for a loaded machine.
+    await new Promise((r) => setTimeout(r, 2 * SYNC_MS + 1500));
     assert.match(await submit(a), /^450 4\.7\.1 Message rate limit exceeded \(2 per hour\)/);
     assert.match(await submit(b), /^450 4\.7\.1 /);
   });
