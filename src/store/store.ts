@@ -294,7 +294,7 @@ const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 /** A sender's forms for scoped reads: '@domain' and the address without its +tag (as mayUseAddress matches). */
-function senderForms(sender: string): { sender: string; base: string; domain: string } {
+export function senderForms(sender: string): { sender: string; base: string; domain: string } {
   const s = sender.toLowerCase();
   const at = s.lastIndexOf('@');
   const domain = at >= 0 ? s.slice(at) : '';
@@ -302,7 +302,8 @@ function senderForms(sender: string): { sender: string; base: string; domain: st
   return { sender: s, base, domain };
 }
 
-interface UserRow {
+/** Rows as both stores read them (src/store/pg/store.ts reads the same columns). */
+export interface UserRow {
   address: string;
   password_hash: string;
   send_as: string;
@@ -560,7 +561,7 @@ class SqliteStore implements Store {
 
   getUser(address: string): UserRecord | null {
     const row = this.#get.get(address.toLowerCase()) as UserRow | undefined;
-    return row ? fromRow(row) : null;
+    return row ? userFromRow(row) : null;
   }
 
   putUser(u: UserRecord): void {
@@ -572,7 +573,7 @@ class SqliteStore implements Store {
   }
 
   listUsers(): UserRecord[] {
-    return (this.#list.all() as unknown as UserRow[]).map(fromRow);
+    return (this.#list.all() as unknown as UserRow[]).map(userFromRow);
   }
 
   close(): void {
@@ -580,7 +581,7 @@ class SqliteStore implements Store {
   }
 }
 
-interface ApiKeyRow {
+export interface ApiKeyRow {
   name: string;
   hash: string;
   send_as: string;
@@ -589,7 +590,7 @@ interface ApiKeyRow {
   messages_per_hour: number | null;
 }
 
-function keyFromRow(r: ApiKeyRow): ApiKeyRecord {
+export function keyFromRow(r: ApiKeyRow): ApiKeyRecord {
   return { name: r.name, hash: r.hash, sendAs: JSON.parse(r.send_as) as string[], admin: r.admin === 1, messagesPerHour: r.messages_per_hour ?? undefined, createdAt: r.created_at };
 }
 
@@ -610,7 +611,7 @@ function scopeClause(scope: EventScope): { sql: string; args: string[] } {
   return { sql: `(${parts.join(' OR ')})`, args: [...domains, ...addresses, ...addresses] };
 }
 
-function fromRow(r: UserRow): UserRecord {
+export function userFromRow(r: UserRow): UserRecord {
   return {
     address: r.address,
     passwordHash: r.password_hash,

@@ -179,7 +179,8 @@ export interface WebhookStore {
   close(): void;
 }
 
-interface WebhookRow {
+/** Rows as both stores read them (src/store/pg/webhooks.ts reads the same columns). */
+export interface WebhookRow {
   id: string;
   owner: string;
   url: string;
@@ -191,7 +192,7 @@ interface WebhookRow {
   owner_name: string | null;
 }
 
-interface OutboxDbRow {
+export interface OutboxDbRow {
   seq: number;
   webhook_id: string;
   event_id: string;
@@ -201,7 +202,7 @@ interface OutboxDbRow {
   next_attempt: number;
 }
 
-interface DeliveryRow {
+export interface DeliveryRow {
   webhook_id: string;
   event_id: string;
   attempt: number;
@@ -212,7 +213,7 @@ interface DeliveryRow {
   outcome: string;
 }
 
-const LISTING = 'SELECT w.*, k.name AS owner_name FROM webhooks w LEFT JOIN api_keys k ON k.hash = w.owner';
+export const LISTING = 'SELECT w.*, k.name AS owner_name FROM webhooks w LEFT JOIN api_keys k ON k.hash = w.owner';
 
 export class SqliteWebhookStore implements WebhookStore {
   readonly #db: DatabaseSync;
@@ -364,22 +365,13 @@ export class SqliteWebhookStore implements WebhookStore {
 
   recentDeliveries(webhookId: string, limit: number): DeliveryRecord[] {
     const rows = this.#db.prepare('SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?').all(webhookId, limit) as unknown as DeliveryRow[];
-    return rows.map((r) => ({
-      webhookId: r.webhook_id,
-      eventId: r.event_id,
-      attempt: r.attempt,
-      at: r.at,
-      status: r.status,
-      error: r.error,
-      durationMs: r.duration_ms,
-      outcome: r.outcome as DeliveryOutcome,
-    }));
+    return rows.map(deliveryOf);
   }
 
   close(): void {}
 }
 
-function listingOf(r: WebhookRow): WebhookListing {
+export function listingOf(r: WebhookRow): WebhookListing {
   return {
     id: r.id,
     owner: r.owner,
@@ -393,6 +385,19 @@ function listingOf(r: WebhookRow): WebhookListing {
   };
 }
 
-function outboxOf(r: OutboxDbRow): OutboxRow {
+export function outboxOf(r: OutboxDbRow): OutboxRow {
   return { seq: r.seq, webhookId: r.webhook_id, eventId: r.event_id, eventAt: r.event_at, body: r.body, attempts: r.attempts, nextAttempt: r.next_attempt };
+}
+
+export function deliveryOf(r: DeliveryRow): DeliveryRecord {
+  return {
+    webhookId: r.webhook_id,
+    eventId: r.event_id,
+    attempt: r.attempt,
+    at: r.at,
+    status: r.status,
+    error: r.error,
+    durationMs: r.duration_ms,
+    outcome: r.outcome as DeliveryOutcome,
+  };
 }

@@ -28,6 +28,7 @@ import type {
   UserRecord,
   WatchedTable,
 } from '../store.ts';
+import { keyFromRow, senderForms, userFromRow, type ApiKeyRow, type UserRow } from '../store.ts';
 import { eventIdFloor, type MessageEvent } from '../../events/events.ts';
 import type { WebhookStore } from '../webhooks.ts';
 import type { SuppressionStore } from '../suppressions.ts';
@@ -72,25 +73,6 @@ export function openPgStore(url: string): Store {
     throw e;
   }
   return new PgStore(db);
-}
-
-interface UserRow {
-  address: string;
-  password_hash: string;
-  send_as: string;
-  messages_per_hour: number | null;
-  recipients_per_message: number | null;
-  created_at: number;
-  admin: number;
-}
-
-interface ApiKeyRow {
-  name: string;
-  hash: string;
-  send_as: string;
-  admin: number;
-  created_at: number;
-  messages_per_hour: number | null;
 }
 
 interface IdempotencyRow {
@@ -469,31 +451,6 @@ function scopeClause(scope: EventScope, p: Params): string {
     parts.push(`m.sender = ANY(${a}::text[])`, `m.sender_base = ANY(${a}::text[])`);
   }
   return parts.length === 0 ? 'FALSE' : `(${parts.join(' OR ')})`;
-}
-
-/** A sender's forms for scoped reads: '@domain' and the address without its +tag. The same as store.ts's senderForms, which is not exported. */
-function senderForms(sender: string): { sender: string; base: string; domain: string } {
-  const s = sender.toLowerCase();
-  const at = s.lastIndexOf('@');
-  const domain = at >= 0 ? s.slice(at) : '';
-  const base = at >= 0 ? s.slice(0, at).replace(/\+.*$/, '') + domain : s;
-  return { sender: s, base, domain };
-}
-
-function userFromRow(r: UserRow): UserRecord {
-  return {
-    address: r.address,
-    passwordHash: r.password_hash,
-    sendAs: JSON.parse(r.send_as) as string[],
-    messagesPerHour: r.messages_per_hour ?? undefined,
-    recipientsPerMessage: r.recipients_per_message ?? undefined,
-    admin: r.admin === 1 ? true : undefined,
-    createdAt: r.created_at,
-  };
-}
-
-function keyFromRow(r: ApiKeyRow): ApiKeyRecord {
-  return { name: r.name, hash: r.hash, sendAs: JSON.parse(r.send_as) as string[], admin: r.admin === 1, messagesPerHour: r.messages_per_hour ?? undefined, createdAt: r.created_at };
 }
 
 function idempotencyFromRow(r: IdempotencyRow): IdempotencyEntry {

@@ -20,10 +20,8 @@
 
 import type { SyncPgClient } from './sync-client.ts';
 import type { Transaction } from './tx.ts';
-import type { EventType } from '../../events/events.ts';
 import type {
   ActiveWebhookRecord,
-  DeliveryOutcome,
   DeliveryRecord,
   OutboxInsert,
   OutboxRow,
@@ -31,41 +29,8 @@ import type {
   WebhookRecord,
   WebhookStore,
 } from '../webhooks.ts';
+import { deliveryOf, LISTING, listingOf, outboxOf, type DeliveryRow, type OutboxDbRow, type WebhookRow } from '../webhooks.ts';
 
-interface WebhookRow {
-  id: string;
-  owner: string;
-  url: string;
-  events: string | null;
-  secret: string;
-  created_at: number;
-  disabled_at: number | null;
-  disabled_reason: string | null;
-  owner_name: string | null;
-}
-
-interface OutboxDbRow {
-  seq: number;
-  webhook_id: string;
-  event_id: string;
-  event_at: number;
-  body: string;
-  attempts: number;
-  next_attempt: number;
-}
-
-interface DeliveryRow {
-  webhook_id: string;
-  event_id: string;
-  attempt: number;
-  at: number;
-  status: number | null;
-  error: string | null;
-  duration_ms: number;
-  outcome: string;
-}
-
-const LISTING = 'SELECT w.*, k.name AS owner_name FROM webhooks w LEFT JOIN api_keys k ON k.hash = w.owner';
 /** SQLite's order (ids compared as bytes) whatever the database's collation: a sort of a few rows. */
 const OLDEST_FIRST = 'w.created_at, w.id COLLATE "C"';
 
@@ -234,16 +199,7 @@ class PgWebhookStore implements WebhookStore {
 
   recentDeliveries(webhookId: string, limit: number): DeliveryRecord[] {
     const rows = this.#db.rows<DeliveryRow>('SELECT * FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2', [webhookId, limit]);
-    return rows.map((r) => ({
-      webhookId: r.webhook_id,
-      eventId: r.event_id,
-      attempt: r.attempt,
-      at: r.at,
-      status: r.status,
-      error: r.error,
-      durationMs: r.duration_ms,
-      outcome: r.outcome as DeliveryOutcome,
-    }));
+    return rows.map(deliveryOf);
   }
 
   /** The connection is the whole store's: it closes it. */
@@ -254,20 +210,4 @@ export function pgWebhookStore(db: SyncPgClient, tx: Transaction): WebhookStore 
   return new PgWebhookStore(db, tx);
 }
 
-function listingOf(r: WebhookRow): WebhookListing {
-  return {
-    id: r.id,
-    owner: r.owner,
-    url: r.url,
-    events: r.events === null ? null : (JSON.parse(r.events) as EventType[]),
-    secret: r.secret,
-    createdAt: r.created_at,
-    disabledAt: r.disabled_at,
-    disabledReason: r.disabled_reason,
-    ownerName: r.owner_name,
-  };
-}
 
-function outboxOf(r: OutboxDbRow): OutboxRow {
-  return { seq: r.seq, webhookId: r.webhook_id, eventId: r.event_id, eventAt: r.event_at, body: r.body, attempts: r.attempts, nextAttempt: r.next_attempt };
-}
