@@ -115,7 +115,8 @@ export interface TlsReportStore {
   expire(beforeDay: string): number;
 }
 
-interface ResultRow {
+/** Rows as both stores read them (src/store/pg/tls-reports.ts reads the same columns). */
+export interface ResultRow {
   day: string;
   policy_domain: string;
   policy_type: string;
@@ -129,7 +130,7 @@ interface ResultRow {
   reason: string;
 }
 
-interface ReportRow {
+export interface ReportRow {
   day: string;
   policy_domain: string;
   report_id: string;
@@ -193,19 +194,7 @@ export class SqliteTlsReportStore implements TlsReportStore {
   }
 
   results(day: string, policyDomain: string): TlsResultRow[] {
-    return (this.#results.all(day, policyDomain) as unknown as ResultRow[]).map((r) => ({
-      day: r.day,
-      policyDomain: r.policy_domain,
-      policyType: r.policy_type,
-      policyStrings: stringArray(r.policy_strings),
-      mxHosts: stringArray(r.mx_hosts),
-      result: r.result,
-      mxHost: r.mx_host,
-      receivingIp: r.receiving_ip,
-      sendingIp: r.sending_ip,
-      count: r.count,
-      reason: r.reason,
-    }));
+    return (this.#results.all(day, policyDomain) as unknown as ResultRow[]).map(resultOf);
   }
 
   unreported(day: string): string[] {
@@ -218,18 +207,12 @@ export class SqliteTlsReportStore implements TlsReportStore {
 
   claimReport(day: string, policyDomain: string, reportId: string, now: number, staleBefore: number): TlsReportState | null {
     const r = this.#claim.get(day, policyDomain, reportId, now, staleBefore) as ReportRow | undefined;
-    return r ? this.#state(r) : null;
+    return r ? reportStateOf(r) : null;
   }
 
   report(day: string, policyDomain: string): TlsReportState | null {
     const r = this.#report.get(day, policyDomain) as ReportRow | undefined;
-    return r ? this.#state(r) : null;
-  }
-
-  #state(r: ReportRow): TlsReportState {
-    // A state written by something newer (or by hand) reads as finished: never a second send.
-    const state = (STATES.includes(r.state) ? r.state : 'failed') as TlsReportStateName;
-    return { day: r.day, policyDomain: r.policy_domain, reportId: r.report_id, state, attempts: r.attempts, delivered: stringArray(r.delivered), updatedAt: r.updated_at };
+    return r ? reportStateOf(r) : null;
   }
 
   putReport(s: TlsReportState): void {
@@ -243,6 +226,28 @@ export class SqliteTlsReportStore implements TlsReportStore {
       return n;
     });
   }
+}
+
+export function resultOf(r: ResultRow): TlsResultRow {
+  return {
+    day: r.day,
+    policyDomain: r.policy_domain,
+    policyType: r.policy_type,
+    policyStrings: stringArray(r.policy_strings),
+    mxHosts: stringArray(r.mx_hosts),
+    result: r.result,
+    mxHost: r.mx_host,
+    receivingIp: r.receiving_ip,
+    sendingIp: r.sending_ip,
+    count: r.count,
+    reason: r.reason,
+  };
+}
+
+export function reportStateOf(r: ReportRow): TlsReportState {
+  // A state written by something newer (or by hand) reads as finished: never a second send.
+  const state = (STATES.includes(r.state) ? r.state : 'failed') as TlsReportStateName;
+  return { day: r.day, policyDomain: r.policy_domain, reportId: r.report_id, state, attempts: r.attempts, delivered: stringArray(r.delivered), updatedAt: r.updated_at };
 }
 
 /** A JSON array of strings as stored; anything else (a hand edit) reads as []. */

@@ -21,57 +21,14 @@
 
 import type { SyncPgClient } from './sync-client.ts';
 import type { Transaction } from './tx.ts';
-import type { TlsReportState, TlsReportStateName, TlsReportStore, TlsResultRow } from '../tls-reports.ts';
-
-/** What the PostgreSQL store adds to TlsReportStore: a report claimed by one node of several. */
-export interface ClaimingTlsReportStore extends TlsReportStore {
-  /**
-   * Takes the report of `day` for `policyDomain` for one attempt, atomically
-   * across nodes: when it has no state yet, inserts it as pending with
-   * `reportId`; when it is pending and was last written before
-   * `staleBefore` (epoch ms), counts the attempt. Either way the state is
-   * returned, attempts included, with `updatedAt` = `now`; null when the
-   * report is finished or another node wrote it since `staleBefore` (it is
-   * sending it, or has just tried). Every putReport refreshes updatedAt, so
-   * the attempt holds the report as long as it saves progress more often
-   * than the lease (now − staleBefore); a node that dies leaves it to others
-   * once the lease has run out.
-   */
-  claimReport(day: string, policyDomain: string, reportId: string, now: number, staleBefore: number): TlsReportState | null;
-}
-
-interface ResultRow {
-  day: string;
-  policy_domain: string;
-  policy_type: string;
-  policy_strings: string;
-  mx_hosts: string;
-  result: string;
-  mx_host: string;
-  receiving_ip: string;
-  sending_ip: string;
-  count: number;
-  reason: string;
-}
-
-interface ReportRow {
-  day: string;
-  policy_domain: string;
-  report_id: string;
-  state: string;
-  attempts: number;
-  delivered: string;
-  updated_at: number;
-}
-
-const STATES: readonly string[] = ['pending', 'sent', 'failed', 'no-rua'] satisfies TlsReportStateName[];
+import { reportStateOf, resultOf, type ReportRow, type ResultRow, type TlsReportStore, type TlsResultRow } from '../tls-reports.ts';
 
 const REPORT_COLUMNS = 'day, policy_domain, report_id, state, attempts, delivered, updated_at';
 
 /** One tls_results row as stored: the primary key's nine columns, then count and reason. */
 type Stored = [string, string, string, string, string, string, string, string, string, number, string];
 
-export function pgTlsReportStore(db: SyncPgClient, tx: Transaction): ClaimingTlsReportStore {
+export function pgTlsReportStore(db: SyncPgClient, tx: Transaction): TlsReportStore {
   return {
     addResults(rows) {
       if (rows.length === 0) return;
@@ -98,19 +55,7 @@ export function pgTlsReportStore(db: SyncPgClient, tx: Transaction): ClaimingTls
              mx_host COLLATE "C", receiving_ip COLLATE "C", sending_ip COLLATE "C"`,
           [day, policyDomain],
         )
-        .map((r) => ({
-          day: r.day,
-          policyDomain: r.policy_domain,
-          policyType: r.policy_type,
-          policyStrings: stringArray(r.policy_strings),
-          mxHosts: stringArray(r.mx_hosts),
-          result: r.result,
-          mxHost: r.mx_host,
-          receivingIp: r.receiving_ip,
-          sendingIp: r.sending_ip,
-          count: r.count,
-          reason: r.reason,
-        }));
+        .map(resultOf);
     },
 
     unreported(day) {
@@ -131,7 +76,7 @@ export function pgTlsReportStore(db: SyncPgClient, tx: Transaction): ClaimingTls
 
     report(day, policyDomain) {
       const r = db.one<ReportRow>(`SELECT ${REPORT_COLUMNS} FROM tls_reports WHERE day = $1 AND policy_domain = $2`, [day, policyDomain]);
-      return r ? fromReportRow(r) : null;
+      return r ? reportStateOf(r) : null;
     },
 
     putReport(s) {
@@ -153,7 +98,7 @@ export function pgTlsReportStore(db: SyncPgClient, tx: Transaction): ClaimingTls
          RETURNING ${REPORT_COLUMNS}`,
         [day, policyDomain, reportId, now, staleBefore],
       );
-      return r ? fromReportRow(r) : null;
+      return r ? reportStateOf(r) : null;
     },
 
     expire(beforeDay) {
@@ -187,18 +132,3 @@ function mergeByKey(rows: TlsResultRow[]): Stored[] {
   return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, s]) => s);
 }
 
-function fromReportRow(r: ReportRow): TlsReportState {
-  // A state written by something newer (or by hand) reads as finished: never a second send.
-  const state = (STATES.includes(r.state) ? r.state : 'failed') as TlsReportStateName;
-  return { day: r.day, policyDomain: r.policy_domain, reportId: r.report_id, state, attempts: r.attempts, delivered: stringArray(r.delivered), updatedAt: r.updated_at };
-}
-
-/** A JSON array of strings as stored; anything else (a hand edit) reads as []. */
-function stringArray(json: string): string[] {
-  try {
-    const v: unknown = JSON.parse(json);
-    return Array.isArray(v) ? v.filter((s): s is string => typeof s === 'string') : [];
-  } catch {
-    return [];
-  }
-}
