@@ -13,7 +13,8 @@
 // envelope: MAIL FROM, each recipient with its DSN parameters (ORCPT keeps
 // the address the sender used), SMTPUTF8, 8BITMIME and REQUIRETLS.
 
-import { ClientError, SmtpClient, type ClientOptions, type SendEnvelope } from '../smtp/client.ts';
+import { ClientError, SmtpClient, type ClientOptions } from '../smtp/client.ts';
+import { relayEnvelope } from './remote.ts';
 import type { DeliveryJob, DeliveryResult, Relay, TlsUsed, Transport } from './types.ts';
 import { fromClientReply, reply, replyLine } from './reply.ts';
 import type { Logger } from '../util/log.ts';
@@ -61,22 +62,7 @@ export class DrainTransport implements Transport {
   }
 
   async deliver(job: DeliveryJob): Promise<DeliveryResult[]> {
-    const env = job.msg.envelope;
-    const rcpts = job.indices.map((i) => env.recipients[i]!);
-    const send: SendEnvelope = {
-      from: env.sender,
-      recipients: rcpts.map((r) => ({
-        address: r.address,
-        notify: r.notify,
-        orcpt: r.orcpt ?? (r.original !== r.address ? { type: 'rfc822', address: r.original } : undefined),
-      })),
-      size: job.msg.size,
-      eightBit: env.body === '8BITMIME',
-      smtputf8: env.smtputf8,
-      ret: env.ret,
-      envid: env.envid,
-      requireTls: env.requireTls === true,
-    };
+    const send = relayEnvelope(job);
     let client: SmtpClient;
     try {
       client = await this.#connect();

@@ -138,22 +138,7 @@ export class RemoteDelivery {
     } catch (e) {
       return all(ours('tempfail', reply(451, '4.4.3', `routing failed: ${errorText(e)}`)));
     }
-    const rcpts = job.indices.map((i) => env.recipients[i]!);
-    const send: SendEnvelope = {
-      from: env.sender,
-      recipients: rcpts.map((r) => ({
-        address: r.address,
-        notify: r.notify,
-        // RFC 3461 §4.2: keep the address the sender used when an alias changed it.
-        orcpt: r.orcpt ?? (r.original !== r.address ? { type: 'rfc822', address: r.original } : undefined),
-      })),
-      size: job.msg.size,
-      eightBit: env.body === '8BITMIME',
-      smtputf8: env.smtputf8 && (/[^\x00-\x7f]/.test(env.sender) || rcpts.some((r) => /[^\x00-\x7f]/.test(r.address))),
-      ret: env.ret,
-      envid: env.envid,
-      requireTls,
-    };
+    const send = relayEnvelope(job);
     for (const t of targets) {
       const relay: Relay = { host: t.name, ip: t.address, port: t.port };
       // RFC 8689 §4.2.1: only a host whose identity a policy (DANE, MTA-STS) vouches for; a smarthost's certificate is always verified.
@@ -365,4 +350,29 @@ function policyName(h: HostTls): TlsUsed['policy'] {
 
 function attempt(t: Target, result: TlsAttempt['result'], reason?: string, sendingIp?: string): TlsAttempt {
   return { policyDomain: t.policy!.domain, policy: t.policy!.host.report, result, mxHost: t.name, receivingIp: t.address, sendingIp, reason };
+}
+
+/**
+ * The envelope to hand on to the next hop (an MX, the smarthost, another
+ * node): the sender, each recipient with its DSN parameters, SMTPUTF8 only
+ * when an address needs it (RFC 6531 §3.4), 8BITMIME, RET, ENVID, REQUIRETLS.
+ */
+export function relayEnvelope(job: DeliveryJob): SendEnvelope {
+  const env = job.msg.envelope;
+  const rcpts = job.indices.map((i) => env.recipients[i]!);
+  return {
+    from: env.sender,
+    recipients: rcpts.map((r) => ({
+      address: r.address,
+      notify: r.notify,
+      // RFC 3461 §4.2: keep the address the sender used when an alias changed it.
+      orcpt: r.orcpt ?? (r.original !== r.address ? { type: 'rfc822', address: r.original } : undefined),
+    })),
+    size: job.msg.size,
+    eightBit: env.body === '8BITMIME',
+    smtputf8: env.smtputf8 && (/[^\x00-\x7f]/.test(env.sender) || rcpts.some((r) => /[^\x00-\x7f]/.test(r.address))),
+    ret: env.ret,
+    envid: env.envid,
+    requireTls: env.requireTls === true,
+  };
 }
