@@ -37,7 +37,8 @@ export interface MtaStsStore {
   expire(before: number): number;
 }
 
-interface Row {
+/** A row as both stores read it (src/store/pg/mta-sts.ts reads the same columns). */
+export interface MtaStsRow {
   domain: string;
   policy_id: string;
   policy: string;
@@ -64,8 +65,8 @@ export class SqliteMtaStsStore implements MtaStsStore {
   }
 
   get(domain: string): CachedStsPolicy | null {
-    const r = this.#get.get(domain) as Row | undefined;
-    return r ? { domain: r.domain, policyId: r.policy_id, policy: r.policy, fetchedAt: r.fetched_at, expiresAt: r.expires_at } : null;
+    const r = this.#get.get(domain) as MtaStsRow | undefined;
+    return r ? policyOf(r) : null;
   }
 
   put(row: CachedStsPolicy): void {
@@ -79,4 +80,8 @@ export class SqliteMtaStsStore implements MtaStsStore {
   expire(before: number): number {
     return Number(this.#expire.run(before).changes);
   }
+}
+
+export function policyOf(r: MtaStsRow): CachedStsPolicy {
+  return { domain: r.domain, policyId: r.policy_id, policy: r.policy, fetchedAt: r.fetched_at, expiresAt: r.expires_at };
 }

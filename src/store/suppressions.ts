@@ -69,7 +69,8 @@ export interface SuppressionStore {
   sentMessage(messageId: string): SentMessage | null;
 }
 
-interface Row {
+/** A row as both stores read it (src/store/pg/suppressions.ts reads the same columns). */
+export interface SuppressionRow {
   address: string;
   reason: string;
   source: string;
@@ -109,8 +110,8 @@ export class SqliteSuppressionStore implements SuppressionStore {
   }
 
   get(address: string): SuppressionRecord | null {
-    const row = this.#get.get(address) as Row | undefined;
-    return row ? fromRow(row) : null;
+    const row = this.#get.get(address) as SuppressionRow | undefined;
+    return row ? suppressionOf(row) : null;
   }
 
   put(r: SuppressionRecord): boolean {
@@ -135,7 +136,7 @@ export class SqliteSuppressionStore implements SuppressionStore {
   }
 
   page(after: string, limit: number): SuppressionRecord[] {
-    return (this.#page.all(after, limit) as unknown as Row[]).map(fromRow);
+    return (this.#page.all(after, limit) as unknown as SuppressionRow[]).map(suppressionOf);
   }
 
   each(visit: (r: SuppressionRecord) => void): void {
@@ -144,7 +145,7 @@ export class SqliteSuppressionStore implements SuppressionStore {
     if (own) this.#db.exec('BEGIN');
     try {
       const version = this.#versionNow();
-      for (const row of this.#all.iterate() as Iterable<Row>) visit(fromRow(row));
+      for (const row of this.#all.iterate() as Iterable<SuppressionRow>) visit(suppressionOf(row));
       if (own) this.#db.exec('COMMIT');
       this.#seen = version;
     } catch (e) {
@@ -197,7 +198,7 @@ export class SqliteSuppressionStore implements SuppressionStore {
 
 const SOURCES: readonly string[] = ['api', 'cli', 'bounce', 'complaint'] satisfies SuppressionSource[];
 
-function fromRow(r: Row): SuppressionRecord {
+export function suppressionOf(r: SuppressionRow): SuppressionRecord {
   // A row written by something newer (or by hand) keeps its meaning as 'api': a deliberate entry.
   const source = (SOURCES.includes(r.source) ? r.source : 'api') as SuppressionSource;
   return { address: r.address, reason: r.reason, source, detail: r.detail, createdAt: r.created_at };

@@ -6,21 +6,13 @@
 // harmless: the upsert is one statement, and the last policy fetched wins.
 
 import type { SyncPgClient } from './sync-client.ts';
-import type { CachedStsPolicy, MtaStsStore } from '../mta-sts.ts';
-
-interface Row {
-  domain: string;
-  policy_id: string;
-  policy: string;
-  fetched_at: number;
-  expires_at: number;
-}
+import { policyOf, type CachedStsPolicy, type MtaStsRow, type MtaStsStore } from '../mta-sts.ts';
 
 export function pgMtaStsStore(db: SyncPgClient): MtaStsStore {
   return {
     get(domain): CachedStsPolicy | null {
-      const r = db.one<Row>('SELECT domain, policy_id, policy, fetched_at, expires_at FROM mta_sts_policies WHERE domain = $1', [domain]);
-      return r ? { domain: r.domain, policyId: r.policy_id, policy: r.policy, fetchedAt: r.fetched_at, expiresAt: r.expires_at } : null;
+      const r = db.one<MtaStsRow>('SELECT domain, policy_id, policy, fetched_at, expires_at FROM mta_sts_policies WHERE domain = $1', [domain]);
+      return r ? policyOf(r) : null;
     },
 
     put(row) {

@@ -20,7 +20,7 @@
 
 import type { SyncPgClient } from './sync-client.ts';
 import { pgTransaction, type Transaction } from './tx.ts';
-import type { SentMessage, SuppressionRecord, SuppressionSource, SuppressionStore } from '../suppressions.ts';
+import { suppressionOf, type SentMessage, type SuppressionRow, type SuppressionStore } from '../suppressions.ts';
 
 /** The NOTIFY channel of schema.ts's suppressions_changed() trigger. */
 export const SUPPRESSIONS_CHANNEL = 'tern_suppressions';
@@ -35,14 +35,6 @@ export interface NotifyingSuppressionStore extends SuppressionStore {
    * Returns the function that stops the calls.
    */
   onChange(fn: () => void): () => void;
-}
-
-interface Row {
-  address: string;
-  reason: string;
-  source: string;
-  detail: string | null;
-  created_at: number;
 }
 
 const COLUMNS = 'address, reason, source, detail, created_at';
@@ -83,8 +75,8 @@ export function pgSuppressionStore(db: SyncPgClient, tx: Transaction = pgTransac
 
   return {
     get(address) {
-      const row = db.one<Row>(`SELECT ${COLUMNS} FROM suppressions WHERE address = $1`, [address]);
-      return row ? fromRow(row) : null;
+      const row = db.one<SuppressionRow>(`SELECT ${COLUMNS} FROM suppressions WHERE address = $1`, [address]);
+      return row ? suppressionOf(row) : null;
     },
 
     put(r) {
@@ -121,18 +113,18 @@ export function pgSuppressionStore(db: SyncPgClient, tx: Transaction = pgTransac
 
     page(after, limit) {
       return db
-        .rows<Row>(`SELECT ${COLUMNS} FROM suppressions WHERE address COLLATE "C" > $1 ORDER BY address COLLATE "C" LIMIT $2`, [after, limit])
-        .map(fromRow);
+        .rows<SuppressionRow>(`SELECT ${COLUMNS} FROM suppressions WHERE address COLLATE "C" > $1 ORDER BY address COLLATE "C" LIMIT $2`, [after, limit])
+        .map(suppressionOf);
     },
 
     each(visit) {
       // One statement, so one snapshot (READ COMMITTED takes one per statement): the counter read with the rows matches them.
       // The join keeps the counter's row when the list is empty. The whole list crosses from the worker at once; the caller holds it all in memory anyway.
-      const rows = db.rows<Partial<Row> & { version: number }>(
+      const rows = db.rows<Partial<SuppressionRow> & { version: number }>(
         `SELECT v.n AS version, s.address, s.reason, s.source, s.detail, s.created_at
          FROM suppression_version v LEFT JOIN suppressions s ON true`,
       );
-      for (const row of rows) if (row.address != null) visit(fromRow(row as Row));
+      for (const row of rows) if (row.address != null) visit(suppressionOf(row as SuppressionRow));
       seen = rows[0]!.version;
     },
 
@@ -165,10 +157,3 @@ export function pgSuppressionStore(db: SyncPgClient, tx: Transaction = pgTransac
   };
 }
 
-const SOURCES: readonly string[] = ['api', 'cli', 'bounce', 'complaint'] satisfies SuppressionSource[];
-
-function fromRow(r: Row): SuppressionRecord {
-  // A row written by something newer (or by hand) keeps its meaning as 'api': a deliberate entry.
-  const source = (SOURCES.includes(r.source) ? r.source : 'api') as SuppressionSource;
-  return { address: r.address, reason: r.reason, source, detail: r.detail, createdAt: r.created_at };
-}
