@@ -61,7 +61,7 @@ async function receiver(answer: (hit: Hit, index: number) => number | 'hang'): P
   };
 }
 
-async function setup(o: { timeoutMs?: number; retryForMs?: number; concurrency?: number; schedule?: number[] } = {}) {
+async function setup(o: { timeoutMs?: number; retryForMs?: number; concurrency?: number; schedule?: number[]; shared?: boolean } = {}) {
   const store: Store = openStore(path.join(root, `d${n++}`));
   store.addApiKey(ALICE);
   const stream = new EventStream();
@@ -73,6 +73,8 @@ async function setup(o: { timeoutMs?: number; retryForMs?: number; concurrency?:
     retryForMs: o.retryForMs ?? 60_000,
     concurrency: o.concurrency ?? 8,
     schedule: o.schedule ?? [50, 100],
+    shared: o.shared,
+    sharedPollMs: 200,
   });
   webhooks.attach(recorder);
   webhooks.start();
@@ -109,6 +111,27 @@ async function until<T>(fn: () => T, ms = 5000, what = 'condition'): Promise<Non
 }
 
 describe('webhook dispatcher', () => {
+  it('a shared outbox (several nodes): rows another node wrote are found by polling; without sharing nothing looks for them', async () => {
+    for (const shared of [true, false]) {
+      const rx = await receiver(() => 204);
+      const t = await setup({ shared });
+      try {
+        const w = t.webhooks.create(ALICE, rx.url, null);
+        // Written behind this dispatcher's back, as another node's events transaction would: no wake-up here.
+        t.store.webhooks.enqueue([{ webhookId: w.id, eventId: 'evt_from_another_node', eventAt: Date.now(), body: '{"id":"evt_from_another_node"}', nextAttempt: Date.now() }]);
+        if (shared) {
+          await until(() => rx.hits.find((h) => h.headers['webhook-id'] === 'evt_from_another_node'), 3000, 'the polled row');
+        } else {
+          await new Promise((r) => setTimeout(r, 800));
+          assert.equal(rx.hits.length, 0, 'one node alone is told of its own rows; it does not poll');
+        }
+      } finally {
+        await t.close();
+        await rx.close();
+      }
+    }
+  });
+
   it('POSTs each event once with Standard Webhooks headers that the standardwebhooks package verifies', async () => {
     const rx = await receiver(() => 204);
     const t = await setup();

@@ -54,6 +54,8 @@ export interface DispatcherOptions {
    * is read again. One small query per webhook; nothing when not shared.
    */
   shared?: boolean | undefined;
+  /** How often a shared outbox is looked at (SHARED_POLL_MS; tests make it short). */
+  sharedPollMs?: number | undefined;
 }
 
 /** With a shared outbox, how long another node's due row can wait unnoticed. */
@@ -148,6 +150,7 @@ export class WebhookDispatcher {
   #closed = false;
   #purging = new Set<string>();
   readonly #shared: boolean;
+  readonly #sharedPollMs: number;
   #poll: NodeJS.Timeout | undefined;
 
   constructor(o: DispatcherOptions) {
@@ -161,6 +164,7 @@ export class WebhookDispatcher {
     this.#random = o.random ?? Math.random;
     this.#poster = new WebhookPoster({ timeoutMs: o.timeoutMs, maxSockets: o.concurrency });
     this.#shared = o.shared === true;
+    this.#sharedPollMs = o.sharedPollMs ?? SHARED_POLL_MS;
   }
 
   /** Reads every webhook's next due time again (a shared outbox: see DispatcherOptions.shared). */
@@ -184,7 +188,7 @@ export class WebhookDispatcher {
     this.#expiry = setInterval(() => void this.expire(), EXPIRY_INTERVAL_MS);
     this.#expiry.unref();
     if (this.#shared) {
-      this.#poll = setInterval(() => this.#pollShared(), SHARED_POLL_MS);
+      this.#poll = setInterval(() => this.#pollShared(), this.#sharedPollMs);
       this.#poll.unref();
     }
     this.#tick();

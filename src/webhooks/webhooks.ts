@@ -43,6 +43,7 @@ export interface WebhooksOptions {
   schedule?: readonly number[] | undefined;
   /** The outbox is shared with other nodes (PostgreSQL): look for their due rows now and then (dispatcher.ts). */
   shared?: boolean | undefined;
+  sharedPollMs?: number | undefined;
 }
 
 export class Webhooks implements WebhookApi {
