@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { BUCKET_MS, SharedCounts, type SharedCountTable } from './shared-counts.ts';
 import { SendRate } from './rate-limit.ts';
 import { AuthThrottle } from './auth-throttle.ts';
+import { RateCheck } from './rate.ts';
+import type { SessionInfo } from './policy.ts';
 import { silentLogger } from '../util/log.ts';
 
 /** An in-memory shared table, as PostgreSQL's (src/store/pg/shared-counts.ts) behaves. */
@@ -107,6 +109,28 @@ describe('SharedCounts: limits that hold across nodes', () => {
       ca.sync();
       cb.sync();
       assert.equal(tB.check('198.51.100.1', 'bob@tern.test').locked, false, 'the account is cleared on every node');
+    } finally {
+      ca.close();
+      cb.close();
+    }
+  });
+
+  it('the per-client connection rate counts the other nodes\' connections', () => {
+    const table = memoryTable();
+    const ca = new SharedCounts(table, { node: 'a', log: silentLogger, syncMs: 1e9 });
+    const cb = new SharedCounts(table, { node: 'b', log: silentLogger, syncMs: 1e9 });
+    try {
+      const opts = { connectionsPerMinute: 3, messagesPerHour: 0, isTrusted: () => false };
+      const onA = new RateCheck({ ...opts, shared: ca });
+      const onB = new RateCheck({ ...opts, shared: cb });
+      const s = { role: 'smtp', remoteAddress: '192.0.2.7' } as SessionInfo;
+      onB.connect(s);
+      onA.connect(s);
+      onA.connect(s);
+      ca.sync();
+      cb.sync();
+      // B saw one itself; A's two arrive with the exchange: the fourth is over the limit of 3.
+      assert.throws(() => onB.connect(s), /421|Too many connections/);
     } finally {
       ca.close();
       cb.close();
