@@ -64,6 +64,7 @@ import { TernBackend } from './policy/backend.ts';
 import { listenError } from './util/startup-error.ts';
 import type { SmtpListenerConfig } from './config/types.ts';
 import { ApiServer } from './api/server.ts';
+import { ApiKeyCache } from './api/keys.ts';
 import { Sender } from './api/send.ts';
 import { EventRecorder } from './api/events-store.ts';
 import { Webhooks } from './webhooks/webhooks.ts';
@@ -292,8 +293,11 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   store.onChange?.('api_keys', () => webhooks.changedElsewhere());
   // The dashboard (src/dashboard/): its aggregates commit with the recorder's events; its routes go on each http listener.
   const dashboardAuth = new Authenticator({ store, configUsers: [], throttle: shared.throttle, log, verified: shared.verified });
+  // API keys by hash, for every http listener; the dashboard clears it when it makes or revokes one.
+  const apiKeys = new ApiKeyCache(store);
   const dashboard = new Dashboard({
     store,
+    apiKeys,
     scheduler,
     spool,
     throttle: shared.throttle,
@@ -314,7 +318,7 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
   });
   const listeners = config.listeners.map((l) =>
     l.role === 'http'
-      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), webhooks, suppressions: { list: suppressions }, metricsFrom: (ip) => live.metricsFrom(ip), mount: (app) => {
+      ? new ApiServer(l, { store, sender, log, tls: () => serverTls.material, messageSize: config.limits.messageSize, flushEvents: () => recorder.drain(), webhooks, suppressions: { list: suppressions }, apiKeys, metricsFrom: (ip) => live.metricsFrom(ip), mount: (app) => {
           dashboard.mount(app, { secure: l.tls === true });
           mountStatic(app);
           // The policy of config.mtaSts (read at start) for mta-sts.<each local domain> (live: a reload's new domains are served).

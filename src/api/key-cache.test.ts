@@ -1,18 +1,27 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ApiKeyCache } from './keys.ts';
+import { ApiKeyCache, EMBEDDED_MAX_AGE_MS } from './keys.ts';
 import type { ApiKeyRecord, WatchedTable } from '../store/store.ts';
 
 const KEY: ApiKeyRecord = { name: 'app', hash: 'h1', sendAs: [], admin: false, createdAt: 0 };
 
-it('without onChange (the embedded store) every lookup reads the store: a revoke takes effect at once', () => {
+it('without onChange (the embedded store) keys are kept EMBEDDED_MAX_AGE_MS (1 s): `tern apikey revoke` counts within a second; clear() at once', () => {
   let reads = 0;
   let live: ApiKeyRecord | null = KEY;
-  const cache = new ApiKeyCache({ apiKeyByHash: () => (reads++, live) });
+  let now = 0;
+  const cache = new ApiKeyCache({ apiKeyByHash: () => (reads++, live) }, { now: () => now });
   assert.equal(cache.byHash('h1'), KEY);
   assert.equal(cache.byHash('h1'), KEY);
-  live = null;
+  assert.equal(reads, 1, 'the second came from memory');
+  live = null; // revoked by another process
+  now += EMBEDDED_MAX_AGE_MS - 1;
+  assert.equal(cache.byHash('h1'), KEY, 'still in memory just before the second is up');
+  now += 1;
+  assert.equal(cache.byHash('h1'), null, 'read again after a second');
+  live = KEY;
   assert.equal(cache.byHash('h1'), null);
+  cache.clear(); // the dashboard made it
+  assert.equal(cache.byHash('h1'), KEY);
   assert.equal(reads, 3);
 });
 

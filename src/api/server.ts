@@ -63,6 +63,8 @@ export interface ApiDeps {
    * instance after the API's routes, with their own authentication.
    */
   mount?: ((app: FastifyInstance) => void) | undefined;
+  /** The process's key cache, shared with the dashboard (which clears it when it makes or revokes a key); absent: this server's own. */
+  apiKeys?: ApiKeyCache | undefined;
 }
 
 /** One API route: everything Fastify and the OpenAPI document need. */
@@ -257,7 +259,7 @@ export class ApiServer {
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m) throw new ApiError(401, 'An API key is required: Authorization: Bearer <key>');
     // The lookup is by the hash of the key, so its timing tells nothing about any stored key.
-    this.#keyCache ??= new ApiKeyCache(this.#deps.store);
+    this.#keyCache ??= this.#deps.apiKeys ?? new ApiKeyCache(this.#deps.store);
     const key = this.#keyCache.byHash(hashApiKey(m[1]!));
     if (!key) throw new ApiError(401, 'Unknown or revoked API key');
     this.#keys.set(req, key);

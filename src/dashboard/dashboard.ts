@@ -4,6 +4,7 @@
 // http listener (routes.ts), closed when the server stops. The front end
 // (web/, served by static.ts) talks to it only through /ui/.
 
+import type { ApiKeyCache } from '../api/keys.ts';
 import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import type { Store } from '../store/store.ts';
@@ -34,6 +35,8 @@ export interface DashboardDeps {
   webhooks?: WebhookApi | undefined;
   /** Writes the events still gathering (EventRecorder.drain): reads see what just happened. */
   flushEvents: () => Promise<void>;
+  /** The API's key cache: a key made or revoked here counts at the API's next request. */
+  apiKeys?: Pick<ApiKeyCache, 'clear'> | undefined;
   /** submission.minPasswordLength, as currently loaded. */
   minPasswordLength: () => number;
   log: Logger;

@@ -329,6 +329,7 @@ export function mountDashboardRoutes(app: FastifyInstance, d: Dashboard, opts: {
     const key = newApiKey();
     const record: ApiKeyRecord = { name: body.name, hash: hashApiKey(key), sendAs: sendAsOf(body.sendAs, null), admin: body.admin === true, messagesPerHour: body.messagesPerHour, createdAt: Date.now() };
     if (!store.addApiKey(record)) throw new ApiError(409, `A key named ${body.name} exists (revoke it first)`);
+    deps.apiKeys?.clear();
     audit(s, 'key create', { name: body.name, admin: record.admin });
     // The key itself is in this answer only; the store keeps its SHA-256.
     return reply.code(201).send({ name: body.name, key });
@@ -337,6 +338,7 @@ export function mountDashboardRoutes(app: FastifyInstance, d: Dashboard, opts: {
   route('DELETE', '/ui/api/keys/:name', { params: keyParams }, async (req, reply, s) => {
     const { name } = req.params as { name: string };
     if (!store.revokeApiKey(name)) throw new ApiError(404, `No key ${name}`);
+    deps.apiKeys?.clear();
     audit(s, 'key revoke', { name });
     return reply.code(204).send();
   });

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { DkimKeys, DkimSigner, generateKey, SIGNED_HEADERS, type DkimKey } from './dkim.ts';
 import { runDkim } from '../cli/dkim.ts';
 import { loadConfig } from '../config/load.ts';
@@ -148,6 +149,27 @@ test('a message without a body, and a message without From (not signed, error re
   signer.write(Buffer.from('Subject: who?\r\n\r\nbody\r\n'));
   assert.equal(await signer.finish(), '');
   assert.equal(signer.errors.length, 2);
+});
+
+test("mailauth's key parsing is cached: each PEM becomes one KeyObject, reused by every signature (and signatures still verify)", async () => {
+  const tools = createRequire(import.meta.url)('mailauth/lib/tools.js') as { getPrivateKey: (pem: string) => crypto.KeyObject };
+  const rsa = keys.find((k) => k.algorithm === 'rsa-sha256')!;
+  const first = tools.getPrivateKey(rsa.privateKey);
+  assert.equal(tools.getPrivateKey(rsa.privateKey), first, 'the same KeyObject for the same PEM');
+  assert.notEqual(tools.getPrivateKey(keys.find((k) => k.algorithm === 'ed25519-sha256')!.privateKey), first);
+  // The signer in use is the one loaded after the wrap: signing parses nothing more.
+  let parses = 0;
+  const real = crypto.createPrivateKey;
+  (crypto as { createPrivateKey: typeof crypto.createPrivateKey }).createPrivateKey = ((k: Parameters<typeof real>[0]) => {
+    parses++;
+    return real(k);
+  }) as typeof real;
+  try {
+    for (let i = 0; i < 3; i++) assert.deepEqual(await mailauthResults(await sign(Buffer.from(`From: a@example.test\r\nSubject: ${i}\r\n\r\nbody ${i}\r\n`))), BOTH_PASS);
+  } finally {
+    (crypto as { createPrivateKey: typeof crypto.createPrivateKey }).createPrivateKey = real;
+  }
+  assert.equal(parses, 0, 'no key parsed while signing three messages');
 });
 
 test('DkimKeys notices a key added later, without a new instance', async () => {

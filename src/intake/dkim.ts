@@ -248,9 +248,47 @@ interface MailauthSigner extends Writable {
   errors: { err: Error; selector?: string; signingDomain?: string }[];
   messageHeaders(headers: { parsed: ParsedHeader[] }): Promise<void>;
 }
-const MailauthDkimSigner = (createRequire(import.meta.url)('mailauth/lib/dkim/dkim-signer.js') as {
-  DkimSigner: new (options: object) => MailauthSigner;
-}).DkimSigner;
+const requireCjs = createRequire(import.meta.url);
+
+/** Keys parsed at most, before the cache starts over (a node signs for a few domains; rotation adds a few more). */
+const PARSED_KEYS_MAX = 256;
+
+/**
+ * mailauth's signer takes keys as PEM only, and parses the PEM again for
+ * every message (lib/tools.js getPrivateKey, crypto.createPrivateKey). A
+ * fresh KeyObject also loses what OpenSSL precomputes on a key's first use:
+ * measured here, an RSA-2048 signature with a new KeyObject from PEM costs
+ * 570 µs of CPU, with one kept 270 µs, and the parse itself 50 µs. So
+ * getPrivateKey is wrapped, once per process, with a cache keyed by the PEM
+ * text: the same text always parses to the same immutable key, so nothing
+ * signed changes. dkim-signer.js takes the function when it loads, so it is
+ * loaded (again, if mailauth's ARC code loaded it first) after the wrap.
+ * Should a mailauth release rename the function, signing goes on as before,
+ * uncached (dkim.test.ts notices).
+ */
+function loadSigner(): new (options: object) => MailauthSigner {
+  const tools = requireCjs('mailauth/lib/tools.js') as { getPrivateKey?: ((key: unknown) => crypto.KeyObject) & { cached?: true } };
+  const parse = tools.getPrivateKey;
+  if (typeof parse === 'function' && parse.cached !== true) {
+    const parsed = new Map<string, crypto.KeyObject>();
+    const cached = (key: unknown): crypto.KeyObject => {
+      if (typeof key !== 'string') return parse(key);
+      let k = parsed.get(key);
+      if (k === undefined) {
+        k = parse(key);
+        if (parsed.size >= PARSED_KEYS_MAX) parsed.clear();
+        parsed.set(key, k);
+      }
+      return k;
+    };
+    cached.cached = true as const;
+    tools.getPrivateKey = cached;
+    delete requireCjs.cache[requireCjs.resolve('mailauth/lib/dkim/dkim-signer.js')];
+  }
+  return (requireCjs('mailauth/lib/dkim/dkim-signer.js') as { DkimSigner: new (options: object) => MailauthSigner }).DkimSigner;
+}
+
+const MailauthDkimSigner = loadSigner();
 
 /**
  * mailauth builds h= from the fields present only, so it cannot over-sign

@@ -145,6 +145,15 @@ export interface WebhookStore {
   /** Adds rows (in the caller's transaction: the events'). */
   enqueue(rows: OutboxInsert[]): void;
   /**
+   * Adds rows already leased to the caller until `claimedUntil`, and returns
+   * their seqs in the order given: the dispatcher of the node that wrote an
+   * event POSTs it from memory, with no claim (a write and a read of every
+   * row) in between. Optional: a store that learns the seqs only with a
+   * round trip (PostgreSQL, whose insert is deferred to the commit) leaves
+   * it out, and its rows are claimed as usual.
+   */
+  enqueueClaimed?(rows: OutboxInsert[], claimedUntil: number): number[];
+  /**
    * Claims up to `max` rows of one webhook that are due at `now` and not
    * leased, earliest first, leasing them until `leaseUntil`.
    */
@@ -153,6 +162,8 @@ export interface WebhookStore {
   nextDue(webhookId: string): number | null;
   /** Delivered or given up: the row goes. */
   finish(seq: number): void;
+  /** finish for many rows at once (one statement). */
+  finishMany(seqs: readonly number[]): void;
   /** Failed: the next attempt at `nextAttempt`, the lease ended. */
   reschedule(seq: number, attempts: number, nextAttempt: number): void;
   /** Ends leases without an attempt. */
@@ -222,6 +233,7 @@ export class SqliteWebhookStore implements WebhookStore {
   readonly #claim: StatementSync;
   readonly #nextDue: StatementSync;
   readonly #finish: StatementSync;
+  readonly #finishMany: StatementSync;
   readonly #reschedule: StatementSync;
   readonly #release: StatementSync;
   readonly #record: StatementSync;
@@ -230,7 +242,7 @@ export class SqliteWebhookStore implements WebhookStore {
   constructor(db: DatabaseSync, transaction: <T>(fn: () => T) => T) {
     this.#db = db;
     this.#tx = transaction;
-    this.#insert = db.prepare('INSERT INTO webhook_outbox (webhook_id, event_id, event_at, body, next_attempt) VALUES (?, ?, ?, ?, ?)');
+    this.#insert = db.prepare('INSERT INTO webhook_outbox (webhook_id, event_id, event_at, body, next_attempt, claimed_until) VALUES (?, ?, ?, ?, ?, ?)');
     // A lease that ran out belongs to a dispatcher that died (or, with
     // several nodes, stalled): the row is due again.
     this.#claim = db.prepare(
@@ -243,6 +255,7 @@ export class SqliteWebhookStore implements WebhookStore {
     // Leased rows are the earliest (they were claimed in due order) and few (at most a dispatcher's prefetch): the walk skips them quickly.
     this.#nextDue = db.prepare('SELECT next_attempt FROM webhook_outbox WHERE webhook_id = ? AND claimed_until IS NULL ORDER BY next_attempt LIMIT 1');
     this.#finish = db.prepare('DELETE FROM webhook_outbox WHERE seq = ?');
+    this.#finishMany = db.prepare('DELETE FROM webhook_outbox WHERE seq IN (SELECT value FROM json_each(?))');
     this.#reschedule = db.prepare('UPDATE webhook_outbox SET attempts = ?, next_attempt = ?, claimed_until = NULL WHERE seq = ?');
     this.#release = db.prepare('UPDATE webhook_outbox SET claimed_until = NULL WHERE seq = ?');
     // Only for a webhook that still exists: an attempt that ends after a DELETE leaves nothing behind.
@@ -306,8 +319,12 @@ export class SqliteWebhookStore implements WebhookStore {
 
   enqueue(rows: OutboxInsert[]): void {
     this.#tx(() => {
-      for (const r of rows) this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body, r.nextAttempt);
+      for (const r of rows) this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body, r.nextAttempt, null);
     });
+  }
+
+  enqueueClaimed(rows: OutboxInsert[], claimedUntil: number): number[] {
+    return this.#tx(() => rows.map((r) => Number(this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body, r.nextAttempt, claimedUntil).lastInsertRowid)));
   }
 
   claim(webhookId: string, now: number, leaseUntil: number, max: number): OutboxRow[] {
@@ -323,6 +340,11 @@ export class SqliteWebhookStore implements WebhookStore {
 
   finish(seq: number): void {
     this.#finish.run(seq);
+  }
+
+  finishMany(seqs: readonly number[]): void {
+    if (seqs.length === 1) this.#finish.run(seqs[0]!);
+    else if (seqs.length > 1) this.#finishMany.run(JSON.stringify(seqs));
   }
 
   reschedule(seq: number, attempts: number, nextAttempt: number): void {

@@ -10,6 +10,13 @@
 // through the (webhook_id, next_attempt) index. Between wake-ups nothing
 // runs, whatever the size of the outbox.
 //
+// Fresh events skip the claim: the fan-out writes their rows already leased
+// to this dispatcher (when the store can say their seqs at once, and the
+// webhook is healthy and not too far behind: leaseFor) and hands them over
+// once the events' transaction commits (adopt). A row is then written once
+// and deleted once; a claim would have rewritten it (and read its body back)
+// in between, which cost more than the POST.
+//
 // The store's writes are batched the way the events recorder batches:
 // claims, results and delivery records of one tick share one transaction
 // (one WAL commit), because a commit per POST would cost more than the POST.
@@ -29,7 +36,7 @@ import type { Logger } from '../util/log.ts';
 import type { OutboxRow, WebhookStore } from '../store/webhooks.ts';
 import { deleteInBatches } from '../util/batches.ts';
 import { countWebhookDelivery } from '../metrics/webhooks.ts';
-import type { ActiveWebhook, WebhookOutbox } from './outbox.ts';
+import type { ActiveWebhook, OutboxAdopter, WebhookOutbox } from './outbox.ts';
 import { USER_AGENT, WebhookPoster, type PostResult } from './post.ts';
 import { nextAttempt, RETRY_SCHEDULE } from './retry.ts';
 import { signature } from './sign.ts';
@@ -65,6 +72,8 @@ export const SHARED_POLL_MS = 5000;
 const PREFETCH_PER_SLOT = 8;
 /** The most rows claimed ahead for one webhook. */
 const MAX_PREFETCH = 64;
+/** Rows of fresh events a webhook may hold from memory (adopt) before new ones are left to claims: memory and lease length stay bounded. */
+const MAX_ADOPTED = 512;
 /** Results wait at most this long to be written (one commit for all of them). */
 const FLUSH_MS = 50;
 /** Written at once, without waiting for FLUSH_MS, when this many results wait. */
@@ -120,7 +129,7 @@ interface Done {
   result: PostResult;
 }
 
-export class WebhookDispatcher {
+export class WebhookDispatcher implements OutboxAdopter {
   readonly counters: DispatcherCounters = { delivered: 0, retrying: 0, failed: 0, disabled: 0 };
   readonly #store: WebhookStore;
   readonly #outbox: WebhookOutbox;
@@ -206,6 +215,29 @@ export class WebhookDispatcher {
       any = true;
     }
     if (any) this.#soon(0);
+  }
+
+  leaseFor(webhookId: string, n: number, now: number): number | null {
+    const s = this.#states.get(webhookId);
+    // A failing webhook gets one probe at a time from claims; one not known yet is read at the next tick.
+    if (!this.#started || this.#closed || !s || s.gone || s.failing) return null;
+    const backlog = s.ready.length + s.inFlight + n;
+    if (backlog > MAX_ADOPTED) return null;
+    return this.#leaseUntil(now, s, backlog);
+  }
+
+  adopt(rows: OutboxRow[]): void {
+    for (const row of rows) {
+      const s = this.#states.get(row.webhookId);
+      if (this.#closed || !s || s.gone) {
+        // Gone since leaseFor (cannot happen between a write and its commit, but the lease must not outlive us if it does).
+        if (!this.#closed) this.#release.push(row.seq);
+        continue;
+      }
+      this.#held.add(row.seq);
+      s.ready.push(row);
+    }
+    this.#startPosts();
   }
 
   /** The webhook list changed (a delete): follow it soon, without waiting for a due row. */
@@ -331,21 +363,28 @@ export class WebhookDispatcher {
     this.#done = [];
     this.#release = [];
     if (release.length > 0) this.#store.release(release);
-    const touched = new Set<string>();
+    // Only the newest DELIVERIES_KEPT attempts per webhook are kept: older ones of this batch would be pruned as soon as written, so they are not.
+    const unrecorded = new Map<string, number>();
+    for (const d of done) unrecorded.set(d.hook.id, (unrecorded.get(d.hook.id) ?? 0) + 1);
+    for (const [id, n] of unrecorded) unrecorded.set(id, n - DELIVERIES_KEPT);
+    const finished: number[] = [];
     let disabled = false;
     for (const d of done) {
       const { hook, row, result } = d;
       const attempt = row.attempts + 1;
-      const record = (outcome: 'delivered' | 'retrying' | 'failed' | 'disabled'): void =>
+      const record = (outcome: 'delivered' | 'retrying' | 'failed' | 'disabled'): void => {
+        const skip = unrecorded.get(hook.id)!;
+        unrecorded.set(hook.id, skip - 1);
+        if (skip > 0) return;
         this.#store.recordDelivery({ webhookId: hook.id, eventId: row.eventId, attempt, at: d.at, status: result.status, error: result.error, durationMs: result.ms, outcome });
-      touched.add(hook.id);
+      };
       if (result.status !== null && result.status >= 200 && result.status < 300) {
-        this.#store.finish(row.seq);
+        finished.push(row.seq);
         record('delivered');
         this.counters.delivered++;
       } else if (result.status === 410) {
         // Standard Webhooks: 410 Gone means the receiver wants no more; the webhook is disabled, its rows purged.
-        this.#store.finish(row.seq);
+        finished.push(row.seq);
         if (this.#store.disableWebhook(hook.id, now, `the endpoint answered 410 Gone at ${new Date(d.at).toISOString()}`)) {
           this.#log.warn('webhook disabled', { webhook: hook.id, key: hook.ownerName, url: hook.url, status: 410 });
         }
@@ -356,7 +395,7 @@ export class WebhookDispatcher {
         const next = nextAttempt(attempt, now, row.eventAt + this.#retryForMs, this.#schedule, this.#random);
         const why = result.status !== null ? `HTTP ${result.status}` : result.error;
         if (next === null) {
-          this.#store.finish(row.seq);
+          finished.push(row.seq);
           record('failed');
           this.counters.failed++;
           this.#log.warn('webhook event given up', { webhook: hook.id, key: hook.ownerName, event: row.eventId, attempts: attempt, last: why });
@@ -369,7 +408,8 @@ export class WebhookDispatcher {
         }
       }
     }
-    for (const id of touched) this.#store.pruneDeliveries(id, DELIVERIES_KEPT);
+    this.#store.finishMany(finished);
+    for (const id of unrecorded.keys()) this.#store.pruneDeliveries(id, DELIVERIES_KEPT);
     if (disabled) this.#outbox.invalidate();
   }
 
@@ -379,7 +419,7 @@ export class WebhookDispatcher {
       if (s.gone || s.nextDue === null || s.nextDue > now) continue;
       const want = this.#prefetch(s) - s.ready.length - s.inFlight;
       if (want <= 0) continue;
-      const leaseUntil = now + (Math.ceil((s.ready.length + s.inFlight + want) / this.#limit(s)) + 1) * this.#timeoutMs + LEASE_MARGIN_MS;
+      const leaseUntil = this.#leaseUntil(now, s, s.ready.length + s.inFlight + want);
       for (const row of this.#store.claim(s.hook.id, now, leaseUntil, want)) {
         if (this.#held.has(row.seq)) continue;
         this.#held.add(row.seq);
@@ -387,6 +427,11 @@ export class WebhookDispatcher {
       }
       s.nextDue = this.#store.nextDue(s.hook.id);
     }
+  }
+
+  /** A lease long enough for `backlog` rows to be POSTed, each within the timeout, at the webhook's slots. */
+  #leaseUntil(now: number, s: HookState, backlog: number): number {
+    return now + (Math.ceil(backlog / this.#limit(s)) + 1) * this.#timeoutMs + LEASE_MARGIN_MS;
   }
 
   /** Slots a webhook may use at once. */

@@ -19,7 +19,7 @@ import type { KeyObject } from 'node:crypto';
 import type { EventType } from '../events/events.ts';
 import { mayUseAddress } from '../policy/senders.ts';
 import type { StoredEvent } from '../store/store.ts';
-import type { OutboxInsert, WebhookStore } from '../store/webhooks.ts';
+import type { OutboxInsert, OutboxRow, WebhookStore } from '../store/webhooks.ts';
 import { webhookPayload } from './payload.ts';
 import { postTarget, type PostTarget } from './post.ts';
 import { signingKey } from './sign.ts';
@@ -48,6 +48,17 @@ export function mayRead(hook: Pick<ActiveWebhook, 'admin' | 'sendAs'>, sender: s
   return hook.admin || (sender !== '' && mayUseAddress(sender, hook.sendAs));
 }
 
+/**
+ * The dispatcher, as the fan-out sees it: rows it will take straight from
+ * memory (WebhookDispatcher.leaseFor and adopt).
+ */
+export interface OutboxAdopter {
+  /** Until when `n` new rows of the webhook may be leased to this node's dispatcher; null: leave them to a claim. */
+  leaseFor(webhookId: string, n: number, now: number): number | null;
+  /** Rows written leased (and committed): POST them. */
+  adopt(rows: OutboxRow[]): void;
+}
+
 export class WebhookOutbox {
   readonly #store: WebhookStore;
   readonly #now: () => number;
@@ -55,8 +66,11 @@ export class WebhookOutbox {
   #loadedAt = -Infinity;
   /** Bumped at every reload: the dispatcher compares it to notice added and removed webhooks. */
   #generation = 0;
-  /** Webhooks that got rows in the last batch written (cleared before each). */
+  /** Webhooks that got unleased rows in the last batch written (cleared before each). */
   #touched = new Set<string>();
+  /** Rows of the last batch written leased to the adopter, handed to it once committed (cleared before each). */
+  #leased: OutboxRow[] = [];
+  #adopter: OutboxAdopter | undefined;
 
   constructor(store: WebhookStore, now: () => number = Date.now) {
     this.#store = store;
@@ -67,6 +81,15 @@ export class WebhookOutbox {
   active(): readonly ActiveWebhook[] {
     if (this.#now() - this.#loadedAt >= ACTIVE_REFRESH_MS) this.#reload();
     return this.#active;
+  }
+
+  /**
+   * Rows of fresh events are leased to `adopter` as they are written, when
+   * the store can (enqueueClaimed) and the dispatcher has room: no claim
+   * query, no second write of each row before its POST.
+   */
+  setAdopter(adopter: OutboxAdopter): void {
+    this.#adopter = adopter;
   }
 
   get generation(): number {
@@ -105,24 +128,53 @@ export class WebhookOutbox {
   /** For EventRecorder.alsoWrite: adds the batch's rows in the caller's transaction. */
   readonly write = (batch: StoredEvent[]): void => {
     if (this.#touched.size > 0) this.#touched = new Set();
+    if (this.#leased.length > 0) this.#leased = [];
     const hooks = this.active();
     if (hooks.length === 0) return;
     const now = this.#now();
-    const rows: OutboxInsert[] = [];
+    const byHook = new Map<string, OutboxInsert[]>();
     for (const { event, sender } of batch) {
       let body: string | undefined;
+      let eventAt: number | undefined;
       for (const h of hooks) {
         if (h.types !== null && !h.types.has(event.type)) continue;
         if (!mayRead(h, sender)) continue;
         body ??= webhookPayload(event);
-        rows.push({ webhookId: h.id, eventId: event.id, eventAt: Date.parse(event.timestamp), body, nextAttempt: now });
-        this.#touched.add(h.id);
+        eventAt ??= Date.parse(event.timestamp);
+        let rows = byHook.get(h.id);
+        if (!rows) byHook.set(h.id, (rows = []));
+        rows.push({ webhookId: h.id, eventId: event.id, eventAt, body, nextAttempt: now });
       }
     }
-    if (rows.length > 0) this.#store.enqueue(rows);
+    const unleased: OutboxInsert[] = [];
+    for (const [id, rows] of byHook) {
+      const until = this.#adopter && this.#store.enqueueClaimed ? this.#adopter.leaseFor(id, rows.length, now) : null;
+      if (until === null) {
+        for (const r of rows) unleased.push(r);
+        this.#touched.add(id);
+        continue;
+      }
+      const seqs = this.#store.enqueueClaimed!(rows, until);
+      rows.forEach((r, i) => this.#leased.push({ seq: seqs[i]!, webhookId: id, eventId: r.eventId, eventAt: r.eventAt, body: r.body, attempts: 0, nextAttempt: now }));
+    }
+    if (unleased.length > 0) this.#store.enqueue(unleased);
   };
 
-  /** The webhooks that got rows in the last batch (for EventRecorder.afterWrite: only committed rows are announced). */
+  /**
+   * After the batch committed (EventRecorder.afterWrite: only committed rows
+   * are announced): its leased rows go to the adopter, and the dispatcher
+   * wakes for the webhooks that got rows to claim.
+   */
+  committed(wake: (webhookIds: ReadonlySet<string>) => void): void {
+    if (this.#leased.length > 0) {
+      const leased = this.#leased;
+      this.#leased = [];
+      this.#adopter?.adopt(leased);
+    }
+    if (this.#touched.size > 0) wake(this.#touched);
+  }
+
+  /** The webhooks that got rows to claim in the last batch. */
   touched(): ReadonlySet<string> {
     return this.#touched;
   }

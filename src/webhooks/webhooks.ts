@@ -57,6 +57,7 @@ export class Webhooks implements WebhookApi {
     this.#log = o.log;
     this.#outbox = new WebhookOutbox(o.store);
     this.#dispatcher = new WebhookDispatcher({ ...o, outbox: this.#outbox });
+    this.#outbox.setAdopter(this.#dispatcher);
   }
 
   /** What the dispatcher did since start (tern_webhook_deliveries_total{result}). */
@@ -64,13 +65,10 @@ export class Webhooks implements WebhookApi {
     return this.#dispatcher.counters;
   }
 
-  /** Outbox rows commit in the recorder's transaction; after each commit, the dispatcher wakes for the webhooks that got rows. */
+  /** Outbox rows commit in the recorder's transaction; after each commit, the dispatcher takes the rows leased to it and wakes for the others. */
   attach(recorder: EventWriter): void {
     recorder.alsoWrite(this.#outbox.write);
-    recorder.afterWrite(() => {
-      const touched = this.#outbox.touched();
-      if (touched.size > 0) this.#dispatcher.wake(touched);
-    });
+    recorder.afterWrite(() => this.#outbox.committed((touched) => this.#dispatcher.wake(touched)));
   }
 
   /** Starts delivering (after the listeners are bound, as mail starts moving only then). */

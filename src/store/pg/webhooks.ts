@@ -130,6 +130,10 @@ class PgWebhookStore implements WebhookStore {
     );
   }
 
+  // No enqueueClaimed: the insert above is deferred to the events' COMMIT, so
+  // its seqs are not known when the dispatcher could take the rows; they are
+  // claimed like every other node's (one UPDATE … RETURNING per tick).
+
   claim(webhookId: string, now: number, leaseUntil: number, max: number): OutboxRow[] {
     if (max <= 0) return [];
     const rows = this.#db.rows<OutboxDbRow>(PG_WEBHOOK_SQL.claim, [leaseUntil, webhookId, now, max]);
@@ -143,6 +147,11 @@ class PgWebhookStore implements WebhookStore {
 
   finish(seq: number): void {
     this.#db.query('DELETE FROM webhook_outbox WHERE seq = $1', [seq]);
+  }
+
+  finishMany(seqs: readonly number[]): void {
+    if (seqs.length === 0) return;
+    this.#db.query('DELETE FROM webhook_outbox WHERE seq = ANY($1::bigint[])', [seqs]);
   }
 
   reschedule(seq: number, attempts: number, nextAttempt: number): void {
