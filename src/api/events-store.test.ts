@@ -2,13 +2,15 @@
 // sender for scoping (send-as addresses, plus-tags and @domains, as
 // mayUseAddress reads them); retention deletes old events in bounded batches.
 
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EventStream, eventIdFloor } from '../events/events.ts';
-import { openStore } from '../store/store.ts';
+import { openStore, type Store } from '../store/store.ts';
+import { storeKinds } from '../../test/helpers/stores.ts';
+import { SyncPgClient } from '../store/pg/sync-client.ts';
 import { silentLogger } from '../util/log.ts';
 import type { QueuedMessage } from '../spool/types.ts';
 import { EventRecorder, RETENTION_BATCH } from './events-store.ts';
@@ -22,10 +24,14 @@ function message(id: string, sender: string, rcpts: string[]): QueuedMessage {
   } as unknown as QueuedMessage;
 }
 
-describe('events store', () => {
-  const store = openStore(dir);
+for (const kind of storeKinds()) describe(`events store (${kind.name})`, { skip: kind.skip }, () => {
+  let store: Store;
+  let recorder: EventRecorder;
   const stream = new EventStream();
-  const recorder = new EventRecorder({ events: stream, store, retentionMs: 60_000, log: silentLogger });
+  before(() => {
+    store = kind.open();
+    recorder = new EventRecorder({ events: stream, store, retentionMs: 60_000, log: silentLogger });
+  });
   after(async () => {
     await recorder.close();
     store.close();
@@ -68,9 +74,77 @@ describe('events store', () => {
     assert.deepEqual(left.map((e) => e.queueId).sort(), ['Q1', 'Q1', 'Q1', 'Q2']);
     assert.equal(store.messageEvents('OLD3', { admin: true }), null);
   });
+
+  it('commitAsync only where the store is shared (PostgreSQL); the embedded store commits synchronously', () => {
+    assert.equal(typeof store.commitAsync === 'function', kind.name === 'postgres');
+  });
+
+  it('PostgreSQL: a batch stuck in the database does not hold up the event loop or other store calls; drain() waits for it', { skip: kind.name !== 'postgres' }, async () => {
+    const at = kind.location();
+    const own = kind.openAt(at);
+    const ownStream = new EventStream();
+    const rec = new EventRecorder({ events: ownStream, store: own, retentionMs: 60_000, log: silentLogger, flushMs: 1 });
+    // Another session holds a lock that lets reads through but makes the batch's INSERT wait.
+    const locker = new SyncPgClient(at);
+    try {
+      locker.exec('BEGIN; LOCK TABLE events IN EXCLUSIVE MODE');
+      const m = message('QL1', 'alice@tern.test', ['a@remote.test', 'b@remote.test']);
+      ownStream.emit('queued', m, 0);
+      ownStream.emit('queued', m, 1);
+      let drained = false;
+      const draining = rec.drain().then(() => (drained = true));
+      const started = Date.now();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(Date.now() - started < 1000, 'timers ran on time while the batch waited');
+      assert.equal(drained, false, 'the batch is still waiting for the lock');
+      assert.equal(own.queryEvents({ after: '', limit: 10, scope: { admin: true } }).length, 0, 'a read meanwhile is answered (and sees nothing yet)');
+      locker.exec('COMMIT');
+      await draining;
+      assert.deepEqual(own.queryEvents({ after: '', limit: 10, scope: { admin: true } }).map((e) => e.recipient), ['a@remote.test', 'b@remote.test']);
+    } finally {
+      locker.close();
+      await rec.close();
+      own.close();
+    }
+  });
 });
 
 describe('events store unavailable for a while', () => {
+  it('with commitAsync too: a rejected batch is kept and written, in order, by the retry', async () => {
+    const store = openStore(path.join(dir, 'flaky-async'));
+    let failing = true;
+    let writes = 0;
+    const flaky = {
+      transaction: () => assert.fail('commitAsync is used when the store has it'),
+      commitAsync: <T>(fn: () => T): Promise<T> => {
+        writes++;
+        if (failing) return Promise.reject(new Error('PostgreSQL unavailable'));
+        return new Promise((resolve) => setTimeout(() => resolve(store.transaction(fn)), 5));
+      },
+      addEvents: (b: Parameters<typeof store.addEvents>[0]) => store.addEvents(b),
+      expireEvents: (before: number, max: number) => store.expireEvents(before, max),
+    } as unknown as typeof store;
+    const stream = new EventStream();
+    const recorder = new EventRecorder({ events: stream, store: flaky, retentionMs: 60_000, log: silentLogger, flushMs: 1 });
+    try {
+      const m = message('QA1', 'alice@tern.test', ['a@remote.test', 'b@remote.test', 'c@remote.test']);
+      stream.emit('queued', m, 0);
+      await recorder.drain();
+      stream.emit('queued', m, 1);
+      await recorder.drain();
+      assert.equal(store.queryEvents({ after: '', limit: 10, scope: { admin: true } }).length, 0);
+      failing = false;
+      await new Promise((r) => setTimeout(r, 1300));
+      stream.emit('queued', m, 2);
+      await recorder.drain();
+      assert.deepEqual(store.queryEvents({ after: '', limit: 10, scope: { admin: true } }).map((e) => e.recipient), ['a@remote.test', 'b@remote.test', 'c@remote.test']);
+      assert.ok(writes >= 3);
+    } finally {
+      await recorder.close();
+      store.close();
+    }
+  });
+
   it('keeps the events of failed writes and writes them, in order, once the store takes them again', async () => {
     const store = openStore(path.join(dir, 'flaky'));
     let failing = true;

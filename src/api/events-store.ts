@@ -51,6 +51,8 @@ export class EventRecorder {
   #unwritten: StoredEvent[] = [];
   #dropped = 0;
   #retry: NodeJS.Timeout | undefined;
+  /** The write under way (only with commitAsync; a synchronous write is over when it returns). */
+  #inFlight: Promise<void> | null = null;
   readonly #afterWrite: ((batch: StoredEvent[]) => void)[] = [];
 
   /** `enabled: false` (events.enabled) subscribes to nothing: no event is stored, so none is announced either. */
@@ -99,31 +101,51 @@ export class EventRecorder {
     this.#afterWrite.push(fn);
   }
 
-  #writeBatch(fresh: StoredEvent[]): void {
+  /**
+   * One batch (with any events a failed write left) in one transaction. A
+   * store with commitAsync (PostgreSQL) commits without holding up the event
+   * loop; then writes are chained, so a retry never overlaps the batcher's
+   * next write and each event is in one write at a time.
+   */
+  #writeBatch(fresh: StoredEvent[]): void | Promise<void> {
+    if (this.#inFlight) return this.#inFlight.then(() => this.#writeBatch(fresh));
     const batch = this.#unwritten.length > 0 ? [...this.#unwritten, ...fresh] : fresh;
     const also = this.#alsoWrite;
-    try {
-      this.#store.transaction(() => {
-        this.#store.addEvents(batch);
-        for (const w of also) w(batch);
-      });
-    } catch (e) {
-      // Kept, in order, for the next write (one transaction: nothing of this batch was written).
-      this.#unwritten = batch.length > MAX_UNWRITTEN ? batch.slice(batch.length - MAX_UNWRITTEN) : batch;
-      this.#dropped += batch.length - this.#unwritten.length;
-      clearTimeout(this.#retry);
-      if (!this.#closed) {
-        this.#retry = setTimeout(() => {
-          try {
-            this.#writeBatch([]);
-          } catch (err) {
-            this.#log.error('events store write failed', { error: err, held: this.#unwritten.length });
-          }
-        }, RETRY_WRITE_MS);
-        this.#retry.unref();
-      }
-      throw e;
+    const write = (): void => {
+      this.#store.addEvents(batch);
+      for (const w of also) w(batch);
+    };
+    if (this.#store.commitAsync) {
+      const done = this.#store.commitAsync(write).then(
+        () => this.#written(batch, fresh),
+        (e: unknown) => this.#failed(batch, e),
+      );
+      this.#inFlight = done.finally(() => (this.#inFlight = null)).catch(() => {});
+      return done;
     }
+    try {
+      this.#store.transaction(write);
+    } catch (e) {
+      this.#failed(batch, e);
+    }
+    this.#written(batch, fresh);
+  }
+
+  /** Keeps the batch, in order, for the next write (nothing of it was written), and throws `e` on. */
+  #failed(batch: StoredEvent[], e: unknown): never {
+    this.#unwritten = batch.length > MAX_UNWRITTEN ? batch.slice(batch.length - MAX_UNWRITTEN) : batch;
+    this.#dropped += batch.length - this.#unwritten.length;
+    clearTimeout(this.#retry);
+    if (!this.#closed) {
+      this.#retry = setTimeout(() => {
+        void (async () => this.#writeBatch([]))().catch((err: unknown) => this.#log.error('events store write failed', { error: err, held: this.#unwritten.length }));
+      }, RETRY_WRITE_MS);
+      this.#retry.unref();
+    }
+    throw e;
+  }
+
+  #written(batch: StoredEvent[], fresh: StoredEvent[]): void {
     if (this.#unwritten.length > 0 || this.#dropped > 0) {
       this.#log.warn('events store writes resumed', { written: batch.length - fresh.length, dropped: this.#dropped });
       this.#unwritten = [];
@@ -155,8 +177,9 @@ export class EventRecorder {
   }
 
   /** Everything received so far is written. */
-  drain(): Promise<void> {
-    return this.#batcher.drain();
+  async drain(): Promise<void> {
+    await this.#batcher.drain();
+    await this.#inFlight;
   }
 
   /** Stops listening and writes what is left (before the store closes). */
@@ -166,5 +189,6 @@ export class EventRecorder {
     clearTimeout(this.#retry);
     this.#unsubscribe();
     await this.#batcher.drain();
+    await this.#inFlight;
   }
 }

@@ -123,6 +123,16 @@ export interface EventStore {
    * writes alongside (the webhook outbox) commit together.
    */
   transaction<T>(fn: () => T): T;
+  /**
+   * Like transaction(), for writes only, without waiting for the commit:
+   * `fn` runs now and what it writes commits (all or nothing) by the time
+   * the promise resolves. Reads inside `fn` are answered at once, outside
+   * the transaction. Optional: a store whose commits are local and quick
+   * (the embedded one) leaves it out and the caller uses transaction().
+   * The PostgreSQL store has it, so the events batches (a round trip and
+   * the server's commit) never hold up the event loop (issue 17).
+   */
+  commitAsync?<T>(fn: () => T): Promise<T>;
   /** One transaction (joining the caller's, if any): all or nothing. */
   addEvents(events: StoredEvent[]): void;
   /** Oldest first. */

@@ -36,7 +36,7 @@ import type { DashboardStore } from '../dashboard.ts';
 import type { MtaStsStore } from '../mta-sts.ts';
 import type { TlsReportStore } from '../tls-reports.ts';
 import type { DkimKeyTable } from '../../intake/dkim-store.ts';
-import { SyncPgClient } from './sync-client.ts';
+import { PgError, SyncPgClient } from './sync-client.ts';
 import { migrate } from './schema.ts';
 import { pgTransaction, type Transaction } from './tx.ts';
 import { pgWebhookStore } from './webhooks.ts';
@@ -261,6 +261,37 @@ class PgStore implements Store {
       this.#depth--;
       this.#knownInTx = [];
     }
+  }
+
+  commitAsync<T>(fn: () => T): Promise<T> {
+    // Inside a synchronous transaction: simply part of it.
+    if (this.#depth > 0) return Promise.resolve(fn());
+    let captured: { out: T; items: { sql: string; params: unknown[] }[] };
+    // Nested transaction() calls in fn (addEvents, the outbox, the counters) join this one: depth > 0.
+    this.#depth++;
+    try {
+      captured = this.#db.capture(fn);
+    } catch (e) {
+      for (const id of this.#knownInTx) this.#known.delete(id);
+      this.#knownInTx = [];
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      this.#depth--;
+    }
+    const known = this.#knownInTx;
+    this.#knownInTx = [];
+    if (captured.items.length === 0) return Promise.resolve(captured.out);
+    const items = [{ sql: 'BEGIN', params: [] }, ...captured.items, { sql: 'COMMIT', params: [] }];
+    return this.#db.batchAsync(items).then(
+      (r) => {
+        if (r.command === 'ROLLBACK') throw new PgError('the transaction was rolled back: a statement in it failed', '25P02');
+        return captured.out;
+      },
+    ).catch((e: unknown) => {
+      // Not written: the messages rows of this batch must be written again with its next try.
+      for (const id of known) this.#known.delete(id);
+      throw e;
+    });
   }
 
   addEvents(events: StoredEvent[]): void {

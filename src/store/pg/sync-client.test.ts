@@ -32,6 +32,37 @@ describe('SyncPgClient: PostgreSQL behind a synchronous interface', { skip }, ()
     }
   });
 
+  it('capture + batchAsync: deferred writes go out as one transaction on their own connection; reads inside capture are answered at once, outside it; a failure rolls the batch back', async () => {
+    const db = new SyncPgClient(url);
+    try {
+      db.exec('CREATE TABLE ab (n INT PRIMARY KEY)');
+      const { out, items } = db.capture(() => {
+        db.defer('INSERT INTO ab VALUES (1)');
+        db.defer('INSERT INTO ab VALUES (2)');
+        // Answered now, without the deferred writes (they are not sent yet).
+        return db.one<{ c: number }>('SELECT COUNT(*) AS c FROM ab')!.c;
+      });
+      assert.equal(out, 0);
+      assert.equal(items.length, 2);
+      assert.equal(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM ab')!.c, 0, 'captured writes wait for batchAsync');
+      const done = db.batchAsync([{ sql: 'BEGIN', params: [] }, ...items, { sql: 'COMMIT', params: [] }]);
+      assert.equal((await done).command, 'COMMIT');
+      assert.equal(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM ab')!.c, 2);
+      // The second INSERT collides: the worker rolls the whole batch back, and says why.
+      await assert.rejects(
+        db.batchAsync([{ sql: 'BEGIN', params: [] }, { sql: 'INSERT INTO ab VALUES (3)', params: [] }, { sql: 'INSERT INTO ab VALUES (1)', params: [] }, { sql: 'COMMIT', params: [] }]),
+        (e: unknown) => e instanceof PgError && e.code === '23505',
+      );
+      assert.deepEqual(db.rows('SELECT n FROM ab ORDER BY n'), [{ n: 1 }, { n: 2 }], 'nothing of the failed batch');
+      // The connection for batches is usable again afterwards.
+      await db.batchAsync([{ sql: 'INSERT INTO ab VALUES (4)', params: [] }]);
+      assert.equal(db.one<{ c: number }>('SELECT COUNT(*) AS c FROM ab')!.c, 3);
+      assert.throws(() => db.capture(() => db.capture(() => 0)), /capture\(\) inside/);
+    } finally {
+      db.close();
+    }
+  });
+
   it('a transaction is a plain sequence of calls: nothing of this process interleaves', () => {
     const db = new SyncPgClient(url);
     try {

@@ -8,6 +8,12 @@
 // which is why everything the store does on the mail path is batched (the
 // events) or cached (users, keys, suppressions): see docs/scale-out.md.
 //
+// One exception: batchAsync, a transaction of writes nobody reads the
+// results of (the events batches), is handed to the worker without waiting;
+// it runs on a connection of its own and its promise settles when it has
+// committed. capture() collects such a batch from code written for the
+// synchronous interface.
+//
 // Errors keep PostgreSQL's SQLSTATE in `code` (e.g. 23505 for a unique
 // violation), so callers can tell a conflict from a lost server.
 
@@ -60,6 +66,10 @@ export class SyncPgClient {
   #closed = false;
   #seq = 0;
   #deferred: { sql: string; params: unknown[] }[] = [];
+  /** Inside capture(): deferred writes are collected for batchAsync, never sent with a synchronous call. */
+  #capturing = false;
+  readonly #asyncPort: MessagePort;
+  readonly #pending = new Map<number, { resolve: (r: QueryResult<never>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   readonly #retryAfterMs: number;
   readonly #now: () => number;
   /** Calls fail fast until then: the last one found the server unavailable. */
@@ -77,9 +87,14 @@ export class SyncPgClient {
     this.#flag = new Int32Array(signal);
     const { port1, port2 } = new MessageChannel();
     this.#port = port1;
+    const asyncChannel = new MessageChannel();
+    this.#asyncPort = asyncChannel.port1;
+    this.#asyncPort.on('message', (m: { id: number; ok: boolean; rowCount?: number; command?: string; message?: string; code?: string }) => this.#settle(m));
+    // Listened to only while a batch is out: an idle store does not keep the process alive.
+    this.#asyncPort.unref();
     this.#worker = new Worker(WORKER, {
-      workerData: { url, port: port2, signal, connectTimeoutMs: opts.connectTimeoutMs ?? 2000, statementTimeoutMs: this.#timeoutMs },
-      transferList: [port2],
+      workerData: { url, port: port2, asyncPort: asyncChannel.port2, signal, connectTimeoutMs: opts.connectTimeoutMs ?? 2000, statementTimeoutMs: this.#timeoutMs },
+      transferList: [port2, asyncChannel.port2],
     });
     this.#worker.unref();
     this.#worker.on('message', (m: { type: string; channel?: string; payload?: string }) => {
@@ -102,8 +117,64 @@ export class SyncPgClient {
    */
   defer(sql: string, params: unknown[] = []): void {
     // Outside a transaction nothing may wait: another connection could look for it first.
-    if (!this.inTransaction) this.query(sql, params);
+    if (!this.inTransaction && !this.#capturing) this.query(sql, params);
     else this.#deferred.push({ sql, params });
+  }
+
+  /**
+   * Runs `fn`, collecting the writes it defers instead of sending them, and
+   * returns them for batchAsync. Calls in `fn` that need an answer (a read, a
+   * query()) are made at once, on their own, outside the batch: only
+   * deferred writes belong to it.
+   */
+  capture<T>(fn: () => T): { out: T; items: { sql: string; params: unknown[] }[] } {
+    if (this.#capturing || this.inTransaction) throw new Error('capture() inside a transaction or another capture');
+    const before = this.#deferred;
+    this.#deferred = [];
+    this.#capturing = true;
+    try {
+      const out = fn();
+      return { out, items: this.#deferred };
+    } finally {
+      this.#capturing = false;
+      this.#deferred = before;
+    }
+  }
+
+  /**
+   * Sends statements to run in order on the worker's own connection for
+   * them (each batch after the previous one), without waiting: the promise
+   * settles with the last statement's result, or rejects with the first
+   * error (the worker then sends ROLLBACK). Make it a transaction by putting
+   * BEGIN first and COMMIT last. Fails at once while the server is known
+   * to be unavailable, like every other call.
+   */
+  batchAsync(items: { sql: string; params: unknown[] }[]): Promise<QueryResult<never>> {
+    if (this.#closed) return Promise.reject(new PgError('the PostgreSQL store is closed'));
+    if (this.#now() < this.#downUntil) return Promise.reject(new PgError(`PostgreSQL unavailable (${this.#downReason}); trying again shortly`, 'TERN_UNAVAILABLE'));
+    const id = ++this.#seq;
+    return new Promise((resolve, reject) => {
+      // The worker's statement_timeout bounds each statement; this bounds the wait for a worker or a connection that never answers.
+      const timer = setTimeout(() => this.#settle({ id, ok: false, message: `PostgreSQL did not finish a batch within ${this.#timeoutMs * 4} ms` }), this.#timeoutMs * 4);
+      this.#pending.set(id, { resolve, reject, timer });
+      this.#asyncPort.ref();
+      this.#asyncPort.postMessage({ id, items });
+    });
+  }
+
+  #settle(m: { id: number; ok: boolean; rowCount?: number; command?: string; message?: string; code?: string }): void {
+    const p = this.#pending.get(m.id);
+    if (!p) return; // timed out already
+    this.#pending.delete(m.id);
+    clearTimeout(p.timer);
+    if (this.#pending.size === 0) this.#asyncPort.unref();
+    if (m.ok) return p.resolve({ rows: [], rowCount: m.rowCount ?? 0, command: m.command ?? '' });
+    const e = new PgError(m.message ?? 'PostgreSQL error', m.code);
+    if (isUnavailable(e.code)) {
+      this.#downUntil = this.#now() + this.#retryAfterMs;
+      this.#downReason = e.message;
+    }
+    p.reject(e);
   }
 
   /** Set by pgTransaction (tx.ts) while a transaction is open: only then are writes deferred. */
@@ -150,6 +221,10 @@ export class SyncPgClient {
       // gone already
     }
     this.#closed = true;
+    // The worker finished every batch before it answered the close: take their answers now, then fail whatever is left.
+    for (let got = receiveMessageOnPort(this.#asyncPort); got; got = receiveMessageOnPort(this.#asyncPort)) this.#settle(got.message as { id: number; ok: boolean });
+    for (const id of [...this.#pending.keys()]) this.#settle({ id, ok: false, message: 'the PostgreSQL store is closed' });
+    this.#asyncPort.close();
     void this.#worker.terminate();
   }
 
@@ -160,7 +235,7 @@ export class SyncPgClient {
 
   #call(req: Record<string, unknown>): unknown {
     if (this.#closed) throw new PgError('the PostgreSQL store is closed');
-    if (this.#deferred.length > 0 && req.op === 'query') {
+    if (this.#deferred.length > 0 && req.op === 'query' && !this.#capturing) {
       const items = [...this.#deferred, { sql: req.sql as string, params: req.params as unknown[] }];
       this.#deferred = [];
       req = { op: 'batch', items };

@@ -3,6 +3,11 @@
 // goes back on the same port and the shared flag is raised, which wakes the
 // main thread blocked in Atomics.wait. LISTEN notifications (a second,
 // dedicated connection) go to the parent asynchronously.
+//
+// Transactions the main thread does not wait for (SyncPgClient.batchAsync:
+// the events batches) arrive on `asyncPort` and run, one after another, on a
+// third connection of their own: nothing the main thread sends meanwhile on
+// `port` can land inside one of them, and none of them holds up its calls.
 
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import pg from 'pg';
@@ -10,6 +15,8 @@ import pg from 'pg';
 interface Init {
   url: string;
   port: MessagePort;
+  /** Batches answered without the flag: the main thread listens for them. */
+  asyncPort: MessagePort;
   signal: SharedArrayBuffer;
   connectTimeoutMs: number;
   /** The server abandons a statement after this (statement_timeout), as the caller stops waiting. */
@@ -30,6 +37,7 @@ const flag = new Int32Array(init.signal);
 pg.types.setTypeParser(20, (v: string) => Number(v));
 
 let client: pg.Client | null = null;
+let asyncClient: pg.Client | null = null;
 let listener: pg.Client | null = null;
 const channels = new Set<string>();
 
@@ -48,6 +56,37 @@ async function connected(): Promise<pg.Client> {
   client = c;
   return c;
 }
+
+async function asyncConnected(): Promise<pg.Client> {
+  if (asyncClient) return asyncClient;
+  const c = new pg.Client(options());
+  c.on('error', () => {
+    if (asyncClient === c) asyncClient = null;
+  });
+  await c.connect();
+  asyncClient = c;
+  return c;
+}
+
+/** The async batches, strictly one after another (each is a whole transaction on asyncClient). */
+let asyncChain: Promise<void> = Promise.resolve();
+
+init.asyncPort.on('message', (req: { id: number; items: { sql: string; params: unknown[] }[] }) => {
+  asyncChain = asyncChain.then(async () => {
+    let c: pg.Client | undefined;
+    try {
+      c = await asyncConnected();
+      let last: pg.QueryResult | undefined;
+      for (const item of req.items) last = await c.query({ text: item.sql, values: item.params });
+      init.asyncPort.postMessage({ id: req.id, ok: true, rowCount: last?.rowCount ?? 0, command: last?.command ?? '' });
+    } catch (e) {
+      // A statement failed mid-transaction: end it, so the connection is ready for the next batch.
+      await c?.query('ROLLBACK').catch(() => {});
+      const err = e as Error & { code?: string };
+      init.asyncPort.postMessage({ id: req.id, ok: false, message: err.message, code: err.code });
+    }
+  });
+});
 
 async function listening(): Promise<pg.Client> {
   if (listener) return listener;
@@ -110,8 +149,10 @@ init.port.on('message', (req: Request) => {
         await l.query(`LISTEN ${quoteIdent(req.channel)}`);
         answer(req.id, { ok: true, rows: [], rowCount: 0 });
       } else {
-        await Promise.allSettled([client?.end(), listener?.end()]);
-        client = listener = null;
+        await asyncChain;
+        await Promise.allSettled([client?.end(), asyncClient?.end(), listener?.end()]);
+        client = asyncClient = listener = null;
+        init.asyncPort.close();
         answer(req.id, { ok: true, rows: [], rowCount: 0 });
       }
     } catch (e) {
