@@ -127,3 +127,136 @@ test('dmarcPct and fold', () => {
   assert.equal(folded.replace(/\r\n /g, ' '), long);
   assert.ok(folded.split('\r\n').every((l) => l.length <= 160));
 });
+
+/** The resolver, counting the TXT queries of each name (where SPF records live, RFC 7208 §3). */
+function countingTxt(base: DnsResolve): { txt: Map<string, number>; resolve: DnsResolve } {
+  const txt = new Map<string, number>();
+  return {
+    txt,
+    resolve: (name, type) => {
+      if (type === 'TXT') txt.set(name, (txt.get(name) ?? 0) + 1);
+      return base(name, type);
+    },
+  };
+}
+
+/** The SPF row of the MAIL FROM identity (smtp.mailfrom, or smtp.helo when MAIL FROM is null). */
+function mailFromSpfRow(header: string): string | undefined {
+  return header.replace(/\r\n[ \t]+/g, ' ').split(/; ?/).find((r) => /^ ?spf=/.test(r.trim()) && r.includes('smtp.mailfrom='))?.trim();
+}
+
+test('SPF of MAIL FROM starts at begin() and is checked once per client IP, address and HELO', async () => {
+  const dns = countingTxt(resolve);
+  const v = new InboundVerifier({ authservId: 'mx.tern.test', resolve: dns.resolve, timeout: 5000, log: silentLogger });
+  const message = await signed();
+  const client = { ip: '192.0.2.1', helo: 'mail.example.test', sender: 'bounce@example.test' };
+  const run = async (c: typeof client) => {
+    const check = v.begin(c);
+    check.write(message);
+    return check.finish();
+  };
+
+  const first = v.begin(client);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(dns.txt.get('example.test'), 1, 'asked before the first byte of the message');
+  first.write(message);
+  const a = await first.finish();
+  const b = await run(client);
+  assert.equal(dns.txt.get('example.test'), 1, 'the second message of the client asks nothing');
+  assert.equal(a.spf.result, 'pass');
+  assert.deepEqual(b.spf, a.spf);
+  assert.equal(mailFromSpfRow(b.header), mailFromSpfRow(a.header));
+  assert.match(mailFromSpfRow(a.header) ?? '', /^spf=pass .* smtp\.mailfrom=example\.test$/);
+  assert.equal(b.header, a.header, 'the same field');
+
+  // RFC 7208 §7.2: %{l} and %{s} expand the local part, %{i} the IP, %{h} the HELO name.
+  const other = await run({ ...client, sender: 'Bounce@example.test' });
+  assert.equal(dns.txt.get('example.test'), 2, 'another local part (case kept) is checked again');
+  assert.equal(other.spf.result, 'pass');
+  const elsewhere = await run({ ...client, ip: '192.0.2.2' });
+  assert.equal(dns.txt.get('example.test'), 3, 'another IP is checked again');
+  assert.equal(elsewhere.spf.result, 'fail');
+  await run({ ...client, helo: 'relay.example.test' });
+  assert.equal(dns.txt.get('example.test'), 4, 'another HELO name is checked again');
+  // The result repeats the domain as written (smtp.mailfrom=EXAMPLE.test), so it is not shared across spellings.
+  const upper = await run({ ...client, sender: 'bounce@EXAMPLE.test' });
+  assert.equal(dns.txt.get('example.test'), 5, 'the domain spelt otherwise is checked again');
+  assert.match(mailFromSpfRow(upper.header) ?? '', /smtp\.mailfrom=EXAMPLE\.test$/);
+  await run({ ...client, ip: '192.0.2.2' });
+  await run({ ...client, sender: 'Bounce@example.test' });
+  assert.equal(dns.txt.get('example.test'), 5, 'each of them is kept too');
+});
+
+test('SPF of HELO as the MAIL FROM identity (null reverse-path, RFC 7208 §2.4) is kept per client too', async () => {
+  const dns = countingTxt(resolve);
+  const v = new InboundVerifier({ authservId: 'mx.tern.test', resolve: dns.resolve, timeout: 5000, log: silentLogger });
+  const message = await signed();
+  const outcomes = [];
+  for (let i = 0; i < 2; i++) {
+    const check = v.begin({ ip: '192.0.2.1', helo: 'example.test', sender: '' });
+    check.write(message);
+    outcomes.push(await check.finish());
+  }
+  assert.equal(dns.txt.get('example.test'), 1);
+  assert.equal(outcomes[0]!.spf.result, 'pass');
+  assert.equal(outcomes[0]!.helo, undefined, 'no separate HELO check');
+  assert.match(outcomes[0]!.header, /\r\n spf=pass [^;]*smtp\.helo=example\.test;/);
+  assert.equal(outcomes[1]!.header, outcomes[0]!.header);
+});
+
+test('a temperror SPF result of MAIL FROM is not kept', async () => {
+  const dns = countingTxt(resolve);
+  let failing = 1;
+  const flaky: DnsResolve = (name, type) => {
+    if (type === 'TXT' && name === 'example.test' && failing-- > 0) {
+      dns.txt.set(name, (dns.txt.get(name) ?? 0) + 1);
+      return Promise.reject(nodeDnsError('ESERVFAIL', name, type));
+    }
+    return dns.resolve(name, type);
+  };
+  const v = new InboundVerifier({ authservId: 'mx.tern.test', resolve: flaky, timeout: 5000, log: silentLogger });
+  const message = await signed();
+  const client = { ip: '192.0.2.1', helo: 'mail.example.test', sender: 'bounce@example.test' };
+  const results: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const check = v.begin(client);
+    check.write(message);
+    results.push((await check.finish()).spf.result);
+  }
+  assert.deepEqual(results, ['temperror', 'pass', 'pass']);
+  assert.equal(dns.txt.get('example.test'), 2, 'asked again after the temperror, then kept');
+});
+
+test('the timeout bounds a MAIL FROM SPF check that never answers, and abort() is quiet', async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const dns = countingTxt(resolve);
+    const silent: DnsResolve = (name, type) => (type === 'TXT' && name === 'example.test' ? (dns.resolve(name, type), new Promise(() => {})) : dns.resolve(name, type));
+    const v = new InboundVerifier({ authservId: 'mx.tern.test', resolve: silent, timeout: 150, log: silentLogger });
+    const message = await signed();
+    const client = { ip: '192.0.2.1', helo: 'mail.example.test', sender: 'bounce@example.test' };
+    const aborted = v.begin(client);
+    aborted.write(message.subarray(0, 100));
+    aborted.abort();
+    const started = Date.now();
+    const check = v.begin(client);
+    check.write(message);
+    const r = await check.finish();
+    assert.ok(Date.now() - started < 1000, 'within the timeout');
+    // SPF's own elapsed-time limit (RFC 7208 §4.6.4, the same timeout) ends it first, counted from begin().
+    assert.equal(r.spf.result, 'temperror');
+    assert.equal(r.incomplete, undefined, 'the other checks finished');
+    assert.match(r.header, /\r\n spf=temperror [^;]*smtp\.mailfrom=example\.test;/);
+    assert.equal(dns.txt.get('example.test'), 1, 'the aborted message and the next one shared the check in flight');
+    const again = v.begin(client);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(dns.txt.get('example.test'), 2, 'the temperror was not kept');
+    again.abort();
+    await new Promise((r) => setTimeout(r, 200));
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+  assert.deepEqual(unhandled, []);
+});

@@ -4,12 +4,13 @@
 // `iprev` method, RFC 8601 §3). The result is ONE Authentication-Results
 // field (RFC 8601) under our authserv-id, and the facts policy acts on.
 //
-// mailauth's authenticate() does the work, with our resolver, strict RFC
-// semantics (a body hash mismatch is dkim=fail, rsa-sha1 is not a pass) and
-// trustReceived off: the client is who the session says, never what a
-// Received field claims. It is fed the message as it streams into the spool
-// (a PassThrough: mailauth keeps the header section, which intake bounds,
-// and hashes the body as it goes), so a large message is never held.
+// mailauth does the work, its authenticate() step by step
+// (mailauth-steps.ts), with our resolver, strict RFC semantics (a body hash
+// mismatch is dkim=fail, rsa-sha1 is not a pass) and trustReceived off: the
+// client is who the session says, never what a Received field claims. It
+// is fed the message as it streams into the spool (a PassThrough: mailauth
+// keeps the header section, which intake bounds, and hashes the body as it
+// goes), so a large message is never held.
 //
 // What the verifier sees: the bytes the client sent, unchanged. Our own
 // Received field (the first thing intake writes) is not fed to it: no
@@ -19,21 +20,17 @@
 // still verifies here as it was sent (a later verifier of the stored copy
 // would see it broken: signing a field that claims to be ours is forgery).
 //
-// The HELO check and iprev need nothing from the message: they start at
-// DATA and run while the message streams in.
+// SPF of MAIL FROM and of HELO and iprev need nothing from the message:
+// they start at DATA and run while the message streams in, and their
+// answers are shared by the client's next messages (ClientCheckCache).
 
 import { PassThrough } from 'node:stream';
-import { createRequire } from 'node:module';
-import type { ARCSealOptions, AuthenticateOptions, AuthenticateResult, SPFResult } from 'mailauth';
+import type { ARCSealOptions, AuthenticateResult, DNSResolver, SPFResult } from 'mailauth';
 import type { DnsResolve } from '../dns/mailauth-resolver.ts';
 import { checkIprev, type Iprev } from '../policy/iprev.ts';
-import { checkSpf, spfOptions } from './spf.ts';
+import { checkMessage, spfHelo } from './mailauth-steps.ts';
+import { checkSpf } from './spf.ts';
 import type { Logger } from '../util/log.ts';
-
-// mailauth is CommonJS; authenticate() is loaded once, typed from its declarations.
-const { authenticate } = createRequire(import.meta.url)('mailauth') as {
-  authenticate(input: PassThrough, opts: AuthenticateOptions): Promise<AuthenticateResult>;
-};
 
 export interface VerifierOptions {
   /** RFC 8601 §2.5: the name our results are recorded under (usually the hostname). */
@@ -90,7 +87,8 @@ const FOLD_AT = 160;
 
 /**
  * Answers that depend only on the client (iprev: its IP; SPF of HELO: its IP
- * and HELO name, RFC 7208 §2.3), kept for a minute: a client sending many
+ * and HELO name, RFC 7208 §2.3; SPF of MAIL FROM: those and the address,
+ * RFC 7208 §2.4), kept for a minute: a client sending many
  * messages, over one connection or many, is checked once. Temporary errors
  * are not kept. A minute is well inside the TTLs these records have; the
  * DNS answers themselves are cached by the resolver under their own TTLs.
@@ -127,10 +125,16 @@ export class ClientCheckCache<T> {
   }
 }
 
+/** The client checks' caches, one set per InboundVerifier. */
+export interface ClientChecks {
+  mailFromSpf: ClientCheckCache<SPFResult>;
+  heloSpf: ClientCheckCache<SPFResult | undefined>;
+  iprev: ClientCheckCache<Iprev>;
+}
+
 export class InboundVerifier {
   readonly #opts: VerifierOptions;
-  readonly #heloSpf = new ClientCheckCache<SPFResult | undefined>();
-  readonly #iprev = new ClientCheckCache<Iprev>();
+  readonly #caches: ClientChecks = { mailFromSpf: new ClientCheckCache(), heloSpf: new ClientCheckCache(), iprev: new ClientCheckCache() };
   constructor(opts: VerifierOptions) {
     this.#opts = opts;
   }
@@ -139,7 +143,7 @@ export class InboundVerifier {
   }
   /** `seal`: also ARC-seal the message (RFC 8617) with this key, for a forwarded copy. */
   begin(client: ClientFacts, seal?: ArcSealKey): Verification {
-    return new Verification(this.#opts, client, seal, { heloSpf: this.#heloSpf, iprev: this.#iprev });
+    return new Verification(this.#opts, client, seal, this.#caches);
   }
 }
 
@@ -156,24 +160,41 @@ export class Verification {
   readonly #iprev: Promise<Iprev>;
   readonly #sealing: boolean;
 
-  constructor(opts: VerifierOptions, client: ClientFacts, seal?: ArcSealKey, caches?: { heloSpf: ClientCheckCache<SPFResult | undefined>; iprev: ClientCheckCache<Iprev> }) {
+  constructor(opts: VerifierOptions, client: ClientFacts, seal?: ArcSealKey, caches?: ClientChecks) {
     this.#opts = opts;
     this.#client = client;
     const query = { ip: client.ip, helo: client.helo, sender: client.sender, authservId: opts.authservId, resolve: opts.resolve, timeout: opts.timeout };
-    // The SPF options (strict, the elapsed-time limit) are passed on by authenticate() to its SPF check.
-    const options: AuthenticateOptions = {
-      ...spfOptions(query),
-      sender: client.sender || undefined,
-      trustReceived: false,
-      disableBimi: true,
-    };
+    // RFC 7208 §4.1: check_host() of MAIL FROM (of HELO when MAIL FROM is null,
+    // §2.4) needs only the IP, the HELO name and the address, so it runs while
+    // the message streams in. Its macros can expand any of them (%{i}, %{h},
+    // %{l}, %{s}, RFC 7208 §7.2), and its comment and smtp.mailfrom repeat the
+    // address as given, so it is shared only by messages with all three the same.
+    // Its own elapsed-time limit (the same timeout, RFC 7208 §4.6.4) counts from
+    // here; finish() still bounds the whole by the timeout after the last byte.
+    const mailFrom = { ...query, helo: spfHelo(client.ip, client.helo) };
+    const check = () => checkSpf(mailFrom);
+    const mailFromSpf = caches
+      ? caches.mailFromSpf.get(JSON.stringify([client.ip, client.sender, mailFrom.helo]), check, (r) => r.status.result !== 'temperror')
+      : check();
+    mailFromSpf.catch(() => {});
     // RFC 8617 §5.1: mailauth seals with the validated chain status as cv= and
     // its own results as ARC-Authentication-Results, unless the chain already failed.
     this.#sealing = seal !== undefined;
-    if (seal) options.seal = { signingDomain: seal.domain, selector: seal.selector, privateKey: seal.privateKey } satisfies ARCSealOptions;
-    this.#auth = authenticate(this.#input, options);
+    this.#auth = checkMessage(
+      this.#input,
+      {
+        ip: client.ip,
+        sender: client.sender || undefined,
+        mta: opts.authservId,
+        resolver: opts.resolve as DNSResolver,
+        // As every SPF check (spf.ts): the RFCs exactly.
+        strict: true,
+        seal: seal ? ({ signingDomain: seal.domain, selector: seal.selector, privateKey: seal.privateKey } satisfies ARCSealOptions) : undefined,
+      },
+      mailFromSpf,
+    );
     this.#auth.catch(() => {}); // awaited in finish(); never an unhandled rejection after abort()
-    // With a null MAIL FROM, authenticate() already checks HELO (RFC 7208 §2.4); an address literal has no SPF.
+    // With a null MAIL FROM, the check above is already of HELO (RFC 7208 §2.4); an address literal has no SPF.
     const heloName = client.helo && !client.helo.startsWith('[') ? client.helo : undefined;
     const heloSpf = (name: string) => checkSpf({ ...query, helo: name, sender: '' });
     const iprev = () => checkIprev(client.ip, opts.resolve);

@@ -2,9 +2,9 @@
 // mailauth's implementation over our resolver. Strict mode: the record is
 // validated as the RFC says (syntax errors anywhere are permerror), void
 // lookups are counted per RFC 7208 §4.6.4, and only the checked identity
-// is reported. The same options go to mailauth's authenticate() for the
-// MAIL FROM check (authenticate.ts), so both identities are judged alike;
-// the RFC 7208 test suite runs through this function (spf-suite.test.ts).
+// is reported. Both identities, MAIL FROM and HELO, are checked through
+// it (authenticate.ts), so they are judged alike; the RFC 7208 test suite
+// runs through this function (spf-suite.test.ts).
 
 import { createRequire } from 'node:module';
 import type { SPFOptions, SPFResult } from 'mailauth';
