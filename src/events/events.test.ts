@@ -135,3 +135,30 @@ test('BatchingSubscriber with delayMs: gathers across turns up to the delay, or 
   assert.deepEqual(writes, [2, 5, 1]);
   assert.ok(Date.now() - t0 < 30, 'drain writes now');
 });
+
+test('BatchingSubscriber with delayMs and a slow asynchronous write: what gathers meanwhile waits out the delay from that write\'s start, not a new commit at once', async () => {
+  const starts: number[] = [];
+  const sizes: number[] = [];
+  const sink = new BatchingSubscriber(
+    async (batch) => {
+      starts.push(performance.now());
+      sizes.push(batch.length);
+      await new Promise((r) => setTimeout(r, 15)); // a commit the event loop does not wait for
+    },
+    () => {},
+    { delayMs: 80, maxBatch: 100 },
+  );
+  const stream = new EventStream();
+  stream.subscribe(sink.subscriber);
+  const msg = message();
+  stream.emit('queued', msg, 0);
+  await new Promise((r) => setTimeout(r, 90)); // the first write starts at about 80 ms and takes 15
+  // Events during the first write and after it: one more write, 80 ms after the first began.
+  stream.emit('delivered', msg, 0);
+  await new Promise((r) => setTimeout(r, 20));
+  stream.emit('delivered', msg, 1);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(sizes, [1, 2], 'the two later events in one write');
+  assert.ok(starts[1]! - starts[0]! >= 75, `the second write waited for the delay (${Math.round(starts[1]! - starts[0]!)} ms after the first)`);
+  await sink.drain();
+});

@@ -242,6 +242,7 @@ export class BatchingSubscriber {
     if (this.#batch.length === 0 || this.#writing) return;
     const batch = this.#batch;
     this.#batch = [];
+    const started = performance.now();
     this.#writing = (async () => {
       try {
         await this.#write(batch);
@@ -250,7 +251,14 @@ export class BatchingSubscriber {
       }
     })().finally(() => {
       this.#writing = null;
-      if (this.#batch.length > 0) this.#flush();
+      if (this.#batch.length === 0) return;
+      // What gathered during a write that took a while (an asynchronous
+      // commit: the event loop went on meanwhile) waits out the rest of
+      // delayMs from this write's start, as a new batch would: a write that
+      // returns quickly must not turn into a stream of small commits.
+      const wait = this.#delayMs - (performance.now() - started);
+      if (this.#batch.length >= this.#maxBatch || wait <= 0) this.#flush();
+      else this.#scheduled = setTimeout(() => this.#flush(), wait);
     });
   }
 
