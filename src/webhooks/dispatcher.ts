@@ -75,9 +75,9 @@ const MAX_PREFETCH = 64;
 /** Rows of fresh events a webhook may hold from memory (adopt) before new ones are left to claims: memory and lease length stay bounded. */
 const MAX_ADOPTED = 512;
 /** Results wait at most this long to be written (one commit for all of them). */
-const FLUSH_MS = 50;
+const FLUSH_MS = 200;
 /** Written at once, without waiting for FLUSH_MS, when this many results wait. */
-const FLUSH_RESULTS = 256;
+const FLUSH_RESULTS = 1024;
 /** Attempts kept per webhook for GET /v1/webhooks and the dashboard. */
 export const DELIVERIES_KEPT = 100;
 /**
@@ -496,7 +496,8 @@ export class WebhookDispatcher implements OutboxAdopter {
     this.#startPosts();
     // Only this webhook can have run dry since the last tick: the others claimed all they had room for then.
     const starved = !s.gone && s.ready.length === 0 && s.nextDue !== null && s.nextDue <= Date.now();
-    this.#soon(starved || this.#done.length >= FLUSH_RESULTS ? 0 : FLUSH_MS);
+    // A failure is written at once (its retry is scheduled by that write); successes wait to share a commit.
+    this.#soon(starved || !ok || this.#done.length >= FLUSH_RESULTS ? 0 : FLUSH_MS);
   }
 
   #releaseReady(s: HookState): void {
