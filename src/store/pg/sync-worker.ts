@@ -45,26 +45,18 @@ function options(): pg.ClientConfig {
   return { connectionString: init.url, connectionTimeoutMillis: init.connectTimeoutMs, statement_timeout: init.statementTimeoutMs, application_name: 'tern' };
 }
 
-async function connected(): Promise<pg.Client> {
-  if (client) return client;
-  const c = new pg.Client(options());
-  // A broken connection is dropped; the next request makes a new one.
-  c.on('error', () => {
-    if (client === c) client = null;
-  });
-  await c.connect();
-  client = c;
-  return c;
-}
-
-async function asyncConnected(): Promise<pg.Client> {
-  if (asyncClient) return asyncClient;
+/** The connection in `slot` (made on first use); a broken one is dropped and the next request makes a new one. */
+async function connection(slot: 'main' | 'async'): Promise<pg.Client> {
+  const held = slot === 'main' ? client : asyncClient;
+  if (held) return held;
   const c = new pg.Client(options());
   c.on('error', () => {
-    if (asyncClient === c) asyncClient = null;
+    if (slot === 'main' && client === c) client = null;
+    if (slot === 'async' && asyncClient === c) asyncClient = null;
   });
   await c.connect();
-  asyncClient = c;
+  if (slot === 'main') client = c;
+  else asyncClient = c;
   return c;
 }
 
@@ -75,7 +67,7 @@ init.asyncPort.on('message', (req: { id: number; items: { sql: string; params: u
   asyncChain = asyncChain.then(async () => {
     let c: pg.Client | undefined;
     try {
-      c = await asyncConnected();
+      c = await connection('async');
       let last: pg.QueryResult | undefined;
       for (const item of req.items) last = await c.query({ text: item.sql, values: item.params });
       init.asyncPort.postMessage({ id: req.id, ok: true, rowCount: last?.rowCount ?? 0, command: last?.command ?? '' });
@@ -131,7 +123,7 @@ init.port.on('message', (req: Request) => {
   void (async () => {
     try {
       if (req.op === 'query') {
-        const c = await connected();
+        const c = await connection('main');
         const r = await c.query({ text: req.sql, values: req.params });
         // A multi-statement text gives an array of results: the last one is the answer.
         const last = Array.isArray(r) ? r[r.length - 1] : r;
@@ -139,7 +131,7 @@ init.port.on('message', (req: Request) => {
       } else if (req.op === 'batch') {
         // Deferred writes and the call that flushed them, in order, as one request (one thread hop);
         // the first failure ends the batch and is the answer.
-        const c = await connected();
+        const c = await connection('main');
         let last: pg.QueryResult | undefined;
         for (const item of req.items) last = await c.query({ text: item.sql, values: item.params });
         answer(req.id, { ok: true, rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0, command: last?.command ?? '' });
