@@ -208,8 +208,16 @@ CREATE TABLE tls_reports (
 );
 `;
 
+/**
+ * Step 2: who holds an outbox row's lease. A node that stalled past its
+ * lease (a long GC pause, a frozen VM) may finish its POST after another
+ * node has claimed the row again; its result must not delete or reschedule
+ * the row the other node now holds (src/store/pg/webhooks.ts).
+ */
+const STEP_2 = `ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;`;
+
 /** Schema steps; version N is PG_MIGRATIONS[N-1]. Append only, never edit a released step. */
-export const PG_MIGRATIONS: readonly string[] = [STEP_1];
+export const PG_MIGRATIONS: readonly string[] = [STEP_1, STEP_2];
 
 /** Brings the database to PG_MIGRATIONS.length; refuses one newer than this Tern. */
 export function migrate(db: SyncPgClient): void {

@@ -145,6 +145,21 @@ async function suite(): Promise<void> {
       withDb(url, (db) => assert.deepEqual(db.rows('SELECT version FROM tern_schema_version'), [{ version: PG_MIGRATIONS.length }]));
     });
 
+    it('a database of an older Tern (schema step 1) is brought up to date, its rows kept', () => {
+      const url = kind.location();
+      withDb(url, (db) => {
+        db.exec('CREATE TABLE tern_schema_version (version BIGINT NOT NULL)');
+        db.exec(PG_MIGRATIONS[0]!);
+        db.query('INSERT INTO tern_schema_version (version) VALUES (1)');
+        db.query("INSERT INTO webhook_outbox (webhook_id, event_id, event_at, body, next_attempt) VALUES ('wh_a', 'e1', 1, '{}', 1)");
+      });
+      openPgStore(url).close();
+      withDb(url, (db) => {
+        assert.deepEqual(db.rows('SELECT version FROM tern_schema_version'), [{ version: PG_MIGRATIONS.length }]);
+        assert.deepEqual(db.rows('SELECT event_id, claimed_by FROM webhook_outbox'), [{ event_id: 'e1', claimed_by: null }]);
+      });
+    });
+
     it('a migrated database opened again is not changed', () => {
       const url = kind.location();
       const first = openPgStore(url);

@@ -101,6 +101,32 @@ describe('webhook outbox shared by several nodes (postgres)', { skip: kind.skip 
     }
   });
 
+  it('fencing: a node whose lease ran out and whose row another node claimed since cannot finish, reschedule or release it', () => {
+    const { a, b, close } = twoNodes();
+    try {
+      b.store.enqueue([row('wh_a', 'e1', T0), row('wh_a', 'e2', T0)]);
+      const [e1, e2] = a.store.claim('wh_a', T0, T0 + 1000, 10);
+      // a stalls past its lease; b takes both rows over.
+      assert.equal(b.store.claim('wh_a', T0 + 1001, T0 + 9000, 10).length, 2);
+      // a wakes up with its (late) results: none of them touches b's rows.
+      a.store.finishMany([e1!.seq]);
+      a.store.reschedule(e2!.seq, 1, T0 + 5000);
+      a.store.release([e1!.seq, e2!.seq]);
+      assert.deepEqual(b.store.claim('wh_a', T0 + 1002, T0 + 9000, 10), [], 'both still leased to b');
+      assert.equal(a.store.countPending('wh_a', 10), 2, 'nothing was deleted');
+      // b's own results count.
+      b.store.finishMany([e1!.seq]);
+      b.store.reschedule(e2!.seq, 1, T0 + 5000);
+      assert.equal(b.store.countPending('wh_a', 10), 1);
+      assert.deepEqual(a.store.claim('wh_a', T0 + 5000, T0 + 9000, 10).map((r) => [r.eventId, r.attempts]), [['e2', 1]], 'rescheduled by b, unleased, and claimable again');
+      // A holder whose lease merely ran out, with no one else claiming, still finishes its row.
+      a.store.finish(e2!.seq);
+      assert.equal(a.store.countPending('wh_a', 10), 0);
+    } finally {
+      close();
+    }
+  });
+
   it('a node\'s start ends only the leases that ran out, not a live node\'s', () => {
     const { a, b, close } = twoNodes();
     try {
@@ -152,7 +178,7 @@ describe('webhook outbox shared by several nodes (postgres)', { skip: kind.skip 
                  ANALYZE webhook_outbox`);
       const plan = (sql: string, args: unknown[]): string =>
         a.db.rows<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, args).map((r) => r['QUERY PLAN']).join(' | ');
-      const claim = plan(PG_WEBHOOK_SQL.claim, [T0, 'wh_big', 1_000_000, 10]);
+      const claim = plan(PG_WEBHOOK_SQL.claim, [T0, 'wh_big', 1_000_000, 10, 'node-plan']);
       // In index order with no Sort: the walk stops after the batch (and the leased rows before it).
       assert.match(claim, /LockRows.*Index Scan using webhook_outbox_due/, claim);
       assert.doesNotMatch(claim, /Seq Scan|Sort/, claim);

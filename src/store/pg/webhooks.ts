@@ -18,6 +18,7 @@
 // and one round trip whatever the count, where node:sqlite ran a prepared
 // statement per row at no cost.
 
+import { randomUUID } from 'node:crypto';
 import type { SyncPgClient } from './sync-client.ts';
 import type { Transaction } from './tx.ts';
 import type {
@@ -45,7 +46,7 @@ export const PG_WEBHOOK_SQL = {
   // earliest of the rows nobody else holds. The order is the index's
   // (webhook_outbox_due), with no tie-break: so the walk stops after `max`
   // rows instead of sorting a webhook's whole backlog first.
-  claim: `UPDATE webhook_outbox SET claimed_until = $1
+  claim: `UPDATE webhook_outbox SET claimed_until = $1, claimed_by = $5
      WHERE seq IN (SELECT seq FROM webhook_outbox
                    WHERE webhook_id = $2 AND next_attempt <= $3 AND (claimed_until IS NULL OR claimed_until < $3)
                    ORDER BY next_attempt LIMIT $4
@@ -64,6 +65,14 @@ export const PG_WEBHOOK_SQL = {
 class PgWebhookStore implements WebhookStore {
   readonly #db: SyncPgClient;
   readonly #tx: Transaction;
+  /**
+   * This store's claims carry it (claimed_by), and its results touch only
+   * rows that still carry it: a fencing token. After a stall past the lease
+   * another node may have claimed the row again; the late result then
+   * changes nothing (its POST went out twice, with the same webhook-id,
+   * which at-least-once delivery allows).
+   */
+  readonly #holder = `node-${randomUUID()}`;
 
   constructor(db: SyncPgClient, tx: Transaction) {
     this.#db = db;
@@ -136,7 +145,7 @@ class PgWebhookStore implements WebhookStore {
 
   claim(webhookId: string, now: number, leaseUntil: number, max: number): OutboxRow[] {
     if (max <= 0) return [];
-    const rows = this.#db.rows<OutboxDbRow>(PG_WEBHOOK_SQL.claim, [leaseUntil, webhookId, now, max]);
+    const rows = this.#db.rows<OutboxDbRow>(PG_WEBHOOK_SQL.claim, [leaseUntil, webhookId, now, max, this.#holder]);
     // RETURNING gives rows in no promised order.
     return rows.map(outboxOf).sort((a, b) => a.nextAttempt - b.nextAttempt || a.seq - b.seq);
   }
@@ -146,21 +155,26 @@ class PgWebhookStore implements WebhookStore {
   }
 
   finish(seq: number): void {
-    this.#db.query('DELETE FROM webhook_outbox WHERE seq = $1', [seq]);
+    this.finishMany([seq]);
   }
 
   finishMany(seqs: readonly number[]): void {
     if (seqs.length === 0) return;
-    this.#db.query('DELETE FROM webhook_outbox WHERE seq = ANY($1::bigint[])', [seqs]);
+    this.#db.query('DELETE FROM webhook_outbox WHERE seq = ANY($1::bigint[]) AND claimed_by = $2', [seqs, this.#holder]);
   }
 
   reschedule(seq: number, attempts: number, nextAttempt: number): void {
-    this.#db.query('UPDATE webhook_outbox SET attempts = $1, next_attempt = $2, claimed_until = NULL WHERE seq = $3', [attempts, nextAttempt, seq]);
+    this.#db.query('UPDATE webhook_outbox SET attempts = $1, next_attempt = $2, claimed_until = NULL, claimed_by = NULL WHERE seq = $3 AND claimed_by = $4', [
+      attempts,
+      nextAttempt,
+      seq,
+      this.#holder,
+    ]);
   }
 
   release(seqs: number[]): void {
     if (seqs.length === 0) return;
-    this.#db.query('UPDATE webhook_outbox SET claimed_until = NULL WHERE seq = ANY($1::bigint[])', [seqs]);
+    this.#db.query('UPDATE webhook_outbox SET claimed_until = NULL, claimed_by = NULL WHERE seq = ANY($1::bigint[]) AND claimed_by = $2', [seqs, this.#holder]);
   }
 
   /**
@@ -174,7 +188,7 @@ class PgWebhookStore implements WebhookStore {
    */
   releaseAllClaims(): number {
     // The leases were written with the claiming nodes' clocks, so this node's clock decides, as claim's `now` does.
-    return this.#db.query('UPDATE webhook_outbox SET claimed_until = NULL WHERE claimed_until < $1', [Date.now()]).rowCount;
+    return this.#db.query('UPDATE webhook_outbox SET claimed_until = NULL, claimed_by = NULL WHERE claimed_until < $1', [Date.now()]).rowCount;
   }
 
   purgeOutbox(webhookId: string, max: number): number {
