@@ -183,6 +183,34 @@ describe('webhook dispatcher', () => {
     }
   });
 
+  it('a burst past what is taken from memory (512 per webhook): every event once, the fresh ones leased at write, the rest claimed; the outbox ends empty', async () => {
+    // A slow receiver, so the in-memory backlog fills and later rows are left to claims.
+    const rx = await receiver(() => 204);
+    const t = await setup({ concurrency: 4 });
+    try {
+      const w = t.webhooks.create(ALICE, rx.url, null);
+      const leasedAtWrite: number[] = [];
+      const enqueueClaimed = t.store.webhooks.enqueueClaimed!.bind(t.store.webhooks);
+      t.store.webhooks.enqueueClaimed = (rows, until) => (leasedAtWrite.push(rows.length), enqueueClaimed(rows, until));
+      const ids: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        ids.push(...t.emit(300));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await until(() => rx.hits.length >= ids.length, 20_000, 'every event');
+      await new Promise((r) => setTimeout(r, 300));
+      const got = rx.hits.map((h) => h.headers['webhook-id'] as string);
+      assert.equal(got.length, ids.length, 'no event twice');
+      assert.deepEqual([...got].sort(), [...ids].sort(), 'every event');
+      const leased = leasedAtWrite.reduce((a, b) => a + b, 0);
+      assert.ok(leased > 0 && leased < ids.length, `some rows leased at write (${leased}), the others claimed`);
+      await until(() => t.store.webhooks.countPending(w.id, 10) === 0, 5000, 'an empty outbox');
+    } finally {
+      await t.close();
+      await rx.close();
+    }
+  });
+
   it('keeps at most webhooks.concurrency POSTs in flight', async () => {
     const rx = await receiver(() => 'hang');
     const t = await setup({ concurrency: 3, timeoutMs: 500, schedule: [60_000] });
