@@ -27,7 +27,11 @@
 //
 // Each relay first gets an unmeasured warm-up (--warmup, 1,000 messages).
 //
-//   node bench/relay.ts [--messages N] [--sessions S] [--runs R] [--warmup N] [--no-dkim] [--dkim-algo rsa|ed25519] [--json FILE]
+//   node bench/relay.ts [--messages N] [--sessions S] [--runs R] [--warmup N] [--no-dkim] [--dkim-algo rsa|ed25519] [--json FILE] [--profile]
+//
+// --profile: the plain relay Tern runs under `node --cpu-prof`; its profile
+// (warm-up and every run it served) is summarized at the end, as
+// bench/profile.ts does (a profiled server is slower: not for the figures).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,6 +42,8 @@ import { postfixAvailable, postfixProcesses, startPostfix } from '../test/helper
 import { freePort } from '../test/helpers/server.ts';
 import { cli, cpuMeter, haveTaskset, LOAD_CPU, machine, pin, pinPids, pinSelf, ROOT, SERVER_CPU, spread, startSink, startTern, tempDir, waitForQuiet, waitUntil } from './lib.ts';
 import type { Sink, Spread } from './lib.ts';
+import { summarize as summarizeProfile } from './profile.ts';
+import { SERVER_V8_FLAGS } from '../src/cli/main.ts';
 
 const args = cli();
 const MESSAGES = args.num('messages', 2000);
@@ -49,6 +55,7 @@ const DKIM_ALGO = args.str('dkim-algo') ?? 'rsa';
 const SIZE = 1024;
 const SENDER_DOMAIN = 'load.test';
 const jsonOut = args.str('json');
+const PROFILE = args.flag('profile');
 
 type Mta = 'tern' | 'postfix' | 'tern-dkim';
 interface Run { mta: Mta; round: number; seconds: number; acceptSeconds: number; rate: number; acceptRate: number; cpuMsPerMsg: number }
@@ -91,7 +98,7 @@ async function load(port: number, sink: Sink, cpuPids: () => number[], mta: Mta,
 }
 
 /** Tern as a user would run a relay (durable spool, info logs); with `dkim`, a signing key for the sender's domain made by `tern dkim keygen`. */
-async function startRelayTern(o: { dns: string; sinkPort: number; dkim: boolean }) {
+async function startRelayTern(o: { dns: string; sinkPort: number; dkim: boolean; profileDir?: string | undefined }) {
   const dir = tempDir(o.dkim ? 'tern-bench-dkim-' : 'tern-bench-');
   const ternPort = await freePort('127.0.0.1');
   const config = {
@@ -110,8 +117,16 @@ async function startRelayTern(o: { dns: string; sinkPort: number; dkim: boolean 
     const k = spawnSync(process.execPath, [path.join(ROOT, 'src/cli/main.ts'), 'dkim', 'keygen', SENDER_DOMAIN, '--selector', 'bench', '--algo', DKIM_ALGO, '--config', file], { encoding: 'utf8' });
     if (k.status !== 0) throw new Error(`tern dkim keygen failed (${k.status}): ${k.stderr}`);
   }
-  const tern = await startTern(config, dir, SERVER_CPU);
-  return { port: ternPort, tern, dir };
+  // The server inherits NODE_OPTIONS; with the V8 flag there, `tern serve` does not re-exec itself, so the profiled process is the server.
+  const nodeOptions = process.env.NODE_OPTIONS;
+  if (o.profileDir) process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${o.profileDir} ${SERVER_V8_FLAGS.join(' ')}`.trim();
+  try {
+    const tern = await startTern(config, dir, SERVER_CPU);
+    return { port: ternPort, tern, dir };
+  } finally {
+    if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = nodeOptions;
+  }
 }
 
 async function main(): Promise<void> {
@@ -121,7 +136,8 @@ async function main(): Promise<void> {
   const sink = startSink('127.0.0.3', sinkPort, LOAD_CPU);
   const dns = await startDnsServer({ 'sink.test': { MX: [{ preference: 10, exchange: 'mx.sink.test' }] }, 'mx.sink.test': { A: ['127.0.0.3'] } });
 
-  const plain = await startRelayTern({ dns: dns.address, sinkPort, dkim: false });
+  const profileDir = PROFILE ? tempDir('tern-bench-relay-prof-') : undefined;
+  const plain = await startRelayTern({ dns: dns.address, sinkPort, dkim: false, profileDir });
   const signing = DKIM ? await startRelayTern({ dns: dns.address, sinkPort, dkim: true }) : undefined;
 
   // Postfix as a relay for 127.0.0.0/8, to the sink as relayhost.
@@ -196,6 +212,14 @@ async function main(): Promise<void> {
   console.log(`  tern/postfix (median of pairwise ratios): ${ratio.e2e.median.toFixed(2)}x end to end, ${ratio.accept.median.toFixed(2)}x accepted`);
   if (result.ratioDkim) console.log(`  tern-dkim/postfix: ${result.ratioDkim.e2e.median.toFixed(2)}x end to end, ${result.ratioDkim.accept.median.toFixed(2)}x accepted`);
   if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(result, null, 2));
+  if (profileDir) {
+    const file = fs.readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(profileDir, f)).sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0];
+    if (!file) console.log(`no CPU profile in ${profileDir}`);
+    else {
+      console.log(`\ntern (relay) under --cpu-prof: ${file} (open it in Chrome DevTools)`);
+      console.log(summarizeProfile(JSON.parse(fs.readFileSync(file, 'utf8')) as Parameters<typeof summarizeProfile>[0], 25));
+    }
+  }
 }
 
 await main();
