@@ -4,7 +4,6 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Store } from './store.ts';
 import type { CachedStsPolicy } from './mta-sts.ts';
 import { storeKinds } from '../../test/helpers/stores.ts';
 
@@ -20,15 +19,7 @@ const row = (domain: string, over: Partial<CachedStsPolicy> = {}): CachedStsPoli
 
 for (const kind of storeKinds()) {
   describe(`MTA-STS policy cache (${kind.name})`, { skip: kind.skip }, () => {
-    /** Runs `fn` on a fresh store, closed afterwards. */
-    const withStore = (fn: (store: Store) => void): void => {
-      const store = kind.open();
-      try {
-        fn(store);
-      } finally {
-        store.close();
-      }
-    };
+    const withStore = kind.withStore;
 
     it('put, get, replace, delete', () =>
       withStore((store) => {

@@ -3,7 +3,6 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Store } from './store.ts';
 import type { SuppressionRecord } from './suppressions.ts';
 import { storeKinds } from '../../test/helpers/stores.ts';
 
@@ -11,15 +10,7 @@ const rec = (address: string, over: Partial<SuppressionRecord> = {}): Suppressio
 
 for (const kind of storeKinds()) {
   describe(`suppression store (${kind.name})`, { skip: kind.skip }, () => {
-    /** Runs `fn` on a fresh store, closed afterwards. */
-    const withStore = (fn: (store: Store) => void): void => {
-      const store = kind.open();
-      try {
-        fn(store);
-      } finally {
-        store.close();
-      }
-    };
+    const withStore = kind.withStore;
 
     it('put, get, replace, delete; put tells new from replaced', () =>
       withStore((store) => {

@@ -4,7 +4,6 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Store } from './store.ts';
 import type { TlsResultRow } from './tls-reports.ts';
 import { storeKinds } from '../../test/helpers/stores.ts';
 
@@ -29,15 +28,7 @@ function row(over: Partial<TlsResultRow> = {}): TlsResultRow {
 
 for (const kind of storeKinds()) {
   describe(`TLS-RPT store (${kind.name})`, { skip: kind.skip }, () => {
-    /** Runs `fn` on a fresh store, closed afterwards. */
-    const withStore = (fn: (store: Store) => void): void => {
-      const store = kind.open();
-      try {
-        fn(store);
-      } finally {
-        store.close();
-      }
-    };
+    const withStore = kind.withStore;
 
     it('addResults sums counts per key and keeps the last non-empty reason', () =>
       withStore((store) => {

@@ -27,6 +27,8 @@ export interface StoreKind {
   skip: string | false;
   /** A fresh, empty store. */
   open(): Store;
+  /** Runs `fn` on a fresh, empty store, closed afterwards. */
+  withStore(fn: (store: Store) => void): void;
   /** A new empty place for a store: a directory (sqlite) or a database URL (postgres), for tests that open it more than once. */
   location(): string;
   /** A store at `location` (made or migrated as needed), like opening it from another process or node. */
@@ -61,12 +63,27 @@ function freshDatabase(): string {
   return cluster.url.replace(/\/postgres$/, `/${name}`);
 }
 
+/** Runs `fn` on `open()`'s store and closes it, whatever `fn` does. */
+function withFresh(open: () => Store): (fn: (store: Store) => void) => void {
+  return (fn) => {
+    const store = open();
+    try {
+      fn(store);
+    } finally {
+      store.close();
+    }
+  };
+}
+
 export function storeKinds(): StoreKind[] {
+  const sqlite = (): Store => openStore(path.join(root, `d${made++}`));
+  const postgres = (): Store => openPgStore(freshDatabase());
   return [
     {
       name: 'sqlite',
       skip: false,
-      open: () => openStore(path.join(root, `d${made++}`)),
+      open: sqlite,
+      withStore: withFresh(sqlite),
       location: () => path.join(root, `d${made++}`),
       openAt: (dir) => openStore(dir),
       database: () => {
@@ -76,7 +93,8 @@ export function storeKinds(): StoreKind[] {
     {
       name: 'postgres',
       skip: pgSkip,
-      open: () => openPgStore(freshDatabase()),
+      open: postgres,
+      withStore: withFresh(postgres),
       location: freshDatabase,
       openAt: (url) => openPgStore(url),
       database: () => {
