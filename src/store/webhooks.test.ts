@@ -93,6 +93,26 @@ for (const kind of storeKinds()) describe(`webhook store (${kind.name})`, { skip
     assert.deepEqual(w.claim('wh_a', T0 + 5000, T0 + 60_000, 10).map((r) => r.eventId).sort(), ['e2', 'e3']);
   });
 
+  it('finishMany deletes the listed rows in one call; enqueueClaimed (embedded only) writes rows already leased and says their seqs in order', () => {
+    const w = store.webhooks;
+    w.enqueue([row('wh_a', 'e1', T0), row('wh_a', 'e2', T0), row('wh_a', 'e3', T0)]);
+    const claimed = w.claim('wh_a', T0, T0 + 60_000, 3);
+    w.finishMany([claimed[0]!.seq, claimed[2]!.seq]);
+    w.finishMany([]);
+    assert.equal(w.countPending('wh_a', 10), 1);
+    if (kind.name === 'postgres') {
+      assert.equal(w.enqueueClaimed, undefined, 'its insert is deferred to the commit: no seqs to give');
+      return;
+    }
+    const seqs = w.enqueueClaimed!([row('wh_b', 'f1', T0), row('wh_b', 'f2', T0)], T0 + 60_000);
+    assert.equal(seqs.length, 2);
+    assert.ok(seqs[0]! < seqs[1]!, 'in the order given');
+    assert.deepEqual(w.claim('wh_b', T0 + 1, T0 + 120_000, 10), [], 'leased: no claim takes them while the lease lasts');
+    assert.deepEqual(w.claim('wh_b', T0 + 60_001, T0 + 120_000, 10).map((r) => [r.seq, r.eventId]), [[seqs[0], 'f1'], [seqs[1], 'f2']], 'due again once it ran out');
+    w.finishMany(seqs);
+    assert.equal(w.countPending('wh_b', 10), 0);
+  });
+
   it('purges one webhook\'s rows and expires old rows, a bounded batch at a time', () => {
     const w = store.webhooks;
     w.enqueue(Array.from({ length: 5 }, (_, i) => row('wh_a', `a${i}`, T0)));
