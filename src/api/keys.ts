@@ -4,7 +4,7 @@
 // guessed however fast the hash, and a fast hash lets every request look its
 // key up by an index instead of trying each stored salt.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { ApiKeyRecord, Store } from '../store/store.ts';
 
 export const KEY_PREFIX = 'tern_';
@@ -16,7 +16,8 @@ export function newApiKey(): string {
 }
 
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  // One-shot crypto.hash: no Hash object per request (the lookup runs on every API call).
+  return hash('sha256', key, 'hex');
 }
 
 /** A key name: what `tern apikey revoke NAME` and the logs show. */

@@ -5,6 +5,7 @@
 // hooks) and intake (Received, Date and Message-ID fix-ups, DKIM signing).
 // It is answered only once the spool has it durably (the SMTP 250).
 
+import { isAscii } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { parseHeaderSection } from '../intake/intake.ts';
 import { mayUseAddress } from '../policy/senders.ts';
@@ -128,22 +129,17 @@ export class Sender {
     return new Promise((resolve, reject) => composer.compile().build((e, m) => (e ? reject(e) : resolve(m))));
   }
 
-  async #submit(from: string, to: { address: string; path: string }[], raw: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
+  async #submit(from: string, to: { address: string; path: string }[], message: Buffer, tags: Record<string, string> | undefined, key: ApiKeyRecord, ip: string, tls: boolean): Promise<SendResult> {
     const limits = this.#o.limits();
     if (to.length > limits.recipients) throw fieldError(400, '/body/to', `at most ${limits.recipients} recipients (limits.recipients)`);
     const rcpts = to.map(({ address, path }) => ({ address: mailbox(address, path), path }));
-    let message = raw;
     if (message.length > limits.messageSize) throw new ApiError(413, `The message is ${message.length} octets; the limit is ${limits.messageSize} (limits.messageSize)`);
-    const fields = parseHeaderSection(message, false);
-    let messageId = fields.find((f) => f.name.toLowerCase() === 'message-id')?.value.trim();
-    if (messageId === undefined) {
-      // Intake would add one (RFC 6409 §8.3), but the answer must name it: make it here.
-      messageId = `<${randomUUID()}@${this.#o.hostname}>`;
-      message = Buffer.concat([Buffer.from(`Message-ID: ${messageId}\r\n`, 'latin1'), message]);
-    }
     // RFC 6531 when an address or the header section is UTF-8; 8BITMIME (RFC 6152) when any octet is 8-bit.
-    const eightBit = /[\x80-\xff]/.test(message.toString('latin1'));
-    const utf8 = /[^\x00-\x7f]/.test(from) || rcpts.some((r) => /[^\x00-\x7f]/.test(r.address)) || fields.some((f) => /[^\x00-\x7f]/.test(f.value));
+    // An all-ASCII message (the usual one) needs no look at its fields.
+    const ascii = isAscii(message);
+    const eightBit = !ascii;
+    const utf8 =
+      /[^\x00-\x7f]/.test(from) || rcpts.some((r) => /[^\x00-\x7f]/.test(r.address)) || (!ascii && parseHeaderSection(message, false).some((f) => /[^\x00-\x7f]/.test(f.value)));
     const account = `apikey:${key.name}`;
     // The message takes the path of an authenticated submission: the policy's
     // mail, rcpt and data stages (send-as, the hourly limit, recipients, the
@@ -176,11 +172,11 @@ export class Sender {
       } catch (e) {
         throw refusal(e);
       }
-      // No write of our own here: intake read the Message-ID into the envelope, and the events store keeps it with the message's first event (batched).
+      // No write of our own here: intake read the Message-ID into the envelope (or, for a message without one, made it: RFC 6409 §8.3), and the events store keeps it with the message's first event (batched).
       const suppressed = this.#o.suppressed;
       return {
         id: queued.id,
-        messageId,
+        messageId: queued.messageId ?? '',
         recipients: session.recipients().map((r) => ({ address: r.address, status: !r.mailbox && suppressed(r.address) ? ('suppressed' as const) : ('queued' as const) })),
       };
     } finally {

@@ -34,6 +34,8 @@ export interface Queued {
   sender: string;
   recipients: number;
   size: number;
+  /** The Message-ID field's value: the message's own, or the one intake added (RFC 6409 §8.3); absent for relayed mail without one. */
+  messageId?: string | undefined;
 }
 
 export interface Backend {
@@ -324,7 +326,7 @@ class Sink implements MessageSink {
       () => void (this.settled = true),
     );
     const msg = await commit;
-    return { id: msg.envelope.id, sender: msg.envelope.sender, recipients: msg.envelope.recipients.length, size: msg.size };
+    return { id: msg.envelope.id, sender: msg.envelope.sender, recipients: msg.envelope.recipients.length, size: msg.size, messageId: msg.envelope.messageId };
   }
 
   abort(): Promise<void> {
