@@ -22,6 +22,10 @@
 //                    (/proc/<pid>/stat, reaped children included) from the
 //                    start until the server has handled all N (discarded,
 //                    queued, delivered, sunk), so delivery after the 250 is in;
+//   CPU user / sys   the same time split into user (utime + cutime) and
+//   ms/message       system (stime + cstime): the system part is the
+//                    kernel working for the server (fsync, the journal,
+//                    sockets), out of reach of the server's own code;
 //   peak RSS / PSS   the highest sum of VmRSS / Pss over the server's
 //                    processes, sampled every 200 ms over the same span.
 // Medians and min–max over the rounds; Tern/peer ratios pair by pair (round
@@ -58,7 +62,7 @@ import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { HARAKA_VERSION } from './haraka.ts';
 import { measureLatency } from './latency.ts';
 import {
-  cachedPids, cli, cpuByName, cpuMeter, waitForQuiet, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
+  cachedPids, cli, cpuByName, cpuMeterSplit, waitForQuiet, haveTaskset, machine, median, memorySampler, pinSelf, runSource, spread, waitUntil,
 } from './lib.ts';
 import type { Spread } from './lib.ts';
 import { startHarakaPeer, startPostfixMaildirPeer, startPostfixPeer, startSinkPeer, startTernPeer, ternJournal, TERN_LIMITS } from './peers.ts';
@@ -181,6 +185,9 @@ export interface Run {
   /** Messages / drainSeconds: end to end, until the server has handled every one. */
   e2eRate: number;
   cpuMsPerMsg: number;
+  /** cpuMsPerMsg split into user (utime + cutime) and system (stime + cstime) time; absent in results from before the split. */
+  cpuUserMsPerMsg?: number;
+  cpuSysMsPerMsg?: number;
   /** Busy share of all CPUs just before the run (bench/lib.ts waitForQuiet), and how long it waited for quiet. */
   busyBefore?: number;
   quietWaitSeconds?: number;
@@ -198,7 +205,7 @@ async function measure(p: Peer, s: { size: number; sessions: number; reuse: bool
   const mem = memorySampler(pids);
   // Only Postfix is many processes: where its time goes, by daemon.
   const byName = p.name.startsWith('postfix') ? cpuByName(pids) : undefined;
-  const cpu = cpuMeter(p.pids);
+  const cpu = cpuMeterSplit(p.pids);
   const r = await runSource({
     host: '127.0.0.1', port: p.port, messages: s.messages, sessions: s.sessions, size: s.size, reuse: s.reuse,
     from: 'load@load.test', to: p.to, timeoutMs: RUN_TIMEOUT_MS,
@@ -206,7 +213,7 @@ async function measure(p: Peer, s: { size: number; sessions: number; reuse: bool
   const t0 = Date.now();
   const ok = r.status === 0 && (await waitUntil(() => p.done() - done0 >= s.messages, RUN_TIMEOUT_MS, 20));
   const drainSeconds = r.seconds + (Date.now() - t0) / 1000;
-  const cpuMs = cpu();
+  const cpuTime = cpu();
   const peak = mem.stop();
   const parts = byName?.stop();
   const said = r.stderr.trim().split('\n').slice(0, 3).join(' | ');
@@ -214,18 +221,31 @@ async function measure(p: Peer, s: { size: number; sessions: number; reuse: bool
     const error = r.status !== 0
       ? `smtp-source exited ${r.status} after ${r.seconds.toFixed(1)} s: ${said}`
       : `only ${p.done() - done0} of ${s.messages} handled${said ? `; smtp-source: ${said}` : ''}`;
-    return { peer: p.name, round, ok: false, error, seconds: r.seconds, rate: NaN, drainSeconds: NaN, e2eRate: NaN, cpuMsPerMsg: NaN, peakRssKiB: NaN, peakPssKiB: NaN };
+    return { peer: p.name, round, ok: false, error, seconds: r.seconds, rate: NaN, drainSeconds: NaN, e2eRate: NaN, cpuMsPerMsg: NaN, cpuUserMsPerMsg: NaN, cpuSysMsPerMsg: NaN, peakRssKiB: NaN, peakPssKiB: NaN };
   }
   if (said) console.warn(`  ${p.name}: smtp-source said: ${said}`);
   return {
-    peer: p.name, round, ok: true, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, e2eRate: s.messages / drainSeconds, cpuMsPerMsg: cpuMs / s.messages,
+    peer: p.name, round, ok: true, seconds: r.seconds, rate: s.messages / r.seconds, drainSeconds, e2eRate: s.messages / drainSeconds,
+    cpuMsPerMsg: cpuTime.total / s.messages, cpuUserMsPerMsg: cpuTime.user / s.messages, cpuSysMsPerMsg: cpuTime.system / s.messages,
     peakRssKiB: peak.rssKiB, peakPssKiB: peak.pssKiB,
     ...(quiet ? { busyBefore: quiet.busy, quietWaitSeconds: quiet.waited } : {}),
     ...(parts ? { cpuMsPerMsgByProcess: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v / s.messages])) } : {}),
   };
 }
 
-export interface PeerSummary { runs: number; failed: number; rate: Spread; e2eRate?: Spread; cpuMsPerMsg: Spread; drainSeconds: Spread; peakRssKiB: Spread; peakPssKiB: Spread }
+export interface PeerSummary {
+  runs: number;
+  failed: number;
+  rate: Spread;
+  e2eRate?: Spread;
+  cpuMsPerMsg: Spread;
+  /** cpuMsPerMsg's user and system parts over the same runs (absent in results from before the split). */
+  cpuUserMsPerMsg?: Spread;
+  cpuSysMsPerMsg?: Spread;
+  drainSeconds: Spread;
+  peakRssKiB: Spread;
+  peakPssKiB: Spread;
+}
 export interface Ratio { rate: number; cpuMsPerMsg: number; pairs: number }
 /** a/b round by round: acceptance, end to end and CPU per message, median and range over the rounds. */
 export interface PairRatio { a: PeerName; b: PeerName; rate: Spread; e2eRate: Spread; cpuMsPerMsg: Spread; pairs: number }
@@ -247,7 +267,7 @@ function summarize(s: Scenario, runs: Run[]): ScenarioResult {
     const rs = okRuns(p);
     const all = runs.filter((r) => r.peer === p);
     if (!rs.length) {
-      summary[p] = { runs: all.length, failed: all.length, rate: nan(), e2eRate: nan(), cpuMsPerMsg: nan(), drainSeconds: nan(), peakRssKiB: nan(), peakPssKiB: nan() };
+      summary[p] = { runs: all.length, failed: all.length, rate: nan(), e2eRate: nan(), cpuMsPerMsg: nan(), cpuUserMsPerMsg: nan(), cpuSysMsPerMsg: nan(), drainSeconds: nan(), peakRssKiB: nan(), peakPssKiB: nan() };
       continue;
     }
     summary[p] = {
@@ -256,6 +276,8 @@ function summarize(s: Scenario, runs: Run[]): ScenarioResult {
       rate: spread(rs.map((r) => r.rate)),
       e2eRate: spread(rs.map((r) => r.e2eRate)),
       cpuMsPerMsg: spread(rs.map((r) => r.cpuMsPerMsg)),
+      cpuUserMsPerMsg: spread(rs.map((r) => r.cpuUserMsPerMsg ?? NaN)),
+      cpuSysMsPerMsg: spread(rs.map((r) => r.cpuSysMsPerMsg ?? NaN)),
       drainSeconds: spread(rs.map((r) => r.drainSeconds)),
       peakRssKiB: spread(rs.map((r) => r.peakRssKiB)),
       peakPssKiB: spread(rs.map((r) => r.peakPssKiB)),
@@ -400,7 +422,7 @@ async function main(): Promise<void> {
           const run = await measure(peers.get(name)!, s, round);
           runs.push(run);
           if (run.ok) {
-            console.log(`  ${name.padEnd(15)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s: ${run.e2eRate.toFixed(0)} msg/s end to end)${run.quietWaitSeconds! > 1 ? `; waited ${run.quietWaitSeconds!.toFixed(0)} s for a quiet machine, ${(100 * run.busyBefore!).toFixed(0)} % busy` : ''}`);
+            console.log(`  ${name.padEnd(15)} ${run.rate.toFixed(0).padStart(6)} msg/s  ${run.cpuMsPerMsg.toFixed(3)} ms CPU/msg (user ${run.cpuUserMsPerMsg!.toFixed(3)}, sys ${run.cpuSysMsPerMsg!.toFixed(3)})  peak RSS ${(run.peakRssKiB / 1024).toFixed(0)} MiB  (all handled after ${run.drainSeconds.toFixed(2)} s: ${run.e2eRate.toFixed(0)} msg/s end to end)${run.quietWaitSeconds! > 1 ? `; waited ${run.quietWaitSeconds!.toFixed(0)} s for a quiet machine, ${(100 * run.busyBefore!).toFixed(0)} % busy` : ''}`);
             const parts = Object.entries(run.cpuMsPerMsgByProcess ?? {}).sort((x, y) => y[1] - x[1]).slice(0, 6);
             if (parts.length) console.log(`  ${''.padEnd(15)} CPU ms/msg by process: ${parts.map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
           } else console.log(`  ${name.padEnd(15)} FAILED: ${run.error}`);

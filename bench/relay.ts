@@ -22,6 +22,12 @@
 // tern, …; medians, ranges and round-by-round ratios are reported. Both are
 // durable (Tern fsyncs its queue file; Postfix its queue file), both log.
 //
+// Per run: messages/s end to end and accepted, and the MTA's CPU time per
+// message (/proc/<pid>/stat, reaped children included, from the start until
+// the sink has every message), also split into user (utime + cutime) and
+// system (stime + cstime) time: the kernel's share (fsync, sockets) is
+// beyond the MTA's own code.
+//
 // Shared helpers are in bench/lib.ts; `npm run bench` (bench/run.ts) runs
 // this after bench/accept.ts and bench/memory.ts.
 //
@@ -40,7 +46,7 @@ import { stringify } from 'yaml';
 import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { postfixAvailable, postfixProcesses, startPostfix } from '../test/helpers/postfix.ts';
 import { freePort } from '../test/helpers/server.ts';
-import { cli, cpuMeter, haveTaskset, LOAD_CPU, machine, pin, pinPids, pinSelf, ROOT, SERVER_CPU, spread, startSink, startTern, tempDir, waitForQuiet, waitUntil } from './lib.ts';
+import { cli, cpuMeterSplit, haveTaskset, LOAD_CPU, machine, pin, pinPids, pinSelf, ROOT, SERVER_CPU, spread, startSink, startTern, tempDir, waitForQuiet, waitUntil } from './lib.ts';
 import type { Sink, Spread } from './lib.ts';
 import { summarize as summarizeProfile } from './profile.ts';
 import { SERVER_V8_FLAGS } from '../src/cli/main.ts';
@@ -58,8 +64,30 @@ const jsonOut = args.str('json');
 const PROFILE = args.flag('profile');
 
 type Mta = 'tern' | 'postfix' | 'tern-dkim';
-interface Run { mta: Mta; round: number; seconds: number; acceptSeconds: number; rate: number; acceptRate: number; cpuMsPerMsg: number }
-interface RelaySummary { mta: Mta; median: number; min: number; max: number; cpuMsPerMsg: number; accept?: Spread; cpu?: Spread }
+interface Run {
+  mta: Mta;
+  round: number;
+  seconds: number;
+  acceptSeconds: number;
+  rate: number;
+  acceptRate: number;
+  cpuMsPerMsg: number;
+  /** cpuMsPerMsg split into user and system time (absent in results from before the split). */
+  cpuUserMsPerMsg?: number;
+  cpuSysMsPerMsg?: number;
+}
+interface RelaySummary {
+  mta: Mta;
+  median: number;
+  min: number;
+  max: number;
+  cpuMsPerMsg: number;
+  accept?: Spread;
+  cpu?: Spread;
+  /** cpu's user and system parts over the same runs (absent in results from before the split). */
+  cpuUser?: Spread;
+  cpuSys?: Spread;
+}
 export interface RelayResult {
   messages: number;
   sessions: number;
@@ -85,7 +113,7 @@ async function load(port: number, sink: Sink, cpuPids: () => number[], mta: Mta,
   // Other work on the shared machine otherwise lands in some rounds only.
   if (round >= 0) await waitForQuiet();
   sink.reset();
-  const cpu = cpuMeter(cpuPids);
+  const cpu = cpuMeterSplit(cpuPids);
   const t0 = process.hrtime.bigint();
   const [cmd, argv] = pin(LOAD_CPU, 'smtp-source', ['-s', String(SESSIONS), '-m', String(messages), '-l', String(SIZE), '-f', `load@${SENDER_DOMAIN}`, '-t', 'user@sink.test', `127.0.0.1:${port}`]);
   const src = spawn(cmd, argv, { stdio: 'ignore' });
@@ -93,8 +121,12 @@ async function load(port: number, sink: Sink, cpuPids: () => number[], mta: Mta,
   const ok = await waitUntil(() => sink.count() >= messages, Number(process.env.BENCH_TIMEOUT ?? 300_000));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const acceptSeconds = await accepted;
+  const cpuTime = cpu();
   if (!ok) throw new Error(`${mta}: after ${seconds}s only ${sink.count()} of ${messages} reached the sink`);
-  return { mta, round, seconds, acceptSeconds, rate: messages / seconds, acceptRate: messages / acceptSeconds, cpuMsPerMsg: cpu() / messages };
+  return {
+    mta, round, seconds, acceptSeconds, rate: messages / seconds, acceptRate: messages / acceptSeconds,
+    cpuMsPerMsg: cpuTime.total / messages, cpuUserMsPerMsg: cpuTime.user / messages, cpuSysMsPerMsg: cpuTime.system / messages,
+  };
 }
 
 /** Tern as a user would run a relay (durable spool, info logs); with `dkim`, a signing key for the sender's domain made by `tern dkim keygen`. */
@@ -188,7 +220,11 @@ async function main(): Promise<void> {
     const rs = runs.filter((r) => r.mta === mta);
     const e2e = spread(rs.map((r) => r.rate));
     const cpu = spread(rs.map((r) => r.cpuMsPerMsg));
-    return { mta, median: e2e.median, min: e2e.min, max: e2e.max, cpuMsPerMsg: cpu.median, cpu, accept: spread(rs.map((r) => r.acceptRate)) };
+    return {
+      mta, median: e2e.median, min: e2e.min, max: e2e.max, cpuMsPerMsg: cpu.median, cpu,
+      cpuUser: spread(rs.map((r) => r.cpuUserMsPerMsg ?? NaN)), cpuSys: spread(rs.map((r) => r.cpuSysMsPerMsg ?? NaN)),
+      accept: spread(rs.map((r) => r.acceptRate)),
+    };
   };
   /** a/Postfix round by round, end to end and acceptance. */
   const vsPostfix = (a: Mta) => {
@@ -207,7 +243,7 @@ async function main(): Promise<void> {
   };
   console.log(`relay ${MESSAGES} x ${SIZE} B, ${SESSIONS} sessions, ${RUNS} runs each (pinned: ${haveTaskset})`);
   for (const s of [result.tern, result.postfix, result.ternDkim]) {
-    if (s) console.log(`  ${s.mta.padEnd(9)} ${s.median.toFixed(0)} msg/s end to end (min ${s.min.toFixed(0)}, max ${s.max.toFixed(0)}), ${s.accept!.median.toFixed(0)} msg/s accepted, ${s.cpuMsPerMsg.toFixed(2)} ms CPU/msg`);
+    if (s) console.log(`  ${s.mta.padEnd(9)} ${s.median.toFixed(0)} msg/s end to end (min ${s.min.toFixed(0)}, max ${s.max.toFixed(0)}), ${s.accept!.median.toFixed(0)} msg/s accepted, ${s.cpuMsPerMsg.toFixed(2)} ms CPU/msg (user ${s.cpuUser!.median.toFixed(2)}, sys ${s.cpuSys!.median.toFixed(2)})`);
   }
   console.log(`  tern/postfix (median of pairwise ratios): ${ratio.e2e.median.toFixed(2)}x end to end, ${ratio.accept.median.toFixed(2)}x accepted`);
   if (result.ratioDkim) console.log(`  tern-dkim/postfix: ${result.ratioDkim.e2e.median.toFixed(2)}x end to end, ${result.ratioDkim.accept.median.toFixed(2)}x accepted`);

@@ -3,10 +3,18 @@
 // like for like, both delivering into a Maildir, against Postfix delivering
 // into a Maildir through virtual(8); relaying, with and without DKIM
 // signing) with its targets; then the headline ratios, the targets of issue
-// 6, the machine, how it was run, and every table. Met / not met is computed
-// here from the data.
+// 6, the disk's limits, the machine, how it was run, and every table. Met /
+// not met is computed here from the data.
 //
-//   node bench/report.ts [docs/benchmarks.json]   rewrites docs/benchmarks.md from that file
+// Server CPU per message is shown as user + system and, where the results
+// have it, split into user and system (kernel) time ("user / sys"; "n/a" in
+// results from before the split). The disk section has the disk's fdatasync
+// rate and the Maildir floor (bench/disk.ts): the kernel CPU one durable
+// 1 KiB Maildir file costs on this disk, and with it the least CPU per
+// message Tern's 1 KB Maildir rows could reach (its CPU per message with
+// discard delivery, when the same results have it, plus that floor).
+//
+//   node bench/report.ts [docs/benchmarks.json [OUT.md]]   rewrites docs/benchmarks.md (or OUT.md) from that file
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,7 +24,7 @@ import { median } from './lib.ts';
 import type { Machine, Spread } from './lib.ts';
 import type { MemoryResult } from './memory.ts';
 import type { PeerName } from './peers.ts';
-import type { DiskResult } from './disk.ts';
+import type { DiskResult, MaildirFloorResult, MaildirVariant } from './disk.ts';
 import type { RelayResult } from './relay.ts';
 
 export interface TernVersion { commit: string; uncommittedSrc: string[] }
@@ -48,6 +56,8 @@ export interface BenchResults {
   relay: RelayResult;
   /** bench/disk.ts at the start: the disk's fdatasync rate with one writer. */
   disk?: DiskResult | undefined;
+  /** bench/disk.ts at the start: files/s and CPU per 1 KiB Maildir file, durable and not. */
+  maildirFloor?: MaildirFloorResult | undefined;
 }
 
 // JSON turns NaN into null: every number read back goes through num().
@@ -61,6 +71,9 @@ const mib = (kib: number | null | undefined) => f0(num(kib) / 1024);
 const mib1 = (kib: number | null | undefined) => f1(num(kib) / 1024);
 const size = (b: number) => (b >= 1 << 20 ? `${b / (1 << 20)} MB` : `${b / 1024} KB`);
 const xr = (r: Ratio | undefined, what: 'rate' | 'cpuMsPerMsg' = 'rate') => (r ? `${f2(r[what])}×` : 'n/a');
+/** Medians of CPU user and system ms per message, "0.312 / 0.204"; n/a in results from before the split. */
+const userSys = (u: Spread | undefined, sys: Spread | undefined) =>
+  Number.isFinite(num(u?.median)) || Number.isFinite(num(sys?.median)) ? `${f3(u?.median)} / ${f3(sys?.median)}` : 'n/a';
 
 // ---------------------------------------------------------------- noise
 
@@ -215,25 +228,25 @@ export function issue16Targets(d: BenchResults): TargetRow[] {
 /** The rows users run, first: one line per comparison with acceptance, end to end and CPU, medians (min–max). */
 function issue16Table(d: BenchResults): string[] {
   const out = [
-    '| row | load | Tern accepted msg/s | Postfix accepted msg/s | Tern/Postfix accepted | Tern end to end msg/s | Postfix end to end msg/s | Tern/Postfix end to end | Tern CPU ms/msg | Postfix CPU ms/msg |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| row | load | Tern accepted msg/s | Postfix accepted msg/s | Tern/Postfix accepted | Tern end to end msg/s | Postfix end to end msg/s | Tern/Postfix end to end | Tern CPU ms/msg | Postfix CPU ms/msg | Tern CPU user / sys ms/msg | Postfix CPU user / sys ms/msg |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const t of ISSUE16_ACCEPT) {
     const x = vsPostfixMaildir(d, t.id, t.tern);
     const s = d.accept.scenarios.find((y) => y.id === t.id);
     const load = s ? `${s.messages} × ${size(s.size)}, ${s.sessions} sessions, new connection per message` : where(s, t.id);
     if (!x) {
-      out.push(`| ${t.label} | ${load} | not measured | | | | | | | |`);
+      out.push(`| ${t.label} | ${load} | not measured | | | | | | | | | |`);
       continue;
     }
     const tn = x.s.summary[t.tern];
     const pf = x.s.summary['postfix-maildir'];
-    out.push(`| ${t.label} | ${load} | ${mmr(tn?.rate, f0)} | ${mmr(pf?.rate, f0)} | **${mmr(x.c.rate, f2, '×')}** | ${mmr(tn?.e2eRate, f0)} | ${mmr(pf?.e2eRate, f0)} | **${mmr(x.c.e2eRate, f2, '×')}** | ${mmr(tn?.cpuMsPerMsg, f3)} | ${mmr(pf?.cpuMsPerMsg, f3)} |`);
+    out.push(`| ${t.label} | ${load} | ${mmr(tn?.rate, f0)} | ${mmr(pf?.rate, f0)} | **${mmr(x.c.rate, f2, '×')}** | ${mmr(tn?.e2eRate, f0)} | ${mmr(pf?.e2eRate, f0)} | **${mmr(x.c.e2eRate, f2, '×')}** | ${mmr(tn?.cpuMsPerMsg, f3)} | ${mmr(pf?.cpuMsPerMsg, f3)} | ${userSys(tn?.cpuUserMsPerMsg, tn?.cpuSysMsPerMsg)} | ${userSys(pf?.cpuUserMsPerMsg, pf?.cpuSysMsPerMsg)} |`);
   }
   const r = d.relay;
   if (r) {
     const relayRow = (label: string, t: typeof r.tern, ratio: { e2e: Spread; accept: Spread } | undefined) =>
-      `| ${label} | ${r.messages} × 1 KB, ${r.sessions} sessions, to smtp-sink | ${mmr(t.accept, f0)} | ${mmr(r.postfix.accept, f0)} | **${mmr(ratio?.accept, f2, '×')}** | ${mmr(t, f0)} | ${mmr(r.postfix, f0)} | **${mmr(ratio?.e2e ?? { median: r.ratioMedian, min: r.ratioMedian, max: r.ratioMedian }, f2, '×')}** | ${mmr(t.cpu ?? { median: t.cpuMsPerMsg, min: t.cpuMsPerMsg, max: t.cpuMsPerMsg }, f3)} | ${mmr(r.postfix.cpu ?? { median: r.postfix.cpuMsPerMsg, min: r.postfix.cpuMsPerMsg, max: r.postfix.cpuMsPerMsg }, f3)} |`;
+      `| ${label} | ${r.messages} × 1 KB, ${r.sessions} sessions, to smtp-sink | ${mmr(t.accept, f0)} | ${mmr(r.postfix.accept, f0)} | **${mmr(ratio?.accept, f2, '×')}** | ${mmr(t, f0)} | ${mmr(r.postfix, f0)} | **${mmr(ratio?.e2e ?? { median: r.ratioMedian, min: r.ratioMedian, max: r.ratioMedian }, f2, '×')}** | ${mmr(t.cpu ?? { median: t.cpuMsPerMsg, min: t.cpuMsPerMsg, max: t.cpuMsPerMsg }, f3)} | ${mmr(r.postfix.cpu ?? { median: r.postfix.cpuMsPerMsg, min: r.postfix.cpuMsPerMsg, max: r.postfix.cpuMsPerMsg }, f3)} | ${userSys(t.cpuUser, t.cpuSys)} | ${userSys(r.postfix.cpuUser, r.postfix.cpuSys)} |`;
     out.push(relayRow('relay (MX lookup, durable queue)', r.tern, r.ratio));
     if (r.ternDkim) out.push(relayRow(`relay with DKIM signing (Tern ${r.dkimAlgorithm ?? 'rsa-sha256'}; Postfix unsigned, the same row)`, r.ternDkim, r.ratioDkim));
   }
@@ -279,7 +292,7 @@ function issue16Section(d: BenchResults): string[] {
       '**Postfix**: smtpd into its queue, then virtual(8) into a Maildir (`postfix-maildir`); it runs no SPF/DKIM/DMARC at all. ' +
       `Each server pinned to CPU 0, smtp-source on CPU 1; ${rounds} interleaved round(s) (in each, the scenario's servers in turn: tern-default, postfix-maildir, tern-maildir), after an unmeasured warm-up of ${d.accept.warmupMessages} messages each. ` +
       '**Accepted**: messages / time until smtp-source has had the last 250. **End to end**: messages / time until the last file is in `new/` (relay: until the sink has the last message). ' +
-      '**CPU**: the server\'s user+system time from the start until every message is handled, per message. ' +
+      '**CPU**: the server\'s user+system time from the start until every message is handled, per message; **user / sys**: the same time split into user and system (kernel) time, medians (the kernel\'s part includes fsync and the file system\'s work for it: see the Maildir floor under "The disk and the no-disk bound"). ' +
       'Before each measured run the driver waits for a quiet machine (under 15 % busy over half a second, at most 15 s: this machine is shared)' + quietText(d) + '. Ratios are taken round by round, then the median (min–max over the rounds); rates are medians (min–max).',
     '',
     ...issue16Table(d),
@@ -312,6 +325,7 @@ function diskSection(d: BenchResults): string[] {
     out.push(`- This disk (${disk.dir}): ${f0(disk.syncsPerSecond)} fdatasync/s for one writer appending 1 KiB before each (median ${disk.medianMs.toFixed(2)} ms; bench/disk.ts). ` +
       'A server that paid one sync per message could not accept more messages per second than that.');
   }
+  out.push(...maildirFloorText(d));
   const j = d.accept.ternJournal?.tern;
   if (j) {
     out.push(`- Tern's journal over the whole accept run (the \`tern\` peer): ${j.records} messages in ${j.batches} batches, ` +
@@ -327,6 +341,39 @@ function diskSection(d: BenchResults): string[] {
     out.push(`- ${parts.join('; ')}.`);
   }
   out.push('');
+  return out;
+}
+
+/**
+ * The Maildir floor (bench/disk.ts measureMaildirFloor): CPU per durable
+ * Maildir file on this disk, and what it means for Tern's 1 KB Maildir rows.
+ */
+function maildirFloorText(d: BenchResults): string[] {
+  const mf = d.maildirFloor;
+  if (!mf) return [];
+  const v = (x: MaildirVariant) =>
+    `${f0(x.filesPerSecond)} files/s, ${f0(x.userUsPerFile)} µs user and ${f0(x.systemUsPerFile)} µs system CPU per file (${x.files} files)`;
+  const out = [
+    `- The Maildir floor (${mf.dir}; bench/disk.ts): ${f0(mf.fileBytes / 1024)} KiB files, ${mf.inFlight} deliveries in flight through libuv's thread pool (${mf.threadPool} threads), ` +
+      'CPU from process.cpuUsage (every thread of the process), after an unmeasured warm-up. ' +
+      `Durable, as a Maildir delivery must be (open tmp/NAME, write, fdatasync, close, rename into new/, fsync of new/ once per ${mf.dirSyncEvery} files): ${v(mf.durable)}. ` +
+      `Without the fdatasync and the directory fsync: ${v(mf.nonDurable)}. ` +
+      `Durability costs ${f0(mf.durability.userUsPerFile)} µs user and ${f0(mf.durability.systemUsPerFile)} µs system CPU per file. ` +
+      'Kernel threads that commit the file system\'s journal (jbd2, kworkers) are charged to no process, here or in the servers\' CPU figures.',
+  ];
+  const floorMs = num(mf.durable.systemUsPerFile) / 1000;
+  let meaning = `- Every durable Maildir delivery agent on this disk (Postfix's virtual(8) and Tern alike) pays at least this much kernel CPU per delivered copy of 1 KB: ${f3(floorMs)} ms system time.`;
+  const discard = d.accept.scenarios.find((x) => x.id === '1k-s20-new');
+  const discardCpu = num(discard?.summary.tern?.cpuMsPerMsg.median);
+  if (Number.isFinite(discardCpu) && Number.isFinite(floorMs)) {
+    meaning += ` So Tern's CPU per message in the 1 KB Maildir rows (one copy per message) cannot go below its CPU per message with discard delivery (\`tern\`, ${describeId('1k-s20-new')}: ${f3(discardCpu)} ms) plus this floor: ${f3(discardCpu + floorMs)} ms`;
+    const md = d.accept.scenarios.find((x) => x.id === 'md-1k-s20-new')?.summary['tern-maildir'];
+    const mdCpu = num(md?.cpuMsPerMsg.median);
+    meaning += Number.isFinite(mdCpu)
+      ? ` (measured in the like-for-like row at 1 KB, 20 sessions: tern-maildir ${f3(mdCpu)} ms${Number.isFinite(num(md?.cpuSysMsPerMsg?.median)) ? `, of which ${f3(md?.cpuSysMsPerMsg?.median)} ms system` : ''}).`
+      : '.';
+  }
+  out.push(meaning);
   return out;
 }
 
@@ -350,7 +397,7 @@ function scenarioTable(s: ScenarioResult, runs: number): string[] {
   const rows = s.peers.map((p: PeerName) => {
     const x = s.summary[p];
     const failed = x && x.failed ? ` (${x.failed} of ${x.runs} failed: ${s.runs.find((r) => r.peer === p && !r.ok)?.error ?? ''})` : '';
-    return `| ${p}${failed} | ${range(x?.rate, f0, runs)} | ${range(x?.e2eRate, f0, runs)} | ${range(x?.cpuMsPerMsg, f3, runs)} | ${range(x?.peakRssKiB, mib, runs)} | ${range(x?.peakPssKiB, mib, runs)} | ${range(x?.drainSeconds, f2, runs)} |`;
+    return `| ${p}${failed} | ${range(x?.rate, f0, runs)} | ${range(x?.e2eRate, f0, runs)} | ${range(x?.cpuMsPerMsg, f3, runs)} | ${userSys(x?.cpuUserMsPerMsg, x?.cpuSysMsPerMsg)} | ${range(x?.peakRssKiB, mib, runs)} | ${range(x?.peakPssKiB, mib, runs)} | ${range(x?.drainSeconds, f2, runs)} |`;
   });
   const comparedText = (s.compared ?? [])
     .map((c) => `${c.a}/${c.b}: **${mmr(c.rate, f2, '×')}** accepted, **${mmr(c.e2eRate, f2, '×')}** end to end, ${mmr(c.cpuMsPerMsg, f2, '×')} CPU per message`)
@@ -368,8 +415,8 @@ function scenarioTable(s: ScenarioResult, runs: number): string[] {
     '',
     `${s.messages} messages of ${s.size} B over ${s.sessions} concurrent session${s.sessions > 1 ? 's' : ''}${s.sessions !== s.requestedSessions ? ` (${s.requestedSessions} asked for; at most one per two messages)` : ''}${s.reuse ? ' (`smtp-source -d`)' : ''}.`,
     '',
-    '| peer | messages/s accepted | messages/s end to end | server CPU ms/message | peak RSS MiB | peak PSS MiB | s until all handled |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| peer | messages/s accepted | messages/s end to end | server CPU ms/message | CPU user / sys ms/message (medians) | peak RSS MiB | peak PSS MiB | s until all handled |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     [ratioText, variantText, comparedText].filter(Boolean).map((t) => `${t}.`).join(' '),
@@ -429,9 +476,9 @@ function relayTable(r: RelayResult): string[] {
   return [
     `${r.messages} × ${r.size} B over ${r.sessions} sessions, relayed to smtp-sink (Tern by MX lookup on a loopback DNS server, Postfix by relayhost); the clock stops when the sink has all of them. ${runs} run(s) each, interleaved.`,
     '',
-    '| MTA | messages/s end to end | messages/s accepted | server CPU ms/message |',
-    '| --- | ---: | ---: | ---: |',
-    ...[r.tern, r.postfix, ...(r.ternDkim ? [r.ternDkim] : [])].map((s) => `| ${s.mta} | ${runs > 1 ? `${f0(s.median)} (${f0(s.min)}–${f0(s.max)})` : f0(s.median)} | ${mmr(s.accept, f0)} | ${f3(s.cpuMsPerMsg)} |`),
+    '| MTA | messages/s end to end | messages/s accepted | server CPU ms/message | CPU user / sys ms/message |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...[r.tern, r.postfix, ...(r.ternDkim ? [r.ternDkim] : [])].map((s) => `| ${s.mta} | ${runs > 1 ? `${f0(s.median)} (${f0(s.min)}–${f0(s.max)})` : f0(s.median)} | ${mmr(s.accept, f0)} | ${f3(s.cpuMsPerMsg)} | ${userSys(s.cpuUser, s.cpuSys)} |`),
     '',
     `Tern/Postfix: **${f2(r.ratioMedian)}×** messages/s end to end (median of run-by-run ratios${r.ratio ? `; range ${mmr(r.ratio.e2e, f2, '×')}, accepted ${mmr(r.ratio.accept, f2, '×')}` : ''}).` +
       (r.ratioDkim ? ` tern-dkim/Postfix: **${mmr(r.ratioDkim.e2e, f2, '×')}** end to end, ${mmr(r.ratioDkim.accept, f2, '×')} accepted.` : ''),
@@ -529,7 +576,7 @@ export function renderMarkdown(d: BenchResults): string {
       '`smtp-source -s SESSIONS -m N -l SIZE [-d] -f load@load.test -t user@DOMAIN 127.0.0.1:PORT` on CPU 1. For every run:',
     '',
     '- **messages/s**: N / smtp-source\'s wall time (every message has had its 250 after DATA);',
-    '- **server CPU ms/message**: user+system time of the server\'s processes (/proc/PID/stat, children reaped by them included: Postfix\'s master reaps its daemons) from the start of the run until the server has handled all N (discarded, queued, delivered, sunk), over N;',
+    '- **server CPU ms/message**: user+system time of the server\'s processes (/proc/PID/stat, children reaped by them included: Postfix\'s master reaps its daemons) from the start of the run until the server has handled all N (discarded, queued, delivered, sunk), over N; **CPU user / sys**: the same time split into user (utime + cutime) and system (stime + cstime), the system part being the kernel\'s work for the server (the file system and fsync, loopback TCP);',
     '- **peak RSS / PSS**: the highest sum of VmRSS / Pss (/proc/PID/smaps_rollup) over the server\'s processes, sampled every 200 ms over the same span. For Postfix (100+ processes sharing their libraries) the VmRSS sum counts shared pages once per process; PSS divides them between the sharers and is the fairer figure.',
     '- **s until all handled**: wall time until the server has handled all N.',
     '',
@@ -581,7 +628,8 @@ export function renderMarkdown(d: BenchResults): string {
 if (import.meta.filename === path.resolve(process.argv[1] ?? '')) {
   const root = path.resolve(import.meta.dirname, '..');
   const file = process.argv[2] ?? path.join(root, 'docs/benchmarks.json');
+  const out = process.argv[3] ?? path.join(root, 'docs/benchmarks.md');
   const data = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
-  fs.writeFileSync(path.join(root, 'docs/benchmarks.md'), renderMarkdown(data));
-  console.log(`wrote docs/benchmarks.md from ${path.relative(process.cwd(), file)}`);
+  fs.writeFileSync(out, renderMarkdown(data));
+  console.log(`wrote ${path.relative(process.cwd(), out)} from ${path.relative(process.cwd(), file)}`);
 }
