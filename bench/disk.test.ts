@@ -1,7 +1,6 @@
 // bench/disk.ts's Maildir floor on a small scale: both variants deliver what
 // they were asked to, stop at the time bound, report per-file figures, and
-// leave nothing behind. (Not part of `npm test`, which runs src/ and test/:
-// node --test bench/disk.test.ts.)
+// leave nothing behind.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

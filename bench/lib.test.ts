@@ -1,6 +1,5 @@
 // bench/lib.ts's CPU meters: the user / system split adds up to the total
-// that the benchmarks have always reported. (Not part of `npm test`, which
-// runs src/ and test/: node --test bench/lib.test.ts.)
+// that the benchmarks have always reported.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
