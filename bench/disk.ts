@@ -86,6 +86,8 @@ export interface MaildirFloorResult {
   threadPool: number;
   /** Unmeasured files delivered before each variant. */
   warmupFiles: number;
+  /** Set by bench/run.ts: measured pinned to CPU 0, as the servers run (absent: not pinned). */
+  pinned?: boolean;
   /** open, write, fdatasync, close, rename, fsync of new/ once per dirSyncEvery files. */
   durable: MaildirVariant;
   /** open, write, close, rename: no fdatasync, no directory fsync. */

@@ -48,7 +48,7 @@ import type { AcceptResult } from './accept.ts';
 import type { MemoryResult } from './memory.ts';
 import type { RelayResult } from './relay.ts';
 import { issue16Targets, renderMarkdown, targets } from './report.ts';
-import { measureDisk, measureMaildirFloor } from './disk.ts';
+import { measureDisk, measureMaildirFloor, type MaildirFloorResult } from './disk.ts';
 import type { BenchResults } from './report.ts';
 
 const argv = process.argv.slice(2);
@@ -89,8 +89,15 @@ console.log(`disk: ${disk.syncsPerSecond.toFixed(0)} fdatasync/s after 1 KiB app
 // The kernel CPU one durable Maildir file costs on this disk, whatever the
 // server: the floor under every Maildir row. On a quiet machine, as the
 // accept runs are (other work inflates system time through shared locks and caches).
+// Measured pinned to CPU 0 like the servers (their thread pool shares that
+// core), in a child under taskset; in this process if there is no taskset.
 await waitForQuiet();
-const maildirFloor = await measureMaildirFloor(QUICK ? { files: 1000, maxSeconds: 1 } : { files: 5000, maxSeconds: 3 });
+const floorSize = QUICK ? { files: 1000, maxSeconds: 1 } : { files: 5000, maxSeconds: 3 };
+const maildirFloor = await (async (): Promise<MaildirFloorResult> => {
+  const child = spawnSync('taskset', ['-c', '0', process.execPath, path.join(ROOT, 'bench', 'disk.ts'), '--seconds', '0.1', '--files', String(floorSize.files), '--max-seconds', String(floorSize.maxSeconds)], { encoding: 'utf8', timeout: 120_000 });
+  if (child.status === 0) return { ...(JSON.parse(child.stdout) as { maildirFloor: MaildirFloorResult }).maildirFloor, pinned: true };
+  return { ...(await measureMaildirFloor(floorSize)), pinned: false };
+})();
 {
   const v = (x: typeof maildirFloor.durable) => `${x.filesPerSecond.toFixed(0)} files/s, ${x.userUsPerFile.toFixed(0)} µs user + ${x.systemUsPerFile.toFixed(0)} µs system per file`;
   console.log(`maildir floor (1 KiB files, ${maildirFloor.inFlight} in flight): durable ${v(maildirFloor.durable)}; without fdatasync and directory fsync ${v(maildirFloor.nonDurable)}`);
