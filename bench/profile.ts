@@ -30,6 +30,10 @@ const REUSE = args.flag('reuse');
 const TOP = args.num('top', 30);
 const DKIM = args.flag('dkim');
 const DKIM_ALGO = ['rsa', 'ed25519'].includes(args.str('dkim') ?? '') ? args.str('dkim')! : 'rsa';
+/** strace -c over the measured span instead of the CPU profile: system calls per message, by call. */
+const SYSCALLS = args.flag('syscalls');
+/** perf record over the measured span instead of the CPU profile: where the kernel's (and everyone's) time goes, by symbol. */
+const PERF = args.flag('perf');
 
 interface CallFrame { functionName: string; url: string; lineNumber: number }
 interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
@@ -73,6 +77,38 @@ export function summarize(p: CpuProfile, top: number): string {
   ].join('\n');
 }
 
+/**
+ * Context switches of all the process's threads (voluntary and not, from
+ * /proc/PID/task/TID/status). With the server pinned to one core, each one
+ * is a thread handing the core to another (the thread pool, V8's helpers):
+ * kernel time that the CPU profile does not show. Threads that ended are lost.
+ */
+function contextSwitches(pid: number): number {
+  let n = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1]);
+    } catch {
+      /* ended */
+    }
+  }
+  return n;
+}
+
+/** strace -c's table with a calls-per-message column: "% time seconds usecs/call calls errors syscall". */
+function perMessage(table: string, messages: number): string {
+  const rows = table.split('\n').filter((l) => /^\s*\d+\.\d+\s/.test(l));
+  const out = ['system calls per message (strace -c -f over the measured span; its own overhead inflates the times):', '  calls/msg  errors  % time  syscall'];
+  for (const l of rows) {
+    const f = l.trim().split(/\s+/);
+    const calls = Number(f[3]);
+    const errors = f.length === 6 ? Number(f[4]) : 0;
+    out.push(`  ${(calls / messages).toFixed(2).padStart(9)}  ${String(errors).padStart(6)}  ${f[0]!.padStart(6)}  ${f[f.length - 1]}`);
+  }
+  return out.join('\n');
+}
+
 async function main(): Promise<void> {
   const dir = tempDir('tern-profile-');
   const dns = await startDnsServer({});
@@ -98,7 +134,8 @@ async function main(): Promise<void> {
   const logFile = path.join(dir, 'tern.log');
   const fd = fs.openSync(logFile, 'w');
   // The flags `tern serve` would re-exec with, given here so that the profiled process is the first one.
-  const [cmd, argv] = pin(SERVER_CPU, process.execPath, ['--cpu-prof', '--cpu-prof-dir', dir, '--max-semi-space-size=4', path.resolve(import.meta.dirname, '../src/cli/main.ts'), 'serve', '--config', path.join(dir, 'tern.yaml')]);
+  const profiling = SYSCALLS || PERF ? [] : ['--cpu-prof', '--cpu-prof-dir', dir];
+  const [cmd, argv] = pin(SERVER_CPU, process.execPath, [...profiling, '--max-semi-space-size=4', path.resolve(import.meta.dirname, '../src/cli/main.ts'), 'serve', '--config', path.join(dir, 'tern.yaml')]);
   const child = spawn(cmd, argv, { stdio: ['ignore', fd, 'inherit'], env: { ...process.env, TERN_NO_REEXEC: '1' } });
   fs.closeSync(fd);
   try {
@@ -109,17 +146,38 @@ async function main(): Promise<void> {
     const source = (messages: number) => runSource({ host: '127.0.0.1', port, messages, sessions: SESSIONS, size: SIZE, reuse: REUSE, from: 'load@load.test', to: 'user@tern.test', timeoutMs: 300_000 });
     await source(Math.min(1000, N)); // warm-up
     await waitUntil(() => done() >= Math.min(1000, N), 60_000, 20);
+    const tracer = SYSCALLS
+      ? spawn('strace', [...(process.env.STRACE_RAW ? ['-e', 'trace=futex,openat,fsync,close,rename,writev,pwrite64,write,read'] : ['-c']), '-f', '-o', path.join(dir, 'strace.txt'), '-p', String(child.pid)], { stdio: 'ignore' })
+      : PERF
+        ? spawn('perf', ['record', '-g', '-o', path.join(dir, 'perf.data'), '-p', String(child.pid)], { stdio: 'ignore' })
+        : null;
+    if (tracer) await new Promise((res) => setTimeout(res, 1000)); // attached to every thread
     const c0 = cpuMs([child.pid!]);
+    const x0 = contextSwitches(child.pid!);
     const base = done();
     const r = await source(N);
     await waitUntil(() => done() - base >= N, 120_000, 10);
     const cpu = cpuMs([child.pid!]) - c0;
-    console.log(`${N} × ${SIZE} B, ${SESSIONS} sessions${REUSE ? ', many per connection' : ''}: ${(N / r.seconds).toFixed(0)} msg/s, ${(cpu / N).toFixed(3)} ms CPU per message`);
+    const switches = contextSwitches(child.pid!) - x0;
+    console.log(`${N} × ${SIZE} B, ${SESSIONS} sessions${REUSE ? ', many per connection' : ''}: ${(N / r.seconds).toFixed(0)} msg/s, ${(cpu / N).toFixed(3)} ms CPU per message, ${(switches / N).toFixed(1)} context switches per message${tracer ? ' (traced: slower than untraced)' : ''}`);
+    if (tracer) {
+      const stopped = new Promise((res) => tracer.once('exit', res));
+      tracer.kill('SIGINT');
+      await stopped;
+      if (SYSCALLS && process.env.STRACE_RAW) fs.copyFileSync(path.join(dir, 'strace.txt'), process.env.STRACE_RAW);
+      else if (SYSCALLS) console.log(perMessage(fs.readFileSync(path.join(dir, 'strace.txt'), 'utf8'), N));
+      else console.log(spawnSync('perf', ['report', '-i', path.join(dir, 'perf.data'), '--no-children', '--sort', 'sym', '--stdio', '-g', 'none', '--percent-limit', '0.7'], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout);
+    }
   } finally {
     const gone = new Promise((res) => child.once('exit', res));
     child.kill('SIGTERM');
     await gone;
     await dns.close();
+  }
+  if (SYSCALLS || PERF) {
+    if (args.flag('keep')) console.log(`kept: ${dir}`);
+    else fs.rmSync(dir, { recursive: true, force: true });
+    return;
   }
   const file = fs.readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error('no profile written');

@@ -58,3 +58,31 @@ test('a message that cannot be read part-way: tempfail and nothing left in tmp/'
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('a small copy: opened, written, closed and renamed on the calling thread, only the fsyncs in the pool; ENOSPC on its write leaves tmp/ empty', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-maildir-'));
+  try {
+    const fault = new FaultIo();
+    const t = new MaildirTransport({ root, hostname: 'mx.tern.test', fsync: true, io: fault.io });
+    const small = [Buffer.from('Subject: hi\r\n\r\nbody\r\n')];
+    const msg = { id: 'Q3', receivedAt: 1_700_000_000_000, sender: 's@x.test', recovered: false, open: () => Readable.from(small) };
+    assert.equal((await t.deliverCopy(msg, 0, to)).status, 'ok');
+    // The copy, then the directory's fsync (durable rename).
+    assert.deepEqual(fault.calls.map((c) => c.op), ['openSync', 'writevSync', 'fsync', 'closeSync', 'renameSync', 'openSync', 'fsync', 'closeSync']);
+    const dir = path.join(root, 'tern.test', 'alice');
+    const [file] = fs.readdirSync(path.join(dir, 'new'));
+    assert.equal(fs.readFileSync(path.join(dir, 'new', file!), 'utf8'), 'Return-Path: <s@x.test>\r\nDelivered-To: alice@tern.test\r\nSubject: hi\r\n\r\nbody\r\n');
+
+    fault.fail = (c) => (c.op === 'writevSync' ? errno('ENOSPC', 'writev') : undefined);
+    const r = await t.deliverCopy({ ...msg, id: 'Q4' }, 0, to);
+    assert.equal(r.status, 'tempfail');
+    assert.match(r.reply.text, /ENOSPC/);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'tmp')), [], 'no partial copy in tmp/');
+    assert.equal(fs.readdirSync(path.join(dir, 'new')).length, 1);
+    assert.deepEqual(fault.violations, []);
+    assert.deepEqual([...fault.open.values()], [], 'every descriptor closed');
+    assert.equal(fault.closes, fault.opens);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -86,25 +86,37 @@ export class MaildirTransport implements Transport {
       // Reply texts never name files: they reach logs and, in a DSN, the sender (backscatter.ts).
       if (msg.recovered && alreadyInCur(dir, name)) return ok('delivered (found in the mailbox after a restart)');
       const tmp = path.join(dir, 'tmp', name);
-      const file = await OpenFile.open(tmp, 'w', io);
+      // Only the fsyncs wait for the disk. Opening, a copy's single write
+      // (up to 256 KiB, into the page cache), closing and renaming run on
+      // this thread: through the thread pool each would cost two context
+      // switches and several futex calls on a server pinned to one core, which
+      // measured 32 → 21 switches and 10–16 % less CPU per delivered message
+      // (bench/profile.ts --maildir, interleaved runs). A larger copy's
+      // batches still go to the pool, so no big write holds the event loop.
+      const file = OpenFile.openSync(tmp, 'w', io);
       try {
         // RFC 5321 §4.4: the delivering MTA adds Return-Path; Delivered-To is
         // what Postfix and Dovecot use to spot forwarding loops.
         let batch: Buffer[] = [Buffer.from(`Return-Path: <${msg.sender}>\r\nDelivered-To: ${to.address}\r\n`, 'utf8')];
         let batched = batch[0]!.length;
+        let large = false;
         // One writev per 256 KiB: a small message is a single write.
         for await (const chunk of msg.open()) {
           batch.push(chunk as Buffer);
           batched += (chunk as Buffer).length;
           if (batched >= WRITE_BATCH) {
+            large = true;
             await file.writev(batch);
             batch = [];
             batched = 0;
           }
         }
-        if (batch.length > 0) await file.writev(batch);
+        if (batch.length > 0) {
+          if (large) await file.writev(batch);
+          else file.writevSync(batch);
+        }
         if (this.#opts.fsync) await file.fsync();
-        await file.close();
+        file.closeSync();
       } catch (e) {
         // A partial copy (disk full, a message that could not be read) goes
         // now, not when a retry succeeds: nobody reads Maildir tmp/.
@@ -112,7 +124,7 @@ export class MaildirTransport implements Transport {
         await io.unlink(tmp).catch(() => {});
         throw e;
       }
-      await io.rename(tmp, path.join(dir, 'new', name));
+      io.renameSync(tmp, path.join(dir, 'new', name));
       await this.#dirSync(path.join(dir, 'new')).sync();
       return ok('delivered to the mailbox');
     } catch (e) {

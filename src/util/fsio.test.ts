@@ -83,3 +83,46 @@ test('OpenFile: a failed close is reported to every caller and never retried', a
     t.cleanup();
   }
 });
+
+test('OpenFile.closeSync: closes once (close() after it is a no-op), refuses while an operation is in flight, and nothing runs after it', async () => {
+  const t = tmpFile();
+  try {
+    const fault = new FaultIo();
+    const f = OpenFile.openSync(t.file, 'w', fault.io);
+    f.writevSync([Buffer.from('ab'), Buffer.from('cd')]);
+    let release!: () => void;
+    fault.before = (c) => (c.op === 'fsync' ? new Promise<void>((r) => (release = r)) : undefined);
+    const syncing = f.fsync();
+    await new Promise((r) => setImmediate(r));
+    assert.throws(() => f.closeSync(), /in flight/, 'no sync close under a pending fsync');
+    assert.equal(f.closed, false);
+    release();
+    await syncing;
+    f.closeSync();
+    f.closeSync();
+    await f.close();
+    assert.equal(fault.closes, 1, 'one close in all');
+    assert.throws(() => f.writevSync([Buffer.from('x')]), ClosedFileError);
+    await assert.rejects(f.fsync(), ClosedFileError);
+    assert.deepEqual(fault.violations, []);
+    assert.equal(fs.readFileSync(t.file, 'utf8'), 'abcd');
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('OpenFile.closeSync: a failing close still releases the descriptor, once', async () => {
+  const t = tmpFile();
+  try {
+    const fault = new FaultIo();
+    fault.fail = (c) => (c.op === 'closeSync' ? Object.assign(new Error('EIO: injected'), { code: 'EIO' }) : undefined);
+    const f = OpenFile.openSync(t.file, 'w', fault.io);
+    assert.throws(() => f.closeSync(), /EIO/);
+    await f.close();
+    assert.equal(fault.closes, 1);
+    assert.deepEqual([...fault.open.values()], []);
+    assert.deepEqual(fault.violations, []);
+  } finally {
+    t.cleanup();
+  }
+});

@@ -7,7 +7,7 @@
 import { p, type FsIo } from '../../src/util/fsio.ts';
 
 export interface IoCall {
-  op: 'open' | 'openSync' | 'writev' | 'writeSync' | 'read' | 'fsync' | 'fdatasync' | 'close' | 'rename' | 'unlink';
+  op: 'open' | 'openSync' | 'writev' | 'writevSync' | 'writeSync' | 'read' | 'fsync' | 'fdatasync' | 'close' | 'closeSync' | 'rename' | 'renameSync' | 'unlink';
   /** The file the call is about (for descriptor calls: the file it was opened as). */
   path: string;
 }
@@ -34,6 +34,18 @@ export class FaultIo {
       }
       return this.#call({ op, path: file }, run);
     };
+    // Synchronous calls on a descriptor: no `before` hook (nothing can wait inside them), but recorded and failable.
+    const fdSync = (op: IoCall['op'], fd: number, run: () => void): void => {
+      const file = this.open.get(fd);
+      if (file === undefined) {
+        this.violations.push(`${op} on descriptor ${fd}, which is not open`);
+        throw Object.assign(new Error(`EBADF: ${op}`), { code: 'EBADF' });
+      }
+      this.#record({ op, path: file });
+      const err = this.fail?.({ op, path: file });
+      if (err) throw err;
+      run();
+    };
     this.io = {
       open: (file, flags) =>
         this.#call({ op: 'open', path: file }, async () => {
@@ -50,16 +62,27 @@ export class FaultIo {
         return fd;
       },
       writev: (fd, bufs) => fdCall('writev', fd, () => p.writev(fd, bufs)),
-      writeSync: (fd, data) => {
+      writeSync: (fd, data) => fdSync('writeSync', fd, () => p.writeSync(fd, data)),
+      writevSync: (fd, bufs) => fdSync('writevSync', fd, () => p.writevSync(fd, bufs)),
+      closeSync: (fd) => {
         const file = this.open.get(fd);
         if (file === undefined) {
-          this.violations.push(`writeSync on descriptor ${fd}, which is not open`);
-          throw Object.assign(new Error('EBADF'), { code: 'EBADF' });
+          this.violations.push(`closeSync of descriptor ${fd}, which is not open`);
+          throw Object.assign(new Error('EBADF: closeSync'), { code: 'EBADF' });
         }
-        this.#record({ op: 'writeSync', path: file });
-        const err = this.fail?.({ op: 'writeSync', path: file });
+        this.open.delete(fd);
+        this.closes++;
+        this.#record({ op: 'closeSync', path: file });
+        // As close: the descriptor is released even when the close fails.
+        p.closeSync(fd);
+        const err = this.fail?.({ op: 'closeSync', path: file });
         if (err) throw err;
-        p.writeSync(fd, data);
+      },
+      renameSync: (a, b) => {
+        this.#record({ op: 'renameSync', path: a });
+        const err = this.fail?.({ op: 'renameSync', path: a });
+        if (err) throw err;
+        p.renameSync(a, b);
       },
       read: (fd, buf, offset, length, position) => fdCall('read', fd, () => p.read(fd, buf, offset, length, position)),
       fsync: (fd) => fdCall('fsync', fd, () => p.fsync(fd)),
