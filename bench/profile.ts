@@ -135,7 +135,9 @@ async function main(): Promise<void> {
   const fd = fs.openSync(logFile, 'w');
   // The flags `tern serve` would re-exec with, given here so that the profiled process is the first one.
   const profiling = SYSCALLS || PERF ? [] : ['--cpu-prof', '--cpu-prof-dir', dir];
-  const [cmd, argv] = pin(SERVER_CPU, process.execPath, [...profiling, '--max-semi-space-size=4', path.resolve(import.meta.dirname, '../src/cli/main.ts'), 'serve', '--config', path.join(dir, 'tern.yaml')]);
+  // --node-flags "…": more flags for Tern's node (to try V8 or libuv settings).
+  const extra = (args.str('node-flags') ?? '').split(/\s+/).filter(Boolean);
+  const [cmd, argv] = pin(SERVER_CPU, process.execPath, [...profiling, ...extra, '--max-semi-space-size=4', path.resolve(import.meta.dirname, '../src/cli/main.ts'), 'serve', '--config', path.join(dir, 'tern.yaml')]);
   const child = spawn(cmd, argv, { stdio: ['ignore', fd, 'inherit'], env: { ...process.env, TERN_NO_REEXEC: '1' } });
   fs.closeSync(fd);
   try {
