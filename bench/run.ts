@@ -141,7 +141,7 @@ try {
 }
 
 fs.writeFileSync(jsonFile, JSON.stringify(data, null, 2) + '\n');
-fs.writeFileSync(mdFile, renderMarkdown(data));
+fs.writeFileSync(mdFile, renderMarkdown(data, path.relative(ROOT, jsonFile).startsWith('docs/') ? 'docs/benchmarks.json' : path.basename(jsonFile)));
 
 const f2 = (x: number | null) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(2) : 'n/a');
 console.log('\nissue 16 (Maildir; relay):');
