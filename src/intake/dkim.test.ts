@@ -22,7 +22,12 @@ let dataDir: string;
 let dns: DnsServer;
 let keys: DkimKey[];
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tern-dkim-'));
+const made: string[] = [];
+const tmp = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-dkim-'));
+  made.push(dir);
+  return dir;
+};
 
 before(async () => {
   dataDir = tmp();
@@ -34,7 +39,10 @@ before(async () => {
   });
   keys = new DkimKeys(dataDir).forDomain('example.test');
 });
-after(() => dns.close());
+after(async () => {
+  await dns.close();
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 test('keygen: rsa and ed25519 keys stored 0600, with the right TXT records', async () => {
   const dir = tmp();

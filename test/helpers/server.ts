@@ -27,9 +27,20 @@ export interface TestServer {
   stop: () => Promise<void>;
 }
 
+/**
+ * Every temp dir writeConfig made in this process, removed when it exits:
+ * many tests keep a data dir across restarts (or kill -9) and never remove
+ * it, and each test file runs in a process of its own.
+ */
+const madeDirs = new Set<string>();
+process.once('exit', () => {
+  for (const dir of madeDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 /** A config file in a fresh temp dir; `extra` is merged over the defaults below. */
 export function writeConfig(extra: Record<string, unknown> = {}): { dir: string; file: string; dataDir: string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-test-'));
+  madeDirs.add(dir);
   const dataDir = path.join(dir, 'data');
   const config = {
     hostname: 'mx.tern.test',
