@@ -251,7 +251,14 @@ describe('dashboard HTTP API', () => {
           buffered = buffered.slice(m.index + m[0].length);
           return JSON.parse(m[1]!) as { at: number; minute: Record<string, number>; queue: Json };
         }
-        const { value, done } = await reader.read();
+        // Bounded: a stream that stops sending fails here, with its reason, instead of at the test's timeout.
+        let timer: NodeJS.Timeout | undefined;
+        const { value, done } = await Promise.race([
+          reader.read(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no live update for 15 s; last data: ${JSON.stringify(buffered.slice(-300))}`)), 15_000);
+          }),
+        ]).finally(() => clearTimeout(timer));
         assert.ok(!done, 'the stream ended');
         buffered += decoder.decode(value, { stream: true });
       }
