@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ClosedFileError, DirSync, OpenFile } from './fsio.ts';
-import { FaultIo } from '../../test/helpers/fault-io.ts';
+import { FaultIo, errno } from '../../test/helpers/fault-io.ts';
 
 function tmpFile(): { file: string; cleanup: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-fsio-'));
@@ -115,7 +115,7 @@ test('OpenFile.closeSync: a failing close still releases the descriptor, once', 
   const t = tmpFile();
   try {
     const fault = new FaultIo();
-    fault.fail = (c) => (c.op === 'closeSync' ? Object.assign(new Error('EIO: injected'), { code: 'EIO' }) : undefined);
+    fault.fail = (c) => (c.op === 'closeSync' ? errno('EIO', 'close') : undefined);
     const f = OpenFile.openSync(t.file, 'w', fault.io);
     assert.throws(() => f.closeSync(), /EIO/);
     await f.close();
@@ -128,7 +128,8 @@ test('OpenFile.closeSync: a failing close still releases the descriptor, once', 
 });
 
 test('DirSync with a gathering wait: calls within the wait share one fsync; a call after it started gets the next', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-fsio-'));
+  const t = tmpFile();
+  const dir = path.dirname(t.file);
   try {
     const fault = new FaultIo();
     let release: (() => void) | null = null;
@@ -152,7 +153,7 @@ test('DirSync with a gathering wait: calls within the wait share one fsync; a ca
     assert.deepEqual([...fault.open.values()], [], 'the directory closed after each fsync');
     assert.deepEqual(fault.violations, []);
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    t.cleanup();
   }
 });
 
