@@ -17,16 +17,6 @@ import { DirSync, OpenFile, p, type FsIo } from '../util/fsio.ts';
 
 /** Bytes gathered before each write of a delivered copy. */
 const WRITE_BATCH = 256 * 1024;
-/**
- * How long a mailbox's new/ fsync waits for more renames to share it. Under
- * load the deliveries into one mailbox arrive a millisecond or so apart, and
- * each fsync (with its thread-pool round trip and its wait for the disk) made
- * for one rename cost context switches: 2 ms took them from about 21 to
- * 16–20 per message and the directory fsyncs from 0.78 to 0.54 per message
- * (bench/profile.ts --maildir, --syscalls), for at most 2 ms more before a
- * copy counts as delivered.
- */
-const DIR_SYNC_GATHER_MS = 2;
 
 export interface MaildirMessage {
   id: string;
@@ -150,7 +140,7 @@ export class MaildirTransport implements Transport {
     if (!s) {
       // Bounded: a busy server has at most a few thousand active mailboxes.
       if (this.#syncs.size > 10000) this.#syncs.clear();
-      s = new DirSync(dir, this.#opts.fsync, this.#opts.io, DIR_SYNC_GATHER_MS);
+      s = new DirSync(dir, this.#opts.fsync, this.#opts.io);
       this.#syncs.set(dir, s);
     }
     return s;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ClosedFileError, DirSync, OpenFile } from './fsio.ts';
+import { ClosedFileError, OpenFile } from './fsio.ts';
 import { FaultIo, errno } from '../../test/helpers/fault-io.ts';
 
 function tmpFile(): { file: string; cleanup: () => void } {
@@ -126,38 +126,3 @@ test('OpenFile.closeSync: a failing close still releases the descriptor, once', 
     t.cleanup();
   }
 });
-
-test('DirSync with a gathering wait: calls within the wait share one fsync; a call after it started gets the next', async () => {
-  const t = tmpFile();
-  const dir = path.dirname(t.file);
-  try {
-    const fault = new FaultIo();
-    let release: (() => void) | null = null;
-    fault.before = (c) => (c.op === 'fsync' ? new Promise<void>((r) => (release = r)) : undefined);
-    const s = new DirSync(dir, true, fault.io, 20);
-    const a = s.sync();
-    await new Promise((r) => setTimeout(r, 5));
-    const b = s.sync();
-    assert.equal(a, b, 'joined while gathering');
-    const fsyncs = () => fault.calls.filter((c) => c.op === 'fsync').length;
-    assert.equal(fsyncs(), 0, 'no fsync before the wait is over');
-    await waitFor(() => fsyncs() === 1);
-    const c = s.sync(); // the first fsync has started: this one needs its own
-    assert.notEqual(c, a);
-    release!();
-    await a;
-    await waitFor(() => fsyncs() === 2);
-    release!();
-    await c;
-    assert.equal(fsyncs(), 2);
-    assert.deepEqual([...fault.open.values()], [], 'the directory closed after each fsync');
-    assert.deepEqual(fault.violations, []);
-  } finally {
-    t.cleanup();
-  }
-});
-
-async function waitFor(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 2));
-  assert.ok(ok(), 'condition reached');
-}

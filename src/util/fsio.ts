@@ -187,42 +187,26 @@ export class DirSync {
   readonly #dir: string;
   readonly #enabled: boolean;
   readonly #io: FsIo;
-  readonly #gatherMs: number;
-  /** The next fsync, not started yet: a caller now is covered by it. */
-  #pending: Promise<void> | null = null;
-  /** The fsync in flight: it may have started before a new caller's rename. */
   #running: Promise<void> | null = null;
-  /**
-   * `gatherMs`: how long the next fsync waits for more callers to join it
-   * (0: it starts as soon as the one in flight is done). A longer wait means
-   * fewer fsyncs per rename under load, and that much more latency.
-   */
-  constructor(dir: string, enabled: boolean, io: FsIo = p, gatherMs = 0) {
+  #next: Promise<void> | null = null;
+  constructor(dir: string, enabled: boolean, io: FsIo = p) {
     this.#dir = dir;
     this.#enabled = enabled;
     this.#io = io;
-    this.#gatherMs = gatherMs;
   }
   /** Resolves after an fsync of the directory that started after this call. */
   sync(): Promise<void> {
     if (!this.#enabled) return Promise.resolve();
-    this.#pending ??= this.#next();
-    return this.#pending;
-  }
-  async #next(): Promise<void> {
-    // Always after this turn: sync() has stored the promise before it is cleared below.
-    await null;
-    if (this.#running) await this.#running.catch(() => {});
-    if (this.#gatherMs > 0) await new Promise((res) => setTimeout(res, this.#gatherMs));
-    // From here on a new caller needs a new fsync: this one may start before its rename.
-    this.#pending = null;
-    const run = this.#run();
-    this.#running = run;
-    try {
-      await run;
-    } finally {
-      if (this.#running === run) this.#running = null;
+    if (!this.#running) {
+      this.#running = this.#run().finally(() => (this.#running = null));
+      return this.#running;
     }
+    // One is in flight and may have started before our rename: join the next.
+    this.#next ??= this.#running.catch(() => {}).then(() => {
+      this.#next = null;
+      return this.sync();
+    });
+    return this.#next;
   }
   async #run(): Promise<void> {
     // Opening and closing a directory takes no disk wait: only the fsync goes to the thread pool (see writevSync).
