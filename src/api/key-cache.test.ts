@@ -1,6 +1,6 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ApiKeyCache, EMBEDDED_MAX_AGE_MS } from './keys.ts';
+import { ApiKeyCache, EMBEDDED_MAX_AGE_MS, hashApiKey } from './keys.ts';
 import type { ApiKeyRecord, WatchedTable } from '../store/store.ts';
 
 const KEY: ApiKeyRecord = { name: 'app', hash: 'h1', sendAs: [], admin: false, createdAt: 0 };
@@ -46,4 +46,28 @@ it('with onChange (a shared store) keys are kept until a change is announced, or
   assert.equal(cache.byHash('h1'), null, 'an unknown key is remembered too (no announcement came)');
   now += 2;
   assert.equal(cache.byHash('h1'), KEY, 'but no longer than maxAgeMs');
+});
+
+it('byKey looks a presented key up by its SHA-256, remembers the hash only of keys that exist, and revocation still counts', () => {
+  const presented = 'tern_abc';
+  const hash = hashApiKey(presented);
+  const asked: string[] = [];
+  let live: ApiKeyRecord | null = { ...KEY, hash };
+  let now = 0;
+  const cache = new ApiKeyCache({ apiKeyByHash: (h: string) => (asked.push(h), h === hash ? live : null) }, { now: () => now });
+  assert.equal(cache.byKey(presented)?.name, 'app');
+  assert.deepEqual(asked, [hash], 'looked up by the hash, never by the key itself');
+  assert.equal(cache.byKey(presented)?.name, 'app');
+  assert.equal(asked.length, 1);
+  // A wrong key is hashed and looked up each time once its entry is stale: nothing of it is kept past byHash's own entry.
+  assert.equal(cache.byKey('tern_wrong'), null);
+  now += EMBEDDED_MAX_AGE_MS;
+  assert.equal(cache.byKey('tern_wrong'), null);
+  assert.deepEqual(asked.slice(1), [hashApiKey('tern_wrong'), hashApiKey('tern_wrong')]);
+  // Revoked (by another process): the remembered hash does not keep it alive.
+  live = null;
+  assert.equal(cache.byKey(presented), null);
+  cache.clear();
+  live = { ...KEY, hash };
+  assert.equal(cache.byKey(presented)?.name, 'app');
 });

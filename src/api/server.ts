@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import type { ListenerConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
 import type { ApiKeyRecord, EventScope, Store } from '../store/store.ts';
-import { ApiKeyCache, hashApiKey } from './keys.ts';
+import { ApiKeyCache } from './keys.ts';
 import { ApiError, problem, type FieldError, type Problem } from './problem.ts';
 import {
   batchBody,
@@ -83,11 +83,18 @@ export interface Route {
 
 const PROBLEM = 'application/problem+json';
 
+/** The request property the onRequest hook puts the caller's key in (declared with decorateRequest, so every request has the same shape). */
+const API_KEY = 'ternApiKey';
+type KeyedRequest = FastifyRequest & { [API_KEY]: ApiKeyRecord | null };
+
+function keyOf(req: FastifyRequest): ApiKeyRecord | null {
+  return (req as KeyedRequest)[API_KEY];
+}
+
 export class ApiServer {
   readonly config: ListenerConfig;
   readonly #deps: ApiDeps;
   readonly #app: FastifyInstance;
-  readonly #keys = new WeakMap<FastifyRequest, ApiKeyRecord>();
   #keyCache: ApiKeyCache | undefined;
   readonly routes: Route[];
   readonly #idempotency: Idempotency;
@@ -152,6 +159,7 @@ export class ApiServer {
           }
         : {}),
     }) as unknown as FastifyInstance;
+    app.decorateRequest(API_KEY, null);
     const strict = this.#strict;
     // Query strings and path parameters are text: numbers in them are coerced, defaults filled in.
     const lenient = new Ajv({ allErrors: true, strict: false, coerceTypes: true, removeAdditional: false, useDefaults: true });
@@ -189,8 +197,8 @@ export class ApiServer {
     // show every sender's volume.
     app.get('/metrics', async (req, reply) => {
       if (!this.#deps.metricsFrom(req.socket.remoteAddress ?? '')) {
-        await this.#authenticate(req);
-        if (!this.#keys.get(req)?.admin) throw new ApiError(403, 'Metrics need an admin key from outside http.metricsFrom');
+        this.#authenticate(req);
+        if (!keyOf(req)?.admin) throw new ApiError(403, 'Metrics need an admin key from outside http.metricsFrom');
       }
       const { contentType, body } = await exposition();
       return reply.type(contentType).send(body);
@@ -201,8 +209,19 @@ export class ApiServer {
         method: route.method,
         url: route.url,
         schema: (route.validateBody ? { ...route.schema, body: route.validateBody } : route.schema) as FastifySchema,
-        onRequest: route.auth ? async (req) => this.#authenticate(req) : undefined,
-        handler: async (req, reply) => route.handler(req, this.#keys.get(req) ?? null, reply),
+        // A callback hook and a handler that returns the route's promise: no promise of their own per request.
+        onRequest: route.auth
+          ? (req, _reply, done) => {
+              try {
+                this.#authenticate(req);
+              } catch (e) {
+                done(e as Error);
+                return;
+              }
+              done();
+            }
+          : undefined,
+        handler: (req, reply) => route.handler(req, keyOf(req), reply),
       });
     }
     return app;
@@ -254,15 +273,15 @@ export class ApiServer {
     return results;
   }
 
-  async #authenticate(req: FastifyRequest): Promise<void> {
+  #authenticate(req: FastifyRequest): void {
     const header = req.headers.authorization;
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m) throw new ApiError(401, 'An API key is required: Authorization: Bearer <key>');
     // The lookup is by the hash of the key, so its timing tells nothing about any stored key.
     this.#keyCache ??= this.#deps.apiKeys ?? new ApiKeyCache(this.#deps.store);
-    const key = this.#keyCache.byHash(hashApiKey(m[1]!));
+    const key = this.#keyCache.byKey(m[1]!);
     if (!key) throw new ApiError(401, 'Unknown or revoked API key');
-    this.#keys.set(req, key);
+    (req as KeyedRequest)[API_KEY] = key;
   }
 
   #routes(): Route[] {

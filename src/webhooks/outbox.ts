@@ -15,14 +15,13 @@
 // process, and that key's webhooks must stop getting events. With no
 // webhook, a batch costs one clock read.
 
-import type { KeyObject } from 'node:crypto';
 import type { EventType } from '../events/events.ts';
 import { mayUseAddress } from '../policy/senders.ts';
 import type { StoredEvent } from '../store/store.ts';
 import type { OutboxInsert, OutboxRow, WebhookStore } from '../store/webhooks.ts';
 import { webhookPayload } from './payload.ts';
 import { postTarget, type PostTarget } from './post.ts';
-import { signingKey } from './sign.ts';
+import { signingKey, type SigningKey } from './sign.ts';
 
 /** How stale the in-memory webhook list may get: a revoked key's webhooks get no new events after this long. */
 export const ACTIVE_REFRESH_MS = 5000;
@@ -39,7 +38,7 @@ export interface ActiveWebhook {
   admin: boolean;
   sendAs: string[];
   /** The HMAC key (the bytes of the secret). */
-  key: KeyObject;
+  key: SigningKey;
   target: PostTarget;
 }
 

@@ -30,9 +30,21 @@ test('the signature equals the standardwebhooks package\'s and WebCrypto\'s HMAC
   const k = await crypto.subtle.importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
   const mac = Buffer.from(await crypto.subtle.sign('HMAC', k, new TextEncoder().encode(`${id}.${ts}.${body}`)));
   assert.equal(ours, `v1,${mac.toString('base64')}`);
-  // A string body signs the same as its bytes, and the KeyObject the dispatcher keeps as the raw key.
+  // A string body signs the same as its bytes, and the padded key the dispatcher keeps (RFC 2104 by hand) as the raw key.
   assert.equal(signature(secretKey(secret), id, ts, body), ours);
   assert.equal(signature(signingKey(secret), id, ts, Buffer.from(body)), ours);
+  assert.equal(signature(signingKey(secret), id, ts, body), ours);
+  // A non-ASCII id goes in as UTF-8 too.
+  assert.equal(signature(signingKey(secret), 'ïd', ts, body), signature(secretKey(secret), 'ïd', ts, body));
+
+});
+
+test('a secret longer than the hash block (64 bytes) is hashed first, as RFC 2104 §2 says', () => {
+  const secret = SECRET_PREFIX + Buffer.alloc(100, 7).toString('base64');
+  const body = '{"type":"queued"}';
+  const ours = signature(signingKey(secret), 'evt1', 1_765_000_000, body);
+  assert.equal(ours, signature(secretKey(secret), 'evt1', 1_765_000_000, body));
+  assert.equal(ours, new Webhook(secret).sign('evt1', new Date(1_765_000_000 * 1000), body));
 });
 
 test('the standardwebhooks verifier accepts it, and refuses it for another body, id, timestamp or secret', () => {

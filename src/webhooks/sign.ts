@@ -4,7 +4,7 @@
 // is handed out as `whsec_` and the base64 of random bytes; the receiver
 // decodes the part after the prefix to get the key, exactly as we do.
 
-import { createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createHmac, hash, randomBytes } from 'node:crypto';
 
 export const SECRET_PREFIX = 'whsec_';
 /**
@@ -24,13 +24,33 @@ export function secretKey(secret: string): Buffer {
   return Buffer.from(secret.slice(SECRET_PREFIX.length), 'base64');
 }
 
+/** HMAC's block size for SHA-256 (RFC 2104 §2: B = 64). */
+const BLOCK = 64;
+
 /**
- * The key as a KeyObject, made once per webhook: createHmac with raw bytes
- * imports them into a new key every call, which cost three times the HMAC
- * itself (12 µs against 3.5 µs per signature, measured).
+ * A secret ready to sign with: the key XORed with ipad and opad (RFC 2104
+ * §2), computed once per webhook. A signature is then two one-shot
+ * crypto.hash calls, with no Hmac object per POST: in the server those
+ * objects (an OpenSSL context each, behind a garbage-collected wrapper) cost
+ * about 8.7 µs per signature under load (bench/api.ts --profile), against
+ * 2-3 µs for either form in a warm loop.
  */
-export function signingKey(secret: string): KeyObject {
-  return createSecretKey(secretKey(secret));
+export interface SigningKey {
+  readonly ipad: Buffer;
+  readonly opad: Buffer;
+}
+
+export function signingKey(secret: string): SigningKey {
+  let key = secretKey(secret);
+  // RFC 2104 §2: a key longer than the block is hashed first.
+  if (key.length > BLOCK) key = hash('sha256', key, 'buffer');
+  const ipad = Buffer.alloc(BLOCK, 0x36);
+  const opad = Buffer.alloc(BLOCK, 0x5c);
+  for (let i = 0; i < key.length; i++) {
+    ipad[i]! ^= key[i]!;
+    opad[i]! ^= key[i]!;
+  }
+  return { ipad, opad };
 }
 
 /**
@@ -38,9 +58,23 @@ export function signingKey(secret: string): KeyObject {
  * attempt's Unix time in seconds (also sent as `webhook-timestamp`), so
  * each retry has its own signature over the same id and body.
  */
-export function signature(key: Buffer | KeyObject, id: string, timestamp: number, body: string | Buffer): string {
-  const mac = createHmac('sha256', key);
-  mac.update(`${id}.${timestamp}.`, 'utf8');
-  mac.update(body);
-  return `v1,${mac.digest('base64')}`;
+export function signature(key: Buffer | SigningKey, id: string, timestamp: number, body: string | Buffer): string {
+  const prefix = `${id}.${timestamp}.`;
+  if (Buffer.isBuffer(key)) {
+    const mac = createHmac('sha256', key);
+    mac.update(prefix, 'utf8');
+    mac.update(body);
+    return `v1,${mac.digest('base64')}`;
+  }
+  // H(K ^ opad || H(K ^ ipad || message)), RFC 2104 §2.
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  const prefixLength = Buffer.byteLength(prefix, 'utf8');
+  const inner = Buffer.allocUnsafe(BLOCK + prefixLength + bytes.length);
+  key.ipad.copy(inner, 0);
+  inner.write(prefix, BLOCK, 'utf8');
+  bytes.copy(inner, BLOCK + prefixLength);
+  const outer = Buffer.allocUnsafe(BLOCK + 32);
+  key.opad.copy(outer, 0);
+  hash('sha256', inner, 'buffer').copy(outer, BLOCK);
+  return `v1,${hash('sha256', outer, 'base64')}`;
 }
