@@ -37,7 +37,7 @@ import type { OutboxRow, WebhookStore } from '../store/webhooks.ts';
 import { deleteInBatches } from '../util/batches.ts';
 import { countWebhookDelivery } from '../metrics/webhooks.ts';
 import type { ActiveWebhook, OutboxAdopter, WebhookOutbox } from './outbox.ts';
-import { USER_AGENT, WebhookPoster, type PostResult } from './post.ts';
+import { WebhookPoster, type PostResult } from './post.ts';
 import { nextAttempt, RETRY_SCHEDULE } from './retry.ts';
 import { signature } from './sign.ts';
 
@@ -463,16 +463,11 @@ export class WebhookDispatcher implements OutboxAdopter {
     const at = Date.now();
     const timestamp = Math.floor(at / 1000);
     const body = Buffer.from(row.body, 'utf8');
-    const headers = {
-      'content-type': 'application/json',
-      'user-agent': USER_AGENT,
-      'webhook-id': row.eventId,
-      'webhook-timestamp': String(timestamp),
-      'webhook-signature': signature(hook.key, row.eventId, timestamp, body),
-    };
     s.inFlight++;
     this.#inFlight++;
-    void this.#poster.post(hook.target, headers, body).then((result) => this.#finished(s, row, at, result));
+    void this.#poster
+      .postEvent(hook.target, row.eventId, timestamp, signature(hook.key, row.eventId, timestamp, body), body)
+      .then((result) => this.#finished(s, row, at, result));
   }
 
   #finished(s: HookState, row: OutboxRow, at: number, result: PostResult): void {

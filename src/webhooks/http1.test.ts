@@ -329,6 +329,38 @@ describe('WebhookPoster over Http1Client', () => {
     assert.match(r.error!, /^ECONNREFUSED/);
   });
 
+  it('postEvent sends the Standard Webhooks fields node:http reads back, and refuses an id that could split the request', async () => {
+    let seen: { headers: http.IncomingHttpHeaders; body: string } | undefined;
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        seen = { headers: req.headers, body: Buffer.concat(chunks).toString() };
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closers.push(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const poster = new WebhookPoster({ timeoutMs: 5000, maxSockets: 1 });
+    closers.push(() => poster.close());
+    const target = postTarget(new URL(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/in`));
+    const body = Buffer.from('{"type":"delivered","data":{"recipient":"zoë@example.test"}}');
+    assert.equal((await poster.postEvent(target, '01m97mm9fn000025k36d', 1_796_626_589, 'v1,abc=', body)).status, 204);
+    assert.equal(seen!.body, body.toString());
+    assert.equal(seen!.headers['content-length'], String(body.length));
+    assert.equal(seen!.headers['content-type'], 'application/json');
+    assert.match(seen!.headers['user-agent']!, /^Tern\/\S+ \(webhooks\)$/);
+    assert.equal(seen!.headers['webhook-id'], '01m97mm9fn000025k36d');
+    assert.equal(seen!.headers['webhook-timestamp'], '1796626589');
+    assert.equal(seen!.headers['webhook-signature'], 'v1,abc=');
+    const bad = await poster.postEvent(target, 'a\r\nx-c: d', 1, 'v1,x', body);
+    assert.equal(bad.status, null);
+    assert.match(bad.error!, /invalid webhook-id/);
+  });
+
   it('refuses a header value that would split the request', async () => {
     const poster = new WebhookPoster({ timeoutMs: 5000, maxSockets: 1 });
     closers.push(() => poster.close());
