@@ -32,7 +32,16 @@ export const eventSchema = {
       properties: {
         attempt: { type: ['integer', 'null'] },
         relay: { type: ['object', 'null'], properties: { host: { type: 'string' }, ip: { type: 'string' }, port: { type: 'integer' } } },
-        tls: { type: ['object', 'null'], properties: { version: { type: 'string' }, cipher: { type: 'string' } } },
+        tls: {
+          type: ['object', 'null'],
+          description: 'TLS of the attempt; null in clear',
+          properties: {
+            version: { type: 'string' },
+            cipher: { type: 'string' },
+            verified: { type: 'boolean', description: 'The certificate verified (chain and name), whether or not that was required (RFC 7435)' },
+            policy: { type: 'string', enum: ['dane', 'mta-sts', 'mta-sts-testing'], description: 'The recipient domain\'s policy that judged the session (RFC 7672, RFC 8461); absent for opportunistic TLS' },
+          },
+        },
         reply,
         bounceClass: { type: ['string', 'null'], enum: [...BOUNCE_CLASSES, null], description: 'Why a recipient failed (deferred, bounced, expired): see the README\'s bounce class table' },
         source: { type: 'string', enum: ['smtp', 'submission', 'api', 'bounce'] },

@@ -2,7 +2,7 @@
 // "timestamp", "data": <event>}, where <event> is the event exactly as
 // GET /v1/events shows it. That route serializes through eventSchema, which
 // keeps only the fields the schema names (fast-json-stringify drops the
-// rest, such as tls.verified), so the payload is projected through the same
+// rest, such as tls.peer), so the payload is projected through the same
 // schema: a receiver sees one shape of event wherever it reads it.
 
 import type { MessageEvent } from '../events/events.ts';
