@@ -165,7 +165,7 @@ export class ApiServer {
     const lenient = new Ajv({ allErrors: true, strict: false, coerceTypes: true, removeAdditional: false, useDefaults: true });
     app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : lenient).compile(schema));
     app.setSchemaErrorFormatter((errors, dataVar) => {
-      const e = new ApiError(400, `Invalid request ${dataVar}`, errors.map((x) => fieldErrorOf(dataVar, x as ErrorObject)));
+      const e = new ApiError(400, `Invalid request ${dataVar}`, fieldErrorsOf(dataVar, errors as ErrorObject[]));
       e.message = `${e.errors!.map((f) => `${f.path}: ${f.message}`).join('; ')}`;
       return e;
     });
@@ -248,7 +248,7 @@ export class ApiServer {
       const at = `body/messages/${i}`;
       const m = messages[i];
       if (!this.#validateMessage(m)) {
-        const errors = (this.#validateMessage.errors ?? []).map((e) => fieldErrorOf(at, e));
+        const errors = fieldErrorsOf(at, this.#validateMessage.errors ?? []);
         return { status: 400, error: problem(400, errors.map((f) => `${f.path}: ${f.message}`).join('; '), errors) };
       }
       try {
@@ -367,12 +367,24 @@ function sendProblem(reply: FastifyReply, status: number, detail: string, errors
 }
 
 /** Ajv's error as {path, message}: the path a JSON Pointer led by the request part, and naming the offending field itself. */
+/**
+ * Ajv's errors as fields. A bad name in a map (headers, tags) comes twice,
+ * as the name's own error (which carries propertyName) and as the map's
+ * propertyNames error: the first is kept, at the name's path.
+ */
+function fieldErrorsOf(part: string, errors: ErrorObject[]): FieldError[] {
+  return errors.filter((e) => e.keyword !== 'propertyNames').map((e) => fieldErrorOf(part, e));
+}
+
 function fieldErrorOf(part: string, e: ErrorObject): FieldError {
   const lead = part === 'querystring' ? '/query' : `/${part}`;
   const p = e.params as { additionalProperty?: string; missingProperty?: string };
   const escape = (s: string): string => s.replace(/~/g, '~0').replace(/\//g, '~1');
   if (e.keyword === 'additionalProperties' && p.additionalProperty !== undefined) {
     return { path: `${lead}${e.instancePath}/${escape(p.additionalProperty)}`, message: 'unknown field' };
+  }
+  if (e.propertyName !== undefined) {
+    return { path: `${lead}${e.instancePath}/${escape(e.propertyName)}`, message: `invalid name: ${e.message ?? 'is invalid'}` };
   }
   if (e.keyword === 'required' && p.missingProperty !== undefined) {
     return { path: `${lead}${e.instancePath}/${escape(p.missingProperty)}`, message: 'is required' };

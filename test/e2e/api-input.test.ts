@@ -133,6 +133,14 @@ describe('HTTP API: bad input and limits', () => {
     assert.equal((await send(key, raw('still here'))).status, 202);
   });
 
+  it('a bad field name in headers or tags is named by its own path, once', async () => {
+    const res = await send(key, '{"from":"alice@tern.test","to":["bob@tern.test"],"subject":"s","text":"t","headers":{"X Bad":"v"},"tags":{"ok":"1","b/ad":"2"}}');
+    assert.equal(res.status, 400);
+    const problem = (await res.json()) as { errors: { path: string; message: string }[] };
+    assert.deepEqual(problem.errors.map((e) => e.path), ['/body/headers/X Bad', '/body/tags/b~1ad']);
+    assert.match(problem.errors[0]!.message, /^invalid name: /);
+  });
+
   it('a key over its --messages-per-hour gets 429 with Retry-After; refused sends do not count; other keys are not affected', async () => {
     // A refused send (unknown local recipient) gives its place back.
     const refused = await send(limited, JSON.stringify({ from: 'alice@tern.test', to: ['nobody@tern.test'], raw: 'Subject: x\n\nx\n' }));
