@@ -107,8 +107,8 @@ describe('webhook outbox fan-out', () => {
     assert.deepEqual(Object.keys(payload), ['type', 'timestamp', 'data']);
     assert.equal(payload.type, 'delivered');
     assert.equal(payload.timestamp, e.timestamp);
-    // GET /v1/events's schema names tls.version and tls.cipher only.
-    assert.deepEqual(payload.data, { ...e, data: { ...e.data, tls: { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' } } });
+    // GET /v1/events's schema names tls.version, cipher, verified and policy: the certificate's name is not shown.
+    assert.deepEqual(payload.data, { ...e, data: { ...e.data, tls: { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: false } } });
   });
 
   it('stops a revoked key\'s webhooks within ACTIVE_REFRESH_MS, a deleted or disabled one at once', () => {
