@@ -41,9 +41,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { openStore, STORE_FILE, type StoredEvent } from '../src/store/store.ts';
+import { openStore, STORE_FILE, type EventScope, type StoredEvent } from '../src/store/store.ts';
 import { DASHBOARD_SQL, ID_TOP } from '../src/store/dashboard.ts';
-import type { BounceClass, EventType, MessageEvent } from '../src/events/events.ts';
+import { eventIdFloor, type BounceClass, type EventType, type MessageEvent } from '../src/events/events.ts';
 import { DAY, MINUTE, StatsMaintainer, overviewStats, type Range } from '../src/dashboard/stats.ts';
 import { idTimePrefix, searchMessages, type SearchQuery } from '../src/dashboard/search.ts';
 import { cli, median } from './lib.ts';
@@ -267,6 +267,21 @@ async function main(): Promise<void> {
     for (const [name, q] of searches) rows.push(time(name, 500, search(q)));
     const first = searchMessages(store.dashboard, { q: busySender, limit: 50 });
     rows.push(time('search: busy sender, page 2', 500, search({ q: busySender, before: first.next ?? undefined })));
+
+    // GET /v1/events as the API reads it (store.queryEvents, a page of 100): an admin key, keys for the
+    // busiest sender domain, the 10th and the 100th, one for a rare sender; from the oldest event and
+    // from a cursor mid-month. Scoped reads walk the events first (store.ts, SCOPED_FIRST_WALK).
+    const keys: [string, EventScope][] = [
+      ['admin key', { admin: true }],
+      ['key of the busiest domain', { admin: false, sendAs: ['@s0.example.net'] }],
+      ['key of the 10th domain', { admin: false, sendAs: ['@s9.example.net'] }],
+      ['key of the 100th domain', { admin: false, sendAs: ['@s99.example.net'] }],
+      ['key of a rare sender', { admin: false, sendAs: [rareSender] }],
+    ];
+    for (const [name, scope] of keys) {
+      rows.push(time(`GET /v1/events: ${name}`, 200, () => store.queryEvents({ after: '', limit: 100, scope }).length));
+      rows.push(time(`GET /v1/events: ${name}, mid-month`, 200, () => store.queryEvents({ after: eventIdFloor(NOW - 15 * DAY), limit: 100, scope }).length));
+    }
 
     const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
     const plans: [string, string, (string | number)[]][] = [

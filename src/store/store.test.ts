@@ -172,6 +172,41 @@ for (const kind of storeKinds()) {
       });
     });
 
+    it('events: a scoped read pages the same whether the walk in id order fills the page or the sender indexes finish it', () => {
+      using(kind.open(), (store) => {
+        // 30 messages, two events each; a sender's share decides which way a page is read (SCOPED_WALK_ROWS).
+        const senders = (i: number): string => (i % 10 === 0 ? 'rare@rare.test' : i % 3 === 0 ? 'mid@mid.test' : 'big@shop.test');
+        const batch: StoredEvent[] = [];
+        for (let i = 0; i < 30; i++) batch.push(stored(event(T0 + i, 0, `Q${String(i).padStart(2, '0')}`, 'queued', `r${i % 4}@remote.test`), senders(i)));
+        for (let i = 0; i < 30; i++) batch.push(stored(event(T0 + 100 + i, 0, `Q${String(i).padStart(2, '0')}`, 'delivered', `r${i % 4}@remote.test`), senders(i)));
+        store.addEvents(batch);
+        const all = store.queryEvents({ after: '', limit: 1000, scope: { admin: true } });
+        for (const sendAs of [['@shop.test'], ['mid@mid.test'], ['rare@rare.test'], ['@rare.test', 'mid@mid.test'], ['nobody@x.test']]) {
+          for (const filter of [{}, { type: 'delivered' }, { recipient: 'r1@remote.test' }]) {
+            const expected = all
+              .filter((e) => sendAs.some((p) => (p.startsWith('@') ? senders(Number(e.queueId.slice(1))).endsWith(p) : senders(Number(e.queueId.slice(1))) === p)))
+              .filter((e) => !('type' in filter) || e.type === filter.type)
+              .filter((e) => !('recipient' in filter) || e.recipient === filter.recipient)
+              .map((e) => e.id);
+            for (const walkRows of [{ first: 1, longest: 1 }, { first: 1, longest: 4 }, { first: 2, longest: 7 }, { first: 3, longest: 20 }, { first: 1000, longest: 1000 }]) {
+              for (const limit of [1, 3, 50]) {
+                const got: string[] = [];
+                let after = '';
+                for (let pages = 0; pages < 100; pages++) {
+                  const page = store.queryEvents({ after, limit, scope: { admin: false, sendAs }, walkRows, ...filter });
+                  assert.ok(page.length <= limit);
+                  got.push(...page.map((e) => e.id));
+                  if (page.length < limit) break;
+                  after = page.at(-1)!.id;
+                }
+                assert.deepEqual(got, expected, `${sendAs.join(',')} ${JSON.stringify(filter)} walks ${JSON.stringify(walkRows)} limit ${limit}`);
+              }
+            }
+          }
+        }
+      });
+    });
+
     it('events: scoped reads by send-as (address with its plus-tags, @domain, case-insensitive); messages', () => {
       using(kind.open(), (store) => {
         store.addEvents([
