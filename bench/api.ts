@@ -44,7 +44,8 @@
 //    Three Terns, one per row, interleaved.
 //
 // Every Tern gets an unmeasured warm-up of each row's load first. Rounds are
-// interleaved (each row once per round); medians and min–max are printed.
+// interleaved (each row once per round, every other round in reverse order);
+// medians and min–max are printed.
 // Other people's work on the machine bends the figures: before each run the
 // driver waits (up to --quiet-wait seconds) until processes that are not the
 // benchmark's use under a tenth of a core, and each run reports what they
@@ -879,7 +880,8 @@ async function main(): Promise<void> {
     }
     for (let round = 0; round < RUNS; round++) {
       console.log(`round ${round + 1} of ${RUNS}`);
-      for (const row of active) {
+      // Every other round in reverse order, so a drift of the machine's speed does not favour the rows that come first.
+      for (const row of round % 2 === 0 ? active : [...active].reverse()) {
         if (QUIET_WAIT_MS > 0) await waitQuiet(ours, QUIET_WAIT_MS);
         let r = await measure(row, round, row.messages, receiver, ours);
         // A run that other processes disturbed is done again (up to --retry-noisy times); the least disturbed one counts.
