@@ -3,17 +3,23 @@
 // bench/api.ts (docs/api-bench.md).
 //
 //   node bench/webhook-post.ts [--posts N] [--rounds R]
+//   node bench/webhook-post.ts --latency MS [--posts N]
 //
 // This process (the sender) runs on CPU 0, a node:http receiver that answers
 // 204 on CPU 1, both on 127.0.0.1. Each round sends N POSTs of a delivered
 // event's payload (about 700 bytes, signed as the dispatcher signs) in
 // each mode, interleaved, and reads the sender's user and system CPU:
 //
-// - `tern`: Tern's client as the dispatcher uses it (WebhookPoster.postEvent,
-//   8 connections, 8 POSTs in flight: webhooks.concurrency's default);
+// - `tern`: Tern's client as the dispatcher uses it (WebhookPoster.postEvent),
+//   8 connections, 8 POSTs in flight (as many as the pipelined rows);
 // - `pipelined-D`: a bare sender written for this measurement only (not a
 //   client Tern ships), D requests outstanding on each of 8/D connections,
 //   written together (one write per batch) and answered in order.
+//
+// With --latency the receiver answers each POST after MS milliseconds, and
+// the figure is how many POSTs a second Tern's client delivers with 8, 32 and
+// 64 in flight (webhooks.concurrency): a webhook's throughput is about the
+// POSTs in flight divided by its receiver's time to answer.
 //
 // Over loopback the sender's system time includes the kernel's TCP work for
 // both ends of each segment it sends (loopback delivers in the sender's
@@ -29,9 +35,10 @@ import { signature, signingKey, newSecret } from '../src/webhooks/sign.ts';
 const args = cli();
 
 if (args.flag('receiver')) {
+  const latency = args.num('latency', 0);
   const server = http.createServer((req, res) => {
     req.resume();
-    req.on('end', () => res.writeHead(204).end());
+    req.on('end', () => (latency > 0 ? setTimeout(() => res.writeHead(204).end(), latency) : res.writeHead(204).end()));
   });
   server.keepAliveTimeout = 60_000;
   server.listen(0, '127.0.0.1', () => process.send!((server.address() as net.AddressInfo).port));
@@ -41,9 +48,10 @@ if (args.flag('receiver')) {
 }
 
 async function main(): Promise<void> {
-  const posts = args.num('posts', 20_000);
+  const latency = args.num('latency', 0);
+  const posts = args.num('posts', latency > 0 ? 2000 : 20_000);
   const rounds = args.num('rounds', 3);
-  const receiver = fork(import.meta.filename, ['--receiver'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const receiver = fork(import.meta.filename, ['--receiver', '--latency', String(latency)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise<number>((r) => receiver.once('message', (m) => r(m as number)));
   pinPids(LOAD_CPU, [receiver.pid!]);
   pinPids(SERVER_CPU, [process.pid]);
@@ -59,6 +67,17 @@ async function main(): Promise<void> {
       },
     }),
   );
+  if (latency > 0) {
+    console.log(`webhook throughput: a receiver that answers after ${latency} ms, ${posts} POSTs per setting`);
+    console.log('\n| POSTs in flight | POSTs a second |\n|---|---|');
+    for (const inFlight of [8, 32, 64]) {
+      const t = performance.now();
+      await viaTern(target, key, body, posts, inFlight);
+      console.log(`| ${inFlight} | ${Math.round((posts / (performance.now() - t)) * 1000)} |`);
+    }
+    receiver.disconnect();
+    return;
+  }
   const modes: Record<string, () => Promise<void>> = {
     tern: () => viaTern(target, key, body, posts),
     'pipelined-2': () => pipelined(port, key, body, posts, 2),
@@ -87,9 +106,9 @@ async function main(): Promise<void> {
   receiver.disconnect();
 }
 
-/** Tern's client, as the dispatcher drives it: 8 POSTs in flight over at most 8 connections. */
-async function viaTern(target: ReturnType<typeof postTarget>, key: ReturnType<typeof signingKey>, body: Buffer, posts: number): Promise<void> {
-  const poster = new WebhookPoster({ timeoutMs: 10_000, maxSockets: 8 });
+/** Tern's client, as the dispatcher drives it: `inFlight` POSTs in flight over at most as many connections. */
+async function viaTern(target: ReturnType<typeof postTarget>, key: ReturnType<typeof signingKey>, body: Buffer, posts: number, inFlight = 8): Promise<void> {
+  const poster = new WebhookPoster({ timeoutMs: 10_000, maxSockets: inFlight });
   let started = 0;
   let failed = 0;
   await new Promise<void>((resolve) => {
@@ -103,7 +122,7 @@ async function viaTern(target: ReturnType<typeof postTarget>, key: ReturnType<ty
         else if (started < posts) next();
       });
     };
-    for (let i = 0; i < 8; i++) next();
+    for (let i = 0; i < inFlight; i++) next();
   });
   poster.close();
   if (failed > 0) throw new Error(`${failed} POSTs failed`);

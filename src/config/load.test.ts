@@ -92,7 +92,7 @@ describe('loadConfig', () => {
       log: { level: 'info' },
       http: { metricsFrom: ['127.0.0.0/8', '::1/128'] },
       events: { enabled: true, retention: 30 * 24 * 3600 * 1000 },
-      webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 8 },
+      webhooks: { timeout: 10_000, retryFor: 3 * 24 * 3600 * 1000, concurrency: 32 },
       suppression: { hardBounces: true, complaints: true, complaintAddresses: [] },
       mtaSts: { mode: 'testing', mx: ['mx.tern.test'], maxAge: 604_800_000 },
       tlsRpt: { enabled: true, organization: 'mx.tern.test', contact: 'postmaster@mx.tern.test' },
