@@ -13,7 +13,7 @@ import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { eventIdFloor, type EventType, type MessageEvent } from '../events/events.ts';
 import { storeKinds } from '../../test/helpers/stores.ts';
-import { openStore, SCHEMA_VERSION, STORE_FILE, type Store, type StoredEvent, type UserRecord } from './store.ts';
+import { openStore, RARE_TYPES, rareType, SCHEMA_VERSION, STORE_FILE, type Store, type StoredEvent, type UserRecord } from './store.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-store-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -178,17 +178,17 @@ for (const kind of storeKinds()) {
         const senders = (i: number): string => (i % 10 === 0 ? 'rare@rare.test' : i % 3 === 0 ? 'mid@mid.test' : 'big@shop.test');
         const batch: StoredEvent[] = [];
         for (let i = 0; i < 30; i++) batch.push(stored(event(T0 + i, 0, `Q${String(i).padStart(2, '0')}`, 'queued', `r${i % 4}@remote.test`), senders(i)));
-        for (let i = 0; i < 30; i++) batch.push(stored(event(T0 + 100 + i, 0, `Q${String(i).padStart(2, '0')}`, 'delivered', `r${i % 4}@remote.test`), senders(i)));
+        for (let i = 0; i < 30; i++) batch.push(stored(event(T0 + 100 + i, 0, `Q${String(i).padStart(2, '0')}`, i % 7 === 0 ? 'bounced' : 'delivered', `r${i % 4}@remote.test`), senders(i)));
         store.addEvents(batch);
         const all = store.queryEvents({ after: '', limit: 1000, scope: { admin: true } });
         for (const sendAs of [['@shop.test'], ['mid@mid.test'], ['rare@rare.test'], ['@rare.test', 'mid@mid.test'], ['nobody@x.test']]) {
-          for (const filter of [{}, { type: 'delivered' }, { recipient: 'r1@remote.test' }]) {
+          for (const filter of [{}, { type: 'delivered' }, { type: 'bounced' }, { type: 'bounced', recipient: 'r2@remote.test' }, { recipient: 'r1@remote.test' }]) {
             const expected = all
               .filter((e) => sendAs.some((p) => (p.startsWith('@') ? senders(Number(e.queueId.slice(1))).endsWith(p) : senders(Number(e.queueId.slice(1))) === p)))
               .filter((e) => !('type' in filter) || e.type === filter.type)
               .filter((e) => !('recipient' in filter) || e.recipient === filter.recipient)
               .map((e) => e.id);
-            for (const walkRows of [{ first: 1, longest: 1 }, { first: 1, longest: 4 }, { first: 2, longest: 7 }, { first: 3, longest: 20 }, { first: 1000, longest: 1000 }]) {
+            for (const walkRows of [{ few: 0, first: 1, longest: 1 }, { few: 1, first: 1, longest: 4 }, { few: 2, first: 2, longest: 7 }, { few: 5, first: 3, longest: 20 }, { few: 0, first: 1000, longest: 1000 }, { few: 1000, first: 1, longest: 1 }]) {
               for (const limit of [1, 3, 50]) {
                 const got: string[] = [];
                 let after = '';
@@ -373,6 +373,19 @@ describe('store (sqlite): the file itself', () => {
     const db = new DatabaseSync(file);
     assert.deepEqual({ ...db.prepare('PRAGMA journal_mode').get() }, { journal_mode: 'wal' });
     assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: SCHEMA_VERSION });
+    db.close();
+  });
+
+  it('reads by a rare type walk the events_type index (its condition named, as SQLite needs); dense types the primary key', () => {
+    const dir = freshDir();
+    openStore(dir).close();
+    const db = new DatabaseSync(path.join(dir, STORE_FILE));
+    const plan = (sql: string, ...args: string[]) => (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args, 100) as { detail: string }[]).map((r) => r.detail).join(' | ');
+    // The statements queryEvents makes for an admin key, and for a scoped walk.
+    assert.match(plan(`SELECT body FROM events WHERE id > ? AND type = ? AND ${RARE_TYPES} ORDER BY id LIMIT ?`, '', 'complained'), /USING INDEX events_type \(type=\? AND id>\?\)/);
+    assert.match(plan(`SELECT id, queue_id, body FROM events WHERE id > ? AND type = ? AND recipient = ? AND ${RARE_TYPES} ORDER BY id LIMIT ?`, '', 'bounced', 'x@y.test'), /USING INDEX events_(type|recipient)/);
+    assert.match(plan('SELECT body FROM events WHERE id > ? AND type = ? ORDER BY id LIMIT ?', '', 'queued'), /USING PRIMARY KEY \(id>\?\)/);
+    assert.deepEqual([rareType('queued'), rareType('delivered'), rareType('complained'), rareType('bounced')], [false, false, true, true]);
     db.close();
   });
 

@@ -217,7 +217,10 @@ CREATE TABLE tls_reports (
 const STEP_2 = `ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;`;
 
 /** Schema steps; version N is PG_MIGRATIONS[N-1]. Append only, never edit a released step. */
-export const PG_MIGRATIONS: readonly string[] = [STEP_1, STEP_2];
+// Reads by a rare type walk only events of that type (RARE_TYPES in ../store.ts).
+const STEP_3 = `CREATE INDEX events_type ON events (type, id) WHERE type NOT IN ('queued', 'delivered');`;
+
+export const PG_MIGRATIONS: readonly string[] = [STEP_1, STEP_2, STEP_3];
 
 /** Brings the database to PG_MIGRATIONS.length; refuses one newer than this Tern. */
 export function migrate(db: SyncPgClient): void {

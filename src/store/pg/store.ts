@@ -28,7 +28,7 @@ import type {
   UserRecord,
   WatchedTable,
 } from '../store.ts';
-import { keyFromRow, senderForms, userFromRow, type ApiKeyRow, type UserRow } from '../store.ts';
+import { keyFromRow, RARE_TYPES, rareType, senderForms, userFromRow, type ApiKeyRow, type UserRow } from '../store.ts';
 import { eventIdFloor, type MessageEvent } from '../../events/events.ts';
 import type { WebhookStore } from '../webhooks.ts';
 import type { SuppressionStore } from '../suppressions.ts';
@@ -342,6 +342,8 @@ class PgStore implements Store {
     const where = [`e.id > ${p.add(q.after)}`];
     if (q.type !== undefined) where.push(`e.type = ${p.add(q.type)}`);
     if (q.recipient !== undefined) where.push(`e.recipient = ${p.add(q.recipient.toLowerCase())}`);
+    // The events_type index's own condition, so a generic plan may use it too.
+    if (q.type !== undefined && rareType(q.type)) where.push(`e.${RARE_TYPES}`);
     // Event ids are fixed-width lower-case base32 (events.ts): every collation orders them as bytes do, so the primary key serves the order.
     const sql = q.scope.admin
       ? `SELECT e.body FROM events e WHERE ${where.join(' AND ')} ORDER BY e.id LIMIT ${p.add(q.limit)}`
