@@ -366,7 +366,6 @@ function sendProblem(reply: FastifyReply, status: number, detail: string, errors
   return reply.code(status).type(PROBLEM).serializer(JSON.stringify).send(problem(status, detail, errors));
 }
 
-/** Ajv's error as {path, message}: the path a JSON Pointer led by the request part, and naming the offending field itself. */
 /**
  * Ajv's errors as fields. A bad name in a map (headers, tags) comes twice,
  * as the name's own error (which carries propertyName) and as the map's
@@ -376,6 +375,7 @@ function fieldErrorsOf(part: string, errors: ErrorObject[]): FieldError[] {
   return errors.filter((e) => e.keyword !== 'propertyNames').map((e) => fieldErrorOf(part, e));
 }
 
+/** Ajv's error as {path, message}: the path a JSON Pointer led by the request part, and naming the offending field itself. */
 function fieldErrorOf(part: string, e: ErrorObject): FieldError {
   const lead = part === 'querystring' ? '/query' : `/${part}`;
   const p = e.params as { additionalProperty?: string; missingProperty?: string };

@@ -121,6 +121,8 @@ export interface EventQuery {
  * event loop. A walked event costs about 1 µs (its message's lookup).
  */
 export const SCOPED_FIRST_WALK = 1000;
+/** The longest walk: at about 1 µs an event, 50 ms at the most. */
+export const SCOPED_WALK_ROWS = 50_000;
 /**
  * A key with fewer messages than this goes through the sender indexes at
  * once: sorting its events costs less than a walk would. Counting up to it
@@ -132,8 +134,8 @@ export const SCOPED_FEW_MESSAGES = 2000;
  * The condition of the events_type index (both stores): event types other
  * than the two every message has. A read filtered by one of those types
  * (complaints, bounces) walks only them, instead of every event from the
- * cursor on: 330 ms for `type=complained` among a million events without
- * it. queued and delivered are left out, as they are dense (a page fills
+ * cursor on: 408 ms for `type=complained` among a million events without
+ * it (bench/dashboard.ts). queued and delivered are left out, as they are dense (a page fills
  * from the primary key at once) and the index would cost their writes.
  * SQLite uses a partial index only for a query that names its condition, so
  * reads add RARE_TYPES to their WHERE.
@@ -145,7 +147,6 @@ const DENSE_TYPES: ReadonlySet<string> = new Set(['queued', 'delivered']);
 export function rareType(type: string): boolean {
   return !DENSE_TYPES.has(type);
 }
-export const SCOPED_WALK_ROWS = 50_000;
 
 export interface MessageRecord {
   id: string;
