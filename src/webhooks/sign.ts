@@ -4,7 +4,7 @@
 // is handed out as `whsec_` and the base64 of random bytes; the receiver
 // decodes the part after the prefix to get the key, exactly as we do.
 
-import { createHmac, hash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 export const SECRET_PREFIX = 'whsec_';
 /**
@@ -58,14 +58,8 @@ export function signingKey(secret: string): SigningKey {
  * attempt's Unix time in seconds (also sent as `webhook-timestamp`), so
  * each retry has its own signature over the same id and body.
  */
-export function signature(key: Buffer | SigningKey, id: string, timestamp: number, body: string | Buffer): string {
+export function signature(key: SigningKey, id: string, timestamp: number, body: string | Buffer): string {
   const prefix = `${id}.${timestamp}.`;
-  if (Buffer.isBuffer(key)) {
-    const mac = createHmac('sha256', key);
-    mac.update(prefix, 'utf8');
-    mac.update(body);
-    return `v1,${mac.digest('base64')}`;
-  }
   // H(K ^ opad || H(K ^ ipad || message)), RFC 2104 §2.
   const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   const prefixLength = Buffer.byteLength(prefix, 'utf8');
