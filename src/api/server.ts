@@ -6,13 +6,13 @@
 // bypass intake); the events come from the store the events subscriber fills.
 
 import https from 'node:https';
-import { isUtf8 } from 'node:buffer';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema } from 'fastify';
 import type { ListenerConfig } from '../config/types.ts';
 import type { Logger } from '../util/log.ts';
 import type { ApiKeyRecord, EventScope, Store } from '../store/store.ts';
 import { ApiKeyCache } from './keys.ts';
+import { readJsonBody } from './json-body.ts';
 import { ApiError, problem, type FieldError, type Problem } from './problem.ts';
 import {
   batchBody,
@@ -181,16 +181,14 @@ export class ApiServer {
     });
     // JSON is UTF-8 (RFC 8259 §8.1). Fastify's own parser would decode other
     // bytes to U+FFFD and carry on, so a message would go out with text the
-    // client never sent: refuse instead, then parse as Fastify does (its
-    // prototype-poisoning guard included). The body limit is enforced while
-    // the body streams in, before this runs.
+    // client never sent: json-body.ts refuses them (and enforces the body
+    // limit as the body streams in), then the text is parsed as Fastify does,
+    // its prototype-poisoning guard included.
     const json = app.getDefaultJsonParser('error', 'error');
     app.removeContentTypeParser('application/json');
-    app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
-      const bytes = body as Buffer;
-      if (!isUtf8(bytes)) return done(new ApiError(400, 'The body is not valid UTF-8 (RFC 8259 §8.1)'), undefined);
-      json(req, bytes.toString('utf8'), done);
-    });
+    app.addContentTypeParser('application/json', (req, payload, done) =>
+      readJsonBody(payload, Number(req.headers['content-length']), bodyLimit, (text, parsed) => json(req, text, parsed), done),
+    );
     app.setNotFoundHandler((req, reply) => sendProblem(reply, 404, `No route ${req.method} ${req.url.split('?')[0]}`));
     // Prometheus scrapes with no key from http.metricsFrom (loopback by
     // default); from anywhere else the metrics need an admin key, as they
