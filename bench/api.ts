@@ -714,12 +714,24 @@ function summarize(row: Row, runs: Run[], notMeasured?: string): Summary {
 }
 
 /** a/b round by round (rounds where both succeeded), then the median. */
-function pairedRatio(runs: Run[], a: string, b: string, f: (r: Run) => number): number {
-  const xs = runs.filter((r) => r.row === a && r.ok).flatMap((x) => {
+/** The round-by-round ratios f(a)/f(b): each pair ran in the same round, minutes apart at most, so the machine's drift cancels. */
+function pairRatios(runs: Run[], a: string, b: string, f: (r: Run) => number): number[] {
+  return runs.filter((r) => r.row === a && r.ok).flatMap((x) => {
     const y = runs.find((r) => r.row === b && r.ok && r.round === x.round);
     return y ? [f(x) / f(y)] : [];
   });
+}
+
+function pairedRatio(runs: Run[], a: string, b: string, f: (r: Run) => number): number {
+  const xs = pairRatios(runs, a, b, f);
   return xs.length ? median(xs) : NaN;
+}
+
+/** The pairs' middle half (quartiles, nearest rank) and how many of them were at least 1. */
+function pairSpread(runs: Run[], a: string, b: string, f: (r: Run) => number): { q1: number; q3: number; atLeastOne: number; pairs: number } {
+  const xs = pairRatios(runs, a, b, f).sort((x, y) => x - y);
+  const at = (q: number): number => (xs.length ? xs[Math.min(xs.length - 1, Math.max(0, Math.ceil(q * xs.length) - 1))]! : NaN);
+  return { q1: at(0.25), q3: at(0.75), atLeastOne: xs.filter((x) => x >= 1).length, pairs: xs.length };
 }
 
 /** Significant digits that suit the size: 3 decimals under 10 (CPU ms), fewer above. */
@@ -912,20 +924,24 @@ async function main(): Promise<void> {
     'events-on/events-off cpu': pairedRatio(runs, 'events-on', 'events-off', (r) => r.serverCpuMsPerMsg),
     'events-webhook/events-off cpu': pairedRatio(runs, 'events-webhook', 'events-off', (r) => r.serverCpuMsPerMsg),
   };
+  const apiPairs = pairSpread(runs, 'api-raw', 'smtp-sub', (r) => r.rate);
   const get = (n: string) => summaries.find((s) => s.row === n);
   const bestSmtp = Math.max(get('smtp-sub')?.rate.median ?? NaN, get('smtp-sub-new')?.rate.median ?? NaN);
   const apiRate = get('api-raw')?.rate.median ?? NaN;
   const known = (x: number) => Number.isFinite(x);
   const targets: ApiBenchResult['targets'] = [
     {
-      target: 'API msg/s ≥ SMTP submission msg/s (api-raw vs the faster submission row)',
-      measured: `api-raw ${apiRate.toFixed(0)} msg/s, api-batch ${num(get('api-batch')?.rate.median ?? NaN, 1)}, smtp-sub ${num(get('smtp-sub')?.rate.median ?? NaN, 1)}, smtp-sub-new ${num(get('smtp-sub-new')?.rate.median ?? NaN, 1)}; paired api-raw/smtp-sub ${ratios['api-raw/smtp-sub rate']!.toFixed(2)}x, api-batch/smtp-sub ${ratios['api-batch/smtp-sub rate']!.toFixed(2)}x, api-raw-https/smtp-sub ${ratios['api-raw-https/smtp-sub rate']!.toFixed(2)}x`,
-      met: known(apiRate) && known(bestSmtp) ? apiRate >= bestSmtp : null,
+      target: 'API msg/s ≥ SMTP submission msg/s (api-raw against smtp-sub, round by round; and against smtp-sub-new)',
+      measured: `api-raw ${apiRate.toFixed(0)} msg/s, api-batch ${num(get('api-batch')?.rate.median ?? NaN, 1)}, smtp-sub ${num(get('smtp-sub')?.rate.median ?? NaN, 1)}, smtp-sub-new ${num(get('smtp-sub-new')?.rate.median ?? NaN, 1)}; paired api-raw/smtp-sub ${ratios['api-raw/smtp-sub rate']!.toFixed(2)}x (middle half of the pairs ${apiPairs.q1.toFixed(2)}–${apiPairs.q3.toFixed(2)}x; api-raw ahead or level in ${apiPairs.atLeastOne} of ${apiPairs.pairs} rounds), api-batch/smtp-sub ${ratios['api-batch/smtp-sub rate']!.toFixed(2)}x, api-raw-https/smtp-sub ${ratios['api-raw-https/smtp-sub rate']!.toFixed(2)}x`,
+      // Judged on the pairs, as the events targets are: the medians of two rows' rates can come from different rounds, and this machine drifts by more than the difference.
+      met: known(ratios['api-raw/smtp-sub rate']!) && known(bestSmtp) ? ratios['api-raw/smtp-sub rate']! >= 1 && apiRate >= (get('smtp-sub-new')?.rate.median ?? 0) : null,
     },
     { target: 'API ≥ 2,000 msg/s for 1 KB (api-raw)', measured: `${apiRate.toFixed(0)} msg/s`, met: known(apiRate) ? apiRate >= 2000 : null },
     ...(['events-on', 'events-webhook'] as const).map((n) => {
       const r = ratios[`${n}/events-off cpu`]!;
-      return { target: `${n}: at most +15 % server CPU per message vs events-off`, measured: known(r) ? pct(r) : notMeasured.get(n) ?? 'n/a', met: known(r) ? r <= 1.15 : null };
+      const q = pairSpread(runs, n, 'events-off', (x) => x.serverCpuMsPerMsg);
+      const measured = known(r) ? `${pct(r)} (middle half of the ${q.pairs} pairs ${pct(q.q1)} to ${pct(q.q3)})` : notMeasured.get(n) ?? 'n/a';
+      return { target: `${n}: at most +15 % server CPU per message vs events-off`, measured, met: known(r) ? r <= 1.15 : null };
     }),
   ];
   const result: ApiBenchResult = {
