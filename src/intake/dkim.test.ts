@@ -10,7 +10,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { DkimKeys, DkimSigner, generateKey, SIGNED_HEADERS, type DkimKey } from './dkim.ts';
+import { DkimKeys, DkimSigner, generateKey, RECHECK_MS, SIGNED_HEADERS, type DkimKey } from './dkim.ts';
 import { runDkim } from '../cli/dkim.ts';
 import { loadConfig } from '../config/load.ts';
 import { startDnsServer, type DnsServer } from '../../test/helpers/dns-server.ts';
@@ -180,20 +180,47 @@ test("mailauth's key parsing is cached: each PEM becomes one KeyObject, reused b
   assert.equal(parses, 0, 'no key parsed while signing three messages');
 });
 
-test('DkimKeys notices a key added later, without a new instance', async () => {
+test('DkimKeys notices a key added later, without a new instance, at the next look (RECHECK_MS)', async () => {
   const dir = tmp();
-  const store = new DkimKeys(dir);
+  let now = Date.now();
+  const store = new DkimKeys(dir, () => now);
   assert.deepEqual(store.forDomain('late.test'), []);
   await generateKey(dir, 'late.test', { algorithm: 'ed25519' });
+  // Within RECHECK_MS the directory is not looked at: the answer is the one remembered.
+  assert.deepEqual(store.forDomain('late.test'), []);
+  now += RECHECK_MS;
   assert.deepEqual(store.forDomain('late.test').map((k) => k.algorithm), ['ed25519-sha256']);
   await generateKey(dir, 'late.test', { algorithm: 'rsa' });
+  now += RECHECK_MS;
   assert.deepEqual(store.forDomain('LATE.test.').map((k) => k.algorithm).sort(), ['ed25519-sha256', 'rsa-sha256']);
   assert.deepEqual(store.forDomain('../late.test'), []);
   // Cached while the directory is unchanged (and no longer fresh).
   const past = new Date(Date.now() - 60_000);
   fs.utimesSync(path.join(dir, 'dkim', 'late.test'), past, past);
+  now += RECHECK_MS;
   const first = store.forDomain('late.test');
+  now += RECHECK_MS;
   assert.equal(store.forDomain('late.test'), first);
+  // A domain whose keys are removed stops signing at the next look.
+  fs.rmSync(path.join(dir, 'dkim', 'late.test'), { recursive: true });
+  assert.equal(store.forDomain('late.test'), first);
+  now += RECHECK_MS;
+  assert.deepEqual(store.forDomain('late.test'), []);
+});
+
+test('DkimKeys: a second change within the clock tick of the first is still read (the directory stays fresh longer than a look lasts)', async () => {
+  const dir = tmp();
+  let now = Date.now();
+  const store = new DkimKeys(dir, () => now);
+  await generateKey(dir, 'tick.test', { algorithm: 'ed25519', selector: 'a' });
+  const dirPath = path.join(dir, 'dkim', 'tick.test');
+  const tick = new Date(Math.floor(now));
+  fs.utimesSync(dirPath, tick, tick);
+  assert.equal(store.forDomain('tick.test').length, 1);
+  await generateKey(dir, 'tick.test', { algorithm: 'ed25519', selector: 'b' });
+  fs.utimesSync(dirPath, tick, tick); // as if both renames fell in one tick of the file system's clock
+  now = Math.max(now, tick.getTime()) + RECHECK_MS;
+  assert.deepEqual(store.forDomain('tick.test').map((k) => k.selector), ['a', 'b']);
 });
 
 function capture(): { out: { write(s: string): void }; err: { write(s: string): void }; text: () => string } {

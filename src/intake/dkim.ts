@@ -58,6 +58,10 @@ export const RSA_BITS = 2048;
  * within one tick of the file system's clock leave the same mtime.
  */
 const FRESH_MS = 2000;
+/** How long a domain's keys are used before its directory is looked at again. */
+export const RECHECK_MS = 1000;
+/** Domains whose keys (or their absence) are remembered at once. */
+const CACHED_DOMAINS_MAX = 10_000;
 
 // ---------------------------------------------------------------- keys
 
@@ -82,30 +86,34 @@ export interface DkimKeySource {
 
 export class DkimKeys implements DkimKeySource {
   readonly #root: string;
-  readonly #cache = new Map<string, { mtimeMs: number; keys: DkimKey[] }>();
+  readonly #now: () => number;
+  /** Per domain: when its directory was last looked at, its mtime then (-1: no directory), and its keys. */
+  readonly #cache = new Map<string, { checkedAt: number; mtimeMs: number; keys: DkimKey[] }>();
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, now: () => number = Date.now) {
     this.#root = path.join(dataDir, 'dkim');
+    this.#now = now;
   }
 
   /**
-   * Every key of the domain. One stat per call; the directory is re-read
-   * only when its mtime changed, which is how a key added by `tern dkim
-   * keygen` (a rename into the directory) is seen without a restart.
+   * Every key of the domain. The directory is looked at (one stat) at most
+   * once every RECHECK_MS, not for every message, and re-read only when its
+   * mtime changed: a key added by `tern dkim keygen` (a rename into the
+   * directory) signs mail within a second, without a restart.
    */
   forDomain(domain: string): DkimKey[] {
     const d = normalizeDomain(domain);
     if (!d) return [];
-    const dir = path.join(this.#root, d);
-    const st = fs.statSync(dir, { throwIfNoEntry: false });
-    if (!st) {
-      this.#cache.delete(d);
-      return [];
-    }
+    const now = this.#now();
     const hit = this.#cache.get(d);
-    if (hit && hit.mtimeMs === st.mtimeMs && Date.now() - st.mtimeMs > FRESH_MS) return hit.keys;
-    const keys = readKeys(dir, d);
-    this.#cache.set(d, { mtimeMs: st.mtimeMs, keys });
+    if (hit && now - hit.checkedAt < RECHECK_MS && now >= hit.checkedAt) return hit.keys;
+    const st = fs.statSync(path.join(this.#root, d), { throwIfNoEntry: false });
+    const mtimeMs = st ? st.mtimeMs : -1;
+    // FRESH_MS is longer than RECHECK_MS: a second change within the clock tick of the first is read at the next look.
+    const keys = hit && hit.mtimeMs === mtimeMs && (!st || now - mtimeMs > FRESH_MS) ? hit.keys : st ? readKeys(path.join(this.#root, d), d) : [];
+    // Bounded: the domains come from the From fields of submitted mail.
+    if (!hit && this.#cache.size >= CACHED_DOMAINS_MAX) this.#cache.clear();
+    this.#cache.set(d, { checkedAt: now, mtimeMs, keys });
     return keys;
   }
 

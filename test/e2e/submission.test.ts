@@ -15,7 +15,7 @@ import { ScriptedPeer } from '../helpers/scripted-peer.ts';
 import { open, expectCmd, expectMailbox, mailboxContents, queuedIds, sendMail, waitQueueEmpty } from './smtp-kit.ts';
 import { hashPassword } from '../../src/store/passwords.ts';
 import { createLogger } from '../../src/util/log.ts';
-import { generateKey } from '../../src/intake/dkim.ts';
+import { generateKey, RECHECK_MS } from '../../src/intake/dkim.ts';
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 /** RFC 4616 PLAIN message: empty authzid, authcid, password. */
@@ -681,6 +681,8 @@ describe('submission: DKIM-signed end to end, verified independently', () => {
     const rsa = await generateKey(srv.dataDir, 'tern.test', { algorithm: 'rsa', selector: 'rsa-e2e' });
     const ed = await generateKey(srv.dataDir, 'tern.test', { algorithm: 'ed25519', selector: 'ed-e2e' });
     dns.setZones({ ...zones, [rsa.dnsName]: { TXT: [rsa.dnsRecord] }, [ed.dnsName]: { TXT: [ed.dnsRecord] } });
+    // The server looks at a domain's key directory at most once every RECHECK_MS (not per message): new keys sign from then on.
+    await new Promise((r) => setTimeout(r, RECHECK_MS));
 
     const body = 'Hello Bob,\r\n\r\n..a line that starts with a dot\r\ntrailing spaces   \r\nBye.\r\n';
     const signed = await submit('signed end to end', body);
