@@ -376,6 +376,36 @@ describe('store (sqlite): the file itself', () => {
     db.close();
   });
 
+  it('schema step 16 keeps the outbox rows a version-15 store holds (their seqs and payloads); new rows may go without one', () => {
+    const dir = freshDir();
+    openStore(dir).close();
+    const file = path.join(dir, STORE_FILE);
+    // Back to version 15's outbox: body NOT NULL, and one pending row.
+    let db = new DatabaseSync(file);
+    db.exec(`DROP TABLE webhook_outbox;
+      CREATE TABLE webhook_outbox (seq INTEGER PRIMARY KEY, webhook_id TEXT NOT NULL, event_id TEXT NOT NULL, event_at INTEGER NOT NULL,
+        body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL, claimed_until INTEGER) STRICT;
+      CREATE INDEX webhook_outbox_due ON webhook_outbox (webhook_id, next_attempt);
+      CREATE INDEX webhook_outbox_claimed ON webhook_outbox (claimed_until) WHERE claimed_until IS NOT NULL;
+      INSERT INTO webhook_outbox (seq, webhook_id, event_id, event_at, body, attempts, next_attempt) VALUES (41, 'wh_a', 'E1', 5, '{"old":true}', 2, 10);
+      UPDATE schema_version SET version = 15`);
+    db.close();
+    using(openStore(dir), (store) => {
+      store.transaction(() => store.webhooks.enqueue([{ webhookId: 'wh_a', eventId: 'E2', eventAt: 6, nextAttempt: 10 }]));
+      assert.deepEqual(
+        store.webhooks.claim('wh_a', 10, 20, 10).map((r) => [r.seq, r.eventId, r.body, r.attempts]),
+        [[41, 'E1', '{"old":true}', 2], [42, 'E2', null, 0]],
+      );
+    });
+    db = new DatabaseSync(file);
+    assert.deepEqual({ ...db.prepare('SELECT version FROM schema_version').get() }, { version: SCHEMA_VERSION });
+    assert.deepEqual(
+      (db.prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'webhook_outbox' AND type = 'index' ORDER BY name").all() as { name: string }[]).map((r) => r.name),
+      ['webhook_outbox_claimed', 'webhook_outbox_due'],
+    );
+    db.close();
+  });
+
   it('reads by a rare type walk the events_type index (its condition named, as SQLite needs); dense types the primary key', () => {
     const dir = freshDir();
     openStore(dir).close();

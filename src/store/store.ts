@@ -347,6 +347,25 @@ const MIGRATIONS: (string | ((db: DatabaseSync) => void))[] = [
   `DROP INDEX IF EXISTS messages_sender`,
   // Reads by a rare type (RARE_TYPES) walk only events of that type.
   `CREATE INDEX events_type ON events (type, id) WHERE type NOT IN ('queued', 'delivered')`,
+  // Outbox rows written with their events carry no copy of the payload: it
+  // is made again from events.body when a row is claimed (webhooks.ts). A
+  // STRICT table's NOT NULL cannot be dropped in place; the seqs are kept.
+  `CREATE TABLE webhook_outbox_v16 (
+     seq INTEGER PRIMARY KEY,
+     webhook_id TEXT NOT NULL,
+     event_id TEXT NOT NULL,
+     event_at INTEGER NOT NULL,
+     body TEXT,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt INTEGER NOT NULL,
+     claimed_until INTEGER
+   ) STRICT;
+   INSERT INTO webhook_outbox_v16 (seq, webhook_id, event_id, event_at, body, attempts, next_attempt, claimed_until)
+     SELECT seq, webhook_id, event_id, event_at, body, attempts, next_attempt, claimed_until FROM webhook_outbox;
+   DROP TABLE webhook_outbox;
+   ALTER TABLE webhook_outbox_v16 RENAME TO webhook_outbox;
+   CREATE INDEX webhook_outbox_due ON webhook_outbox (webhook_id, next_attempt);
+   CREATE INDEX webhook_outbox_claimed ON webhook_outbox (claimed_until) WHERE claimed_until IS NOT NULL`,
 ];
 
 /** The schema version this Tern writes. */

@@ -6,6 +6,7 @@
 
 import { after, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import type { MessageEvent } from '../events/events.ts';
 import type { Store } from './store.ts';
 import type { OutboxInsert, WebhookRecord } from './webhooks.ts';
 import { storeKinds } from '../../test/helpers/stores.ts';
@@ -155,5 +156,23 @@ for (const kind of storeKinds()) describe(`webhook store (${kind.name})`, { skip
     assert.equal(store.webhooks.countPending('wh_a', 10), 0);
     store.transaction(() => store.webhooks.enqueue([row('wh_a', 'e1', T0)]));
     assert.equal(store.webhooks.countPending('wh_a', 10), 1);
+  });
+
+  it('a row stored without a payload is claimed with its event\'s stored JSON; with null once the event is gone', () => {
+    store.webhooks.addWebhook(hook('wh_a', 'h-alice'));
+    const stored: MessageEvent = {
+      id: 'E1', type: 'delivered', timestamp: new Date(T0).toISOString(), queueId: 'Q1', recipient: 'bob@remote.test',
+      data: { attempt: 1, relay: null, tls: null, reply: { code: 250, enhanced: '2.0.0', text: 'ok' }, bounceClass: null, source: 'api', tags: null, transport: 'mx' },
+    };
+    const bare = (eventId: string): OutboxInsert => ({ webhookId: 'wh_a', eventId, eventAt: T0, nextAttempt: T0 });
+    store.transaction(() => {
+      store.addEvents([{ event: stored, sender: 'alice@tern.test' }]);
+      store.webhooks.enqueue([bare('E1'), bare('E-never-stored'), row('wh_a', 'e3', T0)]);
+    });
+    const claimed = store.webhooks.claim('wh_a', T0, T0 + 1000, 10);
+    assert.deepEqual(
+      claimed.map((c) => [c.eventId, c.body, c.event === null ? null : (JSON.parse(c.event) as MessageEvent)]),
+      [['E1', null, stored], ['E-never-stored', null, null], ['e3', '{"id":"e3"}', null]],
+    );
   });
 });

@@ -4,10 +4,14 @@
 // - webhooks: what a key registered. `owner` is the key's hash, as for
 //   Idempotency-Key entries: a key revoked and re-created under the same
 //   name is another key, and does not inherit the old one's webhooks.
-// - webhook_outbox: one row per (webhook, event) still to be delivered,
-//   holding the exact bytes every attempt POSTs. Rows are written in the
-//   events' own transaction (EventRecorder.alsoWrite), so an event is stored
-//   and announced, or neither. `claimed_until` is a lease: a dispatcher owns
+// - webhook_outbox: one row per (webhook, event) still to be delivered.
+//   Rows are written in the events' own transaction (EventRecorder.alsoWrite),
+//   so an event is stored and announced, or neither. A row written that way
+//   has no body: the payload is made again from the event's own row
+//   (events.body) when the row is claimed, so each event's JSON is written
+//   once, not once more per webhook (schema step 16; the bytes were a fifth
+//   of a webhook's CPU cost per message, docs/webhooks.md "Cost"). The
+//   dispatcher that wrote the row POSTs it from memory and never reads it. `claimed_until` is a lease: a dispatcher owns
 //   a row until then. One node claims with UPDATE today; several sharing
 //   PostgreSQL would SELECT … FOR UPDATE SKIP LOCKED on the same condition.
 // - webhook_deliveries: the last attempts per webhook, for GET /v1/webhooks
@@ -91,7 +95,8 @@ export interface OutboxInsert {
   eventId: string;
   /** Epoch ms of the event: retries end `webhooks.retryFor` after it. */
   eventAt: number;
-  body: string;
+  /** The payload to store; absent: none is stored, and claim returns the event's stored JSON instead (ClaimedRow.event). */
+  body?: string | undefined;
   /** Epoch ms; the fan-out writes "now". */
   nextAttempt: number;
 }
@@ -105,6 +110,16 @@ export interface OutboxRow {
   /** Attempts made so far. */
   attempts: number;
   nextAttempt: number;
+}
+
+/**
+ * A row as claim returns it: `body` as stored, or null when none was, and
+ * then `event`, the event's JSON from the events table (null when the event
+ * is no longer stored: events.retention is shorter than its retries).
+ */
+export interface ClaimedRow extends Omit<OutboxRow, 'body'> {
+  body: string | null;
+  event: string | null;
 }
 
 /** How an attempt ended for its row. */
@@ -157,7 +172,7 @@ export interface WebhookStore {
    * Claims up to `max` rows of one webhook that are due at `now` and not
    * leased, earliest first, leasing them until `leaseUntil`.
    */
-  claim(webhookId: string, now: number, leaseUntil: number, max: number): OutboxRow[];
+  claim(webhookId: string, now: number, leaseUntil: number, max: number): ClaimedRow[];
   /** The earliest next attempt among the webhook's unclaimed rows; null when it has none. */
   nextDue(webhookId: string): number | null;
   /** Delivered or given up: the row goes. */
@@ -208,9 +223,11 @@ export interface OutboxDbRow {
   webhook_id: string;
   event_id: string;
   event_at: number;
-  body: string;
+  body: string | null;
   attempts: number;
   next_attempt: number;
+  /** The event's JSON, when body is null (claim joins it). */
+  event?: string | null;
 }
 
 export interface DeliveryRow {
@@ -238,6 +255,7 @@ export class SqliteWebhookStore implements WebhookStore {
   readonly #release: StatementSync;
   readonly #record: StatementSync;
   readonly #prune: StatementSync;
+  readonly #eventBody: StatementSync;
 
   constructor(db: DatabaseSync, transaction: <T>(fn: () => T) => T) {
     this.#db = db;
@@ -263,6 +281,7 @@ export class SqliteWebhookStore implements WebhookStore {
       `INSERT INTO webhook_deliveries (webhook_id, event_id, attempt, at, status, error, duration_ms, outcome)
        SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?)`,
     );
+    this.#eventBody = db.prepare('SELECT body FROM events WHERE id = ?');
     this.#prune = db.prepare(
       `DELETE FROM webhook_deliveries WHERE webhook_id = ? AND id <=
          (SELECT id FROM webhook_deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
@@ -319,18 +338,20 @@ export class SqliteWebhookStore implements WebhookStore {
 
   enqueue(rows: OutboxInsert[]): void {
     this.#tx(() => {
-      for (const r of rows) this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body, r.nextAttempt, null);
+      for (const r of rows) this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body ?? null, r.nextAttempt, null);
     });
   }
 
   enqueueClaimed(rows: OutboxInsert[], claimedUntil: number): number[] {
-    return this.#tx(() => rows.map((r) => Number(this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body, r.nextAttempt, claimedUntil).lastInsertRowid)));
+    return this.#tx(() => rows.map((r) => Number(this.#insert.run(r.webhookId, r.eventId, r.eventAt, r.body ?? null, r.nextAttempt, claimedUntil).lastInsertRowid)));
   }
 
-  claim(webhookId: string, now: number, leaseUntil: number, max: number): OutboxRow[] {
+  claim(webhookId: string, now: number, leaseUntil: number, max: number): ClaimedRow[] {
     const rows = this.#claim.all(leaseUntil, webhookId, now, now, max) as unknown as OutboxDbRow[];
+    // UPDATE … RETURNING cannot join: a row without a body gets its event's JSON by primary key.
+    for (const r of rows) if (r.body === null) r.event = (this.#eventBody.get(r.event_id) as { body: string } | undefined)?.body ?? null;
     // RETURNING gives rows in no promised order.
-    return rows.map(outboxOf).sort((a, b) => a.nextAttempt - b.nextAttempt || a.seq - b.seq);
+    return rows.map(claimedOf).sort((a, b) => a.nextAttempt - b.nextAttempt || a.seq - b.seq);
   }
 
   nextDue(webhookId: string): number | null {
@@ -407,8 +428,17 @@ export function listingOf(r: WebhookRow): WebhookListing {
   };
 }
 
-export function outboxOf(r: OutboxDbRow): OutboxRow {
-  return { seq: r.seq, webhookId: r.webhook_id, eventId: r.event_id, eventAt: r.event_at, body: r.body, attempts: r.attempts, nextAttempt: r.next_attempt };
+export function claimedOf(r: OutboxDbRow): ClaimedRow {
+  return {
+    seq: Number(r.seq),
+    webhookId: r.webhook_id,
+    eventId: r.event_id,
+    eventAt: Number(r.event_at),
+    body: r.body,
+    event: r.body === null ? (r.event ?? null) : null,
+    attempts: Number(r.attempts),
+    nextAttempt: Number(r.next_attempt),
+  };
 }
 
 export function deliveryOf(r: DeliveryRow): DeliveryRecord {

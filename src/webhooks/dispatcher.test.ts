@@ -250,6 +250,24 @@ describe('webhook dispatcher', () => {
     }
   });
 
+  it('a claimed row whose event is no longer stored (events.retention shorter than the retries) is given up, not POSTed', async () => {
+    const rx = await receiver(() => 204);
+    const t = await setup({ shared: true });
+    try {
+      const w = t.webhooks.create(ALICE, rx.url, null);
+      // Rows written with their events carry no payload; this one's event is gone.
+      t.store.webhooks.enqueue([{ webhookId: w.id, eventId: 'evt_expired', eventAt: Date.now(), nextAttempt: Date.now() }]);
+      const [live] = t.emit(1);
+      await until(() => rx.hits.find((h) => h.headers['webhook-id'] === live), 3000, 'the live event');
+      await until(() => t.webhooks.counters.failed === 1, 3000, 'the give-up');
+      await until(() => t.store.webhooks.countPending(w.id, 10) === 0, 3000, 'an empty outbox');
+      assert.deepEqual(rx.hits.map((h) => h.headers['webhook-id']), [live]);
+    } finally {
+      await t.close();
+      await rx.close();
+    }
+  });
+
   it('gives an event up once its next retry would fall after retryFor', async () => {
     const rx = await receiver(() => 503);
     const t = await setup({ retryForMs: 500, schedule: [150] });

@@ -36,7 +36,7 @@ import type { Logger } from '../util/log.ts';
 import type { OutboxRow, WebhookStore } from '../store/webhooks.ts';
 import { deleteInBatches } from '../util/batches.ts';
 import { countWebhookDelivery } from '../metrics/webhooks.ts';
-import type { ActiveWebhook, OutboxAdopter, WebhookOutbox } from './outbox.ts';
+import { outboxRowOf, type ActiveWebhook, type OutboxAdopter, type WebhookOutbox } from './outbox.ts';
 import { WebhookPoster, type PostResult } from './post.ts';
 import { nextAttempt, RETRY_SCHEDULE } from './retry.ts';
 import { signature } from './sign.ts';
@@ -420,10 +420,22 @@ export class WebhookDispatcher implements OutboxAdopter {
       const want = this.#prefetch(s) - s.ready.length - s.inFlight;
       if (want <= 0) continue;
       const leaseUntil = this.#leaseUntil(now, s, s.ready.length + s.inFlight + want);
-      for (const row of this.#store.claim(s.hook.id, now, leaseUntil, want)) {
-        if (this.#held.has(row.seq)) continue;
+      const gone: number[] = [];
+      for (const claimed of this.#store.claim(s.hook.id, now, leaseUntil, want)) {
+        if (this.#held.has(claimed.seq)) continue;
+        const row = outboxRowOf(claimed);
+        if (!row) {
+          gone.push(claimed.seq);
+          continue;
+        }
         this.#held.add(row.seq);
         s.ready.push(row);
+      }
+      if (gone.length > 0) {
+        // Its payload is made from the stored event, and events.retention removed it before the retries ended.
+        this.#store.finishMany(gone);
+        this.counters.failed += gone.length;
+        this.#log.warn('webhook events given up: no longer stored (events.retention is shorter than webhooks.retryFor)', { webhook: s.hook.id, events: gone.length });
       }
       s.nextDue = this.#store.nextDue(s.hook.id);
     }

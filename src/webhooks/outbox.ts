@@ -15,10 +15,10 @@
 // process, and that key's webhooks must stop getting events. With no
 // webhook, a batch costs one clock read.
 
-import type { EventType } from '../events/events.ts';
+import type { EventType, MessageEvent } from '../events/events.ts';
 import { mayUseAddress } from '../policy/senders.ts';
 import type { StoredEvent } from '../store/store.ts';
-import type { OutboxInsert, OutboxRow, WebhookStore } from '../store/webhooks.ts';
+import type { ClaimedRow, OutboxInsert, OutboxRow, WebhookStore } from '../store/webhooks.ts';
 import { webhookPayload } from './payload.ts';
 import { postTarget, type PostTarget } from './post.ts';
 import { signingKey, type SigningKey } from './sign.ts';
@@ -131,30 +131,35 @@ export class WebhookOutbox {
     const hooks = this.active();
     if (hooks.length === 0) return;
     const now = this.#now();
-    const byHook = new Map<string, OutboxInsert[]>();
+    // No payload is stored: a row claimed later makes it from the event's own row (../store/webhooks.ts).
+    const byHook = new Map<string, { row: OutboxInsert; event: MessageEvent }[]>();
     for (const { event, sender } of batch) {
-      let body: string | undefined;
       let eventAt: number | undefined;
       for (const h of hooks) {
         if (h.types !== null && !h.types.has(event.type)) continue;
         if (!mayRead(h, sender)) continue;
-        body ??= webhookPayload(event);
         eventAt ??= Date.parse(event.timestamp);
         let rows = byHook.get(h.id);
         if (!rows) byHook.set(h.id, (rows = []));
-        rows.push({ webhookId: h.id, eventId: event.id, eventAt, body, nextAttempt: now });
+        rows.push({ row: { webhookId: h.id, eventId: event.id, eventAt, nextAttempt: now }, event });
       }
     }
     const unleased: OutboxInsert[] = [];
+    // One payload per event, whichever webhooks POST it from memory.
+    const bodies = new Map<MessageEvent, string>();
     for (const [id, rows] of byHook) {
       const until = this.#adopter && this.#store.enqueueClaimed ? this.#adopter.leaseFor(id, rows.length, now) : null;
       if (until === null) {
-        for (const r of rows) unleased.push(r);
+        for (const r of rows) unleased.push(r.row);
         this.#touched.add(id);
         continue;
       }
-      const seqs = this.#store.enqueueClaimed!(rows, until);
-      rows.forEach((r, i) => this.#leased.push({ seq: seqs[i]!, webhookId: id, eventId: r.eventId, eventAt: r.eventAt, body: r.body, attempts: 0, nextAttempt: now }));
+      const seqs = this.#store.enqueueClaimed!(rows.map((r) => r.row), until);
+      rows.forEach(({ row, event }, i) => {
+        let body = bodies.get(event);
+        if (body === undefined) bodies.set(event, (body = webhookPayload(event)));
+        this.#leased.push({ seq: seqs[i]!, webhookId: id, eventId: row.eventId, eventAt: row.eventAt, body, attempts: 0, nextAttempt: now });
+      });
     }
     if (unleased.length > 0) this.#store.enqueue(unleased);
   };
@@ -177,4 +182,15 @@ export class WebhookOutbox {
   touched(): ReadonlySet<string> {
     return this.#touched;
   }
+}
+
+/**
+ * A claimed row as the dispatcher POSTs it: with its stored payload, or the
+ * payload made again from its event's stored JSON (the same bytes: the
+ * payload is a function of the event). Null when neither is there.
+ */
+export function outboxRowOf(c: ClaimedRow): OutboxRow | null {
+  const body = c.body ?? (c.event === null ? null : webhookPayload(JSON.parse(c.event) as MessageEvent));
+  if (body === null) return null;
+  return { seq: c.seq, webhookId: c.webhookId, eventId: c.eventId, eventAt: c.eventAt, body, attempts: c.attempts, nextAttempt: c.nextAttempt };
 }

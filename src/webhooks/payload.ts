@@ -37,7 +37,12 @@ export function publicEvent(event: MessageEvent): unknown {
   return projectEvent(event);
 }
 
-/** The bytes every attempt of this event POSTs (to every webhook): built once, stored in the outbox. */
+/**
+ * The bytes every attempt of this event POSTs (to every webhook). Also made
+ * from the event's stored JSON when an outbox row is claimed from the store
+ * (a retry, or after a restart): the same bytes, since JSON keeps every
+ * value the projection keeps and the projection fixes the order.
+ */
 export function webhookPayload(event: MessageEvent): string {
   return JSON.stringify({ type: event.type, timestamp: event.timestamp, data: publicEvent(event) });
 }

@@ -220,7 +220,10 @@ const STEP_2 = `ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;`;
 // Reads by a rare type walk only events of that type (RARE_TYPES in ../store.ts).
 const STEP_3 = `CREATE INDEX events_type ON events (type, id) WHERE type NOT IN ('queued', 'delivered');`;
 
-export const PG_MIGRATIONS: readonly string[] = [STEP_1, STEP_2, STEP_3];
+/** Step 4: outbox rows written with their events carry no copy of the payload; claim makes it from events.body (../webhooks.ts). */
+const STEP_4 = `ALTER TABLE webhook_outbox ALTER COLUMN body DROP NOT NULL;`;
+
+export const PG_MIGRATIONS: readonly string[] = [STEP_1, STEP_2, STEP_3, STEP_4];
 
 /** Brings the database to PG_MIGRATIONS.length; refuses one newer than this Tern. */
 export function migrate(db: SyncPgClient): void {

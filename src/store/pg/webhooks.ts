@@ -30,7 +30,7 @@ import type {
   WebhookRecord,
   WebhookStore,
 } from '../webhooks.ts';
-import { deliveryOf, LISTING, listingOf, outboxOf, type DeliveryRow, type OutboxDbRow, type WebhookRow } from '../webhooks.ts';
+import { claimedOf, deliveryOf, LISTING, listingOf, type ClaimedRow, type DeliveryRow, type OutboxDbRow, type WebhookRow } from '../webhooks.ts';
 
 /** SQLite's order (ids compared as bytes) whatever the database's collation: a sort of a few rows. */
 const OLDEST_FIRST = 'w.created_at, w.id COLLATE "C"';
@@ -46,12 +46,16 @@ export const PG_WEBHOOK_SQL = {
   // earliest of the rows nobody else holds. The order is the index's
   // (webhook_outbox_due), with no tie-break: so the walk stops after `max`
   // rows instead of sorting a webhook's whole backlog first.
-  claim: `UPDATE webhook_outbox SET claimed_until = $1, claimed_by = $5
-     WHERE seq IN (SELECT seq FROM webhook_outbox
-                   WHERE webhook_id = $2 AND next_attempt <= $3 AND (claimed_until IS NULL OR claimed_until < $3)
-                   ORDER BY next_attempt LIMIT $4
-                   FOR UPDATE SKIP LOCKED)
-     RETURNING seq, webhook_id, event_id, event_at, body, attempts, next_attempt`,
+  // A row without a body gets its event's JSON (schema step 4; ../webhooks.ts), by
+  // primary key for each claimed row: a join may scan every event instead.
+  claim: `WITH c AS (
+       UPDATE webhook_outbox SET claimed_until = $1, claimed_by = $5
+       WHERE seq IN (SELECT seq FROM webhook_outbox
+                     WHERE webhook_id = $2 AND next_attempt <= $3 AND (claimed_until IS NULL OR claimed_until < $3)
+                     ORDER BY next_attempt LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+       RETURNING seq, webhook_id, event_id, event_at, body, attempts, next_attempt)
+     SELECT c.*, CASE WHEN c.body IS NULL THEN (SELECT e.body FROM events e WHERE e.id = c.event_id) END AS event FROM c`,
   // Unleased rows: their next attempt, through webhook_outbox_due. Leased
   // rows (few: at most each node's prefetch, through the partial index
   // webhook_outbox_claimed): due again the millisecond after the lease ends,
@@ -135,7 +139,7 @@ class PgWebhookStore implements WebhookStore {
     this.#db.defer(
       `INSERT INTO webhook_outbox (webhook_id, event_id, event_at, body, next_attempt)
        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])`,
-      [rows.map((r) => r.webhookId), rows.map((r) => r.eventId), rows.map((r) => r.eventAt), rows.map((r) => r.body), rows.map((r) => r.nextAttempt)],
+      [rows.map((r) => r.webhookId), rows.map((r) => r.eventId), rows.map((r) => r.eventAt), rows.map((r) => r.body ?? null), rows.map((r) => r.nextAttempt)],
     );
   }
 
@@ -143,11 +147,11 @@ class PgWebhookStore implements WebhookStore {
   // its seqs are not known when the dispatcher could take the rows; they are
   // claimed like every other node's (one UPDATE … RETURNING per tick).
 
-  claim(webhookId: string, now: number, leaseUntil: number, max: number): OutboxRow[] {
+  claim(webhookId: string, now: number, leaseUntil: number, max: number): ClaimedRow[] {
     if (max <= 0) return [];
     const rows = this.#db.rows<OutboxDbRow>(PG_WEBHOOK_SQL.claim, [leaseUntil, webhookId, now, max, this.#holder]);
     // RETURNING gives rows in no promised order.
-    return rows.map(outboxOf).sort((a, b) => a.nextAttempt - b.nextAttempt || a.seq - b.seq);
+    return rows.map(claimedOf).sort((a, b) => a.nextAttempt - b.nextAttempt || a.seq - b.seq);
   }
 
   nextDue(webhookId: string): number | null {
