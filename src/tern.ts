@@ -288,6 +288,13 @@ export async function startTern(config: TernConfig, opts: TernOptions = {}): Pro
     shared: store.onChange !== undefined,
   });
   webhooks.attach(recorder);
+  // A retried webhook event is read back from the events store (src/store/webhooks.ts): one that retention removes first is given up.
+  if (config.events.retention < config.webhooks.retryFor) {
+    log.warn('events.retention is shorter than webhooks.retryFor: webhook events still being retried when their event expires are given up', {
+      retentionMs: config.events.retention,
+      retryForMs: config.webhooks.retryFor,
+    });
+  }
   // Another node added, removed or disabled a webhook, or revoked a key: this node's outbox follows at once.
   store.onChange?.('webhooks', () => webhooks.changedElsewhere());
   store.onChange?.('api_keys', () => webhooks.changedElsewhere());
