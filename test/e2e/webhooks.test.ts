@@ -419,3 +419,19 @@ describe('webhooks across kill -9', () => {
     }
   });
 });
+
+describe('webhooks and events.retention', () => {
+  // A retried event is read back from the events store: a retention shorter than the retries loses some, so the server says so at start.
+  for (const [retention, warned] of [['1d', true], ['30d', false]] as const) {
+    it(`events.retention ${retention} against webhooks.retryFor 3d: ${warned ? 'a warning' : 'no warning'} at start`, async () => {
+      const warnings: string[] = [];
+      const { file } = writeConfig({ events: { retention } });
+      const tern = await startTern(loadConfig(file), { log: { ...silentLogger, warn: (msg) => void warnings.push(msg) } });
+      try {
+        assert.equal(warnings.some((w) => /events\.retention is shorter than webhooks\.retryFor/.test(w)), warned, warnings.join('\n'));
+      } finally {
+        await tern.stop();
+      }
+    });
+  }
+});
