@@ -12,7 +12,9 @@
 # ldns-keygen/ldns-signzone, served by a private nsd, validated by a private
 # unbound, test/helpers/dnssec.ts) and testssl.sh (the audit of our TLS offer)
 # and postgresql (the shared store of several nodes: the tests run a private
-# cluster with initdb/pg_ctl on a loopback port, test/helpers/postgres.ts).
+# cluster with initdb/pg_ctl on a loopback port, test/helpers/postgres.ts)
+# and curl (the README's HTTP API examples are run as printed,
+# test/e2e/readme-api.test.ts).
 # swaks only Recommends Net::SSLeay, which --no-install-recommends skips, but
 # its -tls and --tls-on-connect need it: libnet-ssleay-perl is named too.
 # Idempotent: does nothing, and never touches apt, when all are present.
@@ -34,7 +36,8 @@ have_all() {
     [ -x /usr/sbin/nsd ] &&
     command -v ldns-signzone >/dev/null 2>&1 &&
     command -v testssl >/dev/null 2>&1 &&
-    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 &&
+    command -v curl >/dev/null 2>&1
 }
 
 if have_all; then
@@ -73,7 +76,7 @@ trap cleanup EXIT
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   swaks libnet-ssleay-perl python3 postfix python3-dkim python3-spf chromium \
-  dovecot-core dovecot-lmtpd unbound nsd ldnsutils testssl.sh postgresql
+  dovecot-core dovecot-lmtpd unbound nsd ldnsutils testssl.sh postgresql curl
 
 # If something started postfix anyway, stop it so that nothing holds port 25.
 if pgrep -x master >/dev/null 2>&1 || [ -e /var/spool/postfix/pid/master.pid ]; then
