@@ -33,16 +33,31 @@
 // query; the query plans (EXPLAIN QUERY PLAN) of every statement.
 //
 //   node bench/dashboard.ts [--events N] [--runs R] [--keep DIR] [--json FILE]
+//   node bench/dashboard.ts --postgres [--events N] [--runs R] [--json FILE]
+//   node bench/dashboard.ts --postgres-url URL [...]
 //
 // --keep DIR: build the store in DIR and keep it (a second run with the
 // same DIR skips the fill).
+//
+// --postgres: the same on the shared store of several nodes (issue 17), a
+// private PostgreSQL cluster on a loopback port (test/helpers/postgres.ts:
+// Debian's server, fsync off, so the fill's rate says nothing of a durable
+// PostgreSQL; the reads are what is measured), filled and read through
+// openPgStore exactly as a node does, then ANALYZEd, as autovacuum would
+// soon after such a fill; the plans are PostgreSQL's EXPLAIN of
+// PG_DASHBOARD_SQL. --postgres-url: an existing
+// database instead (filled only if it has no events; never dropped).
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { openStore, STORE_FILE, type EventScope, type StoredEvent } from '../src/store/store.ts';
+import pg from 'pg';
+import { openStore, STORE_FILE, type EventScope, type Store, type StoredEvent } from '../src/store/store.ts';
+import { openPgStore } from '../src/store/pg/store.ts';
 import { DASHBOARD_SQL, ID_TOP } from '../src/store/dashboard.ts';
+import { PG_DASHBOARD_SQL } from '../src/store/pg/dashboard.ts';
+import { startPostgres, type PgCluster } from '../test/helpers/postgres.ts';
 import { eventIdFloor, type BounceClass, type EventType, type MessageEvent } from '../src/events/events.ts';
 import { DAY, MINUTE, StatsMaintainer, overviewStats, type Range } from '../src/dashboard/stats.ts';
 import { idTimePrefix, searchMessages, type SearchQuery } from '../src/dashboard/search.ts';
@@ -53,6 +68,8 @@ const EVENTS = args.num('events', 1_000_000);
 const RUNS = args.num('runs', 9);
 const KEEP = args.str('keep');
 const JSON_OUT = args.str('json');
+const POSTGRES_URL = args.str('postgres-url');
+const POSTGRES = args.flag('postgres') || POSTGRES_URL !== undefined;
 const BATCH = 2000;
 const NOW = Date.now();
 const START = NOW - 30 * DAY;
@@ -167,9 +184,9 @@ function* makeEvents(total: number, made: Made): Generator<StoredEvent> {
   }
 }
 
-function fill(dir: string): { seconds: number; made: Made } {
+function fill(open: () => Store): { seconds: number; made: Made } {
   const made: Made = { mix: {}, messages: 0 };
-  const store = openStore(dir);
+  const store = open();
   const stats = new StatsMaintainer(store.dashboard, () => NOW);
   const t1 = performance.now();
   let written = 0;
@@ -218,30 +235,136 @@ function time(name: string, limitMs: number, fn: () => number): Row {
   return { name, coldMs: cold!, medianMs: median(warm), maxMs: Math.max(...warm), rows, limitMs };
 }
 
-async function main(): Promise<void> {
+/** What the bench needs of the database beside the store (counts, a sample, plans, size): the SQLite file, or PostgreSQL. */
+interface Backend {
+  open(): Store;
+  /** Whether the database already holds events (then the fill is skipped). */
+  filled(): Promise<boolean>;
+  /** The first row of `sql`, written with `?` marks (numbered for PostgreSQL). */
+  get<T>(sql: string, params: unknown[]): Promise<T | undefined>;
+  plans(busySender: string, sample: Sample): Promise<string[]>;
+  describe(): Promise<string>;
+  close(): Promise<void>;
+}
+
+interface Sample {
+  id: string;
+  message_id: string;
+  sender: string;
+  recipient: string;
+}
+
+function sqliteBackend(): Backend {
   const dir = KEEP ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tern-bench-dashboard-'));
   const file = path.join(dir, STORE_FILE);
+  const existed = fs.existsSync(file);
+  let db: DatabaseSync | null = null;
+  const handle = (): DatabaseSync => (db ??= new DatabaseSync(file));
+  return {
+    open: () => openStore(dir),
+    filled: async () => {
+      if (existed) process.stderr.write(`using the store in ${dir}\n`);
+      return existed;
+    },
+    get: async <T>(sql: string, params: unknown[]) => handle().prepare(sql).get(...(params as (string | number)[])) as T | undefined,
+    plans: async (busySender, sample) => {
+      const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
+      const plans: [string, string, (string | number)[]][] = [
+        ['series', DASHBOARD_SQL.series(4), [MINUTE, 'received', 'delivered', 'deferred', 'bounced', 0]],
+        ['top keys', DASHBOARD_SQL.top, [DAY, 'domain', 0, 10]],
+        ['by sender', DASHBOARD_SQL.bySender, [busySender, ...w, 50]],
+        ['by recipient', DASHBOARD_SQL.byRecipient, [sample.recipient, ...w, 50]],
+        ['by Message-ID', DASHBOARD_SQL.byMessageId(2), [sample.message_id, sample.message_id.slice(1, -1), ...w, 50]],
+        ['by subject', DASHBOARD_SQL.bySubject, [...w, 500_000, '%x%', 50]],
+        ['by time', DASHBOARD_SQL.byTime, [...w, 50]],
+      ];
+      return plans.map(([name, sql, a]) => `${name.padEnd(14)} ${(handle().prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...a) as { detail: string }[]).map((r) => r.detail).join(' | ')}`);
+    },
+    describe: async () => {
+      const size = ['', '-wal'].reduce((s, ext) => s + (fs.existsSync(file + ext) ? fs.statSync(file + ext).size : 0), 0);
+      return `tern.db ${(size / 2 ** 20).toFixed(0)} MiB; SQLite ${(handle().prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}`;
+    },
+    close: async () => {
+      db?.close();
+      if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function postgresBackend(): Promise<Backend> {
+  const cluster: PgCluster | null = POSTGRES_URL ? null : await startPostgres();
+  const url = POSTGRES_URL ?? (await cluster!.createDatabase('bench_dashboard'));
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  // Placeholders as PostgreSQL numbers them; count(*) comes back as a bigint string.
+  const numbered = (sql: string): string => {
+    let n = 0;
+    return sql.replace(/\?/g, () => `$${++n}`);
+  };
+  const explain = async (sql: string, params: unknown[]): Promise<string> =>
+    ((await client.query(`EXPLAIN ${sql}`, params)).rows as { 'QUERY PLAN': string }[]).map((r) => r['QUERY PLAN'].trim()).join(' | ');
+  return {
+    open: () => openPgStore(url),
+    filled: async () => {
+      const r = await client.query(`SELECT to_regclass('events') IS NOT NULL AS t`);
+      if (!(r.rows[0] as { t: boolean }).t) return false;
+      const filled = ((await client.query('SELECT EXISTS (SELECT 1 FROM events) AS t')).rows[0] as { t: boolean }).t;
+      if (filled) process.stderr.write('using the events already in the database\n');
+      return filled;
+    },
+    get: async <T>(sql: string, params: unknown[]) => {
+      const row = (await client.query(numbered(sql), params)).rows[0] as Record<string, unknown> | undefined;
+      return (row && 'n' in row ? { ...row, n: Number(row.n) } : row) as T | undefined;
+    },
+    plans: async (busySender, sample) => {
+      // As PgDashboardStore binds them: the window's four values first.
+      const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
+      const metrics = ['received', 'delivered', 'deferred', 'bounced'];
+      const plans: [string, string, unknown[]][] = [
+        ['series', PG_DASHBOARD_SQL.series, [MINUTE, metrics, 0]],
+        ['top keys', PG_DASHBOARD_SQL.top, [DAY, 'domain', 0, 10]],
+        ['by sender', PG_DASHBOARD_SQL.bySender, [...w, busySender, 50]],
+        ['by recipient', PG_DASHBOARD_SQL.byRecipient, [...w, sample.recipient, 50]],
+        ['by Message-ID', PG_DASHBOARD_SQL.byMessageId, [...w, [sample.message_id, sample.message_id.slice(1, -1)], 50]],
+        ['by subject', PG_DASHBOARD_SQL.bySubject, [...w, 500_000, '%x%', 50]],
+        ['by time', PG_DASHBOARD_SQL.byTime, [...w, 50]],
+      ];
+      const out: string[] = [];
+      for (const [name, sql, a] of plans) out.push(`${name.padEnd(14)} ${await explain(sql, a)}`);
+      return out;
+    },
+    describe: async () => {
+      const size = Number(((await client.query('SELECT pg_database_size(current_database()) AS n')).rows[0] as { n: string }).n);
+      const version = ((await client.query('SHOW server_version')).rows[0] as { server_version: string }).server_version;
+      return `database ${(size / 2 ** 20).toFixed(0)} MiB; PostgreSQL ${version}${cluster ? ' (a private cluster, fsync off)' : ''}`;
+    },
+    close: async () => {
+      await client.end();
+      await cluster?.destroy();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const backend = POSTGRES ? await postgresBackend() : sqliteBackend();
   let made: Made | null = null;
   let fillSeconds: number | null = null;
-  if (!fs.existsSync(file)) {
-    const f = fill(dir);
-    made = f.made;
-    fillSeconds = f.seconds;
-  } else {
-    process.stderr.write(`using the store in ${dir}\n`);
-  }
   try {
-    const store = openStore(dir);
-    const db = new DatabaseSync(file);
-    const count = (sql: string): number => (db.prepare(sql).get() as { n: number }).n;
-    const totals = { events: count('SELECT count(*) AS n FROM events'), messages: count('SELECT count(*) AS n FROM messages'), statRows: count('SELECT count(*) AS n FROM dash_stats') };
-    const sample = db.prepare(`SELECT m.id, m.message_id, m.sender, e.recipient FROM messages m JOIN events e ON e.queue_id = m.id AND e.type = 'queued' WHERE m.id >= ? ORDER BY m.id LIMIT 1`).get(idTimePrefix(NOW - 15 * DAY)) as {
-      id: string;
-      message_id: string;
-      sender: string;
-      recipient: string;
-    };
-    const busySender = (db.prepare('SELECT sender FROM messages WHERE sender = ? LIMIT 1').get('user0@s0.example.net') as { sender: string } | undefined)?.sender ?? sample.sender;
+    if (!(await backend.filled())) {
+      const f = fill(() => backend.open());
+      made = f.made;
+      fillSeconds = f.seconds;
+      // What autovacuum would do soon after such a fill: the planner's statistics.
+      if (POSTGRES) await backend.get('ANALYZE', []);
+    }
+    const store = backend.open();
+    const count = async (table: string): Promise<number> => (await backend.get<{ n: number }>(`SELECT count(*) AS n FROM ${table}`, []))!.n;
+    const totals = { events: await count('events'), messages: await count('messages'), statRows: await count('dash_stats') };
+    const sample = (await backend.get<Sample>(
+      `SELECT m.id, m.message_id, m.sender, e.recipient FROM messages m JOIN events e ON e.queue_id = m.id AND e.type = 'queued' WHERE m.id >= ? ORDER BY m.id LIMIT 1`,
+      [idTimePrefix(NOW - 15 * DAY)],
+    ))!;
+    const busySender = (await backend.get<{ sender: string }>('SELECT sender FROM messages WHERE sender = ? LIMIT 1', ['user0@s0.example.net']))?.sender ?? sample.sender;
     const rareSender = 'user19999@s399.example.net';
 
     const rows: Row[] = [];
@@ -287,26 +410,14 @@ async function main(): Promise<void> {
       rows.push(time(`GET /v1/events: ${name}, mid-month`, 200, () => store.queryEvents({ after: eventIdFloor(NOW - 15 * DAY), limit: 100, scope }).length));
     }
 
-    const w = [ID_TOP, '', 0, Number.MAX_SAFE_INTEGER];
-    const plans: [string, string, (string | number)[]][] = [
-      ['series', DASHBOARD_SQL.series(4), [MINUTE, 'received', 'delivered', 'deferred', 'bounced', 0]],
-      ['top keys', DASHBOARD_SQL.top, [DAY, 'domain', 0, 10]],
-      ['by sender', DASHBOARD_SQL.bySender, [busySender, ...w, 50]],
-      ['by recipient', DASHBOARD_SQL.byRecipient, [sample.recipient, ...w, 50]],
-      ['by Message-ID', DASHBOARD_SQL.byMessageId(2), [sample.message_id, sample.message_id.slice(1, -1), ...w, 50]],
-      ['by subject', DASHBOARD_SQL.bySubject, [...w, 500_000, '%x%', 50]],
-      ['by time', DASHBOARD_SQL.byTime, [...w, 50]],
-    ];
-    const planText = plans.map(([name, sql, a]) => `${name.padEnd(14)} ${(db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...a) as { detail: string }[]).map((r) => r.detail).join(' | ')}`);
-
-    const size = ['', '-wal'].reduce((s, ext) => s + (fs.existsSync(file + ext) ? fs.statSync(file + ext).size : 0), 0);
+    const planText = await backend.plans(busySender, sample);
     const out: string[] = [];
-    out.push(`Dashboard queries, ${totals.events.toLocaleString('en')} events, ${totals.messages.toLocaleString('en')} messages, ${totals.statRows.toLocaleString('en')} aggregate rows, tern.db ${(size / 2 ** 20).toFixed(0)} MiB`);
+    out.push(`Dashboard queries, ${totals.events.toLocaleString('en')} events, ${totals.messages.toLocaleString('en')} messages, ${totals.statRows.toLocaleString('en')} aggregate rows, ${await backend.describe()}`);
     if (made) {
       const all = Object.values(made.mix).reduce((a, b) => a + b, 0);
       out.push(`mix: ${Object.entries(made.mix).map(([k, v]) => `${k} ${((100 * v) / all).toFixed(1)} %`).join(', ')}; fill ${fillSeconds!.toFixed(1)} s (${Math.round(all / fillSeconds!).toLocaleString('en')} events/s, batches of ${BATCH})`);
     }
-    out.push(`node ${process.version}, SQLite ${(db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}, ${os.cpus()[0]?.model ?? 'cpu'}; ${RUNS} warm runs each`);
+    out.push(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'}; ${RUNS} warm runs each`);
     out.push('');
     out.push(`${'query'.padEnd(30)} ${'cold ms'.padStart(8)} ${'median ms'.padStart(10)} ${'max ms'.padStart(8)} ${'rows'.padStart(5)}  target`);
     for (const r of rows) {
@@ -317,11 +428,10 @@ async function main(): Promise<void> {
     out.push('query plans:');
     out.push(...planText.map((p) => `  ${p}`));
     console.log(out.join('\n'));
-    if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ totals, mix: made?.mix ?? null, fillSeconds, rows, plans: planText }, null, 2));
-    db.close();
+    if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ store: POSTGRES ? 'postgres' : 'sqlite', totals, mix: made?.mix ?? null, fillSeconds, rows, plans: planText }, null, 2));
     store.close();
   } finally {
-    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    await backend.close();
   }
 }
 
