@@ -140,12 +140,16 @@ export function matchesWithHead(printed: string, actual: string, seen: Map<strin
   const [pFirst, ...pFields] = pHead.split('\n');
   const [aFirst, ...aFields] = aHead.split('\n');
   if (pFirst !== aFirst) return false;
+  // The ids a matching header binds count only if the whole message matches.
+  const trial = new Map(seen);
   const lowerName = (f: string) => f.slice(0, f.indexOf(':')).toLowerCase() + f.slice(f.indexOf(':'));
   for (const f of pFields) {
     if (f === ELLIPSIS) continue;
-    if (!aFields.some((a) => matches(lowerName(f), lowerName(a), seen))) return false;
+    if (!aFields.some((a) => matches(lowerName(f), lowerName(a), trial))) return false;
   }
-  return pBody === '' || pBody === ELLIPSIS || matches(pBody, aBody, seen);
+  if (!(pBody === '' || pBody === ELLIPSIS || matches(pBody, aBody, trial))) return false;
+  for (const [printedId, actualId] of trial) seen.set(printedId, actualId);
+  return true;
 }
 
 function splitHead(s: string): [string, string] {
@@ -187,6 +191,11 @@ describe('the README examples, pure parts', () => {
     assert.ok(!matchesWithHead(printed, 'HTTP/1.1 202 Accepted\r\nDate: x\r\n\r\n{"a":1}', seen));
     assert.ok(!matchesWithHead(printed, 'HTTP/1.1 200 OK\r\nidempotent-replayed: true\r\n\r\n{"a":1}', seen));
     assert.ok(matchesWithHead('HTTP/1.1 204 No Content\n…', 'HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n', seen));
+    // A request whose header matches but whose body does not binds nothing.
+    const request = 'POST /h HTTP/1.1\nwebhook-id: 01m97mm9fn000025k36d\n\n{"id":"01m97mm9fn000025k36d","n":1}';
+    assert.ok(!matchesWithHead(request, 'POST /h HTTP/1.1\nwebhook-id: 01m98aaaaa0000aaaaaa\n\n{"id":"01m98aaaaa0000aaaaaa","n":2}', seen));
+    assert.ok(matchesWithHead(request, 'POST /h HTTP/1.1\nwebhook-id: 01m98bbbbb0000bbbbbb\n\n{"id":"01m98bbbbb0000bbbbbb","n":1}', seen));
+    assert.equal(seen.get('01m97mm9fn000025k36d'), '01m98bbbbb0000bbbbbb');
   });
 });
 
