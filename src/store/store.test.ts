@@ -246,6 +246,10 @@ for (const kind of storeKinds()) {
         assert.deepEqual(b.messageEvents('Q1', { admin: true })?.message, { id: 'Q1', sender: 'a2@tern.test', messageId: '<m1@tern.test>', createdAt: T0, subject: 'Two' });
         assert.equal(b.messageEvents('Q1', { admin: false, sendAs: ['a@tern.test'] }), null);
         assert.equal(b.messageEvents('Q1', { admin: false, sendAs: ['a2@tern.test'] })?.events.length, 2);
+        // The events API follows the message too: both events are the new sender's, none the old one's.
+        assert.deepEqual(b.queryEvents({ after: '', limit: 10, scope: { admin: false, sendAs: ['a2@tern.test'] } }).map((e) => e.type), ['queued', 'delivered']);
+        assert.deepEqual(b.queryEvents({ after: '', limit: 10, scope: { admin: false, sendAs: ['@tern.test'] } }).length, 2);
+        assert.deepEqual(b.queryEvents({ after: '', limit: 10, scope: { admin: false, sendAs: ['a@tern.test'] } }), []);
       });
     });
 

@@ -89,8 +89,12 @@ class PgStore implements Store {
   readonly #db: SyncPgClient;
   readonly #tx: Transaction;
   #depth = 0;
-  /** Queue ids whose messages row this process has written (bounded): later events of the message skip the upsert. */
-  readonly #known = new Set<string>();
+  /**
+   * Queue ids whose messages row this process has written (bounded), with
+   * the sender forms written there: later events of the message skip the
+   * upsert, and carry the message's forms (schema step 5).
+   */
+  readonly #known = new Map<string, { domain: string; base: string }>();
   /** Queue ids added to #known in the open transaction: forgotten again if it rolls back, since their rows never landed. */
   #knownInTx: string[] = [];
   #webhooks: WebhookStore | undefined;
@@ -300,14 +304,18 @@ class PgStore implements Store {
       const eventRows: unknown[][] = [];
       const messageRows: unknown[][] = [];
       for (const { event, sender, subject, messageId } of events) {
-        eventRows.push([event.id, event.queueId, event.type, event.recipient.toLowerCase(), JSON.stringify(event)]);
-        if (this.#known.has(event.queueId)) continue;
-        // Once per message (per process), from its first event here: the sender and its forms for scoped reads.
-        if (this.#known.size >= KNOWN_MESSAGES_MAX) this.#known.clear();
-        this.#known.add(event.queueId);
-        this.#knownInTx.push(event.queueId);
-        const f = senderForms(sender);
-        messageRows.push([event.queueId, f.sender, f.base, f.domain, Date.parse(event.timestamp), subject ?? null, messageId ?? null]);
+        let forms = this.#known.get(event.queueId);
+        if (forms === undefined) {
+          // Once per message (per process), from its first event here: the sender and its forms for scoped reads.
+          const f = senderForms(sender);
+          forms = { domain: f.domain, base: f.base };
+          if (this.#known.size >= KNOWN_MESSAGES_MAX) this.#known.clear();
+          this.#known.set(event.queueId, forms);
+          this.#knownInTx.push(event.queueId);
+          messageRows.push([event.queueId, f.sender, f.base, f.domain, Date.parse(event.timestamp), subject ?? null, messageId ?? null]);
+        }
+        // The message's sender forms on each of its events too (schema step 5): a key's events are one index range.
+        eventRows.push([event.id, event.queueId, event.type, event.recipient.toLowerCase(), JSON.stringify(event), forms.domain, forms.base]);
       }
       // Rows in key order: two transactions that lock some of the same keys
       // (say a node writing again what it wrote before a restart while
@@ -319,7 +327,10 @@ class PgStore implements Store {
       for (let i = 0; i < eventRows.length; i += INSERT_CHUNK_ROWS) {
         const chunk = eventRows.slice(i, i + INSERT_CHUNK_ROWS);
         // DO NOTHING, as INSERT OR IGNORE: an event written twice (a retried batch) stays the first.
-        this.#db.defer(`INSERT INTO events (id, queue_id, type, recipient, body) VALUES ${placeholders(chunk.length, 5)} ON CONFLICT (id) DO NOTHING`, chunk.flat());
+        this.#db.defer(
+          `INSERT INTO events (id, queue_id, type, recipient, body, sender_domain, sender_base) VALUES ${placeholders(chunk.length, 7)} ON CONFLICT (id) DO NOTHING`,
+          chunk.flat(),
+        );
       }
       for (let i = 0; i < messageRows.length; i += INSERT_CHUNK_ROWS) {
         const chunk = messageRows.slice(i, i + INSERT_CHUNK_ROWS);
@@ -327,10 +338,18 @@ class PgStore implements Store {
         // again and replaces itself, keeping its first time and a Message-ID
         // once known, as the embedded store's upsert does. Each id is in a
         // statement at most once (#known), which DO UPDATE requires.
+        // A row replaced so (xmax is set only on the DO UPDATE path) may now
+        // have other sender forms: its earlier events follow it, so a key sees
+        // a message's events exactly when it sees the message (schema step 5).
+        // A new row, the usual case, costs the events table nothing more.
         this.#db.defer(
-          `INSERT INTO messages (id, sender, sender_base, sender_domain, created_at, subject, message_id) VALUES ${placeholders(chunk.length, 7)}
-           ON CONFLICT (id) DO UPDATE SET sender = EXCLUDED.sender, sender_base = EXCLUDED.sender_base, sender_domain = EXCLUDED.sender_domain,
-             subject = EXCLUDED.subject, message_id = coalesce(EXCLUDED.message_id, messages.message_id)`,
+          `WITH up AS (
+             INSERT INTO messages (id, sender, sender_base, sender_domain, created_at, subject, message_id) VALUES ${placeholders(chunk.length, 7)}
+             ON CONFLICT (id) DO UPDATE SET sender = EXCLUDED.sender, sender_base = EXCLUDED.sender_base, sender_domain = EXCLUDED.sender_domain,
+               subject = EXCLUDED.subject, message_id = coalesce(EXCLUDED.message_id, messages.message_id)
+             RETURNING id, sender_domain, sender_base, xmax <> 0 AS replaced)
+           UPDATE events e SET sender_domain = up.sender_domain, sender_base = up.sender_base FROM up
+           WHERE up.replaced AND e.queue_id = up.id AND (e.sender_domain IS DISTINCT FROM up.sender_domain OR e.sender_base IS DISTINCT FROM up.sender_base)`,
           chunk.flat(),
         );
       }
@@ -339,16 +358,35 @@ class PgStore implements Store {
 
   queryEvents(q: EventQuery): MessageEvent[] {
     const p = new Params();
-    const where = [`e.id > ${p.add(q.after)}`];
-    if (q.type !== undefined) where.push(`e.type = ${p.add(q.type)}`);
-    if (q.recipient !== undefined) where.push(`e.recipient = ${p.add(q.recipient.toLowerCase())}`);
+    const after = p.add(q.after);
+    const filters: string[] = [];
+    if (q.type !== undefined) filters.push(`type = ${p.add(q.type)}`);
+    if (q.recipient !== undefined) filters.push(`recipient = ${p.add(q.recipient.toLowerCase())}`);
     // The events_type index's own condition, so a generic plan may use it too.
-    if (q.type !== undefined && rareType(q.type)) where.push(`e.${RARE_TYPES}`);
+    if (q.type !== undefined && rareType(q.type)) filters.push(RARE_TYPES);
+    const filter = filters.map((f) => ` AND ${f}`).join('');
+    const parse = (rows: { body: string }[]): MessageEvent[] => rows.map((r) => JSON.parse(r.body) as MessageEvent);
     // Event ids are fixed-width lower-case base32 (events.ts): every collation orders them as bytes do, so the primary key serves the order.
-    const sql = q.scope.admin
-      ? `SELECT e.body FROM events e WHERE ${where.join(' AND ')} ORDER BY e.id LIMIT ${p.add(q.limit)}`
-      : `SELECT e.body FROM events e JOIN messages m ON m.id = e.queue_id WHERE ${where.join(' AND ')} AND ${scopeClause(q.scope, p)} ORDER BY e.id LIMIT ${p.add(q.limit)}`;
-    return this.#db.rows<{ body: string }>(sql, p.values).map((r) => JSON.parse(r.body) as MessageEvent);
+    if (q.scope.admin) return parse(this.#db.rows<{ body: string }>(`SELECT body FROM events WHERE id > ${after}${filter} ORDER BY id LIMIT ${p.add(q.limit)}`, p.values));
+    const forms = scopeOnEvents(q.scope);
+    if (forms === null) {
+      // A +tag address in the send-as: matched on the message's exact sender, which only messages keep.
+      const where = filters.map((f) => ` AND e.${f}`).join('');
+      const sql = `SELECT e.body FROM events e JOIN messages m ON m.id = e.queue_id WHERE e.id > ${after}${where} AND ${scopeClause(q.scope, p)} ORDER BY e.id LIMIT ${p.add(q.limit)}`;
+      return parse(this.#db.rows<{ body: string }>(sql, p.values));
+    }
+    if (forms.length === 0) return [];
+    const scope = forms.map((f) => `${f.column} = ${p.add(f.value)}`);
+    const limit = p.add(q.limit);
+    // One ordered index range per form of the scope (events_sender_domain,
+    // events_sender_base), each at most a page long; with several, the page
+    // is the first `limit` ids of their union (a message may match two).
+    const branch = (cond: string, cols: string) => `(SELECT ${cols} FROM events WHERE ${cond} AND id > ${after}${filter} ORDER BY id LIMIT ${limit})`;
+    const sql =
+      scope.length === 1
+        ? branch(scope[0]!, 'body')
+        : `SELECT body FROM events WHERE id IN (SELECT id FROM (${scope.map((c) => branch(c, 'id')).join(' UNION ')}) AS u ORDER BY id LIMIT ${limit}) ORDER BY id`;
+    return parse(this.#db.rows<{ body: string }>(sql, p.values));
   }
 
   messageEvents(queueId: string, scope: EventScope): { message: MessageRecord; events: MessageEvent[] } | null {
@@ -473,6 +511,23 @@ function placeholders(rows: number, width: number): string {
  * Each list is one array parameter, so the statement's text does not vary
  * with the number of patterns.
  */
+/**
+ * A key's scope as conditions on the events' own columns (schema step 5),
+ * one per index range: a domain matches sender_domain; an address matches
+ * sender_base, which also covers the address itself (its base is itself).
+ * Null when an address has a +tag: that one is matched on the message's
+ * exact sender (scopeClause), which events do not carry.
+ */
+function scopeOnEvents(scope: { sendAs: readonly string[] }): { column: 'sender_domain' | 'sender_base'; value: string }[] | null {
+  const conditions: { column: 'sender_domain' | 'sender_base'; value: string }[] = [];
+  for (const s of new Set(scope.sendAs.map((x) => x.toLowerCase()))) {
+    if (s.startsWith('@')) conditions.push({ column: 'sender_domain', value: s });
+    else if (senderForms(s).base !== s) return null;
+    else conditions.push({ column: 'sender_base', value: s });
+  }
+  return conditions;
+}
+
 function scopeClause(scope: EventScope, p: Params): string {
   if (scope.admin) return 'TRUE';
   const domains = scope.sendAs.filter((s) => s.startsWith('@')).map((s) => s.toLowerCase());
