@@ -75,7 +75,7 @@ import { startDnsServer } from '../test/helpers/dns-server.ts';
 import { freePort } from '../test/helpers/server.ts';
 import { buildMessage } from './latency.ts';
 import {
-  cli, cpuMeter, cpuMs, haveTaskset, logCounter, machine, median, pinSelf, ROOT, runSource, SERVER_CPU, sleep, spread, startTern, tempDir, waitUntil,
+  cli, cpuMeterSplit, cpuMs, haveTaskset, logCounter, machine, median, pinSelf, ROOT, runSource, SERVER_CPU, sleep, spread, startTern, tempDir, waitUntil,
   type Spread, type TernProcess,
 } from './lib.ts';
 import { TERN_LIMITS } from './peers.ts';
@@ -649,6 +649,8 @@ interface Run {
   messages: number;
   rate: number;
   serverCpuMsPerMsg: number;
+  /** Its system (kernel) part: socket and file I/O, and on loopback the receiving side's TCP work too. */
+  serverSystemMsPerMsg: number;
   clientCpuMsPerMsg: number;
   /** Share of one core the load generator used while it ran. */
   clientCore: number;
@@ -674,7 +676,7 @@ async function measure(row: Row, round: number, messages: number, receiver: { co
   const s = row.server();
   const done0 = s.done();
   const hooks0 = receiver?.count() ?? 0;
-  const cpu = cpuMeter(() => [s.tern.pid]);
+  const cpu = cpuMeterSplit(() => [s.tern.pid]);
   const foreign = foreignMeter(ours);
   const t0 = Date.now();
   const r = await row.load(messages);
@@ -691,7 +693,8 @@ async function measure(row: Row, round: number, messages: number, receiver: { co
   return {
     row: row.name, round, messages, ok: problems.length === 0, error: problems.join('; ') || undefined,
     rate: r.ok / r.seconds,
-    serverCpuMsPerMsg: serverCpu / Math.max(1, r.ok),
+    serverCpuMsPerMsg: serverCpu.total / Math.max(1, r.ok),
+    serverSystemMsPerMsg: serverCpu.system / Math.max(1, r.ok),
     clientCpuMsPerMsg: r.clientCpuMs / Math.max(1, r.ok),
     clientCore: r.clientCpuMs / (r.seconds * 1000),
     catchUpSeconds,
@@ -906,7 +909,7 @@ async function main(): Promise<void> {
         runs.push(r);
         const client = Number.isFinite(r.clientCpuMsPerMsg) ? `  client ${r.clientCpuMsPerMsg.toFixed(3)} ms/msg (${(100 * r.clientCore).toFixed(0)} % of a core)` : '';
         const noise = r.foreignCores >= 0.05 ? `  (other processes: ${(100 * r.foreignCores).toFixed(0)} % of a core)` : '';
-        console.log(`  ${row.name.padEnd(15)} ${r.rate.toFixed(0).padStart(6)} msg/s  server ${r.serverCpuMsPerMsg.toFixed(3)} ms CPU/msg${client}  all handled after ${r.catchUpSeconds.toFixed(2)} s${noise}${r.ok ? '' : `  FAILED: ${r.error}`}`);
+        console.log(`  ${row.name.padEnd(15)} ${r.rate.toFixed(0).padStart(6)} msg/s  server ${r.serverCpuMsPerMsg.toFixed(3)} ms CPU/msg (system ${r.serverSystemMsPerMsg.toFixed(3)})${client}  all handled after ${r.catchUpSeconds.toFixed(2)} s${noise}${r.ok ? '' : `  FAILED: ${r.error}`}`);
       }
     }
   } finally {
