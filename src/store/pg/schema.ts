@@ -216,7 +216,6 @@ CREATE TABLE tls_reports (
  */
 const STEP_2 = `ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;`;
 
-/** Schema steps; version N is PG_MIGRATIONS[N-1]. Append only, never edit a released step. */
 // Reads by a rare type walk only events of that type (RARE_TYPES in ../store.ts).
 const STEP_3 = `CREATE INDEX events_type ON events (type, id) WHERE type NOT IN ('queued', 'delivered');`;
 
@@ -246,6 +245,7 @@ CREATE INDEX events_sender_domain_rare ON events (sender_domain, id) WHERE type 
 CREATE INDEX events_sender_base_rare ON events (sender_base, id) WHERE type NOT IN ('queued', 'delivered');
 `;
 
+/** Schema steps; version N is PG_MIGRATIONS[N-1]. Append only, never edit a released step. */
 export const PG_MIGRATIONS: readonly string[] = [STEP_1, STEP_2, STEP_3, STEP_4, STEP_5];
 
 /** Brings the database to PG_MIGRATIONS.length; refuses one newer than this Tern. */

@@ -505,13 +505,6 @@ function placeholders(rows: number, width: number): string {
 }
 
 /**
- * The SQL condition for what `scope` may read, as the embedded store's
- * scopeClause (store.ts) and mayUseAddress (src/policy/senders.ts): '@domain'
- * covers the domain, an address covers itself and its plus-tagged forms.
- * Each list is one array parameter, so the statement's text does not vary
- * with the number of patterns.
- */
-/**
  * A key's scope as conditions on the events' own columns (schema step 5),
  * one per index range: a domain matches sender_domain; an address matches
  * sender_base, which also covers the address itself (its base is itself).
@@ -528,6 +521,13 @@ function scopeOnEvents(scope: { sendAs: readonly string[] }): { column: 'sender_
   return conditions;
 }
 
+/**
+ * The SQL condition for what `scope` may read, as the embedded store's
+ * scopeClause (store.ts) and mayUseAddress (src/policy/senders.ts): '@domain'
+ * covers the domain, an address covers itself and its plus-tagged forms.
+ * Each list is one array parameter, so the statement's text does not vary
+ * with the number of patterns.
+ */
 function scopeClause(scope: EventScope, p: Params): string {
   if (scope.admin) return 'TRUE';
   const domains = scope.sendAs.filter((s) => s.startsWith('@')).map((s) => s.toLowerCase());
